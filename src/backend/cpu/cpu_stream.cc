@@ -1,0 +1,166 @@
+#include "backend/cpu/cpu_stream.h"
+
+#include <cstring>
+
+namespace tierkv::cpu {
+
+// ---- CpuEvent ----------------------------------------------------------------------------------
+
+std::uint64_t CpuEvent::next_generation() {
+  std::lock_guard lock(mu_);
+  return ++recorded_;
+}
+
+std::uint64_t CpuEvent::last_generation() {
+  std::lock_guard lock(mu_);
+  return recorded_;
+}
+
+void CpuEvent::complete(std::uint64_t generation) {
+  {
+    std::lock_guard lock(mu_);
+    if (generation <= completed_) return;
+    completed_ = generation;
+    when_ = std::chrono::steady_clock::now();
+  }
+  cv_.notify_all();
+}
+
+void CpuEvent::wait_for(std::uint64_t generation) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return completed_ >= generation; });
+}
+
+Status CpuEvent::synchronize() {
+  wait_for(last_generation());
+  return Status::Ok();
+}
+
+Result<bool> CpuEvent::done() {
+  std::lock_guard lock(mu_);
+  return completed_ >= recorded_;
+}
+
+std::optional<std::chrono::steady_clock::time_point> CpuEvent::completed_at() {
+  std::lock_guard lock(mu_);
+  if (recorded_ == 0 || completed_ < recorded_) return std::nullopt;
+  return when_;
+}
+
+// ---- CpuStream ---------------------------------------------------------------------------------
+
+CpuStream::CpuStream() : worker_([this] { run(); }) {}
+
+CpuStream::~CpuStream() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  worker_.join();  // drains the queue first
+}
+
+void CpuStream::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stop_ and drained
+    Task task = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    Status s = task();
+    lock.lock();
+    busy_ = false;
+    if (!s.ok() && first_error_.ok()) first_error_ = std::move(s);
+    if (queue_.empty()) idle_cv_.notify_all();
+  }
+}
+
+void CpuStream::enqueue(Task task) {
+  if (capture_) {
+    capture_->push_back(std::move(task));
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(task));
+  }
+  work_cv_.notify_one();
+}
+
+Status CpuStream::copy(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return Status::Ok();
+  if (dst == nullptr || src == nullptr) return invalid_argument("copy: null pointer");
+  enqueue([=] {
+    std::memmove(dst, src, bytes);
+    return Status::Ok();
+  });
+  return Status::Ok();
+}
+
+Status CpuStream::fill(void* dst, std::uint8_t value, std::size_t bytes) {
+  if (bytes == 0) return Status::Ok();
+  if (dst == nullptr) return invalid_argument("fill: null pointer");
+  enqueue([=] {
+    std::memset(dst, value, bytes);
+    return Status::Ok();
+  });
+  return Status::Ok();
+}
+
+Status CpuStream::record(Event& event) {
+  auto* e = dynamic_cast<CpuEvent*>(&event);
+  if (e == nullptr) return invalid_argument("record: event of another backend");
+  if (capture_) return unimplemented("record: events inside a graph capture (CPU backend)");
+  const std::uint64_t gen = e->next_generation();
+  enqueue([e, gen] {
+    e->complete(gen);
+    return Status::Ok();
+  });
+  return Status::Ok();
+}
+
+Status CpuStream::wait(const Event& event) {
+  auto* e = dynamic_cast<CpuEvent*>(const_cast<Event*>(&event));
+  if (e == nullptr) return invalid_argument("wait: event of another backend");
+  if (capture_) return unimplemented("wait: events inside a graph capture (CPU backend)");
+  const std::uint64_t gen = e->last_generation();
+  if (gen == 0) return Status::Ok();
+  enqueue([e, gen] {
+    e->wait_for(gen);
+    return Status::Ok();
+  });
+  return Status::Ok();
+}
+
+Status CpuStream::synchronize() {
+  if (capture_) return failed_precondition("synchronize: the stream is capturing a graph");
+  std::unique_lock lock(mu_);
+  idle_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+  Status s = std::move(first_error_);
+  first_error_ = Status::Ok();
+  return s;
+}
+
+Status CpuStream::begin_capture() {
+  if (capture_) return failed_precondition("begin_capture: already capturing");
+  capture_.emplace();
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Graph>> CpuStream::end_capture() {
+  if (!capture_) return failed_precondition("end_capture: not capturing");
+  std::vector<Task> tasks = std::move(*capture_);
+  capture_.reset();
+  return std::unique_ptr<Graph>(std::make_unique<CpuGraph>(std::move(tasks)));
+}
+
+Status CpuGraph::launch(Stream& stream) {
+  auto* s = dynamic_cast<CpuStream*>(&stream);
+  if (s == nullptr) return invalid_argument("graph launch: stream of another backend");
+  for (const CpuStream::Task& t : tasks_) s->enqueue(t);
+  return Status::Ok();
+}
+
+}  // namespace tierkv::cpu

@@ -1,0 +1,85 @@
+// The CPU backend's streams and events: each stream is a worker thread draining an in-order queue,
+// so operations are asynchronous exactly as on a device stream.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "tierkv/backend.h"
+
+namespace tierkv::cpu {
+
+class CpuEvent final : public Event {
+ public:
+  Status synchronize() override;
+  Result<bool> done() override;
+
+  // Hands out the generation a record() will complete.
+  std::uint64_t next_generation();
+  // The generation of the last record(), 0 if never recorded.
+  std::uint64_t last_generation();
+  void complete(std::uint64_t generation);
+  void wait_for(std::uint64_t generation);
+  // Completion time of the last record(); empty until it completed.
+  std::optional<std::chrono::steady_clock::time_point> completed_at();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t recorded_ = 0;   // GUARDED_BY(mu_)
+  std::uint64_t completed_ = 0;  // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point when_;  // GUARDED_BY(mu_)
+};
+
+class CpuStream final : public Stream {
+ public:
+  using Task = std::function<Status()>;
+
+  CpuStream();
+  ~CpuStream() override;
+
+  Status copy(void* dst, const void* src, std::size_t bytes) override;
+  Status fill(void* dst, std::uint8_t value, std::size_t bytes) override;
+  Status record(Event& event) override;
+  Status wait(const Event& event) override;
+  Status synchronize() override;
+  Status begin_capture() override;
+  Result<std::unique_ptr<Graph>> end_capture() override;
+  void* native_handle() override { return nullptr; }
+
+  // Queues `task` (or adds it to the graph being captured). Its error, if any, is reported by the
+  // next synchronize().
+  void enqueue(Task task);
+
+ private:
+  void run();
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable idle_cv_;
+  std::deque<Task> queue_;           // GUARDED_BY(mu_)
+  bool busy_ = false;                // GUARDED_BY(mu_)
+  bool stop_ = false;                // GUARDED_BY(mu_)
+  Status first_error_;               // GUARDED_BY(mu_)
+  std::optional<std::vector<Task>> capture_;  // touched only by the thread that owns the stream
+  std::thread worker_;
+};
+
+class CpuGraph final : public Graph {
+ public:
+  explicit CpuGraph(std::vector<CpuStream::Task> tasks) : tasks_(std::move(tasks)) {}
+  Status launch(Stream& stream) override;
+
+ private:
+  std::vector<CpuStream::Task> tasks_;
+};
+
+}  // namespace tierkv::cpu

@@ -1,0 +1,60 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+#include "core/counter_rng.h"
+
+namespace tierkv::cuda {
+namespace {
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+__global__ void fill_uniform_kernel(T* dst, std::size_t count, std::uint64_t seed, float lo, float hi) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
+    dst[i] = from_float<T>(counter_uniform(seed, i, lo, hi));
+  }
+}
+
+template <typename T>
+Status launch(void* dst, std::size_t count, std::uint64_t seed, float lo, float hi, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  const std::size_t blocks = std::min<std::size_t>((count + kThreads - 1) / kThreads, 65536);
+  fill_uniform_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(static_cast<T*>(dst), count,
+                                                                            seed, lo, hi);
+  TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed, float lo,
+                           float hi, cudaStream_t stream) {
+  if (count == 0) return Status::Ok();
+  if (dst == nullptr) return invalid_argument("fill_uniform: null pointer");
+  switch (dtype) {
+    case DType::kF32: return launch<float>(dst, count, seed, lo, hi, stream);
+    case DType::kF16: return launch<__half>(dst, count, seed, lo, hi, stream);
+    case DType::kBF16: return launch<__nv_bfloat16>(dst, count, seed, lo, hi, stream);
+  }
+  return invalid_argument("fill_uniform: unknown dtype " + std::to_string(static_cast<int>(dtype)));
+}
+
+}  // namespace tierkv::cuda

@@ -1,0 +1,22 @@
+// Host launchers of the CUDA kernels. Each checks its arguments, launches on `stream` and returns
+// the launch status; none allocates or synchronizes, so all are graph-capturable.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tierkv/attention.h"
+#include "tierkv/dtype.h"
+#include "tierkv/status.h"
+
+namespace tierkv::cuda {
+
+Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed, float lo,
+                           float hi, cudaStream_t stream);
+
+// REQUIRES: validate(args).ok().
+Status launch_decode_attention(const DecodeAttentionArgs& args, int sm_count, cudaStream_t stream);
+
+}  // namespace tierkv::cuda
