@@ -138,6 +138,9 @@ class Backend {
   virtual const DeviceInfo& info() const = 0;
   BackendKind kind() const { return info().backend; }
 
+  // Bytes of device memory free right now (host memory available, on the CPU backend).
+  virtual Result<std::size_t> free_memory() = 0;
+
   // Allocates `bytes` (> 0) of `kind`. ResourceExhausted when the memory is not there.
   virtual Result<Buffer> allocate(MemoryKind kind, std::size_t bytes) = 0;
   virtual Result<std::unique_ptr<Stream>> create_stream() = 0;

@@ -50,10 +50,20 @@ class CpuBackend final : public Backend {
 
   const DeviceInfo& info() const override { return info_; }
 
+  Result<std::size_t> free_memory() override {
+    const long pages = sysconf(_SC_AVPHYS_PAGES);
+    const long page_size = sysconf(_SC_PAGESIZE);
+    if (pages < 0 || page_size < 0) return unavailable("sysconf cannot tell the available memory");
+    return std::size_t(pages) * std::size_t(page_size);
+  }
+
   Result<Buffer> allocate(MemoryKind kind, std::size_t bytes) override {
     if (bytes == 0) return invalid_argument("allocate: zero bytes");
     const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    if (rounded < bytes) return resource_exhausted("allocate: size overflows");
+    if (rounded < bytes || (info_.total_memory > 0 && bytes > info_.total_memory)) {
+      return resource_exhausted("allocate: " + std::to_string(bytes) + " bytes exceed the " +
+                                std::to_string(info_.total_memory) + " bytes of this machine");
+    }
     void* p = std::aligned_alloc(kAlignment, rounded);
     if (p == nullptr) {
       return resource_exhausted("allocate: cannot allocate " + std::to_string(bytes) + " bytes of " +

@@ -154,6 +154,13 @@ class CudaBackend final : public Backend {
 
   const DeviceInfo& info() const override { return info_; }
 
+  Result<std::size_t> free_memory() override {
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
+    std::size_t free = 0, total = 0;
+    TIERKV_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free, &total));
+    return free;
+  }
+
   Result<Buffer> allocate(MemoryKind kind, std::size_t bytes) override {
     if (bytes == 0) return invalid_argument("allocate: zero bytes");
     TIERKV_RETURN_IF_ERROR(use_device(device_));

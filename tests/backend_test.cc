@@ -1,0 +1,184 @@
+// The backend seam, exercised identically on every backend.
+#include "tierkv/backend.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "backends.h"
+
+namespace tierkv {
+namespace {
+
+using test::BackendTest;
+
+std::vector<std::uint8_t> random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::uint8_t> v(n);
+  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
+  return v;
+}
+
+TEST_P(BackendTest, ReportsDevice) {
+  const DeviceInfo& info = backend().info();
+  EXPECT_EQ(info.backend, GetParam());
+  EXPECT_FALSE(info.name.empty());
+  EXPECT_GT(info.compute_units, 0);
+  EXPECT_GT(info.total_memory, 0u);
+  EXPECT_GT(info.l2_bytes, 0u);
+  ASSERT_OK_AND_ASSIGN(const std::size_t free, backend().free_memory());
+  EXPECT_GT(free, 0u);
+}
+
+TEST_P(BackendTest, CopiesRoundTripThroughEveryMemoryKind) {
+  const std::size_t n = (1 << 20) + 13;  // not a multiple of anything convenient
+  const auto src = random_bytes(n, 1);
+  for (MemoryKind staging : {MemoryKind::kPinnedHost, MemoryKind::kPageableHost}) {
+    ASSERT_OK_AND_ASSIGN(Buffer host, backend().allocate(staging, n));
+    ASSERT_OK_AND_ASSIGN(Buffer dev_a, backend().allocate(MemoryKind::kDevice, n));
+    ASSERT_OK_AND_ASSIGN(Buffer dev_b, backend().allocate(MemoryKind::kDevice, n));
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(dev_a.data()) % 256, 0u);
+    std::memcpy(host.data(), src.data(), n);
+    ASSERT_OK(stream().copy(dev_a.data(), host.data(), n));     // host -> device
+    ASSERT_OK(stream().copy(dev_b.data(), dev_a.data(), n));    // device -> device
+    ASSERT_OK(stream().fill(host.data(), 0, n));
+    ASSERT_OK(stream().copy(host.data(), dev_b.data(), n));     // device -> host
+    ASSERT_OK(stream().synchronize());
+    EXPECT_EQ(std::memcmp(host.data(), src.data(), n), 0) << memory_kind_name(staging);
+  }
+}
+
+TEST_P(BackendTest, FillSetsBytes) {
+  ASSERT_OK_AND_ASSIGN(Buffer dev, backend().allocate(MemoryKind::kDevice, 4096));
+  std::vector<std::uint8_t> out(4096, 0);
+  ASSERT_OK(stream().fill(dev.data(), 0xab, 4096));
+  ASSERT_OK(stream().copy(out.data(), dev.data(), 4096));
+  ASSERT_OK(stream().synchronize());
+  for (std::uint8_t b : out) ASSERT_EQ(b, 0xab);
+}
+
+TEST_P(BackendTest, FillUniformIsTheSameFunctionEverywhere) {
+  const std::size_t n = 100'003;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    ASSERT_OK_AND_ASSIGN(Buffer dev, backend().allocate(MemoryKind::kDevice, n * dtype_size(t)));
+    std::vector<std::uint8_t> out(n * dtype_size(t));
+    ASSERT_OK(backend().fill_uniform(dev.data(), n, t, 99, -3.0f, 5.0f, stream()));
+    ASSERT_OK(stream().copy(out.data(), dev.data(), out.size()));
+    ASSERT_OK(stream().synchronize());
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float got = load_as_float(out.data(), i, t);
+      std::uint8_t expected_bits[4];
+      store_from_float(expected_bits, 0, t, uniform_at(99, i, -3.0f, 5.0f));
+      ASSERT_EQ(got, load_as_float(expected_bits, 0, t)) << "element " << i << " " << dtype_name(t);
+      ASSERT_GE(got, -3.0f);
+      ASSERT_LE(got, 5.0f);
+      sum += got;
+    }
+    EXPECT_NEAR(sum / n, 1.0, 0.05) << "mean of U[-3, 5)";
+  }
+}
+
+TEST_P(BackendTest, EventsOrderWorkAcrossStreams) {
+  // Stream A produces a buffer; stream B waits on A's event and then consumes it. Repeated, so a
+  // missing dependency shows up as a stale value.
+  ASSERT_OK_AND_ASSIGN(auto other, backend().create_stream());
+  ASSERT_OK_AND_ASSIGN(auto produced, backend().create_event());
+  const std::size_t n = 8 << 20;
+  ASSERT_OK_AND_ASSIGN(Buffer a, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK_AND_ASSIGN(Buffer b, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK_AND_ASSIGN(Buffer host, backend().allocate(MemoryKind::kPinnedHost, n));
+  for (std::uint8_t round = 1; round <= 5; ++round) {
+    ASSERT_OK(stream().fill(a.data(), round, n));
+    ASSERT_OK(stream().record(*produced));
+    ASSERT_OK(other->wait(*produced));
+    ASSERT_OK(other->copy(b.data(), a.data(), n));
+    ASSERT_OK(other->copy(host.data(), b.data(), n));
+    ASSERT_OK(other->synchronize());
+    const auto* p = host.as<std::uint8_t>();
+    ASSERT_EQ(p[0], round);
+    ASSERT_EQ(p[n - 1], round);
+  }
+  ASSERT_OK_AND_ASSIGN(const bool done, produced->done());
+  EXPECT_TRUE(done);
+}
+
+TEST_P(BackendTest, ElapsedTimeCoversTheWork) {
+  ASSERT_OK_AND_ASSIGN(auto start, backend().create_event());
+  ASSERT_OK_AND_ASSIGN(auto end, backend().create_event());
+  const std::size_t n = 64 << 20;
+  ASSERT_OK_AND_ASSIGN(Buffer a, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK_AND_ASSIGN(Buffer b, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK(stream().record(*start));
+  for (int i = 0; i < 4; ++i) ASSERT_OK(stream().copy(b.data(), a.data(), n));
+  ASSERT_OK(stream().record(*end));
+  ASSERT_OK(end->synchronize());
+  ASSERT_OK_AND_ASSIGN(const double ms, backend().elapsed_ms(*start, *end));
+  EXPECT_GT(ms, 0.0);
+  EXPECT_LT(ms, 60'000.0);
+}
+
+TEST_P(BackendTest, GraphReplaysCapturedWork) {
+  const std::size_t n = 1 << 16;
+  ASSERT_OK_AND_ASSIGN(Buffer src, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK_AND_ASSIGN(Buffer dst, backend().allocate(MemoryKind::kDevice, n));
+  ASSERT_OK_AND_ASSIGN(Buffer host, backend().allocate(MemoryKind::kPinnedHost, n));
+  ASSERT_OK(stream().begin_capture());
+  ASSERT_OK(stream().copy(dst.data(), src.data(), n));
+  ASSERT_OK_AND_ASSIGN(auto graph, stream().end_capture());
+  for (std::uint8_t v : {7, 9}) {
+    ASSERT_OK(stream().fill(src.data(), v, n));  // outside the graph
+    ASSERT_OK(graph->launch(stream()));
+    ASSERT_OK(stream().copy(host.data(), dst.data(), n));
+    ASSERT_OK(stream().synchronize());
+    EXPECT_EQ(host.as<std::uint8_t>()[n / 2], v);
+  }
+}
+
+TEST_P(BackendTest, BadRequestsAreErrorsNotCrashes) {
+  EXPECT_EQ(backend().allocate(MemoryKind::kDevice, 0).status().code(), StatusCode::kInvalidArgument);
+  const auto huge = backend().allocate(MemoryKind::kDevice, std::size_t{1} << 52);  // 4 PiB
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), StatusCode::kResourceExhausted) << huge.status().to_string();
+  EXPECT_EQ(stream().copy(nullptr, this, 16).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(stream().end_capture().status().code(), StatusCode::kFailedPrecondition);
+  // The backend still works after the failures.
+  ASSERT_OK_AND_ASSIGN(Buffer ok, backend().allocate(MemoryKind::kDevice, 1024));
+  ASSERT_OK(stream().fill(ok.data(), 1, 1024));
+  ASSERT_OK(stream().synchronize());
+}
+
+TEST_P(BackendTest, BuffersMoveAndFree) {
+  ASSERT_OK_AND_ASSIGN(Buffer a, backend().allocate(MemoryKind::kPinnedHost, 4096));
+  void* p = a.data();
+  Buffer b = std::move(a);
+  EXPECT_TRUE(a.empty());  // NOLINT(bugprone-use-after-move): moved-from state is specified
+  EXPECT_EQ(b.data(), p);
+  EXPECT_EQ(b.kind(), MemoryKind::kPinnedHost);
+  b.reset();
+  EXPECT_TRUE(b.empty());
+}
+
+TIERKV_INSTANTIATE_BACKENDS(BackendTest);
+
+TEST(BackendRegistry, ParsesNames) {
+  EXPECT_EQ(*parse_backend_kind("cpu"), BackendKind::kCpu);
+  EXPECT_EQ(*parse_backend_kind("cuda"), BackendKind::kCuda);
+  EXPECT_EQ(parse_backend_kind("tpu").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(BackendRegistry, CudaWithoutDeviceIsUnavailable) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
+  const auto b = create_backend(BackendKind::kCuda);
+  ASSERT_FALSE(b.ok());
+  EXPECT_TRUE(b.status().code() == StatusCode::kUnavailable ||
+              b.status().code() == StatusCode::kUnimplemented)
+      << b.status().to_string();
+}
+
+}  // namespace
+}  // namespace tierkv
