@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds here and copies the binaries the GPU run needs into .gpu-bin/ (ignored by git), so that a
+# device call can carry them instead of building there: scripts/gpu-suite.sh uses them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh >/dev/null
+rm -rf .gpu-bin && mkdir -p .gpu-bin
+cp build/tests/*_test build/tools/tierkv-bench/tierkv-bench .gpu-bin/
+strip --strip-debug .gpu-bin/*
+du -sh .gpu-bin

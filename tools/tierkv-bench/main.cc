@@ -1,0 +1,90 @@
+// tierkv-bench: the microbenchmark report (decode attention over paged KV, KV transfers, the
+// machine's ceilings), printed and written as JSON Lines.
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "decode_bench.h"
+#include "measure.h"
+#include "options.h"
+#include "report.h"
+#include "results.h"
+#include "transfer_bench.h"
+
+namespace tierkv::bench {
+namespace {
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "tierkv-bench: %s\n", s.to_string().c_str());
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2 : 1;
+}
+
+Status run_sections(Backend& backend, Stream& stream, const Options& opts, BenchData& data) {
+  Progress progress(opts.quiet);
+  int total = 0;
+  if (opts.has_section("decode")) total += static_cast<int>(opts.kv_lens.size());
+  if (opts.has_section("batched")) total += static_cast<int>(opts.batches.size());
+  if (opts.has_section("transfer")) total += 1;
+  if (opts.has_section("reference")) total += 1;
+  progress.set_total(total);
+  if (opts.has_section("decode")) {
+    for (std::int32_t kv : opts.kv_lens) {
+      progress.step("decode batch 1, KV " + std::to_string(kv));
+      TIERKV_ASSIGN_OR_RETURN(DecodeMeasurement m, measure_decode(backend, stream, opts, 1, kv));
+      data.batch1.push_back(m);
+    }
+  }
+  if (opts.has_section("batched")) {
+    for (std::int32_t b : opts.batches) {
+      progress.step("decode batch " + std::to_string(b) + ", KV " + std::to_string(opts.batch_kv));
+      TIERKV_ASSIGN_OR_RETURN(DecodeMeasurement m, measure_decode(backend, stream, opts, b, opts.batch_kv));
+      data.batched.push_back(m);
+    }
+  }
+  if (opts.has_section("transfer")) {
+    progress.step("KV transfers, pinned and pageable");
+    TIERKV_ASSIGN_OR_RETURN(data.kv_transfers, measure_kv_transfers(backend, stream, opts));
+  }
+  if (opts.has_section("reference")) {
+    progress.step("reference bandwidths");
+    TIERKV_ASSIGN_OR_RETURN(data.ceilings, measure_ceilings(backend, stream, opts));
+  }
+  progress.finish();
+  return Status::Ok();
+}
+
+int run(int argc, char** argv) {
+  Options opts;
+  if (const int code = parse_options(argc, argv, opts); code >= 0) return code;
+  auto backend = create_backend(opts.backend, opts.device);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "tierkv-bench: cannot use the %s backend: %s\n",
+                 std::string(backend_kind_name(opts.backend)).c_str(), backend.status().to_string().c_str());
+    return 2;
+  }
+  apply_defaults((*backend)->info(), opts);
+  if (const Status s = check_fits(**backend, opts); !s.ok()) return fail(s);
+  auto stream = (*backend)->create_stream();
+  if (!stream.ok()) return fail(stream.status());
+
+  BenchData data;
+  if (const Status s = run_sections(**backend, **stream, opts, data); !s.ok()) return fail(s);
+
+  const RunInfo info = make_run_info((*backend)->info(), opts.backend);
+  const std::string report = render_report(info, opts, data);
+  std::fputs(report.c_str(), stdout);
+  std::fflush(stdout);
+  if (!opts.report_path.empty()) {
+    if (const Status s = write_lines(opts.report_path, {report}); !s.ok()) return fail(s);
+  }
+  if (!opts.json_path.empty()) {
+    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, data)); !s.ok()) return fail(s);
+    if (!opts.quiet) std::fprintf(stderr, "tierkv-bench: figures written to %s\n", opts.json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tierkv::bench
+
+int main(int argc, char** argv) { return tierkv::bench::run(argc, argv); }

@@ -1,0 +1,156 @@
+#include "options.h"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+#include "synth/paged_batch.h"
+
+namespace tierkv::bench {
+namespace {
+
+constexpr std::int32_t kMaxKvTokens = 1 << 22;
+constexpr std::int32_t kMaxBatch = 65535;
+const std::vector<std::string> kSections = {"decode", "batched", "transfer", "reference"};
+
+std::string gib(std::size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
+  return buf;
+}
+
+}  // namespace
+
+bool Options::has_section(const std::string& s) const {
+  return std::find(sections.begin(), sections.end(), s) != sections.end();
+}
+
+int parse_options(int argc, char** argv, Options& opts) {
+  CLI::App app{
+      "tierkv-bench: decode attention over paged KV and host<->device KV transfers, measured on\n"
+      "this machine and printed as a report (with every figure also written as JSON Lines).\n"
+      "Timing: device events, warm-up runs, medians; decode is replayed from captured graphs that\n"
+      "rotate through input sets larger than the L2 cache."};
+  std::string backend = "auto", layout = "nhd";
+  app.add_option("--backend", backend, "cpu, cuda, or auto (cuda when a GPU is visible)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--device", opts.device, "CUDA device index")->capture_default_str()->check(CLI::NonNegativeNumber);
+  std::string presets;
+  for (std::string_view n : model_preset_names()) presets += (presets.empty() ? "" : ", ") + std::string(n);
+  app.add_option("--model", opts.model_name, "model preset whose KV shape is measured (" + presets + ")")
+      ->capture_default_str();
+  app.add_option("--kv-lens", opts.kv_lens,
+                 "KV lengths of the batch-1 sweep and the transfers, comma separated "
+                 "[cuda: 512..32768, cpu: 128..1024]")
+      ->delimiter(',')
+      ->check(CLI::Range(1, kMaxKvTokens));
+  app.add_option("--batches", opts.batches,
+                 "batch sizes of the batched sweep, comma separated [cuda: 1..128, cpu: 1..8]")
+      ->delimiter(',')
+      ->check(CLI::Range(1, kMaxBatch));
+  app.add_option("--batch-kv", opts.batch_kv, "KV length of the batched sweep [cuda: 2048, cpu: 512]")
+      ->check(CLI::Range(1, kMaxKvTokens));
+  int page_tokens = 0;
+  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")->check(CLI::Range(1, 1024));
+  app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"nhd", "hnd"}));
+  opts.sections = kSections;
+  app.add_option("--sections", opts.sections, "sections to run: decode, batched, transfer, reference")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::IsMember(kSections));
+  app.add_option("--warmup", opts.warmup, "untimed runs before each measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  app.add_option("--reps", opts.reps, "timed repetitions per case (median reported) [cuda: 30, cpu: 5]")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--min-calls", opts.min_calls,
+                 "decode launches per timed graph replay, at least [cuda: 20, cpu: 1]")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--seed", opts.seed, "seed of the random inputs")->capture_default_str();
+  app.add_option("--json", opts.json_path, "where to write the JSON Lines figures ('' = nowhere)")
+      ->capture_default_str();
+  app.add_option("--report", opts.report_path, "also write the text report to this file");
+  app.add_flag("--quiet", opts.quiet, "no progress line on stderr");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  if (backend == "auto") {
+    opts.backend = cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu;
+  } else {
+    opts.backend = *parse_backend_kind(backend);
+    opts.backend_from_flag = true;
+  }
+  auto model = model_preset(opts.model_name);
+  if (!model.ok()) {
+    std::fprintf(stderr, "tierkv-bench: --model: %s\n", model.status().message().c_str());
+    return 2;
+  }
+  opts.model = *model;
+  if (page_tokens > 0) opts.model.page_tokens = page_tokens;
+  opts.layout = layout == "hnd" ? KvLayout::kHND : KvLayout::kNHD;
+  if (const Status s = opts.model.validate(); !s.ok()) {
+    std::fprintf(stderr, "tierkv-bench: %s\n", s.message().c_str());
+    return 2;
+  }
+  if (!decode_head_dim_supported(opts.model.head_dim) || !decode_group_supported(opts.model.gqa_group())) {
+    std::fprintf(stderr, "tierkv-bench: model %s has head_dim %d and GQA group %d; decode supports "
+                 "head_dim 64/128/256 and groups 1..8\n", opts.model_name.c_str(), opts.model.head_dim,
+                 opts.model.gqa_group());
+    return 2;
+  }
+  return -1;
+}
+
+void apply_defaults(const DeviceInfo& device, Options& opts) {
+  const bool gpu = device.backend == BackendKind::kCuda;
+  if (opts.kv_lens.empty()) {
+    opts.kv_lens = gpu ? std::vector<std::int32_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}
+                       : std::vector<std::int32_t>{128, 256, 512, 1024};
+  }
+  if (opts.batches.empty()) {
+    opts.batches = gpu ? std::vector<std::int32_t>{1, 2, 4, 8, 16, 32, 64, 128}
+                       : std::vector<std::int32_t>{1, 2, 4, 8};
+  }
+  if (opts.batch_kv == 0) opts.batch_kv = gpu ? 2048 : 512;
+  if (opts.reps == 0) opts.reps = gpu ? 30 : 5;
+  if (opts.min_calls == 0) opts.min_calls = gpu ? 20 : 1;
+  // Rotating through 4x the L2 makes every decode read its KV from HBM. The CPU run is a
+  // functional run at small sizes; it does not rotate.
+  opts.rotate_bytes = gpu ? 4 * device.l2_bytes : 0;
+  std::sort(opts.kv_lens.begin(), opts.kv_lens.end());
+  opts.kv_lens.erase(std::unique(opts.kv_lens.begin(), opts.kv_lens.end()), opts.kv_lens.end());
+  std::sort(opts.batches.begin(), opts.batches.end());
+  opts.batches.erase(std::unique(opts.batches.begin(), opts.batches.end()), opts.batches.end());
+}
+
+Status check_fits(Backend& backend, const Options& opts) {
+  TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
+  const std::size_t budget = free / 10 * 9;
+  auto check = [&](std::int32_t batch, std::int32_t kv, const char* section) -> Status {
+    synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(opts.model, std::vector<std::int32_t>(batch, kv));
+    const std::size_t need = spec.device_bytes();
+    if (need > budget) {
+      std::ostringstream m;
+      m << section << " case batch " << batch << " x KV " << kv << " needs " << gib(need)
+        << " of device memory; " << gib(free) << " is free. Choose smaller --kv-lens / --batches.";
+      return resource_exhausted(m.str());
+    }
+    return Status::Ok();
+  };
+  if (opts.has_section("decode") || opts.has_section("transfer")) {
+    for (std::int32_t kv : opts.kv_lens) TIERKV_RETURN_IF_ERROR(check(1, kv, "decode"));
+  }
+  if (opts.has_section("batched")) {
+    for (std::int32_t b : opts.batches) TIERKV_RETURN_IF_ERROR(check(b, opts.batch_kv, "batched"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace tierkv::bench

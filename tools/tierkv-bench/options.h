@@ -1,0 +1,49 @@
+// tierkv-bench's options: one struct, filled from the command line in one place and checked
+// before anything runs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tierkv/backend.h"
+#include "tierkv/model_spec.h"
+#include "tierkv/paged_kv.h"
+
+namespace tierkv::bench {
+
+struct Options {
+  BackendKind backend = BackendKind::kCuda;
+  bool backend_from_flag = false;
+  int device = 0;
+  std::string model_name = "llama-3.1-8b";
+  ModelSpec model;
+  KvLayout layout = KvLayout::kNHD;
+  std::vector<std::int32_t> kv_lens;   // batch-1 sweep (and per-length transfers)
+  std::vector<std::int32_t> batches;   // batched sweep
+  std::int32_t batch_kv = 0;           // KV length of the batched sweep
+  std::vector<std::string> sections;   // decode, batched, transfer, reference
+  int warmup = 3;
+  int reps = 0;
+  int min_calls = 0;                   // decode launches per timed graph replay
+  std::size_t rotate_bytes = 0;        // input bytes to rotate through per case (defeats caches)
+  std::uint64_t seed = 1;
+  std::string json_path = "tierkv-bench.jsonl";
+  std::string report_path;
+  bool quiet = false;
+
+  bool has_section(const std::string& s) const;
+};
+
+// Parses argv. Returns the exit code to use when the program should stop now (help printed, or a
+// bad flag reported on stderr), or -1 to go on.
+int parse_options(int argc, char** argv, Options& opts);
+
+// Applies backend-dependent defaults (sizes, repetitions) to fields the user left unset.
+void apply_defaults(const DeviceInfo& device, Options& opts);
+
+// Checks that every requested case fits: device memory for the decode sets and transfer targets,
+// host memory for the transfer sources. InvalidArgument / ResourceExhausted with the case named.
+Status check_fits(Backend& backend, const Options& opts);
+
+}  // namespace tierkv::bench

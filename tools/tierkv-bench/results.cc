@@ -1,0 +1,89 @@
+#include "results.h"
+
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace tierkv::bench {
+namespace {
+
+using nlohmann::json;
+
+json common(const RunInfo& run, const Options& opts, const char* bench) {
+  return json{{"bench", bench},           {"impl", "tierkv"},     {"card", run.card},
+              {"date", run.date},         {"backend", run.backend}, {"model", opts.model.name}};
+}
+
+json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasurement& m, const char* section,
+                 bool graph) {
+  json j = common(run, opts, "decode");
+  j.update(json{{"section", section},
+                {"batch", m.batch},
+                {"kv_tokens", m.kv_tokens},
+                {"page_tokens", opts.model.page_tokens},
+                {"layout", opts.layout == KvLayout::kNHD ? "nhd" : "hnd"},
+                {"num_q_heads", opts.model.num_q_heads},
+                {"num_kv_heads", opts.model.num_kv_heads},
+                {"head_dim", opts.model.head_dim},
+                {"dtype", std::string(dtype_name(opts.model.kv_dtype))},
+                {"bytes", m.kv_bytes},
+                {"graph", graph},
+                {"splits", m.splits},
+                {"sets", m.sets},
+                {"rel_l2_error", m.rel_l2_error}});
+  const double us = graph ? m.us_graph : m.us_eager;
+  j["us"] = us;
+  j["gbps"] = m.kv_bytes / us / 1e3;
+  return j;
+}
+
+json transfer_json(const RunInfo& run, const Options& opts, const TransferMeasurement& m) {
+  const bool ceiling = m.what == "hbm_copy";
+  json j = common(run, opts, ceiling ? "ceiling" : "transfer");
+  j.update(json{{"what", m.what}, {"memory", m.memory}, {"direction", m.direction}, {"bytes", m.bytes},
+                {"us", m.us}, {"gbps", m.gbps()}});
+  if (!ceiling) j["case"] = m.what == "kv_layer" ? "kv_layer" : "large";
+  if (m.kv_tokens > 0) j["kv_tokens"] = m.kv_tokens;
+  return j;
+}
+
+}  // namespace
+
+RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
+  RunInfo r;
+  r.card = device.name;
+  r.backend = std::string(backend_kind_name(backend));
+  r.device = device;
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &utc);
+  r.date = buf;
+  return r;
+}
+
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const BenchData& data) {
+  std::vector<std::string> lines;
+  for (const auto& [section, list] : {std::pair{"batch1", &data.batch1}, std::pair{"batched", &data.batched}}) {
+    for (const DecodeMeasurement& m : *list) {
+      lines.push_back(decode_json(run, opts, m, section, true).dump());
+      lines.push_back(decode_json(run, opts, m, section, false).dump());
+    }
+  }
+  for (const auto* list : {&data.kv_transfers, &data.ceilings}) {
+    for (const TransferMeasurement& m : *list) lines.push_back(transfer_json(run, opts, m).dump());
+  }
+  return lines;
+}
+
+Status write_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return io_error("cannot open '" + path + "' for writing");
+  for (const std::string& l : lines) out << l << '\n';
+  out.flush();
+  if (!out) return io_error("writing '" + path + "' failed");
+  return Status::Ok();
+}
+
+}  // namespace tierkv::bench

@@ -1,0 +1,32 @@
+// Everything one tierkv-bench run measured, and its JSON Lines form (schema: bench/peers/README.md).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "decode_bench.h"
+#include "options.h"
+#include "transfer_bench.h"
+
+namespace tierkv::bench {
+
+struct RunInfo {
+  std::string card;     // device name as the driver reports it
+  std::string date;     // UTC YYYY-MM-DD
+  std::string backend;  // cpu or cuda
+  DeviceInfo device;
+};
+RunInfo make_run_info(const DeviceInfo& device, BackendKind backend);
+
+struct BenchData {
+  std::vector<DecodeMeasurement> batch1;   // decode at batch 1 over opts.kv_lens
+  std::vector<DecodeMeasurement> batched;  // decode at opts.batch_kv over opts.batches
+  std::vector<TransferMeasurement> kv_transfers;
+  std::vector<TransferMeasurement> ceilings;
+};
+
+// One JSON object per measured figure.
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const BenchData& data);
+Status write_lines(const std::string& path, const std::vector<std::string>& lines);
+
+}  // namespace tierkv::bench

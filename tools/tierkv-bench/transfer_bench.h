@@ -1,0 +1,33 @@
+// Host<->device KV transfers: one layer's KV per length from pinned and from pageable memory, and
+// the ceilings of this machine (HBM copy, PCIe each way and both ways at once).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "measure.h"
+#include "options.h"
+
+namespace tierkv::bench {
+
+struct TransferMeasurement {
+  std::string what;       // kv_layer, hbm_copy, pcie_h2d, pcie_d2h, pcie_bidir
+  std::string memory;     // pinned, pageable, device
+  std::string direction;  // h2d, d2h, bidir, d2d
+  std::size_t bytes = 0;  // bytes moved (for hbm_copy: read + written)
+  std::int32_t kv_tokens = 0;
+  double us = 0;
+
+  double gbps() const { return us > 0 ? bytes / us / 1e3 : 0; }
+};
+
+// For each length in opts.kv_lens: one layer's KV host->device from pinned, then pageable memory.
+Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, Stream& stream,
+                                                              const Options& opts);
+
+// Large copies that give this machine's ceilings.
+Result<std::vector<TransferMeasurement>> measure_ceilings(Backend& backend, Stream& stream, const Options& opts);
+
+}  // namespace tierkv::bench
