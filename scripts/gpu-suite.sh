@@ -24,7 +24,7 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   : >"$out/gpu-tests.txt"
   for t in "$bin"/*_test; do
     log="$out/$(basename "$t").log"
-    "$t" --gtest_brief=1 >"$log" 2>&1
+    timeout "${TEST_TIMEOUT:-300}" stdbuf -oL "$t" --gtest_brief=1 >"$log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || status=1
     { echo "== $(basename "$t") (exit $rc)"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|error" "$log"; } |
@@ -33,7 +33,7 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
 fi
 
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
-  "$bin/tierkv-bench" --backend cuda --json "$out/bench-$card-$day.jsonl" \
+  timeout "${BENCH_TIMEOUT:-400}" "$bin/tierkv-bench" --backend cuda --json "$out/bench-$card-$day.jsonl" \
     --report "$out/bench-$card-$day.txt" ${BENCH_ARGS:-} || status=1
   PYTHONUNBUFFERED=1 python3 bench/peers/torch_peers.py --json "$out/peers-$card-$day.jsonl" --quiet \
     ${PEER_ARGS:-} >"$out/peers-$card-$day.txt" 2>&1 || status=1

@@ -115,7 +115,7 @@ class Stream {
 
   // Copies `bytes` from `src` to `dst`, any pair of memory kinds of this backend.
   virtual Status copy(void* dst, const void* src, std::size_t bytes) = 0;
-  // Sets `bytes` bytes at `dst` to `value`.
+  // Sets `bytes` bytes at `dst` (device or pinned memory) to `value`.
   virtual Status fill(void* dst, std::uint8_t value, std::size_t bytes) = 0;
   // Marks this point of the stream in `event`.
   virtual Status record(Event& event) = 0;

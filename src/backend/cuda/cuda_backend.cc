@@ -92,10 +92,14 @@ class CudaStream final : public Stream {
   }
   Status begin_capture() override {
     TIERKV_RETURN_IF_ERROR(use_device(device_));
+    if (capturing_) return failed_precondition("begin_capture: already capturing");
     TIERKV_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
     return Status::Ok();
   }
   Result<std::unique_ptr<Graph>> end_capture() override {
+    if (!capturing_) return failed_precondition("end_capture: not capturing");
+    capturing_ = false;
     cudaGraph_t graph = nullptr;
     TIERKV_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream_, &graph));
     cudaGraphExec_t exec = nullptr;
@@ -110,6 +114,7 @@ class CudaStream final : public Stream {
  private:
   int device_;
   cudaStream_t stream_;
+  bool capturing_ = false;
 };
 
 Status CudaGraph::launch(Stream& stream) {

@@ -119,7 +119,9 @@ __global__ void __launch_bounds__(kThreads)
   const T* kbase = static_cast<const T*>(kv.k) + lane * kVec;
   const T* vbase = static_cast<const T*>(kv.v) + lane * kVec;
 
-  for (int t0 = begin + row; t0 < end; t0 += kRows * kUnroll) {
+  // Every thread runs the same number of iterations (the shuffles below need the whole warp);
+  // tokens past the end are masked.
+  for (int t0 = begin + row; t0 - row < end; t0 += kRows * kUnroll) {
     uint4 kraw[kUnroll], vraw[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -153,15 +155,17 @@ __global__ void __launch_bounds__(kThreads)
       float mx = m[g];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, s[g][u]);
-      // mx is finite: the first token of every iteration is valid for this row.
-      const float alpha = exp2f(m[g] - mx);  // 0 when m[g] was -inf
+      // A row may not have seen a token yet (mx = -inf): subtract 0 then, so that exp2 of the
+      // masked scores gives 0 rather than NaN.
+      const float base = mx == -INFINITY ? 0.0f : mx;
+      const float alpha = exp2f(m[g] - base);  // 0 when m[g] was -inf
       m[g] = mx;
       l[g] *= alpha;
 #pragma unroll
       for (int i = 0; i < kVec; ++i) acc[g][i] *= alpha;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const float p = exp2f(s[g][u] - mx);  // 0 for masked tokens
+        const float p = exp2f(s[g][u] - base);  // 0 for masked tokens
         l[g] += p;
         float vf[kVec];
         unpack8<T>(vraw[u], vf);
@@ -192,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
     const int d = idx % HEAD_DIM;
     float mx = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) mx = fmaxf(mx, sm_m[r][g]);
+    for (int r = 0; r < kRows; ++r) mx = fmaxf(mx, sm_m[r][g]);  // finite: row 0 saw a token
     float sum = 0.0f, o = 0.0f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
