@@ -21,14 +21,18 @@ day=$(date -u +%Y%m%d)
 status=0
 
 if [[ ${SKIP_TESTS:-0} != 1 ]]; then
+  # Full logs in gpu-tests.log, a summary in gpu-tests.txt (and on stdout).
   : >"$out/gpu-tests.txt"
+  : >"$out/gpu-tests.log"
   for t in "$bin"/*_test; do
-    log="$out/$(basename "$t").log"
+    log=$(mktemp)
     timeout "${TEST_TIMEOUT:-300}" stdbuf -oL "$t" --gtest_brief=1 >"$log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || status=1
-    { echo "== $(basename "$t") (exit $rc)"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|error" "$log"; } |
+    { echo "== $(basename "$t") (exit $rc)"; cat "$log"; } >>"$out/gpu-tests.log"
+    { echo "== $(basename "$t") (exit $rc)"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$log"; } |
       tee -a "$out/gpu-tests.txt"
+    rm -f "$log"
   done
 fi
 

@@ -247,6 +247,13 @@ TEST(DecodePlan, SplitsOnlyWhenTheDeviceWouldIdle) {
   EXPECT_EQ(p2.num_splits, 1);
   EXPECT_EQ(p2.workspace_bytes, 0u);
 
+  // Batch 16 x 8 heads = 128 blocks on 528 slots: four splits fill one wave; five would need two.
+  kv.batch = 16;
+  const std::vector<std::int32_t> sixteen(16, 2048);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p4, plan_decode_attention(h100, kv, 32, sixteen));
+  EXPECT_LE(16 * 8 * p4.num_splits, 4 * 132);
+  EXPECT_GT(p4.num_splits, 1);
+
   DeviceInfo cpu;  // the CPU backend never splits
   kv.batch = 1;
   ASSERT_OK_AND_ASSIGN(const DecodePlan p3, plan_decode_attention(cpu, kv, 32, one));

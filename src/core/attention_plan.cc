@@ -12,12 +12,42 @@ namespace {
 constexpr std::int32_t kMinSplitTokens = 64;
 // Split lengths are multiples of this (tokens one kernel iteration covers at every head dim).
 constexpr std::int32_t kSplitQuantum = 64;
-// Resident blocks per multiprocessor the split aims for, to keep enough loads in flight.
+// Resident blocks per multiprocessor (the decode kernel's occupancy at group 4, head dim 128).
 constexpr std::int32_t kBlocksPerUnit = 4;
 
 constexpr std::size_t kWorkspaceAlign = 256;
 
 std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
+
+// A split costs its tokens plus a fixed overhead (query load, block merge, partial write), in
+// tokens' worth of time.
+constexpr std::int64_t kSplitOverheadTokens = 32;
+
+struct SplitChoice {
+  std::int32_t tokens;
+  std::int32_t splits;
+};
+
+// Picks the split length that minimizes the time of the slowest block slot: the number of waves
+// of blocks times the length of one block's work. Waves matter: 640 blocks on 528 slots take two
+// rounds, and then fewer, longer splits finish sooner.
+SplitChoice choose_split(std::int64_t blocks, std::int64_t slots, std::int32_t max_len) {
+  SplitChoice best{max_len, 1};
+  std::int64_t best_cost = (blocks + slots - 1) / slots * (max_len + kSplitOverheadTokens);
+  const std::int64_t max_splits = (max_len + kMinSplitTokens - 1) / kMinSplitTokens;
+  for (std::int64_t s = 2; s <= max_splits && blocks * (s - 1) < 4 * slots; ++s) {
+    std::int64_t tokens = (max_len + s - 1) / s;
+    tokens = std::max<std::int64_t>(kMinSplitTokens, (tokens + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
+    const std::int64_t splits = (max_len + tokens - 1) / tokens;
+    const std::int64_t waves = (blocks * splits + slots - 1) / slots;
+    const std::int64_t cost = waves * (tokens + kSplitOverheadTokens);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = {static_cast<std::int32_t>(tokens), static_cast<std::int32_t>(splits)};
+    }
+  }
+  return best;
+}
 
 }  // namespace
 
@@ -66,14 +96,11 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
   plan.max_seq_len = max_len;
   plan.tokens_per_split = max_len;
   plan.num_splits = 1;
-  const std::int64_t blocks = std::int64_t{kv.batch} * kv.num_kv_heads;
-  const std::int64_t target = std::int64_t{kBlocksPerUnit} * std::max(device.compute_units, 1);
-  if (device.backend == BackendKind::kCuda && blocks < target && max_len > kMinSplitTokens) {
-    const std::int64_t wanted = (target + blocks - 1) / blocks;
-    std::int64_t tokens = (max_len + wanted - 1) / wanted;
-    tokens = std::max<std::int64_t>(kMinSplitTokens, (tokens + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
-    plan.tokens_per_split = static_cast<std::int32_t>(tokens);
-    plan.num_splits = static_cast<std::int32_t>((max_len + tokens - 1) / tokens);
+  if (device.backend == BackendKind::kCuda) {
+    const SplitChoice c = choose_split(std::int64_t{kv.batch} * kv.num_kv_heads,
+                                       std::int64_t{kBlocksPerUnit} * std::max(device.compute_units, 1), max_len);
+    plan.tokens_per_split = c.tokens;
+    plan.num_splits = c.splits;
   }
   if (plan.num_splits > 1) {
     const std::size_t rows = std::size_t(kv.batch) * num_q_heads * plan.num_splits;
