@@ -19,7 +19,8 @@ using test::BackendTest;
 std::vector<std::uint8_t> random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
   std::vector<std::uint8_t> v(n);
-  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
+  for (auto& b : v)
+    b = static_cast<std::uint8_t>(rng());
   return v;
 }
 
@@ -43,11 +44,11 @@ TEST_P(BackendTest, CopiesRoundTripThroughEveryMemoryKind) {
     ASSERT_OK_AND_ASSIGN(Buffer dev_b, backend().allocate(MemoryKind::kDevice, n));
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(dev_a.data()) % 256, 0u);
     std::memcpy(host.data(), src.data(), n);
-    ASSERT_OK(stream().copy(dev_a.data(), host.data(), n));     // host -> device
-    ASSERT_OK(stream().copy(dev_b.data(), dev_a.data(), n));    // device -> device
+    ASSERT_OK(stream().copy(dev_a.data(), host.data(), n));   // host -> device
+    ASSERT_OK(stream().copy(dev_b.data(), dev_a.data(), n));  // device -> device
     ASSERT_OK(stream().synchronize());
     std::memset(host.data(), 0, n);
-    ASSERT_OK(stream().copy(host.data(), dev_b.data(), n));     // device -> host
+    ASSERT_OK(stream().copy(host.data(), dev_b.data(), n));  // device -> host
     ASSERT_OK(stream().synchronize());
     EXPECT_EQ(std::memcmp(host.data(), src.data(), n), 0) << memory_kind_name(staging);
   }
@@ -59,7 +60,8 @@ TEST_P(BackendTest, FillSetsBytes) {
   ASSERT_OK(stream().fill(dev.data(), 0xab, 4096));
   ASSERT_OK(stream().copy(out.data(), dev.data(), 4096));
   ASSERT_OK(stream().synchronize());
-  for (std::uint8_t b : out) ASSERT_EQ(b, 0xab);
+  for (std::uint8_t b : out)
+    ASSERT_EQ(b, 0xab);
 }
 
 TEST_P(BackendTest, FillUniformIsTheSameFunctionEverywhere) {
@@ -115,7 +117,8 @@ TEST_P(BackendTest, ElapsedTimeCoversTheWork) {
   ASSERT_OK_AND_ASSIGN(Buffer a, backend().allocate(MemoryKind::kDevice, n));
   ASSERT_OK_AND_ASSIGN(Buffer b, backend().allocate(MemoryKind::kDevice, n));
   ASSERT_OK(stream().record(*start));
-  for (int i = 0; i < 4; ++i) ASSERT_OK(stream().copy(b.data(), a.data(), n));
+  for (int i = 0; i < 4; ++i)
+    ASSERT_OK(stream().copy(b.data(), a.data(), n));
   ASSERT_OK(stream().record(*end));
   ASSERT_OK(end->synchronize());
   ASSERT_OK_AND_ASSIGN(const double ms, backend().elapsed_ms(*start, *end));
@@ -141,7 +144,8 @@ TEST_P(BackendTest, GraphReplaysCapturedWork) {
 }
 
 TEST_P(BackendTest, BadRequestsAreErrorsNotCrashes) {
-  EXPECT_EQ(backend().allocate(MemoryKind::kDevice, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend().allocate(MemoryKind::kDevice, 0).status().code(),
+            StatusCode::kInvalidArgument);
   const auto huge = backend().allocate(MemoryKind::kDevice, std::size_t{1} << 52);  // 4 PiB
   ASSERT_FALSE(huge.ok());
   EXPECT_EQ(huge.status().code(), StatusCode::kResourceExhausted) << huge.status().to_string();

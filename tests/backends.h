@@ -12,21 +12,21 @@
 namespace tierkv::test {
 
 // Fails the test with the status message when `expr` is not OK.
-#define ASSERT_OK(expr)                                 \
-  do {                                                  \
-    const ::tierkv::Status assert_ok_s_ = (expr);       \
+#define ASSERT_OK(expr)                                         \
+  do {                                                          \
+    const ::tierkv::Status assert_ok_s_ = (expr);               \
     ASSERT_TRUE(assert_ok_s_.ok()) << assert_ok_s_.to_string(); \
   } while (0)
-#define EXPECT_OK(expr)                                 \
-  do {                                                  \
-    const ::tierkv::Status expect_ok_s_ = (expr);       \
+#define EXPECT_OK(expr)                                         \
+  do {                                                          \
+    const ::tierkv::Status expect_ok_s_ = (expr);               \
     EXPECT_TRUE(expect_ok_s_.ok()) << expect_ok_s_.to_string(); \
   } while (0)
 // `lhs = value`, or fails the test.
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                                        \
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
   ASSERT_OK_AND_ASSIGN_IMPL_(TIERKV_CONCAT_(assert_result_, __LINE__), lhs, expr)
-#define ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                               \
+#define ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)   \
+  auto tmp = (expr);                                 \
   ASSERT_TRUE(tmp.ok()) << tmp.status().to_string(); \
   lhs = std::move(tmp).value()
 
@@ -61,8 +61,8 @@ inline std::string backend_param_name(const ::testing::TestParamInfo<BackendKind
 
 }  // namespace tierkv::test
 
-#define TIERKV_INSTANTIATE_BACKENDS(suite)                                              \
-  INSTANTIATE_TEST_SUITE_P(Backends, suite,                                             \
-                           ::testing::Values(::tierkv::BackendKind::kCpu,               \
-                                             ::tierkv::BackendKind::kCuda),             \
-                           ::tierkv::test::backend_param_name)
+#define TIERKV_INSTANTIATE_BACKENDS(suite)                                          \
+  INSTANTIATE_TEST_SUITE_P(                                                         \
+      Backends, suite,                                                              \
+      ::testing::Values(::tierkv::BackendKind::kCpu, ::tierkv::BackendKind::kCuda), \
+      ::tierkv::test::backend_param_name)

@@ -26,14 +26,17 @@ struct Tolerance {
   double rel_l2;       // ||out - ref|| / ||ref||
   double max_abs_rel;  // max |out - ref| / max |ref|
 };
-Tolerance tolerance_for(DType t) { return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512}; }
+Tolerance tolerance_for(DType t) {
+  return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512};
+}
 
 struct Comparison {
   double rel_l2 = 0, max_abs_rel = 0;
   std::size_t non_finite = 0;
 };
 
-Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref, DType t) {
+Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
+                   DType t) {
   const std::size_t n = got.size() / dtype_size(t);
   double diff2 = 0, ref2 = 0, max_diff = 0, max_ref = 0;
   Comparison c;
@@ -51,8 +54,8 @@ Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::
   return c;
 }
 
-void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref, DType t,
-                  const std::string& what) {
+void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
+                  DType t, const std::string& what) {
   const Comparison c = compare(got, ref, t);
   const Tolerance tol = tolerance_for(t);
   EXPECT_EQ(c.non_finite, 0u) << what << ": NaN/inf in the output (unwritten or broken)";
@@ -97,7 +100,8 @@ class DecodeAttention : public BackendTest {
                                                batch.layer(), spec.num_q_heads, spec.seq_lens));
     Buffer workspace;
     if (plan.workspace_bytes > 0) {
-      ASSERT_OK_AND_ASSIGN(workspace, backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+      ASSERT_OK_AND_ASSIGN(workspace,
+                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
     }
     ASSERT_OK(backend().decode_attention(batch.decode_args(plan, workspace.data()), stream()));
     HostBatch host;
@@ -117,10 +121,12 @@ TEST_P(DecodeAttention, EveryShapeOnOddLengths) {
   std::vector<Case> cases;
   for (DType t : {DType::kBF16, DType::kF16}) {
     for (std::int32_t d : {64, 128, 256}) {
-      for (std::int32_t g : {1, 3, 4, 8}) cases.push_back({t, d, 2, g, 16, KvLayout::kNHD});
+      for (std::int32_t g : {1, 3, 4, 8})
+        cases.push_back({t, d, 2, g, 16, KvLayout::kNHD});
     }
   }
-  for (std::int32_t p : {32, 64}) cases.push_back({DType::kBF16, 128, 8, 4, p, KvLayout::kNHD});
+  for (std::int32_t p : {32, 64})
+    cases.push_back({DType::kBF16, 128, 8, 4, p, KvLayout::kNHD});
   cases.push_back({DType::kBF16, 128, 8, 4, 16, KvLayout::kHND});
   cases.push_back({DType::kF16, 64, 4, 2, 32, KvLayout::kHND});
   std::mt19937_64 seeds(std::random_device{}());
@@ -143,7 +149,8 @@ TEST_P(DecodeAttention, RaggedBatchesFromASkewedDistribution) {
   std::lognormal_distribution<double> skew(6.0, 1.5);  // median ~400 tokens, long tail
   for (int round = 0; round < 3; ++round) {
     std::vector<std::int32_t> lens(static_cast<std::size_t>(5 + round * 11));
-    for (auto& l : lens) l = std::clamp<std::int32_t>(static_cast<std::int32_t>(skew(rng)), 1, 20000);
+    for (auto& l : lens)
+      l = std::clamp<std::int32_t>(static_cast<std::int32_t>(skew(rng)), 1, 20000);
     run_and_check(Case{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD}, lens, rng());
   }
 }
@@ -154,8 +161,8 @@ TEST_P(DecodeAttention, ManySplitsWithShortSequencesInTheBatch) {
   DeviceInfo wide = backend().info();
   wide.compute_units = 4096;
   std::mt19937_64 seeds(std::random_device{}());
-  run_and_check(Case{DType::kF16, 128, 2, 4, 16, KvLayout::kNHD}, {3000, 1, 64, 65, 700, 2999}, seeds(),
-                &wide);
+  run_and_check(Case{DType::kF16, 128, 2, 4, 16, KvLayout::kNHD}, {3000, 1, 64, 65, 700, 2999},
+                seeds(), &wide);
 }
 
 TEST_P(DecodeAttention, OneTokenReturnsItsValueExactly) {
@@ -213,8 +220,9 @@ TEST_P(DecodeAttention, RejectsBadArguments) {
   const std::vector<std::int32_t> too_long = {10, 100000};  // more pages than a table row holds
   EXPECT_EQ(plan_decode_attention(backend().info(), batch.layer(), 32, too_long).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(plan_decode_attention(backend().info(), batch.layer(), 8 * 16, spec.seq_lens).status().code(),
-            StatusCode::kUnimplemented);  // group 16
+  EXPECT_EQ(
+      plan_decode_attention(backend().info(), batch.layer(), 8 * 16, spec.seq_lens).status().code(),
+      StatusCode::kUnimplemented);  // group 16
   PagedKvLayer odd_dim = batch.layer();
   odd_dim.head_dim = 96;
   EXPECT_EQ(plan_decode_attention(backend().info(), odd_dim, 32, spec.seq_lens).status().code(),

@@ -24,7 +24,8 @@ TEST(Bf16, KnownValues) {
   EXPECT_EQ(float_to_bf16_bits(std::numeric_limits<float>::max()), 0x7f80);  // rounds up to inf
   EXPECT_TRUE(std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::nanf("")))));
   // A NaN whose payload lives only in the low bits must stay a NaN, not become infinity.
-  EXPECT_TRUE(std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::bit_cast<float>(0x7f800001u)))));
+  EXPECT_TRUE(
+      std::isnan(bf16_bits_to_float(float_to_bf16_bits(std::bit_cast<float>(0x7f800001u)))));
 }
 
 TEST(Bf16, EveryValueRoundTrips) {
@@ -40,7 +41,7 @@ TEST(F16, KnownValues) {
   EXPECT_EQ(float_to_f16_bits(-2.0f), 0xc000);
   EXPECT_EQ(float_to_f16_bits(65504.0f), 0x7bff);
   EXPECT_EQ(float_to_f16_bits(65519.0f), 0x7bff);
-  EXPECT_EQ(float_to_f16_bits(65520.0f), 0x7c00);  // the tie rounds to even: infinity
+  EXPECT_EQ(float_to_f16_bits(65520.0f), 0x7c00);               // the tie rounds to even: infinity
   EXPECT_EQ(float_to_f16_bits(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(float_to_f16_bits(std::ldexp(1.0f, -25)), 0x0000);  // tie to even: zero
   EXPECT_EQ(float_to_f16_bits(std::ldexp(1.5f, -25)), 0x0001);

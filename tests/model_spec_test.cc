@@ -56,8 +56,8 @@ TEST(ModelSpec, Llama8bShape) {
   EXPECT_EQ(s->head_dim, 128);
   EXPECT_EQ(s->kv_dtype, DType::kBF16);
   EXPECT_EQ(s->gqa_group(), 4);
-  EXPECT_EQ(s->kv_bytes_per_token_layer(), 4096u);      // 4 KiB per token and layer
-  EXPECT_EQ(s->kv_bytes_per_token(), 128u * 1024u);     // 128 KiB per token
+  EXPECT_EQ(s->kv_bytes_per_token_layer(), 4096u);   // 4 KiB per token and layer
+  EXPECT_EQ(s->kv_bytes_per_token(), 128u * 1024u);  // 128 KiB per token
 }
 
 TEST(ModelSpec, UnknownPresetListsKnownOnes) {
@@ -108,7 +108,8 @@ TEST(ModelSpec, IdentityDigestIsStableAndSensitiveToEveryField) {
   for (std::size_t i = 0; i < changes.size(); ++i) {
     ModelSpec s = base;
     changes[i](s);
-    EXPECT_TRUE(seen.insert(s.identity_digest()).second) << "change " << i << " left the digest as is";
+    EXPECT_TRUE(seen.insert(s.identity_digest()).second)
+        << "change " << i << " left the digest as is";
   }
   // The preset name is a label, not identity.
   ModelSpec renamed = base;

@@ -8,7 +8,9 @@
 namespace tierkv {
 namespace {
 
-Status fails_with(StatusCode code) { return Status(code, "boom"); }
+Status fails_with(StatusCode code) {
+  return Status(code, "boom");
+}
 
 Status propagates(StatusCode code, bool* reached_end) {
   TIERKV_RETURN_IF_ERROR(fails_with(code));
@@ -38,7 +40,8 @@ TEST(Status, CarriesCodeAndMessage) {
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
   EXPECT_EQ(s.to_string(), "DataLoss: checksum mismatch in record 7");
-  EXPECT_EQ(s.with_context("disk tier").to_string(), "DataLoss: disk tier: checksum mismatch in record 7");
+  EXPECT_EQ(s.with_context("disk tier").to_string(),
+            "DataLoss: disk tier: checksum mismatch in record 7");
   EXPECT_TRUE(Status::Ok().with_context("ignored").ok());
 }
 

@@ -1,7 +1,8 @@
 // Decode attention over paged KV: one new query token per sequence attends to all of that
 // sequence's cached tokens.
 //
-//   out[b, h, :] = softmax(q[b, h, :] . K[b, 0:len_b, h / G, :]^T * sm_scale) . V[b, 0:len_b, h / G, :]
+//   out[b, h, :] = softmax(q[b, h, :] . K[b, 0:len_b, h / G, :]^T * sm_scale) . V[b, 0:len_b, h /
+//   G, :]
 //
 // with G = num_q_heads / num_kv_heads (grouped-query attention). Storage is bf16 or fp16 (q, out
 // and KV share the dtype); all arithmetic is fp32.
@@ -41,13 +42,14 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
                                          std::span<const std::int32_t> seq_lens);
 
 struct DecodeAttentionArgs {
-  PagedKvLayer kv;              // one layer's pages, block table and lengths
-  const void* q = nullptr;      // [batch][num_q_heads][head_dim], kv.dtype, contiguous
-  void* out = nullptr;          // [batch][num_q_heads][head_dim], kv.dtype, contiguous
+  PagedKvLayer kv;          // one layer's pages, block table and lengths
+  const void* q = nullptr;  // [batch][num_q_heads][head_dim], kv.dtype, contiguous
+  void* out = nullptr;      // [batch][num_q_heads][head_dim], kv.dtype, contiguous
   std::int32_t num_q_heads = 0;
-  float sm_scale = 0.0f;        // usually 1 / sqrt(head_dim)
+  float sm_scale = 0.0f;  // usually 1 / sqrt(head_dim)
   DecodePlan plan;
-  void* workspace = nullptr;    // >= plan.workspace_bytes, device memory, not shared by runs in flight
+  void* workspace =
+      nullptr;  // >= plan.workspace_bytes, device memory, not shared by runs in flight
 };
 static_assert(std::is_trivially_copyable_v<DecodeAttentionArgs>);
 

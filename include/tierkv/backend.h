@@ -47,14 +47,14 @@ std::string_view memory_kind_name(MemoryKind k);
 // What a backend's device is. Fields that cannot be known are 0 or empty.
 struct DeviceInfo {
   BackendKind backend = BackendKind::kCpu;
-  std::string name;                         // as the driver reports it, e.g. "NVIDIA H100 80GB HBM3"
+  std::string name;  // as the driver reports it, e.g. "NVIDIA H100 80GB HBM3"
   std::int32_t device_index = 0;
-  std::int32_t compute_units = 0;           // streaming multiprocessors, or CPU hardware threads
-  std::int32_t cc_major = 0, cc_minor = 0;  // CUDA compute capability
-  std::size_t total_memory = 0;             // bytes of device memory
-  std::size_t l2_bytes = 0;                 // last-level cache that benchmarks must defeat
-  std::size_t max_shared_per_block = 0;     // opt-in shared memory per block (CUDA)
-  double memory_gbps_theoretical = 0;       // from memory clock and bus width
+  std::int32_t compute_units = 0;             // streaming multiprocessors, or CPU hardware threads
+  std::int32_t cc_major = 0, cc_minor = 0;    // CUDA compute capability
+  std::size_t total_memory = 0;               // bytes of device memory
+  std::size_t l2_bytes = 0;                   // last-level cache that benchmarks must defeat
+  std::size_t max_shared_per_block = 0;       // opt-in shared memory per block (CUDA)
+  double memory_gbps_theoretical = 0;         // from memory clock and bus width
   std::int32_t pcie_gen = 0, pcie_width = 0;  // current host link, when the driver tells
 };
 
@@ -174,7 +174,8 @@ Result<std::unique_ptr<Backend>> create_backend(BackendKind kind, int device = 0
 bool cuda_backend_built();
 int cuda_device_count();
 
-// The element value fill_uniform writes at `index`: a counter-based hash, identical on all backends.
+// The element value fill_uniform writes at `index`: a counter-based hash, identical on all
+// backends.
 float uniform_at(std::uint64_t seed, std::uint64_t index, float lo, float hi);
 
 }  // namespace tierkv

@@ -14,7 +14,9 @@ namespace tierkv {
 
 enum class DType : std::uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
-constexpr std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+constexpr std::size_t dtype_size(DType t) {
+  return t == DType::kF32 ? 4 : 2;
+}
 std::string_view dtype_name(DType t);  // "f32", "f16", "bf16"
 Result<DType> parse_dtype(std::string_view name);
 
@@ -34,9 +36,9 @@ constexpr std::uint16_t float_to_f16_bits(float f) {
   const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
   const std::uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (abs < 0x38800000u) {                                                     // subnormal or 0
+  if (abs < 0x38800000u) {                                                    // subnormal or 0
     if (abs < 0x33000000u) return static_cast<std::uint16_t>(sign);           // < half of min
     const std::uint32_t exp = abs >> 23;
     const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
@@ -73,9 +75,12 @@ constexpr float f16_bits_to_float(std::uint16_t h) {
 // Reads element `i` of a buffer of `t` as fp32.
 inline float load_as_float(const void* base, std::size_t i, DType t) {
   switch (t) {
-    case DType::kF32: return static_cast<const float*>(base)[i];
-    case DType::kF16: return f16_bits_to_float(static_cast<const std::uint16_t*>(base)[i]);
-    case DType::kBF16: return bf16_bits_to_float(static_cast<const std::uint16_t*>(base)[i]);
+    case DType::kF32:
+      return static_cast<const float*>(base)[i];
+    case DType::kF16:
+      return f16_bits_to_float(static_cast<const std::uint16_t*>(base)[i]);
+    case DType::kBF16:
+      return bf16_bits_to_float(static_cast<const std::uint16_t*>(base)[i]);
   }
   return 0.0f;
 }
@@ -83,9 +88,15 @@ inline float load_as_float(const void* base, std::size_t i, DType t) {
 // Writes fp32 `v` into element `i` of a buffer of `t`, rounding to nearest even.
 inline void store_from_float(void* base, std::size_t i, DType t, float v) {
   switch (t) {
-    case DType::kF32: static_cast<float*>(base)[i] = v; return;
-    case DType::kF16: static_cast<std::uint16_t*>(base)[i] = float_to_f16_bits(v); return;
-    case DType::kBF16: static_cast<std::uint16_t*>(base)[i] = float_to_bf16_bits(v); return;
+    case DType::kF32:
+      static_cast<float*>(base)[i] = v;
+      return;
+    case DType::kF16:
+      static_cast<std::uint16_t*>(base)[i] = float_to_f16_bits(v);
+      return;
+    case DType::kBF16:
+      static_cast<std::uint16_t*>(base)[i] = float_to_bf16_bits(v);
+      return;
   }
 }
 

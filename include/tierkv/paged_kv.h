@@ -38,12 +38,12 @@ KvStrides packed_strides(KvLayout layout, std::int32_t page_tokens, std::int32_t
 
 // One layer of paged KV plus the batch's block table and lengths: all a kernel needs.
 struct PagedKvLayer {
-  const void* k = nullptr;               // page 0 of this layer's K
-  const void* v = nullptr;               // page 0 of this layer's V
+  const void* k = nullptr;                    // page 0 of this layer's K
+  const void* v = nullptr;                    // page 0 of this layer's V
   const std::int32_t* block_table = nullptr;  // [batch][block_table_stride] page ids
   const std::int32_t* seq_lens = nullptr;     // [batch] tokens of each sequence (>= 1)
-  KvStrides strides;                     // element strides, shared by K and V
-  std::int32_t block_table_stride = 0;   // entries per block-table row (>= pages of longest seq)
+  KvStrides strides;                          // element strides, shared by K and V
+  std::int32_t block_table_stride = 0;  // entries per block-table row (>= pages of longest seq)
   std::int32_t batch = 0;
   std::int32_t page_tokens = 0;
   std::int32_t num_kv_heads = 0;

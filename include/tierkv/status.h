@@ -17,18 +17,18 @@ namespace tierkv {
 
 enum class StatusCode : std::uint8_t {
   kOk = 0,
-  kInvalidArgument,    // the caller passed something malformed; fix the call
-  kNotFound,           // the thing asked for is not there (a miss is not an error)
-  kOutOfRange,         // an index, size or length beyond what is supported
-  kResourceExhausted,  // a budget or memory pool is full
-  kFailedPrecondition, // the object is not in a state that allows the call
-  kUnavailable,        // a device or remote peer cannot be reached right now; retry may help
-  kDeadlineExceeded,   // a timeout expired
-  kDataLoss,           // bytes were corrupted, truncated or are foreign
-  kDeviceError,        // a CUDA (or other device) call failed
-  kIoError,            // a file or socket operation failed
-  kUnimplemented,      // the combination is not supported by this build or backend
-  kInternal,           // a bug in tierkv
+  kInvalidArgument,     // the caller passed something malformed; fix the call
+  kNotFound,            // the thing asked for is not there (a miss is not an error)
+  kOutOfRange,          // an index, size or length beyond what is supported
+  kResourceExhausted,   // a budget or memory pool is full
+  kFailedPrecondition,  // the object is not in a state that allows the call
+  kUnavailable,         // a device or remote peer cannot be reached right now; retry may help
+  kDeadlineExceeded,    // a timeout expired
+  kDataLoss,            // bytes were corrupted, truncated or are foreign
+  kDeviceError,         // a CUDA (or other device) call failed
+  kIoError,             // a file or socket operation failed
+  kUnimplemented,       // the combination is not supported by this build or backend
+  kInternal,            // a bug in tierkv
 };
 
 // Name of a code, e.g. "InvalidArgument".
@@ -141,9 +141,9 @@ void Result<T>::abort_no_value(const Status& s) {
 #define TIERKV_CONCAT_(a, b) TIERKV_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function when it is not OK.
-#define TIERKV_RETURN_IF_ERROR(expr)               \
-  do {                                             \
-    ::tierkv::Status tierkv_status_ = (expr);      \
+#define TIERKV_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::tierkv::Status tierkv_status_ = (expr);        \
     if (!tierkv_status_.ok()) return tierkv_status_; \
   } while (0)
 

@@ -17,7 +17,9 @@ constexpr std::int32_t kBlocksPerUnit = 4;
 
 constexpr std::size_t kWorkspaceAlign = 256;
 
-std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
+std::size_t align_up(std::size_t v, std::size_t a) {
+  return (v + a - 1) / a * a;
+}
 
 // A split costs its tokens plus a fixed overhead (query load, block merge, partial write), in
 // tokens' worth of time.
@@ -37,7 +39,8 @@ SplitChoice choose_split(std::int64_t blocks, std::int64_t slots, std::int32_t m
   const std::int64_t max_splits = (max_len + kMinSplitTokens - 1) / kMinSplitTokens;
   for (std::int64_t s = 2; s <= max_splits && blocks * (s - 1) < 4 * slots; ++s) {
     std::int64_t tokens = (max_len + s - 1) / s;
-    tokens = std::max<std::int64_t>(kMinSplitTokens, (tokens + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
+    tokens = std::max<std::int64_t>(kMinSplitTokens,
+                                    (tokens + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
     const std::int64_t splits = (max_len + tokens - 1) / tokens;
     const std::int64_t waves = (blocks * splits + slots - 1) / slots;
     const std::int64_t cost = waves * (tokens + kSplitOverheadTokens);
@@ -54,7 +57,9 @@ SplitChoice choose_split(std::int64_t blocks, std::int64_t slots, std::int32_t m
 bool decode_head_dim_supported(std::int32_t head_dim) {
   return head_dim == 64 || head_dim == 128 || head_dim == 256;
 }
-bool decode_group_supported(std::int32_t group) { return group >= 1 && group <= 8; }
+bool decode_group_supported(std::int32_t group) {
+  return group >= 1 && group <= 8;
+}
 
 Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKvLayer& kv,
                                          std::int32_t num_q_heads,
@@ -97,8 +102,9 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
   plan.tokens_per_split = max_len;
   plan.num_splits = 1;
   if (device.backend == BackendKind::kCuda) {
-    const SplitChoice c = choose_split(std::int64_t{kv.batch} * kv.num_kv_heads,
-                                       std::int64_t{kBlocksPerUnit} * std::max(device.compute_units, 1), max_len);
+    const SplitChoice c =
+        choose_split(std::int64_t{kv.batch} * kv.num_kv_heads,
+                     std::int64_t{kBlocksPerUnit} * std::max(device.compute_units, 1), max_len);
     plan.tokens_per_split = c.tokens;
     plan.num_splits = c.splits;
   }
@@ -114,9 +120,11 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
 
 Status validate(const DecodeAttentionArgs& a) {
   TIERKV_RETURN_IF_ERROR(validate(a.kv));
-  if (a.q == nullptr || a.out == nullptr) return invalid_argument("decode attention: q and out must be set");
+  if (a.q == nullptr || a.out == nullptr)
+    return invalid_argument("decode attention: q and out must be set");
   if (a.num_q_heads <= 0 || a.num_q_heads % a.kv.num_kv_heads != 0) {
-    return invalid_argument("decode attention: num_q_heads must be a positive multiple of num_kv_heads");
+    return invalid_argument(
+        "decode attention: num_q_heads must be a positive multiple of num_kv_heads");
   }
   if (!std::isfinite(a.sm_scale) || a.sm_scale == 0.0f) {
     return invalid_argument("decode attention: sm_scale must be finite and non-zero");
@@ -125,14 +133,17 @@ Status validate(const DecodeAttentionArgs& a) {
     return invalid_argument("decode attention: the plan was made for another batch or head count");
   }
   if (a.plan.num_splits > 1 && (a.workspace == nullptr)) {
-    return invalid_argument("decode attention: the plan needs " + std::to_string(a.plan.workspace_bytes) +
-                            " bytes of workspace");
+    return invalid_argument("decode attention: the plan needs " +
+                            std::to_string(a.plan.workspace_bytes) + " bytes of workspace");
   }
   // 16-byte vector access: pointers and strides aligned to 8 elements of 2 bytes.
-  const auto misaligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 != 0; };
+  const auto misaligned = [](const void* p) {
+    return reinterpret_cast<std::uintptr_t>(p) % 16 != 0;
+  };
   if (misaligned(a.q) || misaligned(a.out) || misaligned(a.kv.k) || misaligned(a.kv.v) ||
       a.kv.strides.page % 8 != 0 || a.kv.strides.token % 8 != 0 || a.kv.strides.head % 8 != 0) {
-    return invalid_argument("decode attention: q, out, K, V and their strides must be 16-byte aligned");
+    return invalid_argument(
+        "decode attention: q, out, K, V and their strides must be 16-byte aligned");
   }
   return Status::Ok();
 }

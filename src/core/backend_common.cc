@@ -27,7 +27,9 @@ void Buffer::reset() {
   size_ = 0;
 }
 
-std::string_view backend_kind_name(BackendKind k) { return k == BackendKind::kCuda ? "cuda" : "cpu"; }
+std::string_view backend_kind_name(BackendKind k) {
+  return k == BackendKind::kCuda ? "cuda" : "cpu";
+}
 
 Result<BackendKind> parse_backend_kind(std::string_view name) {
   if (name == "cpu") return BackendKind::kCpu;
@@ -37,9 +39,12 @@ Result<BackendKind> parse_backend_kind(std::string_view name) {
 
 std::string_view memory_kind_name(MemoryKind k) {
   switch (k) {
-    case MemoryKind::kDevice: return "device";
-    case MemoryKind::kPinnedHost: return "pinned";
-    case MemoryKind::kPageableHost: return "pageable";
+    case MemoryKind::kDevice:
+      return "device";
+    case MemoryKind::kPinnedHost:
+      return "pinned";
+    case MemoryKind::kPageableHost:
+      return "pageable";
   }
   return "unknown";
 }

@@ -23,7 +23,8 @@ TIERKV_HOST_DEVICE std::uint64_t mix64(std::uint64_t x) {
 }
 
 // Uniform in [lo, hi): 24 random bits, scaled with one correctly rounded fma on both sides.
-TIERKV_HOST_DEVICE float counter_uniform(std::uint64_t seed, std::uint64_t index, float lo, float hi) {
+TIERKV_HOST_DEVICE float counter_uniform(std::uint64_t seed, std::uint64_t index, float lo,
+                                         float hi) {
   const std::uint64_t x = mix64(seed * 0x9e3779b97f4a7c15ull + index + 1);
   const float u = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);  // exact
 #if defined(__CUDA_ARCH__)

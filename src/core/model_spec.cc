@@ -63,7 +63,8 @@ std::string digest_hex(const Digest& d) {
 }
 
 Status ModelSpec::validate() const {
-  if (num_layers <= 0 || num_layers > 1024) return field_error("num_layers", "must be in [1, 1024]");
+  if (num_layers <= 0 || num_layers > 1024)
+    return field_error("num_layers", "must be in [1, 1024]");
   if (num_kv_heads <= 0) return field_error("num_kv_heads", "must be positive");
   if (num_q_heads <= 0 || num_q_heads % num_kv_heads != 0) {
     return field_error("num_q_heads", "must be a positive multiple of num_kv_heads");
@@ -72,7 +73,8 @@ Status ModelSpec::validate() const {
     return field_error("head_dim", "must be a multiple of 8 in [8, 512]");
   }
   if (kv_dtype == DType::kF32) return field_error("kv_dtype", "must be bf16 or f16");
-  if (page_tokens <= 0 || page_tokens > 1024) return field_error("page_tokens", "must be in [1, 1024]");
+  if (page_tokens <= 0 || page_tokens > 1024)
+    return field_error("page_tokens", "must be in [1, 1024]");
   if (hidden < 0 || intermediate < 0 || vocab < 0 || max_positions < 0) {
     return field_error("hidden/intermediate/vocab/max_positions", "must not be negative");
   }
@@ -86,7 +88,8 @@ Digest ModelSpec::identity_digest() const {
   Sha256 h;
   h.str("tierkv.model-identity.v1");
   h.str(identity.model).str(identity.revision).str(identity.tokenizer);
-  h.u32(static_cast<std::uint32_t>(identity.tp_rank)).u32(static_cast<std::uint32_t>(identity.tp_size));
+  h.u32(static_cast<std::uint32_t>(identity.tp_rank))
+      .u32(static_cast<std::uint32_t>(identity.tp_size));
   h.u32(identity.layout_version);
   for (std::int32_t v : {num_layers, num_q_heads, num_kv_heads, head_dim, page_tokens, hidden,
                          intermediate, vocab, max_positions}) {
@@ -103,10 +106,14 @@ Result<ModelSpec> model_preset(std::string_view name) {
   if (name == "llama-3.1-8b") return llama_31_8b();
   if (name == "tiny") return tiny();
   std::string known;
-  for (std::string_view n : model_preset_names()) known += (known.empty() ? "" : ", ") + std::string(n);
-  return invalid_argument("unknown model preset '" + std::string(name) + "' (known: " + known + ")");
+  for (std::string_view n : model_preset_names())
+    known += (known.empty() ? "" : ", ") + std::string(n);
+  return invalid_argument("unknown model preset '" + std::string(name) + "' (known: " + known +
+                          ")");
 }
 
-std::vector<std::string_view> model_preset_names() { return {"llama-3.1-8b", "tiny"}; }
+std::vector<std::string_view> model_preset_names() {
+  return {"llama-3.1-8b", "tiny"};
+}
 
 }  // namespace tierkv

@@ -29,7 +29,9 @@ PagedKvLayer PagedKvView::layer(std::int32_t l) const {
 
 namespace {
 
-Status bad(const std::string& what) { return invalid_argument("PagedKvLayer: " + what); }
+Status bad(const std::string& what) {
+  return invalid_argument("PagedKvLayer: " + what);
+}
 
 }  // namespace
 

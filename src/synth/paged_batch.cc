@@ -21,13 +21,15 @@ PagedBatchSpec PagedBatchSpec::for_model(const ModelSpec& model, std::vector<std
 
 std::int32_t PagedBatchSpec::total_pages() const {
   std::int64_t n = spare_pages;
-  for (std::int32_t len : seq_lens) n += pages_of(len);
+  for (std::int32_t len : seq_lens)
+    n += pages_of(len);
   return static_cast<std::int32_t>(n);
 }
 
 std::int32_t PagedBatchSpec::max_pages_per_seq() const {
   std::int32_t m = 1;
-  for (std::int32_t len : seq_lens) m = std::max(m, pages_of(len));
+  for (std::int32_t len : seq_lens)
+    m = std::max(m, pages_of(len));
   return m;
 }
 
@@ -37,13 +39,15 @@ std::size_t PagedBatchSpec::page_bytes() const {
 
 std::size_t PagedBatchSpec::device_bytes() const {
   const std::size_t qo = 2 * std::size_t(batch()) * num_q_heads * head_dim * dtype_size(dtype);
-  const std::size_t tables = sizeof(std::int32_t) * std::size_t(batch()) * (max_pages_per_seq() + 1);
+  const std::size_t tables =
+      sizeof(std::int32_t) * std::size_t(batch()) * (max_pages_per_seq() + 1);
   return 2 * std::size_t(total_pages()) * page_bytes() + qo + tables;
 }
 
 std::size_t PagedBatchSpec::kv_bytes_read() const {
   std::size_t tokens = 0;
-  for (std::int32_t len : seq_lens) tokens += std::size_t(len);
+  for (std::int32_t len : seq_lens)
+    tokens += std::size_t(len);
   return 2 * tokens * num_kv_heads * head_dim * dtype_size(dtype);
 }
 
@@ -52,22 +56,26 @@ Status PagedBatchSpec::validate() const {
   for (std::int32_t len : seq_lens) {
     if (len < 1) return invalid_argument("paged batch: every sequence needs at least one token");
   }
-  if (num_kv_heads <= 0 || num_q_heads <= 0 || head_dim <= 0 || page_tokens <= 0 || spare_pages < 0) {
+  if (num_kv_heads <= 0 || num_q_heads <= 0 || head_dim <= 0 || page_tokens <= 0 ||
+      spare_pages < 0) {
     return invalid_argument("paged batch: heads, head_dim and page_tokens must be positive");
   }
   std::int64_t pages = spare_pages;
-  for (std::int32_t len : seq_lens) pages += pages_of(len);
+  for (std::int32_t len : seq_lens)
+    pages += pages_of(len);
   if (pages > INT32_MAX) return out_of_range("paged batch: more than 2^31 pages");
   return Status::Ok();
 }
 
-Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream, const PagedBatchSpec& spec) {
+Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream,
+                                      const PagedBatchSpec& spec) {
   TIERKV_RETURN_IF_ERROR(spec.validate());
   PagedBatch b;
   b.spec_ = spec;
   const std::int32_t batch = spec.batch();
   const std::int32_t stride = spec.max_pages_per_seq();
-  const std::size_t kv_elems = std::size_t(spec.total_pages()) * spec.page_bytes() / dtype_size(spec.dtype);
+  const std::size_t kv_elems =
+      std::size_t(spec.total_pages()) * spec.page_bytes() / dtype_size(spec.dtype);
   const std::size_t qo_elems = std::size_t(batch) * spec.num_q_heads * spec.head_dim;
 
   // Page ids: a permutation of the pool, dealt out to sequences in order.
@@ -77,23 +85,35 @@ Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream, const Pa
   std::vector<std::int32_t> table(std::size_t(batch) * stride, 0);
   std::size_t next = 0;
   for (std::int32_t s = 0; s < batch; ++s) {
-    for (std::int32_t p = 0; p < spec.pages_of(spec.seq_lens[s]); ++p) table[std::size_t(s) * stride + p] = ids[next++];
+    for (std::int32_t p = 0; p < spec.pages_of(spec.seq_lens[s]); ++p)
+      table[std::size_t(s) * stride + p] = ids[next++];
   }
 
-  TIERKV_ASSIGN_OR_RETURN(b.k_, backend.allocate(MemoryKind::kDevice, kv_elems * dtype_size(spec.dtype)));
-  TIERKV_ASSIGN_OR_RETURN(b.v_, backend.allocate(MemoryKind::kDevice, kv_elems * dtype_size(spec.dtype)));
-  TIERKV_ASSIGN_OR_RETURN(b.q_, backend.allocate(MemoryKind::kDevice, qo_elems * dtype_size(spec.dtype)));
-  TIERKV_ASSIGN_OR_RETURN(b.out_, backend.allocate(MemoryKind::kDevice, qo_elems * dtype_size(spec.dtype)));
-  TIERKV_ASSIGN_OR_RETURN(b.block_table_, backend.allocate(MemoryKind::kDevice, table.size() * sizeof(std::int32_t)));
-  TIERKV_ASSIGN_OR_RETURN(b.seq_lens_, backend.allocate(MemoryKind::kDevice, std::size_t(batch) * sizeof(std::int32_t)));
+  TIERKV_ASSIGN_OR_RETURN(b.k_,
+                          backend.allocate(MemoryKind::kDevice, kv_elems * dtype_size(spec.dtype)));
+  TIERKV_ASSIGN_OR_RETURN(b.v_,
+                          backend.allocate(MemoryKind::kDevice, kv_elems * dtype_size(spec.dtype)));
+  TIERKV_ASSIGN_OR_RETURN(b.q_,
+                          backend.allocate(MemoryKind::kDevice, qo_elems * dtype_size(spec.dtype)));
+  TIERKV_ASSIGN_OR_RETURN(b.out_,
+                          backend.allocate(MemoryKind::kDevice, qo_elems * dtype_size(spec.dtype)));
+  TIERKV_ASSIGN_OR_RETURN(
+      b.block_table_, backend.allocate(MemoryKind::kDevice, table.size() * sizeof(std::int32_t)));
+  TIERKV_ASSIGN_OR_RETURN(b.seq_lens_, backend.allocate(MemoryKind::kDevice,
+                                                        std::size_t(batch) * sizeof(std::int32_t)));
 
   const std::uint64_t seed = spec.seed * 4;  // distinct streams of values for K, V, q
-  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.k_.data(), kv_elems, spec.dtype, seed, -spec.kv_range, spec.kv_range, stream));
-  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.v_.data(), kv_elems, spec.dtype, seed + 1, -spec.kv_range, spec.kv_range, stream));
-  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.q_.data(), qo_elems, spec.dtype, seed + 2, -spec.q_range, spec.q_range, stream));
+  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.k_.data(), kv_elems, spec.dtype, seed,
+                                              -spec.kv_range, spec.kv_range, stream));
+  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.v_.data(), kv_elems, spec.dtype, seed + 1,
+                                              -spec.kv_range, spec.kv_range, stream));
+  TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.q_.data(), qo_elems, spec.dtype, seed + 2,
+                                              -spec.q_range, spec.q_range, stream));
   TIERKV_RETURN_IF_ERROR(stream.fill(b.out_.data(), 0xff, b.out_.size()));  // NaN in bf16 and f16
-  TIERKV_RETURN_IF_ERROR(stream.copy(b.block_table_.data(), table.data(), table.size() * sizeof(std::int32_t)));
-  TIERKV_RETURN_IF_ERROR(stream.copy(b.seq_lens_.data(), spec.seq_lens.data(), std::size_t(batch) * sizeof(std::int32_t)));
+  TIERKV_RETURN_IF_ERROR(
+      stream.copy(b.block_table_.data(), table.data(), table.size() * sizeof(std::int32_t)));
+  TIERKV_RETURN_IF_ERROR(stream.copy(b.seq_lens_.data(), spec.seq_lens.data(),
+                                     std::size_t(batch) * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(stream.synchronize());  // the host vectors above die here
   return b;
 }
@@ -137,7 +157,8 @@ Status PagedBatch::download(Stream& stream, HostBatch& host) const {
   TIERKV_RETURN_IF_ERROR(stream.copy(host.v.data(), v_.data(), v_.size()));
   TIERKV_RETURN_IF_ERROR(stream.copy(host.q.data(), q_.data(), q_.size()));
   TIERKV_RETURN_IF_ERROR(stream.copy(host.out.data(), out_.data(), out_.size()));
-  TIERKV_RETURN_IF_ERROR(stream.copy(host.block_table.data(), block_table_.data(), block_table_.size()));
+  TIERKV_RETURN_IF_ERROR(
+      stream.copy(host.block_table.data(), block_table_.data(), block_table_.size()));
   TIERKV_RETURN_IF_ERROR(stream.copy(host.seq_lens.data(), seq_lens_.data(), seq_lens_.size()));
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   host.layer = layer();

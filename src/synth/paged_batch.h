@@ -22,11 +22,11 @@ struct PagedBatchSpec {
   std::int32_t page_tokens = 16;
   DType dtype = DType::kBF16;
   KvLayout layout = KvLayout::kNHD;
-  std::int32_t spare_pages = 0;   // pool pages no sequence uses
-  bool shuffle_pages = true;      // scatter pages through the pool (else sequential)
+  std::int32_t spare_pages = 0;  // pool pages no sequence uses
+  bool shuffle_pages = true;     // scatter pages through the pool (else sequential)
   std::uint64_t seed = 1;
-  float q_range = 2.0f;           // q uniform in [-q_range, q_range)
-  float kv_range = 1.0f;          // K and V uniform in [-kv_range, kv_range)
+  float q_range = 2.0f;   // q uniform in [-q_range, q_range)
+  float kv_range = 1.0f;  // K and V uniform in [-kv_range, kv_range)
 
   // The KV shape of `model` (heads, head dim, dtype, page size).
   static PagedBatchSpec for_model(const ModelSpec& model, std::vector<std::int32_t> seq_lens);

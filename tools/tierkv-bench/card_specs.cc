@@ -38,13 +38,26 @@ double pcie_gbps(int gen, int width) {
   // Transfer rate per lane (GT/s) and line-code efficiency of each generation.
   double rate = 0, efficiency = 128.0 / 130.0;
   switch (gen) {
-    case 1: rate = 2.5, efficiency = 0.8; break;
-    case 2: rate = 5.0, efficiency = 0.8; break;
-    case 3: rate = 8.0; break;
-    case 4: rate = 16.0; break;
-    case 5: rate = 32.0; break;
-    case 6: rate = 64.0, efficiency = 242.0 / 256.0; break;
-    default: return 0;
+    case 1:
+      rate = 2.5, efficiency = 0.8;
+      break;
+    case 2:
+      rate = 5.0, efficiency = 0.8;
+      break;
+    case 3:
+      rate = 8.0;
+      break;
+    case 4:
+      rate = 16.0;
+      break;
+    case 5:
+      rate = 32.0;
+      break;
+    case 6:
+      rate = 64.0, efficiency = 242.0 / 256.0;
+      break;
+    default:
+      return 0;
   }
   return rate * width * efficiency / 8.0;
 }

@@ -8,11 +8,11 @@
 namespace tierkv::bench {
 
 struct CardSpec {
-  std::string_view label;     // marketing name
-  double hbm_gbps = 0;        // device memory bandwidth, GB/s
+  std::string_view label;  // marketing name
+  double hbm_gbps = 0;     // device memory bandwidth, GB/s
   int pcie_gen = 0;
   int pcie_width = 0;
-  double nvlink_gbps = 0;     // total NVLink bandwidth, GB/s (0: none)
+  double nvlink_gbps = 0;  // total NVLink bandwidth, GB/s (0: none)
 };
 
 // The datasheet entry for a device name as the driver reports it, if known.

@@ -38,7 +38,8 @@ Result<double> verify(Stream& stream, const synth::PagedBatch& batch) {
   }
   const double rel = std::sqrt(diff2 / std::max(ref2, 1e-30));
   if (!(rel <= kMaxRelL2)) {
-    return internal_error("decode output differs from the CPU reference: relative L2 error " + std::to_string(rel));
+    return internal_error("decode output differs from the CPU reference: relative L2 error " +
+                          std::to_string(rel));
   }
   return rel;
 }
@@ -47,14 +48,16 @@ Result<double> verify(Stream& stream, const synth::PagedBatch& batch) {
 
 Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const Options& opts,
                                          std::int32_t batch_size, std::int32_t kv_tokens) {
-  synth::PagedBatchSpec spec =
-      synth::PagedBatchSpec::for_model(opts.model, std::vector<std::int32_t>(std::size_t(batch_size), kv_tokens));
+  synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(
+      opts.model, std::vector<std::int32_t>(std::size_t(batch_size), kv_tokens));
   spec.layout = opts.layout;
   TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
   const std::size_t set_bytes = spec.device_bytes();
-  const std::size_t by_cache = opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
+  const std::size_t by_cache =
+      opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
   const std::size_t by_memory = std::max<std::size_t>(1, free / 2 / set_bytes);
-  const int sets = static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
+  const int sets =
+      static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
 
   std::vector<synth::PagedBatch> inputs;
   for (int i = 0; i < sets; ++i) {
@@ -62,8 +65,9 @@ Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const
     TIERKV_ASSIGN_OR_RETURN(synth::PagedBatch b, synth::PagedBatch::create(backend, stream, spec));
     inputs.push_back(std::move(b));
   }
-  TIERKV_ASSIGN_OR_RETURN(const DecodePlan plan, plan_decode_attention(backend.info(), inputs[0].layer(),
-                                                                       spec.num_q_heads, spec.seq_lens));
+  TIERKV_ASSIGN_OR_RETURN(
+      const DecodePlan plan,
+      plan_decode_attention(backend.info(), inputs[0].layer(), spec.num_q_heads, spec.seq_lens));
   Buffer workspace;  // calls on one stream run one after another: one workspace serves them all
   if (plan.workspace_bytes > 0) {
     TIERKV_ASSIGN_OR_RETURN(workspace, backend.allocate(MemoryKind::kDevice, plan.workspace_bytes));
@@ -71,8 +75,8 @@ Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const
   const int calls = (std::max(opts.min_calls, sets) + sets - 1) / sets * sets;
   auto enqueue_calls = [&]() -> Status {
     for (int c = 0; c < calls; ++c) {
-      TIERKV_RETURN_IF_ERROR(
-          backend.decode_attention(inputs[std::size_t(c % sets)].decode_args(plan, workspace.data()), stream));
+      TIERKV_RETURN_IF_ERROR(backend.decode_attention(
+          inputs[std::size_t(c % sets)].decode_args(plan, workspace.data()), stream));
     }
     return Status::Ok();
   };
@@ -92,7 +96,8 @@ Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const
   if (!graph.ok()) return graph.status();
   TIERKV_ASSIGN_OR_RETURN(const Timing tg, time_events(backend, stream, opts.warmup, opts.reps,
                                                        [&] { return (*graph)->launch(stream); }));
-  TIERKV_ASSIGN_OR_RETURN(const Timing te, time_events(backend, stream, opts.warmup, opts.reps, enqueue_calls));
+  TIERKV_ASSIGN_OR_RETURN(const Timing te,
+                          time_events(backend, stream, opts.warmup, opts.reps, enqueue_calls));
   m.us_graph = tg.median_ms * 1e3 / calls;
   m.us_eager = te.median_ms * 1e3 / calls;
   TIERKV_ASSIGN_OR_RETURN(m.rel_l2_error, verify(stream, inputs[0]));

@@ -16,7 +16,8 @@ namespace {
 
 int fail(const Status& s) {
   std::fprintf(stderr, "tierkv-bench: %s\n", s.to_string().c_str());
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2 : 1;
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2
+                                                                                                : 1;
 }
 
 Status run_sections(Backend& backend, Stream& stream, const Options& opts, BenchData& data) {
@@ -37,7 +38,8 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
   if (opts.has_section("batched")) {
     for (std::int32_t b : opts.batches) {
       progress.step("decode batch " + std::to_string(b) + ", KV " + std::to_string(opts.batch_kv));
-      TIERKV_ASSIGN_OR_RETURN(DecodeMeasurement m, measure_decode(backend, stream, opts, b, opts.batch_kv));
+      TIERKV_ASSIGN_OR_RETURN(DecodeMeasurement m,
+                              measure_decode(backend, stream, opts, b, opts.batch_kv));
       data.batched.push_back(m);
     }
   }
@@ -59,7 +61,8 @@ int run(int argc, char** argv) {
   auto backend = create_backend(opts.backend, opts.device);
   if (!backend.ok()) {
     std::fprintf(stderr, "tierkv-bench: cannot use the %s backend: %s\n",
-                 std::string(backend_kind_name(opts.backend)).c_str(), backend.status().to_string().c_str());
+                 std::string(backend_kind_name(opts.backend)).c_str(),
+                 backend.status().to_string().c_str());
     return 2;
   }
   apply_defaults((*backend)->info(), opts);
@@ -78,8 +81,10 @@ int run(int argc, char** argv) {
     if (const Status s = write_lines(opts.report_path, {report}); !s.ok()) return fail(s);
   }
   if (!opts.json_path.empty()) {
-    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, data)); !s.ok()) return fail(s);
-    if (!opts.quiet) std::fprintf(stderr, "tierkv-bench: figures written to %s\n", opts.json_path.c_str());
+    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, data)); !s.ok())
+      return fail(s);
+    if (!opts.quiet)
+      std::fprintf(stderr, "tierkv-bench: figures written to %s\n", opts.json_path.c_str());
   }
   return 0;
 }
@@ -87,4 +92,6 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace tierkv::bench
 
-int main(int argc, char** argv) { return tierkv::bench::run(argc, argv); }
+int main(int argc, char** argv) {
+  return tierkv::bench::run(argc, argv);
+}

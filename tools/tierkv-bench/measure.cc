@@ -20,7 +20,8 @@ double median(std::vector<double> v) {
 Result<Timing> time_events(Backend& backend, Stream& stream, int warmup, int reps,
                            const std::function<Status()>& enqueue) {
   if (reps < 1) return invalid_argument("time_events: reps must be >= 1");
-  for (int i = 0; i < warmup; ++i) TIERKV_RETURN_IF_ERROR(enqueue());
+  for (int i = 0; i < warmup; ++i)
+    TIERKV_RETURN_IF_ERROR(enqueue());
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   std::vector<std::unique_ptr<Event>> events;
   for (int i = 0; i <= reps; ++i) {
@@ -51,8 +52,8 @@ Progress::Progress(bool quiet) : quiet_(quiet), tty_(isatty(STDERR_FILENO) != 0)
 void Progress::step(const std::string& what) {
   ++done_;
   if (quiet_) return;
-  std::fprintf(stderr, "%s[tierkv-bench %d/%d] %s%s", tty_ ? "\r\033[K" : "", done_, total_, what.c_str(),
-               tty_ ? "" : "\n");
+  std::fprintf(stderr, "%s[tierkv-bench %d/%d] %s%s", tty_ ? "\r\033[K" : "", done_, total_,
+               what.c_str(), tty_ ? "" : "\n");
   std::fflush(stderr);
 }
 

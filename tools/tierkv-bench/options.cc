@@ -36,10 +36,14 @@ int parse_options(int argc, char** argv, Options& opts) {
   app.add_option("--backend", backend, "cpu, cuda, or auto (cuda when a GPU is visible)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--device", opts.device, "CUDA device index")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--device", opts.device, "CUDA device index")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   std::string presets;
-  for (std::string_view n : model_preset_names()) presets += (presets.empty() ? "" : ", ") + std::string(n);
-  app.add_option("--model", opts.model_name, "model preset whose KV shape is measured (" + presets + ")")
+  for (std::string_view n : model_preset_names())
+    presets += (presets.empty() ? "" : ", ") + std::string(n);
+  app.add_option("--model", opts.model_name,
+                 "model preset whose KV shape is measured (" + presets + ")")
       ->capture_default_str();
   app.add_option("--kv-lens", opts.kv_lens,
                  "KV lengths of the batch-1 sweep and the transfers, comma separated "
@@ -50,22 +54,26 @@ int parse_options(int argc, char** argv, Options& opts) {
                  "batch sizes of the batched sweep, comma separated [cuda: 1..128, cpu: 1..8]")
       ->delimiter(',')
       ->check(CLI::Range(1, kMaxBatch));
-  app.add_option("--batch-kv", opts.batch_kv, "KV length of the batched sweep [cuda: 2048, cpu: 512]")
+  app.add_option("--batch-kv", opts.batch_kv,
+                 "KV length of the batched sweep [cuda: 2048, cpu: 512]")
       ->check(CLI::Range(1, kMaxKvTokens));
   int page_tokens = 0;
-  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")->check(CLI::Range(1, 1024));
+  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
       ->capture_default_str()
       ->check(CLI::IsMember({"nhd", "hnd"}));
   opts.sections = kSections;
-  app.add_option("--sections", opts.sections, "sections to run: decode, batched, transfer, reference")
+  app.add_option("--sections", opts.sections,
+                 "sections to run: decode, batched, transfer, reference")
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::IsMember(kSections));
   app.add_option("--warmup", opts.warmup, "untimed runs before each measurement")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
-  app.add_option("--reps", opts.reps, "timed repetitions per case (median reported) [cuda: 30, cpu: 5]")
+  app.add_option("--reps", opts.reps,
+                 "timed repetitions per case (median reported) [cuda: 30, cpu: 5]")
       ->check(CLI::Range(1, 100000));
   app.add_option("--min-calls", opts.min_calls,
                  "decode launches per timed graph replay, at least [cuda: 20, cpu: 1]")
@@ -99,10 +107,12 @@ int parse_options(int argc, char** argv, Options& opts) {
     std::fprintf(stderr, "tierkv-bench: %s\n", s.message().c_str());
     return 2;
   }
-  if (!decode_head_dim_supported(opts.model.head_dim) || !decode_group_supported(opts.model.gqa_group())) {
-    std::fprintf(stderr, "tierkv-bench: model %s has head_dim %d and GQA group %d; decode supports "
-                 "head_dim 64/128/256 and groups 1..8\n", opts.model_name.c_str(), opts.model.head_dim,
-                 opts.model.gqa_group());
+  if (!decode_head_dim_supported(opts.model.head_dim) ||
+      !decode_group_supported(opts.model.gqa_group())) {
+    std::fprintf(stderr,
+                 "tierkv-bench: model %s has head_dim %d and GQA group %d; decode supports "
+                 "head_dim 64/128/256 and groups 1..8\n",
+                 opts.model_name.c_str(), opts.model.head_dim, opts.model.gqa_group());
     return 2;
   }
   return -1;
@@ -134,7 +144,8 @@ Status check_fits(Backend& backend, const Options& opts) {
   TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
   const std::size_t budget = free / 10 * 9;
   auto check = [&](std::int32_t batch, std::int32_t kv, const char* section) -> Status {
-    synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(opts.model, std::vector<std::int32_t>(batch, kv));
+    synth::PagedBatchSpec spec =
+        synth::PagedBatchSpec::for_model(opts.model, std::vector<std::int32_t>(batch, kv));
     const std::size_t need = spec.device_bytes();
     if (need > budget) {
       std::ostringstream m;
@@ -145,10 +156,12 @@ Status check_fits(Backend& backend, const Options& opts) {
     return Status::Ok();
   };
   if (opts.has_section("decode") || opts.has_section("transfer")) {
-    for (std::int32_t kv : opts.kv_lens) TIERKV_RETURN_IF_ERROR(check(1, kv, "decode"));
+    for (std::int32_t kv : opts.kv_lens)
+      TIERKV_RETURN_IF_ERROR(check(1, kv, "decode"));
   }
   if (opts.has_section("batched")) {
-    for (std::int32_t b : opts.batches) TIERKV_RETURN_IF_ERROR(check(b, opts.batch_kv, "batched"));
+    for (std::int32_t b : opts.batches)
+      TIERKV_RETURN_IF_ERROR(check(b, opts.batch_kv, "batched"));
   }
   return Status::Ok();
 }

@@ -19,14 +19,14 @@ struct Options {
   std::string model_name = "llama-3.1-8b";
   ModelSpec model;
   KvLayout layout = KvLayout::kNHD;
-  std::vector<std::int32_t> kv_lens;   // batch-1 sweep (and per-length transfers)
-  std::vector<std::int32_t> batches;   // batched sweep
-  std::int32_t batch_kv = 0;           // KV length of the batched sweep
-  std::vector<std::string> sections;   // decode, batched, transfer, reference
+  std::vector<std::int32_t> kv_lens;  // batch-1 sweep (and per-length transfers)
+  std::vector<std::int32_t> batches;  // batched sweep
+  std::int32_t batch_kv = 0;          // KV length of the batched sweep
+  std::vector<std::string> sections;  // decode, batched, transfer, reference
   int warmup = 3;
   int reps = 0;
-  int min_calls = 0;                   // decode launches per timed graph replay
-  std::size_t rotate_bytes = 0;        // input bytes to rotate through per case (defeats caches)
+  int min_calls = 0;             // decode launches per timed graph replay
+  std::size_t rotate_bytes = 0;  // input bytes to rotate through per case (defeats caches)
   std::uint64_t seed = 1;
   std::string json_path = "tierkv-bench.jsonl";
   std::string report_path;

@@ -23,9 +23,12 @@ std::string fmt(const char* f, ...) {
   return buf;
 }
 
-void title(std::string& out, const std::string& t) { out += "\n" + kRule + "\n" + t + "\n" + kRule + "\n"; }
+void title(std::string& out, const std::string& t) {
+  out += "\n" + kRule + "\n" + t + "\n" + kRule + "\n";
+}
 
-const TransferMeasurement* find_transfer(const BenchData& d, const std::string& memory, std::int32_t kv) {
+const TransferMeasurement* find_transfer(const BenchData& d, const std::string& memory,
+                                         std::int32_t kv) {
   for (const auto& t : d.kv_transfers) {
     if (t.memory == memory && t.kv_tokens == kv) return &t;
   }
@@ -45,19 +48,26 @@ void header(std::string& out, const RunInfo& run, const Options& opts) {
   out += kRule + "\n";
   out += fmt("tierkv-bench: decode attention over paged KV and KV transfer (%s)\n", m.name.c_str());
   out += kRule + "\n";
-  out += fmt("Config: %d Q heads, %d KV heads, %d head dim (GQA group %d), %s KV, pages of %d tokens (%s)\n",
-             m.num_q_heads, m.num_kv_heads, m.head_dim, m.gqa_group(), std::string(dtype_name(m.kv_dtype)).c_str(),
-             m.page_tokens, opts.layout == KvLayout::kNHD ? "NHD" : "HND");
+  out +=
+      fmt("Config: %d Q heads, %d KV heads, %d head dim (GQA group %d), %s KV, pages of %d tokens "
+          "(%s)\n",
+          m.num_q_heads, m.num_kv_heads, m.head_dim, m.gqa_group(),
+          std::string(dtype_name(m.kv_dtype)).c_str(), m.page_tokens,
+          opts.layout == KvLayout::kNHD ? "NHD" : "HND");
   if (dev.backend == BackendKind::kCuda) {
-    out += fmt("GPU: %s (%d SMs, %.0f MiB L2, compute %d.%d, %.1f GiB)\n", run.card.c_str(), dev.compute_units,
-               dev.l2_bytes / 1048576.0, dev.cc_major, dev.cc_minor, dev.total_memory / 1073741824.0);
-    out += fmt("Timing: CUDA events, %d warm-ups, median of %d; decode replayed from CUDA graphs of >= %d calls\n"
-               "        rotating through input sets of >= %.0f MiB (4x L2); pages scattered at random\n",
-               opts.warmup, opts.reps, opts.min_calls, opts.rotate_bytes / 1048576.0);
+    out += fmt("GPU: %s (%d SMs, %.0f MiB L2, compute %d.%d, %.1f GiB)\n", run.card.c_str(),
+               dev.compute_units, dev.l2_bytes / 1048576.0, dev.cc_major, dev.cc_minor,
+               dev.total_memory / 1073741824.0);
+    out += fmt(
+        "Timing: CUDA events, %d warm-ups, median of %d; decode replayed from CUDA graphs of >= %d "
+        "calls\n"
+        "        rotating through input sets of >= %.0f MiB (4x L2); pages scattered at random\n",
+        opts.warmup, opts.reps, opts.min_calls, opts.rotate_bytes / 1048576.0);
   } else {
     out += fmt("CPU: %s (%d threads)\n", run.card.c_str(), dev.compute_units);
-    out += "Backend: cpu. No GPU is in use, so this runs the CPU backend at small sizes: the figures\n"
-           "         describe this CPU's reference kernels and memcpy, not a GPU or a PCIe link.\n";
+    out +=
+        "Backend: cpu. No GPU is in use, so this runs the CPU backend at small sizes: the figures\n"
+        "         describe this CPU's reference kernels and memcpy, not a GPU or a PCIe link.\n";
     out += fmt("Timing: stream events, %d warm-ups, median of %d\n", opts.warmup, opts.reps);
   }
   out += fmt("Date: %s\n", run.date.c_str());
@@ -65,14 +75,19 @@ void header(std::string& out, const RunInfo& run, const Options& opts) {
 
 void batch1_table(std::string& out, const BenchData& d) {
   title(out, "Results (batch_size=1)");
-  out += "  KV Len |    KV Size |  Attn (µs) |  Xfer (µs) |    Attn BW |    Xfer BW |  Xfer/Attn |  no graph\n";
-  out += "         |       (KB) |            |   (pinned) |     (GB/s) |     (GB/s) |      ratio |      (µs)\n";
+  out +=
+      "  KV Len |    KV Size |  Attn (µs) |  Xfer (µs) |    Attn BW |    Xfer BW |  Xfer/Attn |  "
+      "no graph\n";
+  out +=
+      "         |       (KB) |            |   (pinned) |     (GB/s) |     (GB/s) |      ratio |    "
+      "  (µs)\n";
   out += std::string(101, '-') + "\n";
   for (const DecodeMeasurement& m : d.batch1) {
     const TransferMeasurement* x = find_transfer(d, "pinned", m.kv_tokens);
     const std::size_t layer_bytes = x ? x->bytes : m.kv_bytes;
-    out += fmt("%8d | %10.1f | %10.2f | %10s | %10.1f | %10s | %10s | %9.2f\n", m.kv_tokens, layer_bytes / 1024.0,
-               m.us_graph, x ? fmt("%.2f", x->us).c_str() : "-", m.gbps(), x ? fmt("%.1f", x->gbps()).c_str() : "-",
+    out += fmt("%8d | %10.1f | %10.2f | %10s | %10.1f | %10s | %10s | %9.2f\n", m.kv_tokens,
+               layer_bytes / 1024.0, m.us_graph, x ? fmt("%.2f", x->us).c_str() : "-", m.gbps(),
+               x ? fmt("%.1f", x->gbps()).c_str() : "-",
                x ? fmt("%.2fx", x->us / m.us_graph).c_str() : "-", m.us_eager);
   }
 }
@@ -84,8 +99,8 @@ void batched_table(std::string& out, const Options& opts, const BenchData& d) {
   out += "         |              |              |                  |     (GB/s) |      (µs)\n";
   out += std::string(83, '-') + "\n";
   for (const DecodeMeasurement& m : d.batched) {
-    out += fmt("%8d | %12.2f | %12.2f | %10.0f req/s | %10.1f | %9.2f\n", m.batch, m.us_graph, m.us_graph / m.batch,
-               m.batch * 1e6 / m.us_graph, m.gbps(), m.us_eager);
+    out += fmt("%8d | %12.2f | %12.2f | %10.0f req/s | %10.1f | %9.2f\n", m.batch, m.us_graph,
+               m.us_graph / m.batch, m.batch * 1e6 / m.us_graph, m.gbps(), m.us_eager);
   }
 }
 
@@ -95,8 +110,8 @@ void pinned_vs_pageable(std::string& out, const BenchData& d) {
     if (p.memory != "pinned") continue;
     const TransferMeasurement* q = find_transfer(d, "pageable", p.kv_tokens);
     if (q == nullptr) continue;
-    out += fmt("  KV=%5d: pinned=%.1fµs (%.1f GB/s), pageable=%.1fµs (%.1f GB/s), speedup=%.2fx\n", p.kv_tokens, p.us,
-               p.gbps(), q->us, q->gbps(), q->us / p.us);
+    out += fmt("  KV=%5d: pinned=%.1fµs (%.1f GB/s), pageable=%.1fµs (%.1f GB/s), speedup=%.2fx\n",
+               p.kv_tokens, p.us, p.gbps(), q->us, q->gbps(), q->us / p.us);
   }
 }
 
@@ -105,31 +120,43 @@ void findings(std::string& out, const BenchData& d) {
   out += "\nFindings (computed from the figures above):\n";
   std::vector<std::pair<std::int32_t, double>> ratios;
   for (const DecodeMeasurement& m : d.batch1) {
-    if (const TransferMeasurement* x = find_transfer(d, "pinned", m.kv_tokens)) ratios.push_back({m.kv_tokens, x->us / m.us_graph});
+    if (const TransferMeasurement* x = find_transfer(d, "pinned", m.kv_tokens))
+      ratios.push_back({m.kv_tokens, x->us / m.us_graph});
   }
   if (!ratios.empty()) {
     const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end(),
                                               [](auto& a, auto& b) { return a.second < b.second; });
-    out += fmt("  - Moving one layer's KV over the host link takes %.2fx (KV %d) to %.2fx (KV %d) the time of\n"
-               "    decode attention over the same KV.\n", lo->second, lo->first, hi->second, hi->first);
+    out +=
+        fmt("  - Moving one layer's KV over the host link takes %.2fx (KV %d) to %.2fx (KV %d) the "
+            "time of\n"
+            "    decode attention over the same KV.\n",
+            lo->second, lo->first, hi->second, hi->first);
     if (lo->second > 1.0) {
-      out += "    Transfer/attention > 1 at every length: a load cannot hide behind decode attention; it has\n"
-             "    to overlap with prefill compute (warm prefill, layer by layer).\n";
+      out +=
+          "    Transfer/attention > 1 at every length: a load cannot hide behind decode attention; "
+          "it has\n"
+          "    to overlap with prefill compute (warm prefill, layer by layer).\n";
     } else if (hi->second < 1.0) {
-      out += "    Transfer/attention < 1 at every length: at these sizes a load hides behind decode attention.\n";
+      out +=
+          "    Transfer/attention < 1 at every length: at these sizes a load hides behind decode "
+          "attention.\n";
     } else {
-      out += "    Transfer/attention crosses 1 inside the measured range: only the shorter loads hide behind\n"
-             "    decode attention; the longer ones need prefill compute to overlap with.\n";
+      out +=
+          "    Transfer/attention crosses 1 inside the measured range: only the shorter loads hide "
+          "behind\n"
+          "    decode attention; the longer ones need prefill compute to overlap with.\n";
     }
   }
   std::vector<double> speedups;
   for (const auto& p : d.kv_transfers) {
     if (p.memory != "pinned") continue;
-    if (const TransferMeasurement* q = find_transfer(d, "pageable", p.kv_tokens)) speedups.push_back(q->us / p.us);
+    if (const TransferMeasurement* q = find_transfer(d, "pageable", p.kv_tokens))
+      speedups.push_back(q->us / p.us);
   }
   if (!speedups.empty()) {
     const auto [lo, hi] = std::minmax_element(speedups.begin(), speedups.end());
-    out += fmt("  - Pinned over pageable host memory: %.2fx to %.2fx the transfer speed.", *lo, *hi);
+    out +=
+        fmt("  - Pinned over pageable host memory: %.2fx to %.2fx the transfer speed.", *lo, *hi);
     if (*lo >= 1.2) {
       out += " Only pinned memory reaches the\n    link's speed: the host tier must be pinned.\n";
     } else if (*hi < 1.2) {
@@ -145,32 +172,41 @@ void findings(std::string& out, const BenchData& d) {
       if (t.memory == "pinned" && (biggest == nullptr || t.bytes > biggest->bytes)) biggest = &t;
     }
     if (biggest != nullptr) {
-      out += fmt("  - One layer's KV at %d tokens (%.1f MiB) moves at %.0f%% of the large-copy ceiling (%.1f GB/s).\n",
-                 biggest->kv_tokens, biggest->bytes / 1048576.0, 100.0 * biggest->gbps() / h2d->gbps(), h2d->gbps());
+      out +=
+          fmt("  - One layer's KV at %d tokens (%.1f MiB) moves at %.0f%% of the large-copy "
+              "ceiling (%.1f GB/s).\n",
+              biggest->kv_tokens, biggest->bytes / 1048576.0, 100.0 * biggest->gbps() / h2d->gbps(),
+              h2d->gbps());
     }
   }
   if (!d.batch1.empty()) {
     const DecodeMeasurement& s = d.batch1.front();
     const DecodeMeasurement& l = d.batch1.back();
-    out += fmt("  - Decode attention at batch 1 reads KV at %.1f GB/s for %d tokens and %.1f GB/s for %d tokens",
-               s.gbps(), s.kv_tokens, l.gbps(), l.kv_tokens);
+    out +=
+        fmt("  - Decode attention at batch 1 reads KV at %.1f GB/s for %d tokens and %.1f GB/s for "
+            "%d tokens",
+            s.gbps(), s.kv_tokens, l.gbps(), l.kv_tokens);
     if (const TransferMeasurement* hbm = find_ceiling(d, "hbm_copy")) {
       out += fmt("\n    (%.0f%% of the HBM copy ceiling)", 100.0 * l.gbps() / hbm->gbps());
     }
     out += ".\n";
     if (s.gbps() < 0.5 * l.gbps()) {
-      out += "    Short contexts do not fill the memory system: their time is dominated by fixed costs.\n";
+      out +=
+          "    Short contexts do not fill the memory system: their time is dominated by fixed "
+          "costs.\n";
     }
   }
   if (d.batched.size() > 1) {
     const auto best = std::min_element(d.batched.begin(), d.batched.end(), [](auto& a, auto& b) {
       return a.us_graph / a.batch < b.us_graph / b.batch;
     });
-    out += fmt("  - Batched decode: µs per request goes from %.2f at batch %d to %.2f at batch %d (best: %.2f at batch\n"
-               "    %d, %.0f req/s).\n",
-               d.batched.front().us_graph / d.batched.front().batch, d.batched.front().batch,
-               d.batched.back().us_graph / d.batched.back().batch, d.batched.back().batch, best->us_graph / best->batch,
-               best->batch, best->batch * 1e6 / best->us_graph);
+    out +=
+        fmt("  - Batched decode: µs per request goes from %.2f at batch %d to %.2f at batch %d "
+            "(best: %.2f at batch\n"
+            "    %d, %.0f req/s).\n",
+            d.batched.front().us_graph / d.batched.front().batch, d.batched.front().batch,
+            d.batched.back().us_graph / d.batched.back().batch, d.batched.back().batch,
+            best->us_graph / best->batch, best->batch, best->batch * 1e6 / best->us_graph);
   }
   const TransferMeasurement* bidir = find_ceiling(d, "pcie_bidir");
   if (h2d != nullptr && bidir != nullptr) {
@@ -186,17 +222,19 @@ void reference_bandwidths(std::string& out, const RunInfo& run, const BenchData&
              spec ? std::string(spec->label).c_str() : ": card not in tierkv's table");
   auto sheet_hbm = [&]() -> std::string {
     std::string s = spec ? fmt("%.0f GB/s", spec->hbm_gbps) : "-";
-    if (dev.memory_gbps_theoretical > 0) s += fmt(" (from memory clock x bus width: %.0f GB/s)", dev.memory_gbps_theoretical);
+    if (dev.memory_gbps_theoretical > 0)
+      s += fmt(" (from memory clock x bus width: %.0f GB/s)", dev.memory_gbps_theoretical);
     return s;
   };
   const int gen = dev.pcie_gen > 0 ? dev.pcie_gen : (spec ? spec->pcie_gen : 0);
   const int width = dev.pcie_width > 0 ? dev.pcie_width : (spec ? spec->pcie_width : 0);
-  const std::string link = gen > 0 ? fmt("PCIe Gen%d x%d: %.1f GB/s per direction%s", gen, width, pcie_gbps(gen, width),
-                                         dev.pcie_gen > 0 ? "" : " (datasheet link)")
-                                   : std::string("-");
+  const std::string link =
+      gen > 0 ? fmt("PCIe Gen%d x%d: %.1f GB/s per direction%s", gen, width, pcie_gbps(gen, width),
+                    dev.pcie_gen > 0 ? "" : " (datasheet link)")
+              : std::string("-");
   if (const auto* t = find_ceiling(d, "hbm_copy")) {
-    out += fmt("  HBM copy (read + write, %4.0f MiB):  %9.1f GB/s | %s\n", t->bytes / 2 / 1048576.0, t->gbps(),
-               sheet_hbm().c_str());
+    out += fmt("  HBM copy (read + write, %4.0f MiB):  %9.1f GB/s | %s\n", t->bytes / 2 / 1048576.0,
+               t->gbps(), sheet_hbm().c_str());
   }
   const DecodeMeasurement* best = nullptr;
   for (const auto* list : {&d.batch1, &d.batched}) {
@@ -205,8 +243,11 @@ void reference_bandwidths(std::string& out, const RunInfo& run, const BenchData&
     }
   }
   if (best != nullptr) {
-    out += fmt("  Decode attention, best case:        %9.1f GB/s | batch %d x KV %d%s\n", best->gbps(), best->batch,
-               best->kv_tokens, spec ? fmt(", %.0f%% of the datasheet HBM", 100.0 * best->gbps() / spec->hbm_gbps).c_str() : "");
+    out += fmt(
+        "  Decode attention, best case:        %9.1f GB/s | batch %d x KV %d%s\n", best->gbps(),
+        best->batch, best->kv_tokens,
+        spec ? fmt(", %.0f%% of the datasheet HBM", 100.0 * best->gbps() / spec->hbm_gbps).c_str()
+             : "");
   }
   const char* names[][2] = {{"pcie_h2d", "Host -> device, pinned, one copy: "},
                             {"pcie_d2h", "Device -> host, pinned, one copy: "},
@@ -214,11 +255,13 @@ void reference_bandwidths(std::string& out, const RunInfo& run, const BenchData&
   for (const auto& [what, label] : names) {
     if (const auto* t = find_ceiling(d, what)) {
       out += fmt("  %s %9.1f GB/s | %s\n", label, t->gbps(),
-                 std::string(what) == "pcie_bidir" && gen > 0 ? fmt("%.1f GB/s both ways", 2 * pcie_gbps(gen, width)).c_str()
-                                                               : link.c_str());
+                 std::string(what) == "pcie_bidir" && gen > 0
+                     ? fmt("%.1f GB/s both ways", 2 * pcie_gbps(gen, width)).c_str()
+                     : link.c_str());
     }
   }
-  if (spec && spec->nvlink_gbps > 0) out += fmt("  NVLink (datasheet, not measured here): %.0f GB/s\n", spec->nvlink_gbps);
+  if (spec && spec->nvlink_gbps > 0)
+    out += fmt("  NVLink (datasheet, not measured here): %.0f GB/s\n", spec->nvlink_gbps);
 }
 
 }  // namespace

@@ -10,12 +10,12 @@ namespace {
 using nlohmann::json;
 
 json common(const RunInfo& run, const Options& opts, const char* bench) {
-  return json{{"bench", bench},           {"impl", "tierkv"},     {"card", run.card},
-              {"date", run.date},         {"backend", run.backend}, {"model", opts.model.name}};
+  return json{{"bench", bench},   {"impl", "tierkv"},       {"card", run.card},
+              {"date", run.date}, {"backend", run.backend}, {"model", opts.model.name}};
 }
 
-json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasurement& m, const char* section,
-                 bool graph) {
+json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasurement& m,
+                 const char* section, bool graph) {
   json j = common(run, opts, "decode");
   j.update(json{{"section", section},
                 {"batch", m.batch},
@@ -40,8 +40,12 @@ json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasuremen
 json transfer_json(const RunInfo& run, const Options& opts, const TransferMeasurement& m) {
   const bool ceiling = m.what == "hbm_copy";
   json j = common(run, opts, ceiling ? "ceiling" : "transfer");
-  j.update(json{{"what", m.what}, {"memory", m.memory}, {"direction", m.direction}, {"bytes", m.bytes},
-                {"us", m.us}, {"gbps", m.gbps()}});
+  j.update(json{{"what", m.what},
+                {"memory", m.memory},
+                {"direction", m.direction},
+                {"bytes", m.bytes},
+                {"us", m.us},
+                {"gbps", m.gbps()}});
   if (!ceiling) j["case"] = m.what == "kv_layer" ? "kv_layer" : "large";
   if (m.kv_tokens > 0) j["kv_tokens"] = m.kv_tokens;
   return j;
@@ -65,14 +69,16 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
 
 std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const BenchData& data) {
   std::vector<std::string> lines;
-  for (const auto& [section, list] : {std::pair{"batch1", &data.batch1}, std::pair{"batched", &data.batched}}) {
+  for (const auto& [section, list] :
+       {std::pair{"batch1", &data.batch1}, std::pair{"batched", &data.batched}}) {
     for (const DecodeMeasurement& m : *list) {
       lines.push_back(decode_json(run, opts, m, section, true).dump());
       lines.push_back(decode_json(run, opts, m, section, false).dump());
     }
   }
   for (const auto* list : {&data.kv_transfers, &data.ceilings}) {
-    for (const TransferMeasurement& m : *list) lines.push_back(transfer_json(run, opts, m).dump());
+    for (const TransferMeasurement& m : *list)
+      lines.push_back(transfer_json(run, opts, m).dump());
   }
   return lines;
 }
@@ -80,7 +86,8 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const
 Status write_lines(const std::string& path, const std::vector<std::string>& lines) {
   std::ofstream out(path, std::ios::trunc);
   if (!out) return io_error("cannot open '" + path + "' for writing");
-  for (const std::string& l : lines) out << l << '\n';
+  for (const std::string& l : lines)
+    out << l << '\n';
   out.flush();
   if (!out) return io_error("writing '" + path + "' failed");
   return Status::Ok();

@@ -1,4 +1,5 @@
-// Everything one tierkv-bench run measured, and its JSON Lines form (schema: bench/peers/README.md).
+// Everything one tierkv-bench run measured, and its JSON Lines form (schema:
+// bench/peers/README.md).
 #pragma once
 
 #include <string>

@@ -28,6 +28,7 @@ Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, 
                                                               const Options& opts);
 
 // Large copies that give this machine's ceilings.
-Result<std::vector<TransferMeasurement>> measure_ceilings(Backend& backend, Stream& stream, const Options& opts);
+Result<std::vector<TransferMeasurement>> measure_ceilings(Backend& backend, Stream& stream,
+                                                          const Options& opts);
 
 }  // namespace tierkv::bench

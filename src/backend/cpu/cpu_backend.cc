@@ -42,7 +42,9 @@ DeviceInfo probe() {
   return info;
 }
 
-CpuStream* as_cpu(Stream& s) { return dynamic_cast<CpuStream*>(&s); }
+CpuStream* as_cpu(Stream& s) {
+  return dynamic_cast<CpuStream*>(&s);
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -66,8 +68,8 @@ class CpuBackend final : public Backend {
     }
     void* p = std::aligned_alloc(kAlignment, rounded);
     if (p == nullptr) {
-      return resource_exhausted("allocate: cannot allocate " + std::to_string(bytes) + " bytes of " +
-                                std::string(memory_kind_name(kind)) + " memory");
+      return resource_exhausted("allocate: cannot allocate " + std::to_string(bytes) +
+                                " bytes of " + std::string(memory_kind_name(kind)) + " memory");
     }
     return wrap(p, bytes, kind);
   }
@@ -83,10 +85,12 @@ class CpuBackend final : public Backend {
   Result<double> elapsed_ms(const Event& start, const Event& end) override {
     auto* a = dynamic_cast<CpuEvent*>(const_cast<Event*>(&start));
     auto* b = dynamic_cast<CpuEvent*>(const_cast<Event*>(&end));
-    if (a == nullptr || b == nullptr) return invalid_argument("elapsed_ms: events of another backend");
+    if (a == nullptr || b == nullptr)
+      return invalid_argument("elapsed_ms: events of another backend");
     const auto ta = a->completed_at();
     const auto tb = b->completed_at();
-    if (!ta || !tb) return failed_precondition("elapsed_ms: both events must be recorded and complete");
+    if (!ta || !tb)
+      return failed_precondition("elapsed_ms: both events must be recorded and complete");
     return std::chrono::duration<double, std::milli>(*tb - *ta).count();
   }
 
@@ -124,6 +128,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> create_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> create_cpu_backend() {
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace tierkv::cpu

@@ -159,7 +159,8 @@ Result<std::unique_ptr<Graph>> CpuStream::end_capture() {
 Status CpuGraph::launch(Stream& stream) {
   auto* s = dynamic_cast<CpuStream*>(&stream);
   if (s == nullptr) return invalid_argument("graph launch: stream of another backend");
-  for (const CpuStream::Task& t : tasks_) s->enqueue(t);
+  for (const CpuStream::Task& t : tasks_)
+    s->enqueue(t);
   return Status::Ok();
 }
 

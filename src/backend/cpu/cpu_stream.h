@@ -34,8 +34,8 @@ class CpuEvent final : public Event {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::uint64_t recorded_ = 0;   // GUARDED_BY(mu_)
-  std::uint64_t completed_ = 0;  // GUARDED_BY(mu_)
+  std::uint64_t recorded_ = 0;                  // GUARDED_BY(mu_)
+  std::uint64_t completed_ = 0;                 // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point when_;  // GUARDED_BY(mu_)
 };
 
@@ -65,10 +65,10 @@ class CpuStream final : public Stream {
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable idle_cv_;
-  std::deque<Task> queue_;           // GUARDED_BY(mu_)
-  bool busy_ = false;                // GUARDED_BY(mu_)
-  bool stop_ = false;                // GUARDED_BY(mu_)
-  Status first_error_;               // GUARDED_BY(mu_)
+  std::deque<Task> queue_;                    // GUARDED_BY(mu_)
+  bool busy_ = false;                         // GUARDED_BY(mu_)
+  bool stop_ = false;                         // GUARDED_BY(mu_)
+  Status first_error_;                        // GUARDED_BY(mu_)
   std::optional<std::vector<Task>> capture_;  // touched only by the thread that owns the stream
   std::thread worker_;
 };

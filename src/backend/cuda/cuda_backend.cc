@@ -140,7 +140,8 @@ Result<DeviceInfo> probe(int device) {
   int clock_khz = 0, bus_bits = 0;
   if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
       cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess) {
-    info.memory_gbps_theoretical = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;  // double data rate
+    info.memory_gbps_theoretical =
+        2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;  // double data rate
   }
   (void)cudaGetLastError();
   char bus_id[32] = {};
@@ -204,7 +205,8 @@ class CudaBackend final : public Backend {
   Result<double> elapsed_ms(const Event& start, const Event& end) override {
     auto* a = dynamic_cast<const CudaEvent*>(&start);
     auto* b = dynamic_cast<const CudaEvent*>(&end);
-    if (a == nullptr || b == nullptr) return invalid_argument("elapsed_ms: events of another backend");
+    if (a == nullptr || b == nullptr)
+      return invalid_argument("elapsed_ms: events of another backend");
     float ms = 0;
     TIERKV_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, a->get(), b->get()));
     return static_cast<double>(ms);

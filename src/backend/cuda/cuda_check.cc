@@ -12,12 +12,16 @@ Status cuda_error(cudaError_t err, const char* call, const char* file, int line)
                     cudaGetErrorString(err) + ") at " + file + ":" + std::to_string(line) +
                     " on device " + std::to_string(device);
   switch (err) {
-    case cudaErrorMemoryAllocation: return resource_exhausted(std::move(msg));
+    case cudaErrorMemoryAllocation:
+      return resource_exhausted(std::move(msg));
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:
-    case cudaErrorInvalidDevice: return unavailable(std::move(msg));
-    case cudaErrorInvalidValue: return invalid_argument(std::move(msg));
-    default: return device_error(std::move(msg));
+    case cudaErrorInvalidDevice:
+      return unavailable(std::move(msg));
+    case cudaErrorInvalidValue:
+      return invalid_argument(std::move(msg));
+    default:
+      return device_error(std::move(msg));
   }
 }
 

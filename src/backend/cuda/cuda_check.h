@@ -15,12 +15,12 @@ Status cuda_error(cudaError_t err, const char* call, const char* file, int line)
 }  // namespace tierkv::cuda
 
 // Evaluates a CUDA call; returns its error as a Status from the enclosing function.
-#define TIERKV_CUDA_RETURN_IF_ERROR(call)                                         \
-  do {                                                                            \
-    const cudaError_t tierkv_cuda_err_ = (call);                                  \
-    if (tierkv_cuda_err_ != cudaSuccess) {                                        \
+#define TIERKV_CUDA_RETURN_IF_ERROR(call)                                             \
+  do {                                                                                \
+    const cudaError_t tierkv_cuda_err_ = (call);                                      \
+    if (tierkv_cuda_err_ != cudaSuccess) {                                            \
       return ::tierkv::cuda::cuda_error(tierkv_cuda_err_, #call, __FILE__, __LINE__); \
-    }                                                                             \
+    }                                                                                 \
   } while (0)
 
 // Checks the launch of the kernel just issued.

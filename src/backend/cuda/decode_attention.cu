@@ -30,7 +30,9 @@ template <>
 struct Pack<__nv_bfloat16> {
   using Two = __nv_bfloat162;
   static __device__ __forceinline__ float2 to_float2(Two v) { return __bfloat1622float2(v); }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) {
+    return __float2bfloat16_rn(v);
+  }
 };
 template <>
 struct Pack<__half> {
@@ -50,7 +52,9 @@ __device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[kVec]) {
   }
 }
 
-__device__ __forceinline__ uint4 load16(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint4 load16(const void* p) {
+  return __ldg(static_cast<const uint4*>(p));
+}
 
 // Tokens a row covers per loop iteration; fewer for wide groups and heads to bound registers.
 constexpr int unroll_for(int head_dim, int group) {
@@ -70,8 +74,7 @@ __host__ __device__ inline Partials partials_of(const DecodeAttentionArgs& a) {
 }
 
 template <typename T, int HEAD_DIM, int GROUP>
-__global__ void __launch_bounds__(kThreads)
-    decode_split_kernel(const DecodeAttentionArgs a) {
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(const DecodeAttentionArgs a) {
   constexpr int kLanes = HEAD_DIM / kVec;
   constexpr int kRows = kThreads / kLanes;
   constexpr int kUnroll = unroll_for(HEAD_DIM, GROUP);
@@ -96,13 +99,16 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
     if (g < group) {
-      const std::size_t off = (std::size_t(b) * a.num_q_heads + kvh * group + g) * HEAD_DIM + lane * kVec;
+      const std::size_t off =
+          (std::size_t(b) * a.num_q_heads + kvh * group + g) * HEAD_DIM + lane * kVec;
       unpack8<T>(load16(static_cast<const T*>(a.q) + off), q[g]);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) q[g][i] *= qscale;
+      for (int i = 0; i < kVec; ++i)
+        q[g][i] *= qscale;
     } else {
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) q[g][i] = 0.0f;
+      for (int i = 0; i < kVec; ++i)
+        q[g][i] = 0.0f;
     }
   }
 
@@ -112,7 +118,8 @@ __global__ void __launch_bounds__(kThreads)
     m[g] = -INFINITY;
     l[g] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) acc[g][i] = 0.0f;
+    for (int i = 0; i < kVec; ++i)
+      acc[g][i] = 0.0f;
   }
 
   const std::int32_t* pages = kv.block_table + std::int64_t(b) * kv.block_table_stride;
@@ -144,9 +151,11 @@ __global__ void __launch_bounds__(kThreads)
       for (int g = 0; g < GROUP; ++g) {
         float dot = 0.0f;
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) dot = fmaf(q[g][i], kf[i], dot);
+        for (int i = 0; i < kVec; ++i)
+          dot = fmaf(q[g][i], kf[i], dot);
 #pragma unroll
-        for (int o = kLanes / 2; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        for (int o = kLanes / 2; o > 0; o /= 2)
+          dot += __shfl_xor_sync(0xffffffffu, dot, o);
         s[g][u] = (t0 + u * kRows < end) ? dot : -INFINITY;
       }
     }
@@ -154,7 +163,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int g = 0; g < GROUP; ++g) {
       float mx = m[g];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, s[g][u]);
+      for (int u = 0; u < kUnroll; ++u)
+        mx = fmaxf(mx, s[g][u]);
       // A row may not have seen a token yet (mx = -inf): subtract 0 then, so that exp2 of the
       // masked scores gives 0 rather than NaN.
       const float base = mx == -INFINITY ? 0.0f : mx;
@@ -162,7 +172,8 @@ __global__ void __launch_bounds__(kThreads)
       m[g] = mx;
       l[g] *= alpha;
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) acc[g][i] *= alpha;
+      for (int i = 0; i < kVec; ++i)
+        acc[g][i] *= alpha;
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const float p = exp2f(s[g][u] - base);  // 0 for masked tokens
@@ -170,7 +181,8 @@ __global__ void __launch_bounds__(kThreads)
         float vf[kVec];
         unpack8<T>(vraw[u], vf);
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
+        for (int i = 0; i < kVec; ++i)
+          acc[g][i] = fmaf(p, vf[i], acc[g][i]);
       }
     }
   }
@@ -182,7 +194,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) sm_acc[row][g][lane * kVec + i] = acc[g][i];
+    for (int i = 0; i < kVec; ++i)
+      sm_acc[row][g][lane * kVec + i] = acc[g][i];
     if (lane == 0) {
       sm_m[row][g] = m[g];
       sm_l[row][g] = l[g];
@@ -196,7 +209,8 @@ __global__ void __launch_bounds__(kThreads)
     const int d = idx % HEAD_DIM;
     float mx = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) mx = fmaxf(mx, sm_m[r][g]);  // finite: row 0 saw a token
+    for (int r = 0; r < kRows; ++r)
+      mx = fmaxf(mx, sm_m[r][g]);  // finite: row 0 saw a token
     float sum = 0.0f, o = 0.0f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -227,10 +241,12 @@ __global__ void __launch_bounds__(HEAD_DIM) decode_merge_kernel(const DecodeAtte
   const int splits = (a.kv.seq_lens[b] + tps - 1) / tps;
   const Partials p = partials_of(a);
   const float* lse = p.lse + row_id * a.plan.num_splits;
-  for (int s = threadIdx.x; s < splits; s += HEAD_DIM) sm_lse[s] = lse[s];
+  for (int s = threadIdx.x; s < splits; s += HEAD_DIM)
+    sm_lse[s] = lse[s];
   __syncthreads();
   float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, sm_lse[s]);
+  for (int s = 0; s < splits; ++s)
+    mx = fmaxf(mx, sm_lse[s]);
   const float* o = p.o + row_id * a.plan.num_splits * HEAD_DIM + threadIdx.x;
   float sum = 0.0f, out = 0.0f;
   for (int s = 0; s < splits; ++s) {
@@ -243,8 +259,8 @@ __global__ void __launch_bounds__(HEAD_DIM) decode_merge_kernel(const DecodeAtte
 
 template <typename T, int HEAD_DIM, int GROUP>
 Status launch(const DecodeAttentionArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.plan.num_splits), static_cast<unsigned>(a.kv.num_kv_heads),
-                  static_cast<unsigned>(a.kv.batch));
+  const dim3 grid(static_cast<unsigned>(a.plan.num_splits),
+                  static_cast<unsigned>(a.kv.num_kv_heads), static_cast<unsigned>(a.kv.batch));
   decode_split_kernel<T, HEAD_DIM, GROUP><<<grid, kThreads, 0, stream>>>(a);
   TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   if (a.plan.num_splits > 1) {
@@ -264,15 +280,19 @@ Status dispatch_group(const DecodeAttentionArgs& a, cudaStream_t stream) {
   if (group == 2) return launch<T, HEAD_DIM, 2>(a, stream);
   if (group <= 4) return launch<T, HEAD_DIM, 4>(a, stream);
   if (group <= 8) return launch<T, HEAD_DIM, 8>(a, stream);
-  return unimplemented("decode attention: GQA group " + std::to_string(group) + " (1..8 supported)");
+  return unimplemented("decode attention: GQA group " + std::to_string(group) +
+                       " (1..8 supported)");
 }
 
 template <typename T>
 Status dispatch_head_dim(const DecodeAttentionArgs& a, cudaStream_t stream) {
   switch (a.kv.head_dim) {
-    case 64: return dispatch_group<T, 64>(a, stream);
-    case 128: return dispatch_group<T, 128>(a, stream);
-    case 256: return dispatch_group<T, 256>(a, stream);
+    case 64:
+      return dispatch_group<T, 64>(a, stream);
+    case 128:
+      return dispatch_group<T, 128>(a, stream);
+    case 256:
+      return dispatch_group<T, 256>(a, stream);
     default:
       return unimplemented("decode attention: head_dim " + std::to_string(a.kv.head_dim) +
                            " (64, 128, 256 supported)");
@@ -281,13 +301,16 @@ Status dispatch_head_dim(const DecodeAttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-Status launch_decode_attention(const DecodeAttentionArgs& args, int /*sm_count*/, cudaStream_t stream) {
+Status launch_decode_attention(const DecodeAttentionArgs& args, int /*sm_count*/,
+                               cudaStream_t stream) {
   if (args.plan.num_splits > 1 && args.plan.tokens_per_split <= 0) {
     return invalid_argument("decode attention: plan has splits of no tokens");
   }
   switch (args.kv.dtype) {
-    case DType::kBF16: return dispatch_head_dim<__nv_bfloat16>(args, stream);
-    case DType::kF16: return dispatch_head_dim<__half>(args, stream);
+    case DType::kBF16:
+      return dispatch_head_dim<__nv_bfloat16>(args, stream);
+    case DType::kF16:
+      return dispatch_head_dim<__half>(args, stream);
     default:
       return unimplemented("decode attention: dtype " + std::string(dtype_name(args.kv.dtype)) +
                            " (bf16, f16 supported)");

@@ -26,7 +26,8 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 }
 
 template <typename T>
-__global__ void fill_uniform_kernel(T* dst, std::size_t count, std::uint64_t seed, float lo, float hi) {
+__global__ void fill_uniform_kernel(T* dst, std::size_t count, std::uint64_t seed, float lo,
+                                    float hi) {
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
     dst[i] = from_float<T>(counter_uniform(seed, i, lo, hi));
@@ -34,11 +35,12 @@ __global__ void fill_uniform_kernel(T* dst, std::size_t count, std::uint64_t see
 }
 
 template <typename T>
-Status launch(void* dst, std::size_t count, std::uint64_t seed, float lo, float hi, cudaStream_t s) {
+Status launch(void* dst, std::size_t count, std::uint64_t seed, float lo, float hi,
+              cudaStream_t s) {
   constexpr int kThreads = 256;
   const std::size_t blocks = std::min<std::size_t>((count + kThreads - 1) / kThreads, 65536);
-  fill_uniform_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(static_cast<T*>(dst), count,
-                                                                            seed, lo, hi);
+  fill_uniform_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(static_cast<T*>(dst),
+                                                                            count, seed, lo, hi);
   TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   return Status::Ok();
 }
@@ -50,9 +52,12 @@ Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint6
   if (count == 0) return Status::Ok();
   if (dst == nullptr) return invalid_argument("fill_uniform: null pointer");
   switch (dtype) {
-    case DType::kF32: return launch<float>(dst, count, seed, lo, hi, stream);
-    case DType::kF16: return launch<__half>(dst, count, seed, lo, hi, stream);
-    case DType::kBF16: return launch<__nv_bfloat16>(dst, count, seed, lo, hi, stream);
+    case DType::kF32:
+      return launch<float>(dst, count, seed, lo, hi, stream);
+    case DType::kF16:
+      return launch<__half>(dst, count, seed, lo, hi, stream);
+    case DType::kBF16:
+      return launch<__nv_bfloat16>(dst, count, seed, lo, hi, stream);
   }
   return invalid_argument("fill_uniform: unknown dtype " + std::to_string(static_cast<int>(dtype)));
 }
