@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -60,6 +61,21 @@ struct DeviceInfo {
 
 class Backend;
 class Stream;
+
+// One contiguous copy of `bytes` from `src` to `dst`.
+struct CopyRun {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  std::size_t bytes = 0;
+};
+
+// How a set of runs crosses between host and device memory.
+enum class CopyPath : std::uint8_t {
+  kCopyEngine = 0,  // the DMA engines, one batched call: no SMs used, best over large runs
+  kSmKernel = 1,    // a kernel that reads and writes pinned host memory directly: best for many
+                    // small runs when no compute runs beside it (it takes SMs from that compute)
+};
+std::string_view copy_path_name(CopyPath p);  // "copy-engine" / "sm-kernel"
 
 // Move-only owner of `size()` bytes of one MemoryKind, allocated by a Backend. Alignment is at
 // least 256 bytes. An empty Buffer owns nothing.
@@ -152,6 +168,13 @@ class Backend {
   // (seed, element index): both backends produce the same bits.
   virtual Status fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed,
                               float lo, float hi, Stream& stream) = 0;
+
+  // Copies every run on `stream`, in no particular order among the runs; runs must not overlap.
+  // Pointers are device or pinned host memory. kSmKernel uses `sm_blocks` blocks (>= 1) and needs
+  // 16-byte aligned pointers and sizes; the CPU backend treats both paths alike. Allocation-free
+  // after the first calls, and usable inside a graph capture.
+  virtual Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks,
+                           Stream& stream) = 0;
 
   // Decode attention over paged KV (tierkv/attention.h).
   virtual Status decode_attention(const DecodeAttentionArgs& args, Stream& stream) = 0;

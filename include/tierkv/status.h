@@ -19,6 +19,7 @@ enum class StatusCode : std::uint8_t {
   kOk = 0,
   kInvalidArgument,     // the caller passed something malformed; fix the call
   kNotFound,            // the thing asked for is not there (a miss is not an error)
+  kAlreadyExists,       // the thing to create is there already
   kOutOfRange,          // an index, size or length beyond what is supported
   kResourceExhausted,   // a budget or memory pool is full
   kFailedPrecondition,  // the object is not in a state that allows the call
@@ -66,6 +67,7 @@ inline bool operator==(const Status& a, const Status& b) {
 
 Status invalid_argument(std::string message);
 Status not_found(std::string message);
+Status already_exists(std::string message);
 Status out_of_range(std::string message);
 Status resource_exhausted(std::string message);
 Status failed_precondition(std::string message);
@@ -109,6 +111,7 @@ class [[nodiscard]] Result {
   }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 

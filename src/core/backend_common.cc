@@ -37,6 +37,10 @@ Result<BackendKind> parse_backend_kind(std::string_view name) {
   return invalid_argument("unknown backend '" + std::string(name) + "' (known: cpu, cuda)");
 }
 
+std::string_view copy_path_name(CopyPath p) {
+  return p == CopyPath::kSmKernel ? "sm-kernel" : "copy-engine";
+}
+
 std::string_view memory_kind_name(MemoryKind k) {
   switch (k) {
     case MemoryKind::kDevice:

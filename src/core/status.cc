@@ -13,6 +13,8 @@ std::string_view status_code_name(StatusCode code) {
       return "InvalidArgument";
     case StatusCode::kNotFound:
       return "NotFound";
+    case StatusCode::kAlreadyExists:
+      return "AlreadyExists";
     case StatusCode::kOutOfRange:
       return "OutOfRange";
     case StatusCode::kResourceExhausted:
@@ -58,6 +60,9 @@ Status invalid_argument(std::string m) {
 }
 Status not_found(std::string m) {
   return {StatusCode::kNotFound, std::move(m)};
+}
+Status already_exists(std::string m) {
+  return {StatusCode::kAlreadyExists, std::move(m)};
 }
 Status out_of_range(std::string m) {
   return {StatusCode::kOutOfRange, std::move(m)};

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -103,6 +105,21 @@ class CpuBackend final : public Backend {
       for (std::size_t i = 0; i < count; ++i) {
         store_from_float(dst, i, dtype, counter_uniform(seed, i, lo, hi));
       }
+      return Status::Ok();
+    });
+    return Status::Ok();
+  }
+
+  Status copy_runs(std::span<const CopyRun> runs, CopyPath, int sm_blocks, Stream& stream) override {
+    CpuStream* s = as_cpu(stream);
+    if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
+    if (sm_blocks < 1) return invalid_argument("copy_runs: sm_blocks must be >= 1");
+    for (const CopyRun& r : runs) {
+      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr)) return invalid_argument("copy_runs: null pointer");
+    }
+    if (runs.empty()) return Status::Ok();
+    s->enqueue([copies = std::vector<CopyRun>(runs.begin(), runs.end())] {
+      for (const CopyRun& r : copies) std::memcpy(r.dst, r.src, r.bytes);
       return Status::Ok();
     });
     return Status::Ok();

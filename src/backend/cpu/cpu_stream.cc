@@ -6,45 +6,45 @@ namespace tierkv::cpu {
 
 // ---- CpuEvent ----------------------------------------------------------------------------------
 
+void CpuEvent::Shared::complete(std::uint64_t generation) {
+  {
+    std::lock_guard lock(mu);
+    if (generation <= completed) return;
+    completed = generation;
+    when = std::chrono::steady_clock::now();
+  }
+  cv.notify_all();
+}
+
+void CpuEvent::Shared::wait_for(std::uint64_t generation) {
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return completed >= generation; });
+}
+
 std::uint64_t CpuEvent::next_generation() {
-  std::lock_guard lock(mu_);
-  return ++recorded_;
+  std::lock_guard lock(shared_->mu);
+  return ++shared_->recorded;
 }
 
 std::uint64_t CpuEvent::last_generation() {
-  std::lock_guard lock(mu_);
-  return recorded_;
-}
-
-void CpuEvent::complete(std::uint64_t generation) {
-  {
-    std::lock_guard lock(mu_);
-    if (generation <= completed_) return;
-    completed_ = generation;
-    when_ = std::chrono::steady_clock::now();
-  }
-  cv_.notify_all();
-}
-
-void CpuEvent::wait_for(std::uint64_t generation) {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return completed_ >= generation; });
+  std::lock_guard lock(shared_->mu);
+  return shared_->recorded;
 }
 
 Status CpuEvent::synchronize() {
-  wait_for(last_generation());
+  shared_->wait_for(last_generation());
   return Status::Ok();
 }
 
 Result<bool> CpuEvent::done() {
-  std::lock_guard lock(mu_);
-  return completed_ >= recorded_;
+  std::lock_guard lock(shared_->mu);
+  return shared_->completed >= shared_->recorded;
 }
 
 std::optional<std::chrono::steady_clock::time_point> CpuEvent::completed_at() {
-  std::lock_guard lock(mu_);
-  if (recorded_ == 0 || completed_ < recorded_) return std::nullopt;
-  return when_;
+  std::lock_guard lock(shared_->mu);
+  if (shared_->recorded == 0 || shared_->completed < shared_->recorded) return std::nullopt;
+  return shared_->when;
 }
 
 // ---- CpuStream ---------------------------------------------------------------------------------
@@ -114,8 +114,8 @@ Status CpuStream::record(Event& event) {
   if (e == nullptr) return invalid_argument("record: event of another backend");
   if (capture_) return unimplemented("record: events inside a graph capture (CPU backend)");
   const std::uint64_t gen = e->next_generation();
-  enqueue([e, gen] {
-    e->complete(gen);
+  enqueue([shared = e->shared(), gen] {
+    shared->complete(gen);
     return Status::Ok();
   });
   return Status::Ok();
@@ -127,8 +127,8 @@ Status CpuStream::wait(const Event& event) {
   if (capture_) return unimplemented("wait: events inside a graph capture (CPU backend)");
   const std::uint64_t gen = e->last_generation();
   if (gen == 0) return Status::Ok();
-  enqueue([e, gen] {
-    e->wait_for(gen);
+  enqueue([shared = e->shared(), gen] {
+    shared->wait_for(gen);
     return Status::Ok();
   });
   return Status::Ok();

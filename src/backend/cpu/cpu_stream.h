@@ -17,8 +17,21 @@
 
 namespace tierkv::cpu {
 
+// An event's state lives in a shared block that queued tasks hold on to, so an event may be
+// destroyed while work that records or waits on it is still queued (as CUDA allows).
 class CpuEvent final : public Event {
  public:
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::uint64_t recorded = 0;   // GUARDED_BY(mu): generations handed out by record()
+    std::uint64_t completed = 0;  // GUARDED_BY(mu): highest generation reached
+    std::chrono::steady_clock::time_point when;  // GUARDED_BY(mu)
+
+    void complete(std::uint64_t generation);
+    void wait_for(std::uint64_t generation);
+  };
+
   Status synchronize() override;
   Result<bool> done() override;
 
@@ -26,17 +39,12 @@ class CpuEvent final : public Event {
   std::uint64_t next_generation();
   // The generation of the last record(), 0 if never recorded.
   std::uint64_t last_generation();
-  void complete(std::uint64_t generation);
-  void wait_for(std::uint64_t generation);
   // Completion time of the last record(); empty until it completed.
   std::optional<std::chrono::steady_clock::time_point> completed_at();
+  const std::shared_ptr<Shared>& shared() const { return shared_; }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::uint64_t recorded_ = 0;                  // GUARDED_BY(mu_)
-  std::uint64_t completed_ = 0;                 // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point when_;  // GUARDED_BY(mu_)
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
 
 class CpuStream final : public Stream {

@@ -1,8 +1,12 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
+#include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -220,6 +224,18 @@ class CudaBackend final : public Backend {
     return launch_fill_uniform(dst, count, dtype, seed, lo, hi, s->get());
   }
 
+  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks, Stream& stream) override {
+    auto* s = dynamic_cast<CudaStream*>(&stream);
+    if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
+    for (const CopyRun& r : runs) {
+      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr)) return invalid_argument("copy_runs: null pointer");
+    }
+    if (runs.empty()) return Status::Ok();
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
+    if (path == CopyPath::kSmKernel) return launch_copy_runs_kernel(runs, sm_blocks, s->get());
+    return copy_engine_batch(runs, s->get());
+  }
+
   Status decode_attention(const DecodeAttentionArgs& args, Stream& stream) override {
     auto* s = dynamic_cast<CudaStream*>(&stream);
     if (s == nullptr) return invalid_argument("decode_attention: stream of another backend");
@@ -229,22 +245,62 @@ class CudaBackend final : public Backend {
   }
 
  protected:
-  void release(void* data, std::size_t, MemoryKind kind) noexcept override {
+  void release(void* data, std::size_t size, MemoryKind kind) noexcept override {
     if (kind == MemoryKind::kPageableHost) {
       std::free(data);
       return;
     }
     (void)use_device(device_);
-    (void)(kind == MemoryKind::kDevice ? cudaFree(data) : cudaFreeHost(data));
+    if (kind == MemoryKind::kDevice) {
+      (void)cudaFree(data);
+    } else {
+      (void)cudaHostUnregister(data);
+      munmap(data, round_to_pages(size));
+    }
   }
 
  private:
   static Status cuda_alloc(void** p, std::size_t bytes, bool pinned) {
-    if (pinned) {
-      TIERKV_CUDA_RETURN_IF_ERROR(cudaHostAlloc(p, bytes, cudaHostAllocPortable));
-    } else {
+    if (!pinned) {
       TIERKV_CUDA_RETURN_IF_ERROR(cudaMalloc(p, bytes));
+      return Status::Ok();
     }
+    // Pinned memory of exactly the pages asked for (no power-of-two rounding): mmap, then register
+    // with the driver so the DMA engines and kernels can reach it.
+    void* m = mmap(nullptr, round_to_pages(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return resource_exhausted("mmap failed: " + std::string(std::strerror(errno)));
+    const cudaError_t e = cudaHostRegister(m, round_to_pages(bytes), cudaHostRegisterPortable);
+    if (e != cudaSuccess) {
+      munmap(m, round_to_pages(bytes));
+      return cuda_error(e, "cudaHostRegister", __FILE__, __LINE__);
+    }
+    *p = m;
+    return Status::Ok();
+  }
+  static std::size_t round_to_pages(std::size_t bytes) { return (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment; }
+
+  // The copy-engine path: every run in one cudaMemcpyBatchAsync. The pointer arrays are per-thread
+  // scratch that only grows, so steady-state calls allocate nothing.
+  static Status copy_engine_batch(std::span<const CopyRun> runs, cudaStream_t stream) {
+    thread_local std::vector<void*> dsts;
+    thread_local std::vector<const void*> srcs;
+    thread_local std::vector<std::size_t> sizes;
+    dsts.clear();
+    srcs.clear();
+    sizes.clear();
+    for (const CopyRun& r : runs) {
+      if (r.bytes == 0) continue;
+      dsts.push_back(r.dst);
+      srcs.push_back(r.src);
+      sizes.push_back(r.bytes);
+    }
+    if (dsts.empty()) return Status::Ok();
+    cudaMemcpyAttributes attr{};
+    attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    std::size_t attr_index = 0;
+    TIERKV_CUDA_RETURN_IF_ERROR(cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(), dsts.size(),
+                                                     &attr, &attr_index, 1, stream));
     return Status::Ok();
   }
   static Status with_size(Status s, std::size_t bytes, MemoryKind kind) {

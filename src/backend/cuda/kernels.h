@@ -6,8 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "tierkv/attention.h"
+#include "tierkv/backend.h"
 #include "tierkv/dtype.h"
 #include "tierkv/status.h"
 
@@ -15,6 +17,9 @@ namespace tierkv::cuda {
 
 Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed, float lo,
                            float hi, cudaStream_t stream);
+
+// Copies the runs with a kernel of `blocks` blocks (the SM path of Backend::copy_runs).
+Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaStream_t stream);
 
 // REQUIRES: validate(args).ok().
 Status launch_decode_attention(const DecodeAttentionArgs& args, int sm_count, cudaStream_t stream);

@@ -1,0 +1,203 @@
+// tierkv's cache: what an inference engine holds.
+//
+// A prompt's KV, once computed, is saved chunk by chunk from the engine's GPU pages into pinned
+// host memory; when the prefix returns, match() says how much of it each tier holds and load()
+// brings it back into the engine's pages layer by layer, so that layer l's attention can start as
+// soon as layer l has landed (wait_layer) while later layers still stream.
+//
+// Typical use, per request:
+//
+//   auto keys = cache->keys(tokens, tenant_salt);          // hashes once per request
+//   MatchResult m = cache->match(*keys);                   // tokens per tier
+//   ... the engine keeps GPU-resident tokens, allocates pages for the rest ...
+//   auto load = cache->load({&*keys, gpu_tokens, m.host_tokens - gpu_tokens, view, pages});
+//   for each layer l: load->wait_layer(l, compute_stream); attention(l); ...
+//   ... tokens [load->first_token() + load->loaded_tokens(), ...) are computed, not loaded ...
+//   auto save = cache->save({&*keys, prompt_tokens, view, all_pages, &compute_stream});
+//
+// Ownership: the Cache borrows the Backend (which must outlive it) and owns its host tier, its
+// transfer streams and its page keys index. Views passed to load/save are the engine's; the pages
+// they name must stay allocated (and, for save, unchanged) until the Load / Save completes.
+//
+// Thread safety: every method may be called from any thread at the same time. Load and Save
+// handles are used by one thread at a time.
+//
+// Correctness rule: nothing wrong is ever served. Keys cover the model identity, the page layout,
+// the chunk size and the tenant salt; a chunk becomes visible to match() only after its bytes have
+// landed; a chunk being read is pinned and cannot be evicted; a load that cannot get a chunk says
+// which tokens are missing so the engine recomputes them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "tierkv/backend.h"
+#include "tierkv/key.h"
+#include "tierkv/model_spec.h"
+#include "tierkv/page_pool.h"
+#include "tierkv/paged_kv.h"
+#include "tierkv/status.h"
+
+namespace tierkv {
+
+// How host<->device transfers choose between the copy engines and the SM gather/scatter kernel.
+enum class TransferMode : std::uint8_t {
+  kAuto = 0,        // per transfer, the path with the lower measured cost
+  kCopyEngine = 1,  // always the DMA engines
+  kSmKernel = 2,    // always the SM kernel
+};
+
+struct TransferOptions {
+  TransferMode mode = TransferMode::kAuto;
+  // Blocks of the SM kernel. Fewer blocks take fewer SMs from compute running beside it.
+  int sm_blocks = 16;
+  // Measure both paths' fixed cost and bandwidth when the cache is created (a few milliseconds).
+  // Without it the defaults below are used.
+  bool calibrate = true;
+  // Fraction of its speed that compute running beside a transfer loses, per path. The defaults are
+  // the H100 test machine's measurement for a prefill-size GEMM (copy engines: 2.3%; SM kernel of
+  // 16 blocks: 40%); tierkv-transfer-bench measures them on other machines.
+  double copy_engine_compute_slowdown = 0.023;
+  double sm_kernel_compute_slowdown = 0.40;
+};
+
+struct CacheOptions {
+  ModelSpec model;                       // KV shape and identity; model.page_tokens per page
+  KvLayout page_layout = KvLayout::kNHD; // layout inside the engine's pages (part of the identity)
+  std::int32_t chunk_tokens = 256;       // unit of the tiers below the GPU; a multiple of page_tokens
+  std::size_t host_bytes = 0;            // pinned host tier budget, never exceeded; 0: no host tier
+  PagePool* gpu_pool = nullptr;          // optional tierkv page pool whose hits match() reports
+  TransferOptions transfer;
+};
+
+struct MatchResult {
+  std::int32_t gpu_tokens = 0;   // leading tokens cached in gpu_pool (0 without a pool)
+  std::int32_t host_tokens = 0;  // leading tokens whose chunks are in the host tier
+};
+
+struct LoadRequest {
+  const PromptKeys* keys = nullptr;
+  std::int32_t first_token = 0;  // multiple of chunk_tokens: where the load starts
+  std::int32_t num_tokens = 0;   // multiple of chunk_tokens
+  PagedKvView dst;               // the engine's KV (block_table, seq_lens, batch unused)
+  // Page ids receiving tokens [first_token, first_token + num_tokens), one per page.
+  std::span<const std::int32_t> dst_pages;
+  // Compute (prefill) will run while this streams: weigh the SMs a path takes from it.
+  bool compute_beside = true;
+};
+
+// A load in flight. Move-only; destroying it waits for its copies (the host slots it reads stay
+// pinned until then).
+class Load {
+ public:
+  Load(Load&&) noexcept;
+  Load& operator=(Load&&) noexcept;
+  ~Load();
+
+  std::int32_t first_token() const;
+  // Tokens that will arrive, from first_token(). Fewer than requested when a chunk left the host
+  // tier between match() and load(): the engine recomputes [first + loaded, first + requested).
+  std::int32_t loaded_tokens() const;
+  std::int32_t requested_tokens() const;
+  // Makes `stream` wait until layer `layer` of every loaded chunk has landed. Does not block.
+  Status wait_layer(std::int32_t layer, Stream& stream) const;
+  // Blocks until everything landed; the first asynchronous error of the copies, if any.
+  Status wait();
+  // Which path served the copies.
+  CopyPath path() const;
+
+ private:
+  friend class Cache;
+  struct State;
+  explicit Load(std::unique_ptr<State> s);
+  std::unique_ptr<State> state_;
+};
+
+struct SaveRequest {
+  const PromptKeys* keys = nullptr;
+  std::int32_t num_tokens = 0;   // tokens whose KV is final; the full chunks among them are saved
+  PagedKvView src;               // the engine's KV
+  // Page ids of tokens [0, num_tokens), one per page (at least the full chunks' pages).
+  std::span<const std::int32_t> src_pages;
+  // The stream that wrote the KV: the save starts after the work queued on it so far.
+  Stream* producer = nullptr;
+  bool compute_beside = true;
+};
+
+struct SaveState;  // shared by a Save and the cache thread that completes it
+
+// A save in flight. Copies are queued when save() returns; chunks become visible to match() once
+// their bytes landed. Move-only; destroying it does not wait.
+class Save {
+ public:
+  Save(Save&&) noexcept;
+  Save& operator=(Save&&) noexcept;
+  ~Save();
+
+  std::int32_t queued_chunks() const;   // chunks being written
+  std::int32_t present_chunks() const;  // chunks that were in the host tier already
+  std::int32_t dropped_chunks() const;  // chunks that found no slot (every slot pinned)
+  bool done() const;                    // all queued chunks landed (or failed)
+  // Blocks until done; the copies' error, if any (the affected chunks are then not published).
+  Status wait();
+
+ private:
+  friend class Cache;
+  explicit Save(std::shared_ptr<SaveState> s);
+  std::shared_ptr<SaveState> state_;
+};
+
+struct CacheStats {
+  std::uint64_t matches = 0;
+  std::uint64_t loads = 0, loaded_tokens = 0, missing_tokens = 0;
+  std::uint64_t saves = 0, saved_chunks = 0, present_chunks = 0, dropped_chunks = 0, failed_chunks = 0;
+  std::uint64_t copy_engine_transfers = 0, sm_kernel_transfers = 0;
+  std::uint64_t bytes_loaded = 0, bytes_saved = 0;
+  std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;
+  std::int32_t host_slots = 0, host_ready_slots = 0, host_pinned_slots = 0;
+};
+
+class Cache {
+ public:
+  // InvalidArgument for a bad model or options (chunk size not a multiple of the page size, a host
+  // budget smaller than one chunk, ...); ResourceExhausted when pinned memory is short.
+  static Result<std::unique_ptr<Cache>> create(Backend& backend, const CacheOptions& options);
+  ~Cache();
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  // The page keys of `tokens` under this cache's identity and `salt` (the tenant; "" for none).
+  // InvalidArgument for negative token ids.
+  Result<PromptKeys> keys(std::span<const std::int32_t> tokens, std::string_view salt) const;
+
+  // How many leading tokens each tier holds. The answer can change before load(): load() pins.
+  MatchResult match(const PromptKeys& keys);
+
+  // Starts loading chunks from the host tier into the engine's pages. Pins every chunk it loads
+  // (stopping at the first one no longer present) and queues the copies layer by layer, one event
+  // per layer. InvalidArgument for ranges that are not chunk-aligned or pages that do not cover
+  // them, or a view of another shape.
+  Result<Load> load(const LoadRequest& request);
+
+  // Starts saving the full chunks of [0, num_tokens) that the host tier lacks.
+  Result<Save> save(const SaveRequest& request);
+
+  // Blocks until every save queued so far has finished.
+  Status flush();
+
+  // The digest every key of this cache derives from: model identity, page layout, chunk size.
+  const Digest& identity() const;
+  const CacheOptions& options() const;
+  CacheStats stats() const;
+
+ private:
+  struct State;
+  explicit Cache(std::unique_ptr<State> s);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tierkv

@@ -1,0 +1,380 @@
+// The cache's scenarios on every backend: save -> evict from the GPU -> match -> load gives the
+// same bytes back; tenants and identities never cross; budgets hold; pins protect reads; a load
+// that loses a chunk says which tokens are missing; all of it from several threads at once.
+//
+// Every page's KV is a pure function of its page key and layer (written with fill_uniform), so
+// any page can be checked anywhere without keeping a copy: the key names the whole prefix, and a
+// correct cache returns exactly that content.
+#include "tierkv/cache.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "backends.h"
+
+namespace tierkv {
+namespace {
+
+using test::BackendTest;
+
+constexpr std::int32_t kChunk = 64;  // 4 pages of 16 tokens
+
+std::uint64_t seed_of(const Key& k, std::int32_t layer, int kv) { return k.hash() ^ (std::uint64_t(layer) * 2 + kv + 1); }
+
+std::vector<std::int32_t> random_tokens(std::size_t n, std::mt19937_64& rng) {
+  std::vector<std::int32_t> t(n);
+  for (auto& x : t) x = static_cast<std::int32_t>(rng() % 128000);
+  return t;
+}
+
+class CacheTest : public BackendTest {
+ protected:
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    model_ = *model_preset("tiny");
+    PagePoolOptions po;
+    po.model = model_;
+    po.num_pages = 512;
+    po.pages_per_run = kChunk / model_.page_tokens;
+    auto pool = PagePool::create(backend(), po);
+    ASSERT_TRUE(pool.ok()) << pool.status().to_string();
+    pool_ = std::move(pool).value();
+    page_elems_ = std::size_t(model_.page_tokens) * model_.num_kv_heads * model_.head_dim;
+  }
+
+  void TearDown() override {
+    pool_.reset();  // before the backend that owns its memory
+    BackendTest::TearDown();
+  }
+
+  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks, TransferMode mode = TransferMode::kAuto,
+                                    const ModelSpec* model = nullptr, KvLayout layout = KvLayout::kNHD) {
+    CacheOptions o;
+    o.model = model ? *model : model_;
+    o.page_layout = layout;
+    o.chunk_tokens = kChunk;
+    o.host_bytes = std::size_t(host_chunks) * chunk_bytes();
+    o.transfer.mode = mode;
+    auto c = Cache::create(backend(), o);
+    EXPECT_TRUE(c.ok()) << c.status().to_string();
+    return c.ok() ? std::move(c).value() : nullptr;
+  }
+
+  std::size_t chunk_bytes() const {
+    return std::size_t(kChunk) * model_.kv_bytes_per_token();
+  }
+
+  void* page_ptr(std::int32_t layer, int kv, std::int32_t page) const {
+    const PagedKvView v = pool_->view();
+    const void* base = (kv == 0 ? v.k_layers : v.v_layers)[std::size_t(layer)];
+    return static_cast<std::uint8_t*>(const_cast<void*>(base)) + std::size_t(page) * page_elems_ * 2;
+  }
+
+  // Writes the KV "a model would compute" for the first `n` keyed pages of a prompt.
+  void write_kv(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
+        for (int kv = 0; kv < 2; ++kv) {
+          ASSERT_OK(backend().fill_uniform(page_ptr(l, kv, pages[i]), page_elems_, model_.kv_dtype,
+                                           seed_of(keys.pages[i], l, kv), -1.0f, 1.0f, s));
+        }
+      }
+    }
+  }
+
+  void clobber(Stream& s, std::span<const std::int32_t> pages) {
+    for (std::int32_t p : pages) {
+      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
+        for (int kv = 0; kv < 2; ++kv) ASSERT_OK(s.fill(page_ptr(l, kv, p), 0xff, page_elems_ * 2));
+      }
+    }
+  }
+
+  // Counts elements of pages[first, first + n) that differ from the content of keys.pages[first...].
+  std::size_t wrong_elements(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
+                             std::size_t first, std::size_t n) {
+    std::vector<std::uint16_t> got(page_elems_);
+    std::size_t wrong = 0;
+    for (std::size_t i = first; i < first + n; ++i) {
+      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
+        for (int kv = 0; kv < 2; ++kv) {
+          EXPECT_OK(s.copy(got.data(), page_ptr(l, kv, pages[i]), page_elems_ * 2));
+          EXPECT_OK(s.synchronize());
+          const std::uint64_t seed = seed_of(keys.pages[i], l, kv);
+          for (std::size_t e = 0; e < page_elems_; ++e) {
+            wrong += got[e] != float_to_bf16_bits(uniform_at(seed, e, -1.0f, 1.0f));
+          }
+        }
+      }
+    }
+    return wrong;
+  }
+
+  LoadRequest load_request(const PromptKeys& keys, std::int32_t first, std::int32_t num,
+                           std::span<const std::int32_t> pages) {
+    LoadRequest r;
+    r.keys = &keys;
+    r.first_token = first;
+    r.num_tokens = num;
+    r.dst = pool_->view();
+    r.dst_pages = pages;
+    return r;
+  }
+
+  SaveRequest save_request(const PromptKeys& keys, std::span<const std::int32_t> pages, Stream& producer) {
+    SaveRequest r;
+    r.keys = &keys;
+    r.num_tokens = keys.tokens;
+    r.src = pool_->view();
+    r.src_pages = pages;
+    r.producer = &producer;
+    return r;
+  }
+
+  // Computes, writes and saves a prompt of `chunks` full chunks; returns its keys.
+  PromptKeys save_prompt(Cache& cache, std::mt19937_64& rng, std::int32_t chunks, std::string_view salt = "") {
+    const auto tokens = random_tokens(std::size_t(chunks) * kChunk, rng);
+    auto keys = cache.keys(tokens, salt);
+    EXPECT_TRUE(keys.ok());
+    auto pages = pool_->allocate(std::int32_t(keys->pages.size()));
+    EXPECT_TRUE(pages.ok());
+    write_kv(stream(), *keys, *pages, keys->pages.size());
+    auto save = cache.save(save_request(*keys, *pages, stream()));
+    EXPECT_TRUE(save.ok()) << save.status().to_string();
+    if (save.ok()) EXPECT_OK(save->wait());
+    EXPECT_OK(stream().synchronize());
+    pool_->release(*pages);
+    return *keys;
+  }
+
+  ModelSpec model_;
+  std::unique_ptr<PagePool> pool_;
+  std::size_t page_elems_ = 0;
+};
+
+TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
+  for (TransferMode mode : {TransferMode::kAuto, TransferMode::kCopyEngine, TransferMode::kSmKernel}) {
+    SCOPED_TRACE(static_cast<int>(mode));
+    auto cache = make_cache(16, mode);
+    std::mt19937_64 rng(std::random_device{}());
+    const auto tokens = random_tokens(4 * kChunk + 44, rng);  // 4 full chunks and a partial one
+    ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache->keys(tokens, "tenant"));
+    ASSERT_EQ(keys.full_chunks(), 4);
+    ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(std::int32_t(keys.pages.size()) + 1));
+    write_kv(stream(), keys, pages, keys.pages.size());
+    ASSERT_OK_AND_ASSIGN(Save save, cache->save(save_request(keys, pages, stream())));
+    EXPECT_EQ(save.queued_chunks(), 4);
+    ASSERT_OK(save.wait());
+    clobber(stream(), pages);  // the GPU copy is gone
+    ASSERT_OK(stream().synchronize());
+    pool_->release(pages);
+
+    const MatchResult m = cache->match(keys);
+    EXPECT_EQ(m.host_tokens, 4 * kChunk);
+    ASSERT_OK_AND_ASSIGN(auto odd, pool_->allocate(1));  // make the new pages start off-run
+    ASSERT_OK_AND_ASSIGN(auto fresh, pool_->allocate(4 * kChunk / model_.page_tokens));
+    ASSERT_OK_AND_ASSIGN(Load load, cache->load(load_request(keys, 0, m.host_tokens, fresh)));
+    EXPECT_EQ(load.loaded_tokens(), 4 * kChunk);
+    ASSERT_OK_AND_ASSIGN(auto compute, backend().create_stream());
+    for (std::int32_t l = 0; l < model_.num_layers; ++l) ASSERT_OK(load.wait_layer(l, *compute));
+    ASSERT_OK(compute->synchronize());
+    EXPECT_EQ(wrong_elements(*compute, keys, fresh, 0, fresh.size()), 0u);
+    ASSERT_OK(load.wait());
+    pool_->release(fresh);
+    pool_->release(odd);
+    const CacheStats st = cache->stats();
+    EXPECT_EQ(st.saved_chunks, 4u);
+    EXPECT_EQ(st.loaded_tokens, std::uint64_t(4 * kChunk));
+    if (mode == TransferMode::kSmKernel) {
+      EXPECT_GT(st.sm_kernel_transfers, 0u);
+    } else if (mode == TransferMode::kCopyEngine) {
+      EXPECT_EQ(st.sm_kernel_transfers, 0u);
+    }
+  }
+}
+
+TEST_P(CacheTest, IdentitiesNeverCross) {
+  // Same tokens, same salt, other model revision or page layout: other keys.
+  std::vector<std::int32_t> tokens(2 * kChunk);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = std::int32_t(i * 7 % 1000);
+  ModelSpec rev = model_;
+  rev.identity.revision = "other-weights";
+  auto base = make_cache(2);
+  auto other_rev = make_cache(2, TransferMode::kAuto, &rev);
+  auto other_layout = make_cache(2, TransferMode::kAuto, nullptr, KvLayout::kHND);
+  const Key k0 = base->keys(tokens, "s")->pages.back();
+  EXPECT_NE(other_rev->keys(tokens, "s")->pages.back(), k0);
+  EXPECT_NE(other_layout->keys(tokens, "s")->pages.back(), k0);
+  EXPECT_NE(base->keys(tokens, "t")->pages.back(), k0);
+  EXPECT_NE(base->identity(), other_rev->identity());
+}
+
+TEST_P(CacheTest, OtherTenantsSeeNothing) {
+  auto cache = make_cache(8);
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<std::int32_t> tokens = random_tokens(2 * kChunk, rng);
+  ASSERT_OK_AND_ASSIGN(const PromptKeys mine, cache->keys(tokens, "tenant-a"));
+  ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(std::int32_t(mine.pages.size())));
+  write_kv(stream(), mine, pages, mine.pages.size());
+  ASSERT_OK_AND_ASSIGN(Save save, cache->save(save_request(mine, pages, stream())));
+  ASSERT_OK(save.wait());
+  pool_->release(pages);
+  EXPECT_EQ(cache->match(mine).host_tokens, 2 * kChunk);
+  for (std::string_view salt : {"tenant-b", "", "tenant-"}) {
+    ASSERT_OK_AND_ASSIGN(const PromptKeys theirs, cache->keys(tokens, salt));
+    EXPECT_EQ(cache->match(theirs).host_tokens, 0) << "salt '" << salt << "'";
+  }
+}
+
+TEST_P(CacheTest, HostBudgetHoldsUnderPressure) {
+  auto cache = make_cache(3);
+  std::mt19937_64 rng(std::random_device{}());
+  std::vector<PromptKeys> saved;
+  for (int i = 0; i < 6; ++i) saved.push_back(save_prompt(*cache, rng, 1));
+  const CacheStats st = cache->stats();
+  EXPECT_LE(st.host_allocated_bytes, st.host_budget_bytes);
+  EXPECT_EQ(st.host_ready_slots, 3);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(cache->match(saved[std::size_t(i)]).host_tokens, i < 3 ? 0 : kChunk) << i;
+}
+
+TEST_P(CacheTest, PinnedChunksSurviveEvictionPressure) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(std::random_device{}());
+  const PromptKeys a = save_prompt(*cache, rng, 4);
+  ASSERT_OK_AND_ASSIGN(auto dst, pool_->allocate(16));
+  {
+    ASSERT_OK_AND_ASSIGN(Load load, cache->load(load_request(a, 0, 4 * kChunk, dst)));
+    // While the load holds its pins, a save that needs those slots finds none.
+    const auto tokens = random_tokens(4 * kChunk, rng);
+    ASSERT_OK_AND_ASSIGN(const PromptKeys b, cache->keys(tokens, ""));
+    ASSERT_OK_AND_ASSIGN(auto bp, pool_->allocate(16));
+    write_kv(stream(), b, bp, b.pages.size());
+    ASSERT_OK_AND_ASSIGN(Save save, cache->save(save_request(b, bp, stream())));
+    EXPECT_EQ(save.dropped_chunks(), 4);
+    ASSERT_OK(save.wait());
+    ASSERT_OK(load.wait());
+    ASSERT_OK(stream().synchronize());  // our writes to bp are over before bp goes back
+    pool_->release(bp);
+    EXPECT_EQ(cache->match(a).host_tokens, 4 * kChunk);
+  }
+  EXPECT_EQ(wrong_elements(stream(), a, dst, 0, 16), 0u);
+  pool_->release(dst);
+  save_prompt(*cache, rng, 4);  // unpinned now: evictable
+  EXPECT_EQ(cache->match(a).host_tokens, 0);
+}
+
+TEST_P(CacheTest, LoadThatLosesChunksSaysWhichTokensAreMissing) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(std::random_device{}());
+  const PromptKeys a = save_prompt(*cache, rng, 4);
+  ASSERT_EQ(cache->match(a).host_tokens, 4 * kChunk);
+  ASSERT_OK_AND_ASSIGN(auto dst, pool_->allocate(16));
+  {
+    ASSERT_OK_AND_ASSIGN(Load warm, cache->load(load_request(a, 0, 2 * kChunk, dst)));  // chunks 0, 1 now recent
+  }
+  save_prompt(*cache, rng, 2);  // evicts chunks 2 and 3 of `a`
+  ASSERT_OK_AND_ASSIGN(Load load, cache->load(load_request(a, 0, 4 * kChunk, dst)));
+  EXPECT_EQ(load.requested_tokens(), 4 * kChunk);
+  EXPECT_EQ(load.loaded_tokens(), 2 * kChunk) << "tokens [128, 256) must be recomputed";
+  ASSERT_OK(load.wait());
+  EXPECT_EQ(wrong_elements(stream(), a, dst, 0, 8), 0u);
+  pool_->release(dst);
+  EXPECT_EQ(cache->stats().missing_tokens, std::uint64_t(2 * kChunk));
+}
+
+TEST_P(CacheTest, ConcurrentMatchLoadSaveEvict) {
+  auto cache = make_cache(10);
+  constexpr int kThreads = 4;
+  const int iterations = GetParam() == BackendKind::kCpu ? 12 : 25;
+  // Prompts share prefixes: a few bases, each extended by random chunks.
+  std::mt19937_64 base_rng(std::random_device{}());
+  std::vector<std::vector<std::int32_t>> bases;
+  for (int b = 0; b < 3; ++b) bases.push_back(random_tokens(2 * kChunk, base_rng));
+  std::atomic<std::size_t> wrong{0}, verified{0};
+  std::atomic<int> failures{0};
+  auto worker = [&](unsigned seed) {
+    std::mt19937_64 rng(seed);
+    auto s = backend().create_stream();
+    if (!s.ok()) return (void)++failures;
+    Stream& st = **s;
+    for (int it = 0; it < iterations; ++it) {
+      std::vector<std::int32_t> tokens = bases[rng() % bases.size()];
+      const auto tail = random_tokens(std::size_t(rng() % 3) * kChunk, rng);
+      tokens.insert(tokens.end(), tail.begin(), tail.end());
+      auto keys = cache->keys(tokens, "shared");
+      auto src = pool_->allocate(std::int32_t(keys->pages.size()));
+      auto dst = pool_->allocate(std::int32_t(keys->pages.size()));
+      if (!keys.ok() || !src.ok() || !dst.ok()) return (void)++failures;
+      const MatchResult m = cache->match(*keys);
+      if (m.host_tokens > 0) {  // load what is there and check every byte that arrives
+        auto load = cache->load(load_request(*keys, 0, m.host_tokens, *dst));
+        if (!load.ok() || !load->wait().ok()) return (void)++failures;
+        const std::size_t pages = std::size_t(load->loaded_tokens() / model_.page_tokens);
+        wrong += wrong_elements(st, *keys, *dst, 0, pages);
+        verified += pages;
+      }
+      write_kv(st, *keys, *src, keys->pages.size());
+      auto save = cache->save(save_request(*keys, *src, st));
+      if (!save.ok()) return (void)++failures;
+      if (rng() % 2 == 0 && !save->wait().ok()) return (void)++failures;
+      if (!save->wait().ok()) return (void)++failures;
+      // The pages go back to the pool: our own writes to them must be over too (a save that
+      // found every chunk present never waited for them).
+      if (!st.synchronize().ok()) return (void)++failures;
+      pool_->release(*src);
+      pool_->release(*dst);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) threads.emplace_back(worker, 1000u + unsigned(t));
+  for (auto& t : threads) t.join();
+  ASSERT_OK(cache->flush());
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(wrong.load(), 0u) << "wrong KV served";
+  EXPECT_GT(verified.load(), 0u) << "the scenario never hit the cache";
+  const CacheStats st = cache->stats();
+  EXPECT_LE(st.host_allocated_bytes, st.host_budget_bytes);
+  EXPECT_EQ(st.host_pinned_slots, 0) << "every pin was released";
+}
+
+TEST_P(CacheTest, BadRequestsAreErrors) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(1);
+  const auto tokens = random_tokens(2 * kChunk + 5, rng);
+  ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache->keys(tokens, ""));
+  ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(8));
+  const auto code = [&](const LoadRequest& r) { return cache->load(r).status().code(); };
+  EXPECT_EQ(code(load_request(keys, 16, kChunk, pages)), StatusCode::kInvalidArgument) << "misaligned";
+  EXPECT_EQ(code(load_request(keys, 0, 3 * kChunk, pages)), StatusCode::kInvalidArgument) << "past the prompt";
+  EXPECT_EQ(code(load_request(keys, 0, 2 * kChunk, std::span(pages).first(3))), StatusCode::kInvalidArgument);
+  LoadRequest wrong_view = load_request(keys, 0, kChunk, pages);
+  wrong_view.dst.head_dim = 128;
+  EXPECT_EQ(code(wrong_view), StatusCode::kInvalidArgument);
+  LoadRequest other_layout = load_request(keys, 0, kChunk, pages);
+  other_layout.dst.strides = packed_strides(KvLayout::kHND, model_.page_tokens, model_.num_kv_heads, model_.head_dim);
+  EXPECT_EQ(code(other_layout), StatusCode::kInvalidArgument) << "in-page layout differs";
+  EXPECT_EQ(code(LoadRequest{}), StatusCode::kInvalidArgument) << "no keys";
+  SaveRequest no_producer = save_request(keys, pages, stream());
+  no_producer.producer = nullptr;
+  EXPECT_EQ(cache->save(no_producer).status().code(), StatusCode::kInvalidArgument);
+  const std::vector<std::int32_t> negative = {1, -2, 3};
+  EXPECT_EQ(cache->keys(negative, "").status().code(), StatusCode::kInvalidArgument);
+  pool_->release(pages);
+
+  CacheOptions o;
+  o.model = model_;
+  o.chunk_tokens = 24;  // not a multiple of 16
+  EXPECT_EQ(Cache::create(backend(), o).status().code(), StatusCode::kInvalidArgument);
+  o.chunk_tokens = kChunk;
+  o.host_bytes = chunk_bytes() - 1;  // holds no chunk
+  EXPECT_EQ(Cache::create(backend(), o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TIERKV_INSTANTIATE_BACKENDS(CacheTest);
+
+}  // namespace
+}  // namespace tierkv
