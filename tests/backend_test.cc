@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -155,6 +156,45 @@ TEST_P(BackendTest, BadRequestsAreErrorsNotCrashes) {
   ASSERT_OK_AND_ASSIGN(Buffer ok, backend().allocate(MemoryKind::kDevice, 1024));
   ASSERT_OK(stream().fill(ok.data(), 1, 1024));
   ASSERT_OK(stream().synchronize());
+}
+
+TEST_P(BackendTest, CopyRunsGatherAndScatterOnBothPaths) {
+  // 64 pages of 4 KiB scattered through a device pool, to and from one contiguous pinned slot.
+  constexpr std::size_t kPage = 4096, kPages = 64;
+  ASSERT_OK_AND_ASSIGN(Buffer pool, backend().allocate(MemoryKind::kDevice, 4 * kPages * kPage));
+  ASSERT_OK_AND_ASSIGN(Buffer slot, backend().allocate(MemoryKind::kPinnedHost, kPages * kPage));
+  ASSERT_OK_AND_ASSIGN(Buffer back, backend().allocate(MemoryKind::kPinnedHost, kPages * kPage));
+  std::vector<std::size_t> where(4 * kPages);
+  std::iota(where.begin(), where.end(), 0);
+  std::shuffle(where.begin(), where.end(), std::mt19937(7));
+  for (CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
+    const auto src = random_bytes(kPages * kPage, static_cast<unsigned>(path) + 3);
+    std::memcpy(slot.data(), src.data(), src.size());
+    std::vector<CopyRun> load, save;
+    for (std::size_t p = 0; p < kPages; ++p) {
+      void* dev = pool.as<std::uint8_t>() + where[p] * kPage;
+      load.push_back({dev, slot.as<std::uint8_t>() + p * kPage, kPage});
+      save.push_back({back.as<std::uint8_t>() + p * kPage, dev, kPage});
+    }
+    ASSERT_OK(backend().copy_runs(load, path, 8, stream()));
+    ASSERT_OK(backend().copy_runs(save, path, 8, stream()));
+    ASSERT_OK(stream().synchronize());
+    EXPECT_EQ(std::memcmp(back.data(), src.data(), src.size()), 0) << copy_path_name(path);
+  }
+}
+
+TEST_P(BackendTest, CopyRunsRefusesMisalignedRunsWithoutCopying) {
+  ASSERT_OK_AND_ASSIGN(Buffer dev, backend().allocate(MemoryKind::kDevice, 1 << 16));
+  ASSERT_OK_AND_ASSIGN(Buffer host, backend().allocate(MemoryKind::kPinnedHost, 1 << 16));
+  std::memset(host.data(), 0x11, 1 << 16);
+  ASSERT_OK(stream().fill(dev.data(), 0, 1 << 16));
+  std::vector<CopyRun> runs(1200, CopyRun{dev.data(), host.data(), 256});
+  runs.back() = {dev.as<std::uint8_t>() + 4, host.data(), 256};  // the last one is misaligned
+  EXPECT_EQ(backend().copy_runs(runs, CopyPath::kSmKernel, 4, stream()).code(), StatusCode::kInvalidArgument);
+  std::vector<std::uint8_t> out(256, 0xee);
+  ASSERT_OK(stream().copy(out.data(), dev.data(), out.size()));
+  ASSERT_OK(stream().synchronize());
+  EXPECT_EQ(out[0], 0) << "a refused call copied something";
 }
 
 TEST_P(BackendTest, BuffersMoveAndFree) {

@@ -171,8 +171,9 @@ class Backend {
 
   // Copies every run on `stream`, in no particular order among the runs; runs must not overlap.
   // Pointers are device or pinned host memory. kSmKernel uses `sm_blocks` blocks (>= 1) and needs
-  // 16-byte aligned pointers and sizes; the CPU backend treats both paths alike. Allocation-free
-  // after the first calls, and usable inside a graph capture.
+  // 16-byte aligned pointers and sizes (on every backend). A call that fails copies nothing. On the
+  // CUDA backend it allocates nothing after the first calls, and kSmKernel can be captured in a
+  // graph; the CPU backend copies both paths alike on the stream's thread.
   virtual Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks,
                            Stream& stream) = 0;
 

@@ -144,7 +144,7 @@ TIERKV_SHA_TARGET inline Words hash_after(Words prev, const std::uint8_t* data, 
   const std::size_t direct = n < 32 ? 0 : 32 + (n - 32) / 64 * 64;
   const std::size_t built = r_len - direct;  // 32, 64, 96 or 128
   alignas(16) std::uint8_t tail[128];
-  std::memcpy(tail, data + direct, n - direct);
+  if (n > direct) std::memcpy(tail, data + direct, n - direct);  // data may be null when n == 0
   tail[n - direct] = 0x80;
   std::memset(tail + (n - direct) + 1, 0, built - (n - direct) - 9);
   const std::uint64_t bits = 8 * (32 + static_cast<std::uint64_t>(n));

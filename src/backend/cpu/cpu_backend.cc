@@ -110,12 +110,17 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
-  Status copy_runs(std::span<const CopyRun> runs, CopyPath, int sm_blocks, Stream& stream) override {
+  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks, Stream& stream) override {
     CpuStream* s = as_cpu(stream);
     if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
-    if (sm_blocks < 1) return invalid_argument("copy_runs: sm_blocks must be >= 1");
+    // The same contract as the CUDA backend, so that CI catches what a GPU would refuse.
+    if (path == CopyPath::kSmKernel && sm_blocks < 1) return invalid_argument("copy_runs: sm_blocks must be >= 1");
     for (const CopyRun& r : runs) {
       if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr)) return invalid_argument("copy_runs: null pointer");
+      const auto bits = reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
+      if (path == CopyPath::kSmKernel && bits % 16 != 0) {
+        return invalid_argument("copy_runs (sm-kernel): a run is not 16-byte aligned in address or size");
+      }
     }
     if (runs.empty()) return Status::Ok();
     s->enqueue([copies = std::vector<CopyRun>(runs.begin(), runs.end())] {

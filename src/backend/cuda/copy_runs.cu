@@ -52,6 +52,15 @@ __global__ void __launch_bounds__(kThreads) copy_runs_kernel(const __grid_consta
 
 Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaStream_t stream) {
   if (blocks < 1) return invalid_argument("copy_runs: sm_blocks must be >= 1");
+  // Check every run before queueing anything: a failed call copies nothing.
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const CopyRun& r = runs[i];
+    const auto bits = reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
+    if (bits % 16 != 0) {
+      return invalid_argument("copy_runs (sm-kernel): run " + std::to_string(i) +
+                              " is not 16-byte aligned in address or size");
+    }
+  }
   RunBatch batch;  // ~28 KB on the host stack, copied into the launch
   std::size_t next = 0;
   while (next < runs.size()) {
@@ -61,11 +70,6 @@ Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaSt
     for (; next < runs.size() && batch.count < kMaxRunsPerLaunch; ++next) {
       const CopyRun& r = runs[next];
       if (r.bytes == 0) continue;
-      const auto addr_bits = reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src);
-      if ((addr_bits | r.bytes) % 16 != 0) {
-        return invalid_argument("copy_runs (sm-kernel): run " + std::to_string(next) +
-                                " is not 16-byte aligned in address or size");
-      }
       tiles += (r.bytes + kTileBytes - 1) / kTileBytes;
       if (tiles > UINT32_MAX) return out_of_range("copy_runs: more than 2^32 tiles in one launch");
       batch.runs[batch.count] = r;

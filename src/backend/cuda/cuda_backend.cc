@@ -69,24 +69,28 @@ class CudaStream final : public Stream {
   Status copy(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0) return Status::Ok();
     if (dst == nullptr || src == nullptr) return invalid_argument("copy: null pointer");
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
     return Status::Ok();
   }
   Status fill(void* dst, std::uint8_t value, std::size_t bytes) override {
     if (bytes == 0) return Status::Ok();
     if (dst == nullptr) return invalid_argument("fill: null pointer");
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dst, value, bytes, stream_));
     return Status::Ok();
   }
   Status record(Event& event) override {
     auto* e = dynamic_cast<CudaEvent*>(&event);
     if (e == nullptr) return invalid_argument("record: event of another backend");
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(e->get(), stream_));
     return Status::Ok();
   }
   Status wait(const Event& event) override {
     auto* e = dynamic_cast<const CudaEvent*>(&event);
     if (e == nullptr) return invalid_argument("wait: event of another backend");
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, e->get(), 0));
     return Status::Ok();
   }
