@@ -68,6 +68,7 @@ Result<BidirRow> measure_both(Bench& b, const Results& r, const LayoutSpec& layo
   TIERKV_RETURN_IF_ERROR(one_direction(b, r, layout, p, impl, row));
 
   const std::vector<CopyRun> load = load_runs(p, a), save = save_runs(p, a);
+  row.impl = impl.resolved_for(load);
   // Random bytes everywhere: the save's source is snapshotted; the load's targets differ from
   // host_load until the load lands.
   TIERKV_RETURN_IF_ERROR(randomize_pool(b.backend, a, b.stream, b.opts.seed));
@@ -99,7 +100,7 @@ Status run_bidir(Bench& b, Results& r) {
   TIERKV_ASSIGN_OR_RETURN(BidirRow row, measure_both(b, r, large, {CopyImpl::kLargeCopy, 0}));
   r.bidir.push_back(row);
   for (const LayoutSpec& layout : scattered_layouts(b.opts)) {
-    for (const ImplSpec& impl : scattered_impls(b.opts.sm_blocks)) {
+    for (const ImplSpec& impl : scattered_impls(b.opts.sm_blocks, b.engine)) {
       b.progress.step("bidir " + layout.label() + " " + impl.name());
       TIERKV_ASSIGN_OR_RETURN(row, measure_both(b, r, layout, impl));
       r.bidir.push_back(row);

@@ -14,18 +14,28 @@ std::string ImplSpec::name() const {
       return "tierkv-copy-engine";
     case CopyImpl::kSmKernel:
       return "tierkv-sm-kernel-" + std::to_string(blocks);
+    case CopyImpl::kEngine:
+      return "tierkv-engine";
   }
   return "?";
 }
 
 std::string_view ImplSpec::path() const {
+  if (impl == CopyImpl::kEngine) return copy_path_name(chosen);
   return impl == CopyImpl::kSmKernel ? "sm-kernel" : "copy-engine";
 }
 
-std::vector<ImplSpec> scattered_impls(const std::vector<int>& sm_blocks) {
+ImplSpec ImplSpec::resolved_for(std::span<const CopyRun> runs) const {
+  ImplSpec r = *this;
+  if (impl == CopyImpl::kEngine && engine != nullptr) r.chosen = engine->choose(runs, compute_beside);
+  return r;
+}
+
+std::vector<ImplSpec> scattered_impls(const std::vector<int>& sm_blocks, TransferEngine* engine) {
   std::vector<ImplSpec> out = {{CopyImpl::kMemcpyEach, 0}, {CopyImpl::kCopyEngine, 0}};
   for (int b : sm_blocks)
     out.push_back({CopyImpl::kSmKernel, b});
+  if (engine != nullptr) out.push_back({CopyImpl::kEngine, 0, engine, false});
   return out;
 }
 
@@ -44,6 +54,9 @@ Status enqueue_copy(Backend& backend, Stream& stream, const ImplSpec& impl,
       return backend.copy_runs(runs, CopyPath::kCopyEngine, 1, stream);
     case CopyImpl::kSmKernel:
       return backend.copy_runs(runs, CopyPath::kSmKernel, impl.blocks, stream);
+    case CopyImpl::kEngine:
+      if (impl.engine == nullptr) return internal_error("tierkv-engine needs an engine");
+      return impl.engine->copy(runs, impl.compute_beside, stream).status();
   }
   return invalid_argument("unknown copy implementation " +
                           std::to_string(static_cast<int>(impl.impl)));

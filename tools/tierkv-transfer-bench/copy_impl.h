@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tierkv/backend.h"
+#include "transfer/transfer_engine.h"
 
 namespace tierkv::transfer_bench {
 
@@ -15,20 +16,28 @@ enum class CopyImpl : std::uint8_t {
   kMemcpyEach,  // "cudaMemcpyAsync": one runtime call per run (Stream::copy per run on cpu)
   kCopyEngine,  // "tierkv-copy-engine": Backend::copy_runs, CopyPath::kCopyEngine
   kSmKernel,    // "tierkv-sm-kernel-<blocks>": Backend::copy_runs, CopyPath::kSmKernel
+  kEngine,      // "tierkv-engine": the transfer engine's own choice of path for these runs
 };
 
 struct ImplSpec {
   CopyImpl impl = CopyImpl::kCopyEngine;
   int blocks = 0;  // SM kernel blocks; 0 for the others
+  TransferEngine* engine = nullptr;  // kEngine: the engine that chooses
+  bool compute_beside = false;       // kEngine: what the engine is told about compute beside it
 
   std::string name() const;
-  // "copy-engine" or "sm-kernel": which hardware moves the bytes.
+  // "copy-engine" or "sm-kernel": which hardware moves the bytes (for kEngine, what it chose
+  // for the runs given to resolved_for()).
   std::string_view path() const;
+  // A copy that records the path the engine chooses for `runs` (kEngine; the others are fixed).
+  ImplSpec resolved_for(std::span<const CopyRun> runs) const;
+
+  CopyPath chosen = CopyPath::kCopyEngine;  // kEngine, once resolved
 };
 
-// The implementations compared on scattered runs: cudaMemcpyAsync, the copy engine, then the SM
-// kernel at each of `sm_blocks`.
-std::vector<ImplSpec> scattered_impls(const std::vector<int>& sm_blocks);
+// The implementations compared on scattered runs: cudaMemcpyAsync, the copy engine, the SM
+// kernel at each of `sm_blocks`, then the engine's choice (told that nothing runs beside it).
+std::vector<ImplSpec> scattered_impls(const std::vector<int>& sm_blocks, TransferEngine* engine);
 
 // Queues `runs` on `stream` through `impl`. `to_device` says the direction (the runtime peer
 // passes it as the copy kind). Allocation-free on the CUDA backend after the first calls.

@@ -33,7 +33,7 @@ struct LoadPath {
 
 // The paths of TARGETS.md's table, plus two that tell the batch call from the run size apart:
 // the copy-engine batch over one run, and the runtime peer over the same 1 MiB runs.
-std::vector<LoadPath> load_paths(const Options& opts) {
+std::vector<LoadPath> load_paths(const Options& opts, TransferEngine* engine) {
   const std::size_t page16 = 16 * kKOrVBytesPerToken;
   const std::size_t chunk_kv = 2 * kChunkTokens * kKOrVBytesPerToken;
   const CopyImpl ce = CopyImpl::kCopyEngine;
@@ -47,6 +47,10 @@ std::vector<LoadPath> load_paths(const Options& opts) {
   };
   for (int b : opts.sm_blocks)
     out.push_back({{CopyImpl::kSmKernel, b}, page16, 16, "k_or_v", "16-token K|V page"});
+  // What the cache does: the engine, told that compute runs beside the load, picks the path.
+  const ImplSpec auto_path{CopyImpl::kEngine, 0, engine, true};
+  out.push_back({auto_path, chunk_kv, kChunkTokens, "k_and_v", "K+V chunk layer"});
+  out.push_back({auto_path, page16, 16, "k_or_v", "16-token K|V page"});
   return out;
 }
 
@@ -123,7 +127,7 @@ Result<GemmRow> measure_beside(Bench& b, Gemm& gemm, const LoadPath& path) {
   if (const Status ok = verify_load(p, a, b.stream, true); !ok.ok())
     return ok.with_context(path.impl.name() + " load beside the GEMM");
   GemmRow row;
-  row.impl = path.impl;
+  row.impl = path.impl.resolved_for(runs);
   row.run_bytes = p.run_bytes;
   row.runs_label = path.what;
   row.page_tokens = path.page_tokens;
@@ -140,7 +144,7 @@ Result<GemmRow> measure_beside(Bench& b, Gemm& gemm, const LoadPath& path) {
 }  // namespace
 
 int gemm_steps(const Options& opts) {
-  return 1 + static_cast<int>(load_paths(opts).size());
+  return 1 + static_cast<int>(load_paths(opts, nullptr).size());
 }
 
 Status run_gemm(Bench& b, Results& r) {
@@ -165,7 +169,7 @@ Status run_gemm(Bench& b, Results& r) {
   g.rel_err = err;
   g.us = bench::median(alone) * 1e3;
   r.gemm = g;
-  for (const LoadPath& path : load_paths(b.opts)) {
+  for (const LoadPath& path : load_paths(b.opts, b.engine)) {
     b.progress.step("GEMM beside " + path.impl.name() + " (" + path.what + ")");
     TIERKV_ASSIGN_OR_RETURN(GemmRow row, measure_beside(b, gemm, path));
     r.gemm_rows.push_back(row);

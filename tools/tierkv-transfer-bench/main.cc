@@ -38,7 +38,8 @@ Status run(Backend& backend, const Options& opts, Results& r) {
   TIERKV_ASSIGN_OR_RETURN(
       Arena arena, make_arena(backend, *stream, opts.total_bytes(), opts.pool_bytes(), opts.seed));
   Progress progress(opts.quiet);
-  Bench b{backend, *stream, *other, opts, arena, progress};
+  TIERKV_ASSIGN_OR_RETURN(auto engine, TransferEngine::create(backend, TransferOptions{}));
+  Bench b{backend, *stream, *other, opts, arena, progress, engine.get()};
   const Status s = run_sections(b, r);
   progress.finish();
   return s;

@@ -83,7 +83,7 @@ Result<TransferRow> measure_direction(Bench& b, const LayoutSpec& layout, const 
     return ok.with_context(impl.name() + " " + (to_device ? "h2d" : "d2h") + " " + layout.label());
   TransferRow row;
   row.layout = layout;
-  row.impl = impl;
+  row.impl = impl.resolved_for(runs);
   row.to_device = to_device;
   row.runs = runs.size();
   row.bytes = runs.size() * p.run_bytes;
@@ -126,7 +126,7 @@ Status run_ceilings(Bench& b, Results& r) {
 }
 
 Status run_pages(Bench& b, Results& r) {
-  const std::vector<ImplSpec> impls = scattered_impls(b.opts.sm_blocks);
+  const std::vector<ImplSpec> impls = scattered_impls(b.opts.sm_blocks, b.engine);
   for (const LayoutSpec& layout : scattered_layouts(b.opts))
     TIERKV_RETURN_IF_ERROR(measure_layout(b, layout, impls, r.transfers));
   return Status::Ok();

@@ -100,6 +100,7 @@ struct Bench {
   const Options& opts;
   Arena& arena;
   Progress& progress;
+  TransferEngine* engine;  // calibrated on this machine; chooses a path per transfer
 };
 
 // The median time in µs of `enqueue` on `stream` (opts.warmup untimed, opts.reps timed).
