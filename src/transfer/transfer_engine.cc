@@ -1,13 +1,14 @@
 #include "transfer/transfer_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace tierkv {
 namespace {
 
 constexpr std::size_t kCalibrationBytes = std::size_t{16} << 20;
-constexpr std::size_t kSmallRun = std::size_t{16} << 10;
+constexpr std::size_t kCalibrationRuns[] = {std::size_t{16} << 10, std::size_t{64} << 10, std::size_t{1} << 20};
 constexpr int kCalibrationReps = 5;
 
 std::size_t total_bytes(std::span<const CopyRun> runs) {
@@ -37,20 +38,39 @@ Result<double> time_path(Backend& backend, Stream& stream, std::span<const CopyR
 
 }  // namespace
 
-double PathCosts::copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
-  const double t = double(runs) * ce_run_us + double(bytes) / (ce_gbps * 1e3);
-  return compute_beside ? t * (1.0 + ce_compute_slowdown) : t;
+double RunSizeCurve::gbps(double run_bytes) const {
+  if (points.empty()) return 1.0;
+  if (run_bytes <= points.front().first) return points.front().second;
+  if (run_bytes >= points.back().first) return points.back().second;
+  std::size_t i = 1;
+  while (points[i].first < run_bytes) ++i;
+  const auto [x0, y0] = points[i - 1];
+  const auto [x1, y1] = points[i];
+  const double t = (std::log2(run_bytes) - std::log2(x0)) / (std::log2(x1) - std::log2(x0));
+  return y0 + t * (y1 - y0);
 }
 
-double PathCosts::sm_kernel_us(std::size_t bytes, bool compute_beside) const {
-  const double t = sm_launch_us + double(bytes) / (sm_gbps * 1e3);
-  return compute_beside ? t * (1.0 + sm_compute_slowdown) : t;
+namespace {
+double path_us(const RunSizeCurve& curve, double fixed_us, double slowdown, std::size_t runs, std::size_t bytes,
+               bool compute_beside) {
+  if (runs == 0 || bytes == 0) return 0.0;
+  const double t = fixed_us + double(bytes) / (curve.gbps(double(bytes) / double(runs)) * 1e3);
+  return compute_beside ? t * (1.0 + slowdown) : t;
+}
+}  // namespace
+
+double PathCosts::copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
+  return path_us(copy_engine, copy_engine_fixed_us, copy_engine_compute_slowdown, runs, bytes, compute_beside);
+}
+
+double PathCosts::sm_kernel_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
+  return path_us(sm_kernel, sm_kernel_fixed_us, sm_kernel_compute_slowdown, runs, bytes, compute_beside);
 }
 
 TransferEngine::TransferEngine(Backend& backend, const TransferOptions& options)
     : backend_(backend), options_(options) {
-  costs_.ce_compute_slowdown = options.copy_engine_compute_slowdown;
-  costs_.sm_compute_slowdown = options.sm_kernel_compute_slowdown;
+  costs_.copy_engine_compute_slowdown = options.copy_engine_compute_slowdown;
+  costs_.sm_kernel_compute_slowdown = options.sm_kernel_compute_slowdown;
 }
 
 Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend, const TransferOptions& options) {
@@ -63,29 +83,39 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend,
   return engine;
 }
 
+// Measures each path's bandwidth at several run sizes (runs scattered in reverse order through
+// the device buffer, as pages of a pool are) and its fixed cost from one small run.
 Status TransferEngine::calibrate() {
   TIERKV_ASSIGN_OR_RETURN(Buffer host, backend_.allocate(MemoryKind::kPinnedHost, kCalibrationBytes));
   TIERKV_ASSIGN_OR_RETURN(Buffer dev, backend_.allocate(MemoryKind::kDevice, kCalibrationBytes));
   TIERKV_ASSIGN_OR_RETURN(auto stream, backend_.create_stream());
-  const CopyRun one{dev.data(), host.data(), kCalibrationBytes};
-  std::vector<CopyRun> many;
-  for (std::size_t off = 0; off < kCalibrationBytes; off += kSmallRun) {
-    many.push_back({dev.as<std::uint8_t>() + off, host.as<std::uint8_t>() + off, kSmallRun});
-  }
-  const CopyRun tiny{dev.data(), host.data(), kSmallRun};
   const int blocks = options_.sm_blocks;
-  TIERKV_ASSIGN_OR_RETURN(const double ce_one, time_path(backend_, *stream, {&one, 1}, CopyPath::kCopyEngine, blocks));
-  TIERKV_ASSIGN_OR_RETURN(const double ce_many, time_path(backend_, *stream, many, CopyPath::kCopyEngine, blocks));
-  TIERKV_ASSIGN_OR_RETURN(const double sm_one, time_path(backend_, *stream, {&one, 1}, CopyPath::kSmKernel, blocks));
-  TIERKV_ASSIGN_OR_RETURN(const double sm_tiny, time_path(backend_, *stream, {&tiny, 1}, CopyPath::kSmKernel, blocks));
-  // Bandwidth from one large run; fixed costs from what many small runs (copy engines) or one
-  // small run (kernel) take beyond their bytes.
-  const double bytes = double(kCalibrationBytes);
-  costs_.ce_gbps = bytes / std::max(ce_one, 1e-3) / 1e3;
-  costs_.ce_run_us = std::max(0.0, ce_many - bytes / (costs_.ce_gbps * 1e3)) / double(many.size());
-  costs_.sm_gbps = bytes / std::max(sm_one, 1e-3) / 1e3;
-  costs_.sm_launch_us = std::max(0.0, sm_tiny - double(kSmallRun) / (costs_.sm_gbps * 1e3));
-  return stream->synchronize();
+  PathCosts measured = costs_;
+  measured.copy_engine.points.clear();
+  measured.sm_kernel.points.clear();
+  std::vector<CopyRun> runs;
+  for (const std::size_t run : kCalibrationRuns) {
+    runs.clear();
+    const std::size_t n = kCalibrationBytes / run;
+    for (std::size_t i = 0; i < n; ++i) {
+      runs.push_back({dev.as<std::uint8_t>() + (n - 1 - i) * run, host.as<std::uint8_t>() + i * run, run});
+    }
+    for (const CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
+      TIERKV_ASSIGN_OR_RETURN(const double us, time_path(backend_, *stream, runs, path, blocks));
+      (path == CopyPath::kCopyEngine ? measured.copy_engine : measured.sm_kernel)
+          .points.emplace_back(double(run), double(kCalibrationBytes) / std::max(us, 1e-3) / 1e3);
+    }
+  }
+  const CopyRun tiny{dev.data(), host.data(), kCalibrationRuns[0]};
+  for (const CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
+    TIERKV_ASSIGN_OR_RETURN(const double us, time_path(backend_, *stream, {&tiny, 1}, path, blocks));
+    const RunSizeCurve& curve = path == CopyPath::kCopyEngine ? measured.copy_engine : measured.sm_kernel;
+    const double fixed = std::max(0.0, us - double(tiny.bytes) / (curve.gbps(double(tiny.bytes)) * 1e3));
+    (path == CopyPath::kCopyEngine ? measured.copy_engine_fixed_us : measured.sm_kernel_fixed_us) = fixed;
+  }
+  TIERKV_RETURN_IF_ERROR(stream->synchronize());
+  costs_ = measured;
+  return Status::Ok();
 }
 
 CopyPath TransferEngine::choose(std::span<const CopyRun> runs, bool compute_beside) const {
@@ -96,7 +126,7 @@ CopyPath TransferEngine::choose(std::span<const CopyRun> runs, bool compute_besi
   }
   const std::size_t bytes = total_bytes(runs);
   const double ce = costs_.copy_engine_us(runs.size(), bytes, compute_beside);
-  const double sm = costs_.sm_kernel_us(bytes, compute_beside);
+  const double sm = costs_.sm_kernel_us(runs.size(), bytes, compute_beside);
   return sm < ce ? CopyPath::kSmKernel : CopyPath::kCopyEngine;
 }
 

@@ -2,14 +2,15 @@
 // choosing per transfer between the copy engines and the SM gather/scatter kernel from measured
 // costs.
 //
-// Cost of a transfer of `bytes` in `runs` runs, in microseconds:
-//   copy engines  runs * ce_run_us + bytes / ce_bandwidth
-//   SM kernel     sm_launch_us     + bytes / sm_bandwidth
-// and, when compute runs beside it, each path also costs the compute time it takes away: its own
-// time times the fraction by which it slows that compute. The fixed costs and bandwidths are
-// measured (calibrate); the slowdown fractions come from tierkv-transfer-bench's measurement. So a
-// load of large contiguous runs beside prefill goes to the copy engines, and a scatter of small
-// pages with nothing running beside it goes to the kernel.
+// Cost of a transfer of `bytes` in `runs` runs, in microseconds, for each path:
+//   fixed_us + bytes / bandwidth(bytes / runs)
+// where the bandwidth of each path is measured at a few run sizes (calibrate) and interpolated:
+// the copy engines are fed one run at a time, so small runs starve them (on the H100 test
+// machine, 16 KiB runs reach a quarter of the link that 32 KiB runs fill), while the SM kernel
+// moves small and large runs alike. When compute runs beside the transfer, each path also costs
+// the compute time it takes away: its own time times the fraction by which it slows that compute
+// (measured by tierkv-transfer-bench). So a load beside prefill goes to the copy engines, and a
+// scatter of small pages with nothing running beside it to the kernel.
 //
 // Thread safety: choose() and costs() may be called from any thread; copy() takes a stream that
 // the caller uses from one thread at a time.
@@ -19,22 +20,33 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "tierkv/backend.h"
 #include "tierkv/cache.h"
 
 namespace tierkv {
 
+// A path's measured bandwidth at several run sizes.
+struct RunSizeCurve {
+  std::vector<std::pair<double, double>> points;  // (run bytes, GB/s), run bytes ascending
+
+  // GB/s at `run_bytes`: linear in log2(run bytes) between points, flat beyond the ends.
+  double gbps(double run_bytes) const;
+};
+
 struct PathCosts {
-  double ce_run_us = 1.5;        // fixed cost per run on the copy engines
-  double ce_gbps = 50.0;         // copy engines, large runs
-  double sm_launch_us = 4.0;     // fixed cost of a kernel launch and its ramp-up
-  double sm_gbps = 50.0;         // the SM kernel at its block count
-  double ce_compute_slowdown = 0.023;
-  double sm_compute_slowdown = 0.40;
+  // Defaults: the H100 test machine (PCIe Gen5 x16), pages scattered through a device pool.
+  RunSizeCurve copy_engine{{{16384, 15.8}, {32768, 54.0}, {1 << 20, 55.0}}};
+  RunSizeCurve sm_kernel{{{16384, 50.5}, {1 << 20, 50.5}}};
+  double copy_engine_fixed_us = 8.0;
+  double sm_kernel_fixed_us = 5.0;
+  double copy_engine_compute_slowdown = 0.023;
+  double sm_kernel_compute_slowdown = 0.40;
 
   double copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const;
-  double sm_kernel_us(std::size_t bytes, bool compute_beside) const;
+  double sm_kernel_us(std::size_t runs, std::size_t bytes, bool compute_beside) const;
 };
 
 struct TransferCounters {

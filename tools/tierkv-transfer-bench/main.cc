@@ -39,6 +39,7 @@ Status run(Backend& backend, const Options& opts, Results& r) {
       Arena arena, make_arena(backend, *stream, opts.total_bytes(), opts.pool_bytes(), opts.seed));
   Progress progress(opts.quiet);
   TIERKV_ASSIGN_OR_RETURN(auto engine, TransferEngine::create(backend, TransferOptions{}));
+  r.engine_costs = engine->costs();
   Bench b{backend, *stream, *other, opts, arena, progress, engine.get()};
   const Status s = run_sections(b, r);
   progress.finish();

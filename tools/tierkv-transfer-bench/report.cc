@@ -36,6 +36,8 @@ const char* dir(bool to_device) {
   return to_device ? "h2d" : "d2h";
 }
 
+std::string size_label(std::size_t bytes);
+
 void header(std::string& out, const RunInfo& run, const Options& opts, const Results& r) {
   add(out, "tierkv-transfer-bench  card: %s  backend: %s  date: %s\n", run.card.c_str(),
       run.backend.c_str(), run.date.c_str());
@@ -56,6 +58,13 @@ void header(std::string& out, const RunInfo& run, const Options& opts, const Res
   }
   add(out, "\nOne large copy (%zu MiB, the ceiling): h2d %.2f GB/s, d2h %.2f GB/s\n",
       opts.total_mib, r.large_gbps(true), r.large_gbps(false));
+  const PathCosts& c = r.engine_costs;
+  add(out, "Transfer engine's calibration (h2d GB/s by run size; fixed cost):\n");
+  for (const auto* curve : {&c.copy_engine, &c.sm_kernel}) {
+    add(out, "  %-12s", curve == &c.copy_engine ? "copy engine" : "SM kernel");
+    for (const auto& [bytes, gbps] : curve->points) add(out, "  %s: %.1f", size_label(std::size_t(bytes)).c_str(), gbps);
+    add(out, "; %.1f us\n", curve == &c.copy_engine ? c.copy_engine_fixed_us : c.sm_kernel_fixed_us);
+  }
 }
 
 void pages_table(std::string& out, const Results& r) {
