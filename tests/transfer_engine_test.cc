@@ -72,7 +72,7 @@ TEST_P(TransferEngineTest, CalibrationMeasuresEveryPath) {
   ASSERT_OK_AND_ASSIGN(auto engine, TransferEngine::create(backend(), TransferOptions{}));
   const PathCosts& c = engine->costs();
   for (const RunSizeCurve* curve : {&c.copy_engine, &c.sm_kernel}) {
-    ASSERT_EQ(curve->points.size(), 3u);
+    ASSERT_EQ(curve->points.size(), 4u);
     for (const auto& [bytes, gbps] : curve->points) {
       EXPECT_GT(bytes, 0.0);
       EXPECT_GT(gbps, 0.01);
