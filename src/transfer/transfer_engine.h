@@ -43,7 +43,7 @@ struct PathCosts {
   double copy_engine_fixed_us = 8.0;
   double sm_kernel_fixed_us = 5.0;
   double copy_engine_compute_slowdown = 0.023;
-  double sm_kernel_compute_slowdown = 0.40;
+  double sm_kernel_compute_slowdown = 0.50;
 
   double copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const;
   double sm_kernel_us(std::size_t runs, std::size_t bytes, bool compute_beside) const;
