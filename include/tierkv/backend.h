@@ -32,7 +32,8 @@
 
 namespace tierkv {
 
-struct DecodeAttentionArgs;  // tierkv/attention.h
+struct DecodeAttentionArgs;   // tierkv/attention.h
+struct PrefillAttentionArgs;  // tierkv/prefill.h
 
 enum class BackendKind : std::uint8_t { kCpu = 0, kCuda = 1 };
 std::string_view backend_kind_name(BackendKind k);  // "cpu" / "cuda"
@@ -179,6 +180,9 @@ class Backend {
 
   // Decode attention over paged KV (tierkv/attention.h).
   virtual Status decode_attention(const DecodeAttentionArgs& args, Stream& stream) = 0;
+
+  // Causal prefill attention of new tokens over paged KV (tierkv/prefill.h).
+  virtual Status prefill_attention(const PrefillAttentionArgs& args, Stream& stream) = 0;
 
  protected:
   Buffer wrap(void* data, std::size_t size, MemoryKind kind) { return {this, data, size, kind}; }

@@ -1,4 +1,5 @@
 #include "backend/cpu/cpu_backend.h"
+#include "engine/ops.h"
 #include "tierkv/backend.h"
 
 #if TIERKV_WITH_CUDA
@@ -22,6 +23,15 @@ bool cuda_backend_built() {
   return true;
 #else
   return false;
+#endif
+}
+
+Result<std::unique_ptr<Ops>> create_ops(Backend& backend) {
+  if (backend.kind() == BackendKind::kCpu) return cpu::create_cpu_ops();
+#if TIERKV_WITH_CUDA
+  return cuda::create_cuda_ops(backend);
+#else
+  return unimplemented("this build of tierkv has no CUDA backend");
 #endif
 }
 

@@ -37,10 +37,18 @@ std::size_t PagedBatchSpec::page_bytes() const {
   return std::size_t(page_tokens) * num_kv_heads * head_dim * dtype_size(dtype);
 }
 
+std::int64_t PagedBatchSpec::q_rows() const {
+  if (q_lens.empty()) return batch();
+  std::int64_t rows = 0;
+  for (std::int32_t n : q_lens)
+    rows += n;
+  return rows;
+}
+
 std::size_t PagedBatchSpec::device_bytes() const {
-  const std::size_t qo = 2 * std::size_t(batch()) * num_q_heads * head_dim * dtype_size(dtype);
+  const std::size_t qo = 2 * std::size_t(q_rows()) * num_q_heads * head_dim * dtype_size(dtype);
   const std::size_t tables =
-      sizeof(std::int32_t) * std::size_t(batch()) * (max_pages_per_seq() + 1);
+      sizeof(std::int32_t) * std::size_t(batch()) * (max_pages_per_seq() + 2);
   return 2 * std::size_t(total_pages()) * page_bytes() + qo + tables;
 }
 
@@ -64,6 +72,18 @@ Status PagedBatchSpec::validate() const {
   for (std::int32_t len : seq_lens)
     pages += pages_of(len);
   if (pages > INT32_MAX) return out_of_range("paged batch: more than 2^31 pages");
+  if (!q_lens.empty()) {
+    if (q_lens.size() != seq_lens.size()) {
+      return invalid_argument("paged batch: q_lens needs one entry per sequence");
+    }
+    for (std::size_t b = 0; b < q_lens.size(); ++b) {
+      if (q_lens[b] < 1 || q_lens[b] > seq_lens[b]) {
+        return invalid_argument("paged batch: q_lens[" + std::to_string(b) + "] must be in 1..seq_lens[" +
+                                std::to_string(b) + "]");
+      }
+    }
+    if (q_rows() > INT32_MAX) return out_of_range("paged batch: more than 2^31 query rows");
+  }
   return Status::Ok();
 }
 
@@ -76,7 +96,7 @@ Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream,
   const std::int32_t stride = spec.max_pages_per_seq();
   const std::size_t kv_elems =
       std::size_t(spec.total_pages()) * spec.page_bytes() / dtype_size(spec.dtype);
-  const std::size_t qo_elems = std::size_t(batch) * spec.num_q_heads * spec.head_dim;
+  const std::size_t qo_elems = std::size_t(spec.q_rows()) * spec.num_q_heads * spec.head_dim;
 
   // Page ids: a permutation of the pool, dealt out to sequences in order.
   std::vector<std::int32_t> ids(static_cast<std::size_t>(spec.total_pages()));
@@ -101,6 +121,16 @@ Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream,
       b.block_table_, backend.allocate(MemoryKind::kDevice, table.size() * sizeof(std::int32_t)));
   TIERKV_ASSIGN_OR_RETURN(b.seq_lens_, backend.allocate(MemoryKind::kDevice,
                                                         std::size_t(batch) * sizeof(std::int32_t)));
+  std::vector<std::int32_t> offsets;
+  if (!spec.q_lens.empty()) {
+    offsets.assign(std::size_t(batch) + 1, 0);
+    for (std::int32_t s = 0; s < batch; ++s)
+      offsets[std::size_t(s) + 1] = offsets[std::size_t(s)] + spec.q_lens[std::size_t(s)];
+    TIERKV_ASSIGN_OR_RETURN(b.q_offsets_, backend.allocate(MemoryKind::kDevice,
+                                                           offsets.size() * sizeof(std::int32_t)));
+    TIERKV_RETURN_IF_ERROR(
+        stream.copy(b.q_offsets_.data(), offsets.data(), offsets.size() * sizeof(std::int32_t)));
+  }
 
   const std::uint64_t seed = spec.seed * 4;  // distinct streams of values for K, V, q
   TIERKV_RETURN_IF_ERROR(backend.fill_uniform(b.k_.data(), kv_elems, spec.dtype, seed,
@@ -160,6 +190,10 @@ Status PagedBatch::download(Stream& stream, HostBatch& host) const {
   TIERKV_RETURN_IF_ERROR(
       stream.copy(host.block_table.data(), block_table_.data(), block_table_.size()));
   TIERKV_RETURN_IF_ERROR(stream.copy(host.seq_lens.data(), seq_lens_.data(), seq_lens_.size()));
+  host.q_offsets.resize(q_offsets_.size() / sizeof(std::int32_t));
+  if (!host.q_offsets.empty()) {
+    TIERKV_RETURN_IF_ERROR(stream.copy(host.q_offsets.data(), q_offsets_.data(), q_offsets_.size()));
+  }
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   host.layer = layer();
   host.layer.k = host.k.data();
@@ -167,6 +201,19 @@ Status PagedBatch::download(Stream& stream, HostBatch& host) const {
   host.layer.block_table = host.block_table.data();
   host.layer.seq_lens = host.seq_lens.data();
   return Status::Ok();
+}
+
+PrefillAttentionArgs PagedBatch::prefill_args(const PrefillPlan& plan, void* workspace) const {
+  PrefillAttentionArgs a;
+  a.kv = layer();
+  a.q = q_.data();
+  a.out = out_.data();
+  a.q_offsets = q_offsets_.as<const std::int32_t>();
+  a.num_q_heads = spec_.num_q_heads;
+  a.sm_scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
+  a.plan = plan;
+  a.workspace = workspace;
+  return a;
 }
 
 DecodeAttentionArgs HostBatch::decode_args(std::int32_t num_q_heads, void* out_ptr) const {
@@ -179,6 +226,20 @@ DecodeAttentionArgs HostBatch::decode_args(std::int32_t num_q_heads, void* out_p
   a.plan.batch = layer.batch;
   a.plan.num_q_heads = num_q_heads;
   a.plan.num_splits = 1;
+  return a;
+}
+
+PrefillAttentionArgs HostBatch::prefill_args(std::int32_t num_q_heads, void* out_ptr) const {
+  PrefillAttentionArgs a;
+  a.kv = layer;
+  a.q = q.data();
+  a.out = out_ptr;
+  a.q_offsets = q_offsets.data();
+  a.num_q_heads = num_q_heads;
+  a.sm_scale = 1.0f / std::sqrt(static_cast<float>(layer.head_dim));
+  a.plan.batch = layer.batch;
+  a.plan.num_q_heads = num_q_heads;
+  a.plan.total_q_tokens = q_offsets.empty() ? 0 : q_offsets.back();
   return a;
 }
 

@@ -11,11 +11,15 @@
 #include "tierkv/backend.h"
 #include "tierkv/model_spec.h"
 #include "tierkv/paged_kv.h"
+#include "tierkv/prefill.h"
 
 namespace tierkv::synth {
 
 struct PagedBatchSpec {
   std::vector<std::int32_t> seq_lens;  // tokens of each sequence (>= 1)
+  // Prefill: new tokens of each sequence, the last q_lens[b] of its seq_lens[b] (1..seq_lens[b]);
+  // q and out then hold sum(q_lens) rows. Empty: one query row per sequence (decode).
+  std::vector<std::int32_t> q_lens;
   std::int32_t num_q_heads = 32;
   std::int32_t num_kv_heads = 8;
   std::int32_t head_dim = 128;
@@ -32,6 +36,7 @@ struct PagedBatchSpec {
   static PagedBatchSpec for_model(const ModelSpec& model, std::vector<std::int32_t> seq_lens);
 
   std::int32_t batch() const { return static_cast<std::int32_t>(seq_lens.size()); }
+  std::int64_t q_rows() const;  // rows of q and out
   std::int32_t pages_of(std::int32_t len) const { return (len + page_tokens - 1) / page_tokens; }
   std::int32_t total_pages() const;
   std::int32_t max_pages_per_seq() const;
@@ -47,10 +52,13 @@ struct PagedBatchSpec {
 struct HostBatch {
   std::vector<std::uint8_t> k, v, q, out;
   std::vector<std::int32_t> block_table, seq_lens;
+  std::vector<std::int32_t> q_offsets;  // prefill batches only
   PagedKvLayer layer;  // points into this object: do not copy or move it after use
 
   // Arguments for the CPU reference over these copies, writing to `out` (host memory).
   DecodeAttentionArgs decode_args(std::int32_t num_q_heads, void* out) const;
+  // Arguments for the CPU prefill reference over these copies (a prefill batch), writing to `out`.
+  PrefillAttentionArgs prefill_args(std::int32_t num_q_heads, void* out) const;
 };
 
 class PagedBatch {
@@ -62,6 +70,10 @@ class PagedBatch {
   PagedKvLayer layer() const;
   // Arguments for a decode over this batch with scale 1/sqrt(head_dim).
   DecodeAttentionArgs decode_args(const DecodePlan& plan, void* workspace) const;
+  // Arguments for a prefill over this batch (spec().q_lens set) with scale 1/sqrt(head_dim).
+  PrefillAttentionArgs prefill_args(const PrefillPlan& plan, void* workspace) const;
+  void* q() const { return q_.data(); }
+  std::size_t q_bytes() const { return q_.size(); }
   void* out() const { return out_.data(); }
   std::size_t out_bytes() const { return out_.size(); }
 
@@ -70,7 +82,7 @@ class PagedBatch {
 
  private:
   PagedBatchSpec spec_;
-  Buffer k_, v_, q_, out_, block_table_, seq_lens_;
+  Buffer k_, v_, q_, out_, block_table_, seq_lens_, q_offsets_;
 };
 
 }  // namespace tierkv::synth

@@ -12,6 +12,7 @@
 #include "backend/cpu/cpu_stream.h"
 #include "core/counter_rng.h"
 #include "tierkv/attention.h"
+#include "tierkv/prefill.h"
 
 namespace tierkv::cpu {
 namespace {
@@ -125,6 +126,17 @@ class CpuBackend final : public Backend {
     if (runs.empty()) return Status::Ok();
     s->enqueue([copies = std::vector<CopyRun>(runs.begin(), runs.end())] {
       for (const CopyRun& r : copies) std::memcpy(r.dst, r.src, r.bytes);
+      return Status::Ok();
+    });
+    return Status::Ok();
+  }
+
+  Status prefill_attention(const PrefillAttentionArgs& args, Stream& stream) override {
+    CpuStream* s = as_cpu(stream);
+    if (s == nullptr) return invalid_argument("prefill_attention: stream of another backend");
+    TIERKV_RETURN_IF_ERROR(validate(args));
+    s->enqueue([args] {
+      prefill_attention_reference(args);
       return Status::Ok();
     });
     return Status::Ok();

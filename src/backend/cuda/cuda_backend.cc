@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 #include "tierkv/attention.h"
+#include "tierkv/prefill.h"
 
 namespace tierkv::cuda {
 namespace {
@@ -238,6 +239,14 @@ class CudaBackend final : public Backend {
     TIERKV_RETURN_IF_ERROR(use_device(device_));
     if (path == CopyPath::kSmKernel) return launch_copy_runs_kernel(runs, sm_blocks, s->get());
     return copy_engine_batch(runs, s->get());
+  }
+
+  Status prefill_attention(const PrefillAttentionArgs& args, Stream& stream) override {
+    auto* s = dynamic_cast<CudaStream*>(&stream);
+    if (s == nullptr) return invalid_argument("prefill_attention: stream of another backend");
+    TIERKV_RETURN_IF_ERROR(validate(args));
+    TIERKV_RETURN_IF_ERROR(use_device(device_));
+    return launch_prefill_attention(args, info_.compute_units, s->get());
   }
 
   Status decode_attention(const DecodeAttentionArgs& args, Stream& stream) override {

@@ -19,3 +19,14 @@ struct PcieLink {
 PcieLink probe_pcie_link(const char* pci_bus_id);
 
 }  // namespace tierkv::cuda
+
+namespace tierkv {
+class Ops;
+}
+
+namespace tierkv::cuda {
+
+// The model operations on the CUDA backend (engine/ops.h). REQUIRES: backend is a CUDA backend.
+Result<std::unique_ptr<Ops>> create_cuda_ops(Backend& backend);
+
+}  // namespace tierkv::cuda

@@ -10,6 +10,7 @@
 
 #include "tierkv/attention.h"
 #include "tierkv/backend.h"
+#include "tierkv/prefill.h"
 #include "tierkv/dtype.h"
 #include "tierkv/status.h"
 
@@ -20,6 +21,9 @@ Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint6
 
 // Copies the runs with a kernel of `blocks` blocks (the SM path of Backend::copy_runs).
 Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaStream_t stream);
+
+// REQUIRES: validate(args).ok().
+Status launch_prefill_attention(const PrefillAttentionArgs& args, int sm_count, cudaStream_t stream);
 
 // REQUIRES: validate(args).ok().
 Status launch_decode_attention(const DecodeAttentionArgs& args, int sm_count, cudaStream_t stream);

@@ -1,0 +1,558 @@
+// Causal prefill attention over paged KV (see tierkv/prefill.h for the contract).
+//
+// FlashAttention-2 style on the tensor cores (mma.sync m16n8k16, fp32 accumulation). The query
+// rows of one sequence and one KV head are packed as (chunk position, head in group) pairs:
+// packed row r is position r / G of the chunk, query head kv_head * G + r % G. A CTA of 4 warps
+// owns kBlockM = 128 packed rows (32 per warp, two m16 tiles), so every K/V tile it gathers from
+// the pages serves all G query heads of the group. It walks KV tiles of kBlockN = 64 tokens up to
+// the causal frontier of its last row: Q, K and V arrive by 16-byte cp.async into swizzled shared
+// memory, K and V double buffered so the next tile's loads overlap this tile's math; S = Q K^T
+// and O += P V run from ldmatrix fragments; the online softmax (base-2 exponents) stays in
+// registers; only tiles that cross the diagonal are masked.
+//
+// When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
+// covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
+// and its log-sum-exp to the workspace; a merge kernel combines the splits of each row.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace tierkv::cuda {
+namespace {
+
+// The tiling; src/core/prefill_plan.cc plans with the same numbers.
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kBlockM = 128;              // packed query rows per CTA
+constexpr int kBlockN = 64;               // KV tokens per tile
+constexpr int kWarpM = kBlockM / kWarps;  // rows per warp
+constexpr int kMTiles = kWarpM / 16;
+constexpr int kNTiles = kBlockN / 8;
+constexpr int kMaxSplits = 32;
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Params {
+  PrefillAttentionArgs a;
+  float scale_log2 = 0;       // sm_scale * log2(e)
+  int group = 0;              // query heads per KV head
+  int splits = 1;             // KV splits per tile
+  int m_blocks = 0;           // CTAs along the longest chunk's packed rows
+  int page_shift = -1;        // log2(page_tokens) when a power of two, else -1
+  std::int64_t rows = 0;      // total_q_tokens * num_q_heads
+  float* part_o = nullptr;    // [splits][rows][head_dim] when splits > 1
+  float* part_lse = nullptr;  // [splits][rows], base 2
+};
+
+template <typename T>
+struct Mma;
+template <>
+struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4],
+                                             std::uint32_t b0, std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Mma<__half> {
+  static __device__ __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4],
+                                             std::uint32_t b0, std::uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  }
+  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+};
+
+__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; zero-fills the destination when !valid (src unread).
+__device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Element offset of 16-byte chunk `chunk` of row `row` in a [rows][D] shared tile. The chunk
+// index is XORed with row % 8, so the 8 rows an ldmatrix phase reads hit 8 distinct bank groups.
+template <int D>
+__device__ __forceinline__ int swizzle(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+template <int D>
+constexpr int smem_bytes() {
+  return (kBlockM + 4 * kBlockN) * D * 2;  // Q, K[2], V[2]
+}
+
+// Everything a CTA knows about its tile of packed rows.
+struct Tile {
+  int b, kv_head, split;
+  int q0, n, prefix;  // first q row of the sequence, chunk length, L - n
+  int row0;           // first packed row of this CTA within the sequence
+  int pos_hi;         // position of the CTA's last real row: keys 0..pos_hi are needed
+};
+
+template <typename T, int D>
+__device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
+  constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+  const T* q = static_cast<const T*>(p.a.q);
+  const int rows = t.n * p.group;
+#pragma unroll
+  for (int i = 0; i < kBlockM / kRowsPerPass; ++i) {
+    const int r = threadIdx.x / kChunks + i * kRowsPerPass;
+    const int packed = t.row0 + r;
+    const bool valid = packed < rows;
+    const T* src = q;
+    if (valid) {
+      const int j = packed / p.group, h = packed - j * p.group;
+      src = q + (std::int64_t(t.q0 + j) * p.a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
+    }
+    cp_async_16(smem_addr(sq + swizzle<D>(r, chunk)), src, valid);
+  }
+}
+
+// Gathers KV tile `tile` (tokens tile*64 ...) of `base` (K or V) from the pages; tokens past the
+// causal frontier are zero-filled and never read.
+template <typename T, int D>
+__device__ __forceinline__ void load_kv(const Params& p, const Tile& t, const T* base, T* dst,
+                                        int tile) {
+  constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
+  const PagedKvLayer& kv = p.a.kv;
+  const int chunk = threadIdx.x % kChunks;
+  const std::int32_t* pages = kv.block_table + std::int64_t(t.b) * kv.block_table_stride;
+  const std::int64_t head_off = std::int64_t(t.kv_head) * kv.strides.head + chunk * 8;
+#pragma unroll
+  for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
+    const int r = threadIdx.x / kChunks + i * kRowsPerPass;
+    const int token = tile * kBlockN + r;
+    const bool valid = token <= t.pos_hi;
+    const T* src = base;
+    if (valid) {
+      int page_idx, in_page;
+      if (p.page_shift >= 0) {
+        page_idx = token >> p.page_shift;
+        in_page = token & (kv.page_tokens - 1);
+      } else {
+        page_idx = token / kv.page_tokens;
+        in_page = token - page_idx * kv.page_tokens;
+      }
+      src = base + std::int64_t(pages[page_idx]) * kv.strides.page +
+            std::int64_t(in_page) * kv.strides.token + head_off;
+    }
+    cp_async_16(smem_addr(dst + swizzle<D>(r, chunk)), src, valid);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* const sq = reinterpret_cast<T*>(smem_raw);
+  T* const sk = sq + kBlockM * D;
+  T* const sv = sk + 2 * kBlockN * D;
+  constexpr int kDTiles = D / 8;  // n8 tiles of the output
+
+  const PrefillAttentionArgs& a = p.a;
+  Tile t;
+  {
+    const int x = blockIdx.x;
+    t.split = x % p.splits;
+    t.kv_head = (x / p.splits) % a.kv.num_kv_heads;
+    t.b = x / (p.splits * a.kv.num_kv_heads);
+  }
+  t.row0 = (p.m_blocks - 1 - int(blockIdx.z)) * kBlockM;  // longest-running tiles first
+  t.q0 = a.q_offsets[t.b];
+  t.n = a.q_offsets[t.b + 1] - t.q0;
+  if (t.row0 >= t.n * p.group) return;
+  t.prefix = a.kv.seq_lens[t.b] - t.n;
+  t.pos_hi = t.prefix + min((t.row0 + kBlockM - 1) / p.group, t.n - 1);
+
+  const int tiles_all = t.pos_hi / kBlockN + 1;
+  int tile_begin = 0, tile_end = tiles_all;
+  if (p.splits > 1) {
+    const int per = ((t.prefix + t.n + kBlockN - 1) / kBlockN + p.splits - 1) / p.splits;
+    tile_begin = min(t.split * per, tiles_all);
+    tile_end = min(tile_begin + per, tiles_all);
+  }
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int sw = lane & 7;  // every ldmatrix row below is congruent to lane mod 8
+  // Positions of the 4 rows this thread accumulates (m tile mi, half r); padding rows past the
+  // chunk repeat the last position so that they stay finite.
+  int pos[kMTiles][2];
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+      pos[mi][r] = t.prefix + min(packed / p.group, t.n - 1);
+    }
+  }
+  const int warp_pos_lo = t.prefix + min((t.row0 + warp * kWarpM) / p.group, t.n - 1);
+
+  float o[kMTiles][kDTiles][4];
+  float m[kMTiles][2], l[kMTiles][2];
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+    for (int dn = 0; dn < kDTiles; ++dn) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mi][dn][e] = 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      m[mi][r] = -INFINITY;
+      l[mi][r] = 0.0f;
+    }
+  }
+
+  const T* const gk = static_cast<const T*>(a.kv.k);
+  const T* const gv = static_cast<const T*>(a.kv.v);
+  const int num_tiles = tile_end - tile_begin;
+  if (num_tiles > 0) {
+    load_q<T, D>(p, t, sq);
+    load_kv<T, D>(p, t, gk, sk, tile_begin);
+    cp_async_commit();
+    load_kv<T, D>(p, t, gv, sv, tile_begin);
+    cp_async_commit();
+  }
+  const std::uint32_t q_base = smem_addr(sq) + ((warp * kWarpM + (lane & 15)) * D) * 2;
+  for (int it = 0; it < num_tiles; ++it) {
+    const int tile = tile_begin + it;
+    const int stage = it & 1;
+    cp_async_wait<1>();  // K[it] (and Q) landed
+    __syncthreads();     // ... for every thread; and all are done with K[it - 1]
+    if (it + 1 < num_tiles) load_kv<T, D>(p, t, gk, sk + (stage ^ 1) * kBlockN * D, tile + 1);
+    cp_async_commit();
+
+    // S = Q K^T for this warp's 32 rows x 64 keys.
+    float s[kMTiles][kNTiles][4];
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mi][nt][e] = 0.0f;
+      }
+    }
+    const std::uint32_t k_base =
+        smem_addr(sk + stage * kBlockN * D) + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      std::uint32_t qa[kMTiles][4];
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+        ldmatrix_x4(qa[mi], q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4));
+      }
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        std::uint32_t kb[4];
+        ldmatrix_x4(kb, k_base + np * 16 * D * 2 + (((2 * kk + ((lane >> 3) & 1)) ^ sw) << 4));
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+          Mma<T>::run(s[mi][2 * np], qa[mi], kb[0], kb[1]);
+          Mma<T>::run(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+        }
+      }
+    }
+
+    // Scale into base-2 units, mask keys past each row's position on diagonal tiles.
+    const int t0 = tile * kBlockN;
+    const bool diagonal = t0 + kBlockN - 1 > warp_pos_lo;
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float v = s[mi][nt][e] * p.scale_log2;
+          if (diagonal && t0 + nt * 8 + (lane & 3) * 2 + (e & 1) > pos[mi][e >> 1]) v = -INFINITY;
+          s[mi][nt][e] = v;
+        }
+      }
+    }
+
+    // Online softmax: each row's 64 scores sit in the 4 lanes of a quad.
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = m[mi][r];
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float base = mx == -INFINITY ? 0.0f : mx;  // a row with no key yet stays at 0
+        const float alpha = fast_exp2(m[mi][r] - base);
+        m[mi][r] = mx;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          s[mi][nt][2 * r] = fast_exp2(s[mi][nt][2 * r] - base);
+          s[mi][nt][2 * r + 1] = fast_exp2(s[mi][nt][2 * r + 1] - base);
+          sum += s[mi][nt][2 * r] + s[mi][nt][2 * r + 1];
+        }
+        l[mi][r] = l[mi][r] * alpha + sum;
+#pragma unroll
+        for (int dn = 0; dn < kDTiles; ++dn) {
+          o[mi][dn][2 * r] *= alpha;
+          o[mi][dn][2 * r + 1] *= alpha;
+        }
+      }
+    }
+
+    cp_async_wait<1>();  // V[it] landed
+    __syncthreads();     // ... for every thread; and all are done with V[it - 1]
+    if (it + 1 < num_tiles) load_kv<T, D>(p, t, gv, sv + (stage ^ 1) * kBlockN * D, tile + 1);
+    cp_async_commit();
+
+    // O += P V: the S accumulators, rounded to T, are the A fragments of P.
+    const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      std::uint32_t pa[kMTiles][4];
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+        pa[mi][0] = Mma<T>::pack(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+        pa[mi][1] = Mma<T>::pack(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+        pa[mi][2] = Mma<T>::pack(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+        pa[mi][3] = Mma<T>::pack(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int np = 0; np < kDTiles / 2; ++np) {
+        std::uint32_t vb[4];
+        ldmatrix_x4_trans(vb, v_base + kk * 16 * D * 2 + (((2 * np + (lane >> 4)) ^ sw) << 4));
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+          Mma<T>::run(o[mi][2 * np], pa[mi], vb[0], vb[1]);
+          Mma<T>::run(o[mi][2 * np + 1], pa[mi], vb[2], vb[3]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 1);
+      l[mi][r] += __shfl_xor_sync(0xffffffffu, l[mi][r], 2);
+    }
+  }
+  const int rows = t.n * p.group;
+  if (p.splits == 1) {
+    // Stage the warp's rows in its own part of the Q tile, then store 16 bytes per lane.
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+        const float inv = 1.0f / l[mi][r];  // l >= 1: key 0 is in every row's range
+#pragma unroll
+        for (int dn = 0; dn < kDTiles; ++dn) {
+          *reinterpret_cast<std::uint32_t*>(sq + swizzle<D>(row, dn) + (lane & 3) * 2) =
+              Mma<T>::pack(o[mi][dn][2 * r] * inv, o[mi][dn][2 * r + 1] * inv);
+        }
+      }
+    }
+    __syncwarp();
+    constexpr int kChunks = D / 8;
+    T* const out = static_cast<T*>(a.out);
+#pragma unroll
+    for (int i = lane; i < kWarpM * kChunks; i += 32) {
+      const int row = warp * kWarpM + i / kChunks, chunk = i % kChunks;
+      const int packed = t.row0 + row;
+      if (packed < rows) {
+        const int j = packed / p.group, h = packed - j * p.group;
+        T* dst = out + (std::int64_t(t.q0 + j) * a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sq + swizzle<D>(row, chunk));
+      }
+    }
+  } else {
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+        if (packed >= rows) continue;
+        const int j = packed / p.group, h = packed - j * p.group;
+        const std::int64_t row_id =
+            std::int64_t(t.q0 + j) * a.num_q_heads + t.kv_head * p.group + h;
+        const std::int64_t part = std::int64_t(t.split) * p.rows + row_id;
+        const bool any = l[mi][r] > 0.0f;  // no key of this split at or before the row
+        const float inv = any ? 1.0f / l[mi][r] : 0.0f;
+        float* dst = p.part_o + part * D + (lane & 3) * 2;
+#pragma unroll
+        for (int dn = 0; dn < kDTiles; ++dn) {
+          *reinterpret_cast<float2*>(dst + dn * 8) = make_float2(o[mi][dn][2 * r] * inv, o[mi][dn][2 * r + 1] * inv);
+        }
+        if ((lane & 3) == 0) p.part_lse[part] = any ? m[mi][r] + __log2f(l[mi][r]) : -INFINITY;
+      }
+    }
+  }
+}
+
+// One warp per (q token, q head) row: weights the splits' partials by their log-sum-exps.
+template <typename T, int D>
+__global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
+  constexpr int kPer = D / 32;
+  const std::int64_t row = std::int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
+  if (row >= p.rows) return;
+  const int lane = threadIdx.x % 32;
+  const float lse = lane < p.splits ? p.part_lse[std::int64_t(lane) * p.rows + row] : -INFINITY;
+  float mx = lse;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  // Split 0 holds key 0, which every row sees: mx is finite.
+  const float w = fast_exp2(lse - mx);
+  float sum = w;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  float acc[kPer] = {};
+  for (int s = 0; s < p.splits; ++s) {
+    const float ws = __shfl_sync(0xffffffffu, w, s);
+    if (ws == 0.0f) continue;  // an empty split's partial is zero; an underflowed one adds nothing
+    const float* src = p.part_o + (std::int64_t(s) * p.rows + row) * D + lane * kPer;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) acc[i] = fmaf(ws, src[i], acc[i]);
+  }
+  T* dst = static_cast<T*>(p.a.out) + row * D + lane * kPer;
+  const float inv = 1.0f / sum;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) dst[i] = Mma<T>::from_float(acc[i] * inv);
+}
+
+// Raises the kernel's dynamic shared-memory limit once per device.
+template <typename T, int D>
+Status allow_smem() {
+  static std::atomic<std::uint64_t> done{0};
+  int device = 0;
+  TIERKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  const std::uint64_t bit = device < 64 ? (std::uint64_t{1} << device) : 0;
+  if (bit != 0 && (done.load(std::memory_order_relaxed) & bit) != 0) return Status::Ok();
+  TIERKV_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      prefill_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<D>()));
+  done.fetch_or(bit, std::memory_order_relaxed);  // a repeat of the idempotent call is harmless
+  return Status::Ok();
+}
+
+template <typename T, int D>
+Status launch(const Params& p, cudaStream_t stream) {
+  TIERKV_RETURN_IF_ERROR((allow_smem<T, D>()));
+  const dim3 grid(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
+                  static_cast<unsigned>(p.m_blocks));
+  prefill_kernel<T, D><<<grid, kThreads, smem_bytes<D>(), stream>>>(p);
+  TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+  if (p.splits > 1) {
+    const auto blocks = static_cast<unsigned>((p.rows + 3) / 4);
+    prefill_merge_kernel<T, D><<<blocks, 128, 0, stream>>>(p);
+    TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+Status dispatch_head_dim(const Params& p, cudaStream_t stream) {
+  switch (p.a.kv.head_dim) {
+    case 64:
+      return launch<T, 64>(p, stream);
+    case 128:
+      return launch<T, 128>(p, stream);
+    default:
+      return unimplemented("prefill attention: head_dim " + std::to_string(p.a.kv.head_dim) +
+                           " (64, 128 supported)");
+  }
+}
+
+}  // namespace
+
+Status launch_prefill_attention(const PrefillAttentionArgs& args, int /*sm_count*/,
+                                cudaStream_t stream) {
+  Params p;
+  p.a = args;
+  p.group = args.num_q_heads / args.kv.num_kv_heads;
+  if (!prefill_group_supported(p.group)) {
+    return unimplemented("prefill attention: GQA group " + std::to_string(p.group) + " (1..8 supported)");
+  }
+  p.scale_log2 = args.sm_scale * kLog2e;
+  // The plan records the grid: m_blocks x batch x kv_heads x splits CTAs.
+  const std::int64_t m_blocks = (std::int64_t{args.plan.max_q_tokens} * p.group + kBlockM - 1) / kBlockM;
+  const std::int64_t base = m_blocks * args.kv.batch * args.kv.num_kv_heads;
+  if (m_blocks < 1 || m_blocks > 65535 || args.plan.work_items < base || args.plan.work_items % base != 0 ||
+      args.plan.work_items / base > kMaxSplits) {
+    return invalid_argument("prefill attention: the plan's work items (" + std::to_string(args.plan.work_items) +
+                            ") do not match this kernel's tiling; make the plan with plan_prefill_attention");
+  }
+  p.m_blocks = static_cast<int>(m_blocks);
+  p.splits = static_cast<int>(args.plan.work_items / base);
+  p.rows = std::int64_t{args.plan.total_q_tokens} * args.num_q_heads;
+  const int pt = args.kv.page_tokens;
+  p.page_shift = (pt & (pt - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(pt)) : -1;
+  if (p.splits > 1) {
+    const std::size_t o_bytes =
+        (std::size_t(p.splits) * p.rows * args.kv.head_dim * sizeof(float) + 255) / 256 * 256;
+    const std::size_t need = o_bytes + std::size_t(p.splits) * p.rows * sizeof(float);
+    if (args.workspace == nullptr || args.plan.workspace_bytes < need) {
+      return invalid_argument("prefill attention: " + std::to_string(p.splits) + " KV splits need " +
+                              std::to_string(need) + " bytes of workspace");
+    }
+    p.part_o = static_cast<float*>(args.workspace);
+    p.part_lse = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + o_bytes);
+  }
+  switch (args.kv.dtype) {
+    case DType::kBF16:
+      return dispatch_head_dim<__nv_bfloat16>(p, stream);
+    case DType::kF16:
+      return dispatch_head_dim<__half>(p, stream);
+    default:
+      return unimplemented("prefill attention: dtype " + std::string(dtype_name(args.kv.dtype)) +
+                           " (bf16, f16 supported)");
+  }
+}
+
+}  // namespace tierkv::cuda

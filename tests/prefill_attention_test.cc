@@ -1,0 +1,414 @@
+// Prefill attention on every backend against the CPU reference (fp32) and an fp64 reference, on
+// fresh random inputs, with poisoned outputs and NaN checks. Errors are measured per sequence, so
+// a wrong page in one long sequence is not averaged away by the rest of the batch.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends.h"
+#include "synth/paged_batch.h"
+#include "tierkv/prefill.h"
+
+namespace tierkv {
+namespace {
+
+using synth::HostBatch;
+using synth::PagedBatch;
+using synth::PagedBatchSpec;
+using test::BackendTest;
+
+// Against a reference rounded to the storage type. The kernels round the softmax weights to the
+// storage type before P V (as FlashAttention does) and sum in another order, so a few rounding
+// steps of the output type separate them.
+struct Tolerance {
+  double rel_l2;       // ||out - ref|| / ||ref|| over one sequence's rows
+  double max_abs_rel;  // max |out - ref| / max |ref| over one sequence's rows
+};
+Tolerance tolerance_for(DType t) {
+  return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512};
+}
+
+struct Comparison {
+  double rel_l2 = 0, max_abs_rel = 0;
+  std::size_t non_finite = 0;
+};
+
+// Compares elements [first, last) of two outputs.
+Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
+                   DType t, std::size_t first, std::size_t last) {
+  double diff2 = 0, ref2 = 0, max_diff = 0, max_ref = 0;
+  Comparison c;
+  for (std::size_t i = first; i < last; ++i) {
+    const double g = load_as_float(got.data(), i, t);
+    const double r = load_as_float(ref.data(), i, t);
+    if (!std::isfinite(g)) ++c.non_finite;
+    diff2 += (g - r) * (g - r);
+    ref2 += r * r;
+    max_diff = std::max(max_diff, std::abs(g - r));
+    max_ref = std::max(max_ref, std::abs(r));
+  }
+  c.rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
+  c.max_abs_rel = max_diff / std::max(max_ref, 1e-30);
+  return c;
+}
+
+// Checks every sequence of the batch separately.
+void expect_close(const HostBatch& host, const std::vector<std::uint8_t>& got,
+                  const std::vector<std::uint8_t>& ref, std::int32_t num_q_heads,
+                  const std::string& what) {
+  const DType t = host.layer.dtype;
+  const Tolerance tol = tolerance_for(t);
+  const std::size_t row = std::size_t(num_q_heads) * host.layer.head_dim;
+  for (std::size_t b = 0; b + 1 < host.q_offsets.size(); ++b) {
+    const Comparison c = compare(got, ref, t, host.q_offsets[b] * row, host.q_offsets[b + 1] * row);
+    const std::string seq = what + ", sequence " + std::to_string(b) + " (" +
+                            std::to_string(host.q_offsets[b + 1] - host.q_offsets[b]) + " new of " +
+                            std::to_string(host.seq_lens[b]) + ")";
+    EXPECT_EQ(c.non_finite, 0u) << seq << ": NaN/inf in the output (unwritten or broken)";
+    EXPECT_LE(c.rel_l2, tol.rel_l2) << seq;
+    EXPECT_LE(c.max_abs_rel, tol.max_abs_rel) << seq;
+  }
+}
+
+struct Case {
+  DType dtype = DType::kBF16;
+  std::int32_t head_dim = 128;
+  std::int32_t num_kv_heads = 2;
+  std::int32_t group = 4;
+  std::int32_t page_tokens = 16;
+  KvLayout layout = KvLayout::kNHD;
+};
+
+std::string case_name(const Case& c) {
+  return std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
+         std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
+         (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+}
+
+// A sequence of the batch: `chunk` new tokens after `prefix` cached ones.
+struct Seq {
+  std::int32_t chunk, prefix;
+};
+
+std::vector<Seq> full_grid() {
+  std::vector<Seq> seqs;
+  for (std::int32_t chunk : {1, 15, 17, 64, 257}) {
+    for (std::int32_t prefix : {0, 1, 63, 1000})
+      seqs.push_back({chunk, prefix});
+  }
+  return seqs;
+}
+
+// One of the four prefixes for each chunk length, rotated by `shift`: across shifts every pair of
+// the full grid appears.
+std::vector<Seq> rotated_grid(int shift) {
+  const std::int32_t chunks[] = {1, 15, 17, 64, 257};
+  const std::int32_t prefixes[] = {0, 1, 63, 1000};
+  std::vector<Seq> seqs;
+  for (int i = 0; i < 5; ++i)
+    seqs.push_back({chunks[i], prefixes[(i + shift) % 4]});
+  return seqs;
+}
+
+// How the view seen by the kernel differs from the packed batch that holds the data.
+enum class View {
+  kPacked,
+  kHeadSubset,  // the batch has twice the KV heads; the view uses every other one from head 1,
+                // so token (NHD) or page (HND) strides exceed the packed ones and K/V are offset
+};
+
+class PrefillAttention : public BackendTest {
+ protected:
+  // Runs one prefill on the backend and checks it against both references. With
+  // `plan_device`, the plan is made for that device instead (to force or forbid KV splits).
+  // Returns the output (empty after a failed assertion).
+  std::vector<std::uint8_t> run_and_check(const Case& c, const std::vector<Seq>& seqs,
+                                          std::uint64_t seed,
+                                          const DeviceInfo* plan_device = nullptr,
+                                          View view = View::kPacked) {
+    const bool subset = view == View::kHeadSubset;
+    PagedBatchSpec spec;
+    for (const Seq& s : seqs) {
+      spec.seq_lens.push_back(s.prefix + s.chunk);
+      spec.q_lens.push_back(s.chunk);
+    }
+    spec.num_kv_heads = subset ? 2 * c.num_kv_heads : c.num_kv_heads;
+    spec.num_q_heads = c.num_kv_heads * c.group;
+    spec.head_dim = c.head_dim;
+    spec.page_tokens = c.page_tokens;
+    spec.dtype = c.dtype;
+    spec.layout = c.layout;
+    spec.spare_pages = 3;
+    spec.seed = seed;
+    std::vector<std::uint8_t> out;
+    run_and_check_impl(c, spec, plan_device, subset, out);
+    return out;
+  }
+
+ private:
+  static PagedKvLayer subset_view(PagedKvLayer l) {
+    const std::int64_t off = l.strides.head * std::int64_t(dtype_size(l.dtype));
+    l.k = static_cast<const char*>(l.k) + off;
+    l.v = static_cast<const char*>(l.v) + off;
+    l.strides.head *= 2;
+    l.num_kv_heads /= 2;
+    return l;
+  }
+
+  void run_and_check_impl(const Case& c, const PagedBatchSpec& spec, const DeviceInfo* plan_device,
+                          bool subset, std::vector<std::uint8_t>& out) {
+    ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+    const PagedKvLayer layer = subset ? subset_view(batch.layer()) : batch.layer();
+    ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
+                         plan_prefill_attention(plan_device ? *plan_device : backend().info(),
+                                                layer, spec.num_q_heads, spec.q_lens, spec.seq_lens));
+    Buffer workspace;
+    if (plan.workspace_bytes > 0) {
+      ASSERT_OK_AND_ASSIGN(workspace, backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+    }
+    PrefillAttentionArgs args = batch.prefill_args(plan, workspace.data());
+    args.kv = layer;
+    ASSERT_OK(backend().prefill_attention(args, stream()));
+    HostBatch host;
+    ASSERT_OK(batch.download(stream(), host));
+    if (subset) host.layer = subset_view(host.layer);
+
+    std::vector<std::uint8_t> ref32(host.out.size()), ref64(host.out.size());
+    prefill_attention_reference(host.prefill_args(spec.num_q_heads, ref32.data()));
+    prefill_attention_reference_f64(host.prefill_args(spec.num_q_heads, ref64.data()));
+    const std::string what = case_name(c) + (subset ? " head-subset view" : "") + " work_items=" +
+                             std::to_string(plan.work_items) + " workspace=" +
+                             std::to_string(plan.workspace_bytes);
+    expect_close(host, host.out, ref32, spec.num_q_heads, what + " vs fp32 reference");
+    expect_close(host, host.out, ref64, spec.num_q_heads, what + " vs fp64 reference");
+    expect_close(host, ref32, ref64, spec.num_q_heads, what + " fp32 reference vs fp64");
+    out = std::move(host.out);
+  }
+};
+
+// Every dtype x head dim x group x page size; each shape gets every chunk length, with the
+// prefixes rotated across shapes so that every (chunk, prefix) pair meets every dimension.
+TEST_P(PrefillAttention, EveryShapeOverChunksAndPrefixes) {
+  std::mt19937_64 seeds(std::random_device{}());
+  int shift = 0;
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (std::int32_t d : {64, 128}) {
+      for (std::int32_t g : {1, 3, 4, 8}) {
+        for (std::int32_t p : {16, 32, 64}) {
+          const Case c{t, d, 2, g, p, KvLayout::kNHD};
+          SCOPED_TRACE(case_name(c));
+          run_and_check(c, rotated_grid(shift++), seeds());
+        }
+      }
+    }
+  }
+}
+
+// The full grid of chunk lengths x prefixes in one ragged batch, at Llama's head shape, in both
+// layouts; on a device the plan splits the KV of this small grid, so the narrow plan (no splits)
+// runs the other path. The same inputs give the same bits twice.
+TEST_P(PrefillAttention, FullGridOfChunksAndPrefixes) {
+  std::mt19937_64 seeds(std::random_device{}());
+  DeviceInfo narrow = backend().info();
+  narrow.compute_units = 1;
+  for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
+    const Case c{DType::kBF16, 128, 2, 4, 16, layout};
+    SCOPED_TRACE(case_name(c));
+    const std::uint64_t seed = seeds();
+    const std::vector<std::uint8_t> first = run_and_check(c, full_grid(), seed);
+    const std::vector<std::uint8_t> again = run_and_check(c, full_grid(), seed);
+    EXPECT_TRUE(first == again) << "two runs on the same inputs differ: a race";
+    run_and_check(c, full_grid(), seeds(), &narrow);
+  }
+  run_and_check(Case{DType::kF16, 64, 2, 3, 32, KvLayout::kHND}, full_grid(), seeds());
+}
+
+TEST_P(PrefillAttention, StridedViewsOfBothLayouts) {
+  std::mt19937_64 seeds(std::random_device{}());
+  for (KvLayout layout : {KvLayout::kNHD, KvLayout::kHND}) {
+    for (DType t : {DType::kBF16, DType::kF16}) {
+      const Case c{t, 128, 2, 4, 16, layout};
+      SCOPED_TRACE(case_name(c));
+      run_and_check(c, rotated_grid(1), seeds(), nullptr, View::kHeadSubset);
+    }
+  }
+}
+
+// Page sizes the kernel has no fast path for (not powers of two), and pages longer than a tile.
+TEST_P(PrefillAttention, OddAndLargePageSizes) {
+  std::mt19937_64 seeds(std::random_device{}());
+  for (std::int32_t p : {1, 5, 24, 128}) {
+    const Case c{DType::kBF16, 64, 2, 4, p, KvLayout::kNHD};
+    SCOPED_TRACE(case_name(c));
+    run_and_check(c, rotated_grid(p), seeds());
+  }
+}
+
+TEST_P(PrefillAttention, RaggedBatchesWithScatteredPages) {
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<std::int32_t> chunk(1, 300), prefix(0, 2000);
+  DeviceInfo wide = backend().info();
+  wide.compute_units = 4096;  // on a device: as many KV splits as the plan allows
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Seq> seqs(static_cast<std::size_t>(3 + round * 4));
+    for (Seq& s : seqs)
+      s = {chunk(rng), round == 0 ? 0 : prefix(rng)};
+    const Case c{round == 1 ? DType::kF16 : DType::kBF16, 128, 2, round == 2 ? 8 : 4, 16,
+                 KvLayout::kNHD};
+    SCOPED_TRACE(case_name(c) + " round " + std::to_string(round));
+    run_and_check(c, seqs, rng());
+    run_and_check(c, seqs, rng(), &wide);
+  }
+}
+
+// One new token with no prefix attends to itself alone: its output is its V row, exactly.
+TEST_P(PrefillAttention, FirstTokenReturnsItsValueExactly) {
+  PagedBatchSpec spec;
+  spec.seq_lens = {1, 1};
+  spec.q_lens = {1, 1};
+  spec.seed = 9;
+  ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
+                       plan_prefill_attention(backend().info(), batch.layer(), 32, spec.q_lens,
+                                              spec.seq_lens));
+  ASSERT_OK(backend().prefill_attention(batch.prefill_args(plan, nullptr), stream()));
+  HostBatch host;
+  ASSERT_OK(batch.download(stream(), host));
+  const PagedKvLayer& kv = host.layer;
+  for (std::int32_t b = 0; b < 2; ++b) {
+    const std::int32_t page = host.block_table[std::size_t(b) * kv.block_table_stride];
+    for (std::int32_t h = 0; h < 32; ++h) {
+      for (std::int32_t d = 0; d < 128; ++d) {
+        const float v = load_as_float(host.v.data(), kv.offset(page, 0, h / 4) + d, kv.dtype);
+        ASSERT_EQ(load_as_float(host.out.data(), (std::size_t(b) * 32 + h) * 128 + d, kv.dtype), v)
+            << b << " " << h << " " << d;
+      }
+    }
+  }
+}
+
+TEST_P(PrefillAttention, RejectsBadArguments) {
+  PagedBatchSpec spec;
+  spec.seq_lens = {10, 20};
+  spec.q_lens = {4, 20};
+  ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+  const PagedKvLayer layer = batch.layer();
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
+                       plan_prefill_attention(backend().info(), layer, 32, spec.q_lens, spec.seq_lens));
+  const PrefillAttentionArgs good = batch.prefill_args(plan, nullptr);
+  const auto code = [&](const PrefillAttentionArgs& a) {
+    return backend().prefill_attention(a, stream()).code();
+  };
+
+  PrefillAttentionArgs misaligned = good;
+  misaligned.q = static_cast<const char*>(good.q) + 2;
+  EXPECT_EQ(code(misaligned), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs misaligned_out = good;
+  misaligned_out.out = static_cast<char*>(good.out) + 8;
+  EXPECT_EQ(code(misaligned_out), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs no_offsets = good;
+  no_offsets.q_offsets = nullptr;
+  EXPECT_EQ(code(no_offsets), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs wrong_heads = good;
+  wrong_heads.num_q_heads = 30;
+  EXPECT_EQ(code(wrong_heads), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs wrong_plan = good;
+  wrong_plan.plan.batch = 3;
+  EXPECT_EQ(code(wrong_plan), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs no_scale = good;
+  no_scale.sm_scale = NAN;
+  EXPECT_EQ(code(no_scale), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs no_workspace = good;
+  no_workspace.plan.workspace_bytes = 1024;
+  EXPECT_EQ(code(no_workspace), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs bad_stride = good;
+  bad_stride.kv.strides.token = 4;  // tokens overlap heads
+  EXPECT_EQ(code(bad_stride), StatusCode::kInvalidArgument);
+  if (GetParam() == BackendKind::kCuda) {
+    // The CUDA kernel reads its grid from the plan; a plan for another tiling is refused.
+    PrefillAttentionArgs foreign_plan = good;
+    foreign_plan.plan.work_items += 1;
+    EXPECT_EQ(code(foreign_plan), StatusCode::kInvalidArgument);
+  }
+
+  const auto plan_code = [&](const PagedKvLayer& kv, std::int32_t heads, std::vector<std::int32_t> q_lens,
+                             std::vector<std::int32_t> seq_lens) {
+    return plan_prefill_attention(backend().info(), kv, heads, q_lens, seq_lens).status().code();
+  };
+  EXPECT_EQ(plan_code(layer, 32, {0, 20}, {10, 20}), StatusCode::kInvalidArgument);   // no new token
+  EXPECT_EQ(plan_code(layer, 32, {11, 20}, {10, 20}), StatusCode::kInvalidArgument);  // more than L
+  EXPECT_EQ(plan_code(layer, 32, {4}, {10}), StatusCode::kInvalidArgument);           // batch mismatch
+  EXPECT_EQ(plan_code(layer, 32, {4, 20}, {10, 100000}), StatusCode::kInvalidArgument);  // table row
+  EXPECT_EQ(plan_code(layer, 30, {4, 20}, {10, 20}), StatusCode::kInvalidArgument);  // 30 % 8 != 0
+  EXPECT_EQ(plan_code(layer, 8 * 16, {4, 20}, {10, 20}), StatusCode::kUnimplemented);  // group 16
+  PagedKvLayer odd_dim = layer;
+  odd_dim.head_dim = 96;
+  EXPECT_EQ(plan_code(odd_dim, 32, {4, 20}, {10, 20}), StatusCode::kUnimplemented);
+  ASSERT_OK(stream().synchronize());
+}
+
+TIERKV_INSTANTIATE_BACKENDS(PrefillAttention);
+
+PagedKvLayer llama_layer(std::int32_t batch) {
+  PagedKvLayer kv;
+  kv.batch = batch;
+  kv.num_kv_heads = 8;
+  kv.head_dim = 128;
+  kv.page_tokens = 16;
+  kv.block_table_stride = 4096;
+  return kv;
+}
+
+TEST(PrefillPlan, SplitsTheKvOnlyWhenTheTilesLeaveTheDeviceIdle) {
+  DeviceInfo h100;
+  h100.backend = BackendKind::kCuda;
+  h100.compute_units = 132;
+  const PagedKvLayer kv = llama_layer(1);
+  // 256 new tokens x 4 heads = 8 tiles of 128 rows per KV head: 64 CTAs, a quarter of 2 per SM.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan small,
+                       plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{256},
+                                              std::vector<std::int32_t>{16384 + 256}));
+  EXPECT_EQ(small.work_items, 64 * 4);
+  EXPECT_EQ(small.workspace_bytes, (std::size_t(4) * 256 * 32 * 128 * 4 + 255) / 256 * 256 +
+                                       std::size_t(4) * 256 * 32 * 4);
+  // With no prefix there are too few KV tiles to split.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan no_prefix,
+                       plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{256},
+                                              std::vector<std::int32_t>{256}));
+  EXPECT_EQ(no_prefix.work_items, 64);
+  EXPECT_EQ(no_prefix.workspace_bytes, 0u);
+  // 2048 new tokens: 512 CTAs, two waves: no split.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan big,
+                       plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{2048},
+                                              std::vector<std::int32_t>{16384 + 2048}));
+  EXPECT_EQ(big.work_items, 512);
+  EXPECT_EQ(big.workspace_bytes, 0u);
+  EXPECT_EQ(big.total_q_tokens, 2048);
+  EXPECT_EQ(big.max_seq_len, 16384 + 2048);
+
+  DeviceInfo cpu;  // the CPU backend never splits
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan on_cpu,
+                       plan_prefill_attention(cpu, kv, 32, std::vector<std::int32_t>{256},
+                                              std::vector<std::int32_t>{16384 + 256}));
+  EXPECT_EQ(on_cpu.work_items, 64);
+  EXPECT_EQ(on_cpu.workspace_bytes, 0u);
+}
+
+TEST(PrefillPlan, RaggedBatchesCoverTheLongestChunkForEverySequence) {
+  DeviceInfo cpu;
+  const PagedKvLayer kv = llama_layer(3);
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
+                       plan_prefill_attention(cpu, kv, 32, std::vector<std::int32_t>{1, 100, 33},
+                                              std::vector<std::int32_t>{1, 5000, 33}));
+  EXPECT_EQ(plan.total_q_tokens, 134);
+  EXPECT_EQ(plan.max_q_tokens, 100);
+  EXPECT_EQ(plan.work_items, 4 * 3 * 8);  // ceil(100 * 4 / 128) tiles x 3 sequences x 8 heads
+}
+
+}  // namespace
+}  // namespace tierkv
