@@ -95,9 +95,9 @@ class SafetensorsSet {
   // Opens the checkpoint in `dir`. With "model.safetensors.index.json" there, opens the files its
   // "weight_map" names (other .safetensors files in the directory are ignored) and checks that
   // each tensor it lists is in the file it names (DataLoss otherwise); tensors of those files that
-  // it does not list are found all the same. Without the index, opens
-  // every "*.safetensors" file in `dir`. Either way a tensor name held by two files is DataLoss,
-  // and a directory with no .safetensors file is NotFound.
+  // it does not list are found all the same. Without the index, opens every "*.safetensors" file
+  // in `dir`. Either way a tensor name held by two files is DataLoss, and a directory with no
+  // .safetensors file is NotFound.
   static Result<SafetensorsSet> open_dir(const std::string& dir);
 
   // As SafetensorsFile::tensor, over all files.
