@@ -12,7 +12,7 @@ mkdir -p "$out"
 bin=.gpu-bin
 if [[ ! -x $bin/tierkv-bench ]]; then
   scripts/build.sh >/dev/null || { echo "gpu-suite: no .gpu-bin and the build failed" >&2; exit 1; }
-  bin=build/bin-staged && mkdir -p $bin && cp build/tests/*_test build/tools/tierkv-bench/tierkv-bench $bin/
+  bin=build/bin-staged && mkdir -p $bin && cp build/tests/tierkv_all_tests build/tools/*/tierkv-*bench $bin/
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.max,pcie.link.width.max --format=csv \
   >"$out/gpu.txt" 2>&1
@@ -24,7 +24,7 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   # Full logs in gpu-tests.log, a summary in gpu-tests.txt (and on stdout).
   : >"$out/gpu-tests.txt"
   : >"$out/gpu-tests.log"
-  for t in "$bin"/*_test; do
+  for t in "$bin"/*_tests; do
     log=$(mktemp)
     timeout "${TEST_TIMEOUT:-300}" stdbuf -oL "$t" --gtest_brief=1 >"$log" 2>&1
     rc=$?

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
 rm -rf .gpu-bin && mkdir -p .gpu-bin
-cp build/tests/*_test build/tools/tierkv-bench/tierkv-bench build/tools/tierkv-transfer-bench/tierkv-transfer-bench build/tools/tierkv-model-bench/tierkv-model-bench .gpu-bin/
+cp build/tests/tierkv_all_tests build/tools/tierkv-bench/tierkv-bench build/tools/tierkv-transfer-bench/tierkv-transfer-bench build/tools/tierkv-model-bench/tierkv-model-bench .gpu-bin/
 strip --strip-unneeded .gpu-bin/*
 du -sh .gpu-bin

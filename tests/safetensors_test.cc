@@ -47,8 +47,10 @@ class TempDir {
   fs::path path_;
 };
 
+// Replaces `path` with a new file (not truncated in place: ext4 flushes those to disk on close).
 void write_bytes(const std::string& path, std::string_view bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  fs::remove(path);
+  std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
@@ -562,6 +564,14 @@ TEST_F(SafetensorsTest, SetIndexMustAgreeWithTheShards) {
   write_bytes(index, R"({"weight_map":{}})");
   expect_error(SafetensorsSet::open_dir(dir_.str()).status(), StatusCode::kNotFound,
                "lists no tensors");
+}
+
+TEST_F(SafetensorsTest, SetNamesAShardItCannotOpen) {
+  const Tensors t = some_tensors(rng_);
+  write_shards(dir_, t, 2);
+  const std::string dangling = dir_.file("model-00003-of-00003.safetensors");
+  fs::create_symlink(dir_.file("blob-not-downloaded"), dangling);
+  expect_error(SafetensorsSet::open_dir(dir_.str()).status(), StatusCode::kIoError, dangling);
 }
 
 TEST_F(SafetensorsTest, SetOfAnEmptyOrMissingDirectoryFails) {

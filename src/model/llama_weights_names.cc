@@ -16,6 +16,26 @@ std::int64_t kv_width(const ModelSpec& s) {
   return static_cast<std::int64_t>(s.num_kv_heads) * s.head_dim;
 }
 
+// Shapes, [out_features, in_features] for projections.
+Dims norm_shape(const ModelSpec& s) {
+  return {s.hidden};
+}
+Dims q_shape(const ModelSpec& s) {
+  return {q_width(s), s.hidden};
+}
+Dims kv_shape(const ModelSpec& s) {
+  return {kv_width(s), s.hidden};
+}
+Dims o_shape(const ModelSpec& s) {
+  return {s.hidden, q_width(s)};
+}
+Dims gate_up_shape(const ModelSpec& s) {
+  return {s.intermediate, s.hidden};
+}
+Dims down_shape(const ModelSpec& s) {
+  return {s.hidden, s.intermediate};
+}
+
 // One tensor of a decoder layer: its name after "model.layers.{i}.", where its view goes, and its
 // shape.
 struct LayerSlot {
@@ -25,38 +45,15 @@ struct LayerSlot {
 };
 
 constexpr LayerSlot kLayerSlots[] = {
-    {"input_layernorm.weight", &LlamaLayerWeights::input_norm,
-     [](const ModelSpec& s) -> Dims { return {s.hidden}; }},
-    {"self_attn.q_proj.weight", &LlamaLayerWeights::q_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {q_width(s), s.hidden};
-     }},
-    {"self_attn.k_proj.weight", &LlamaLayerWeights::k_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {kv_width(s), s.hidden};
-     }},
-    {"self_attn.v_proj.weight", &LlamaLayerWeights::v_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {kv_width(s), s.hidden};
-     }},
-    {"self_attn.o_proj.weight", &LlamaLayerWeights::o_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {s.hidden, q_width(s)};
-     }},
-    {"post_attention_layernorm.weight", &LlamaLayerWeights::post_attn_norm,
-     [](const ModelSpec& s) -> Dims { return {s.hidden}; }},
-    {"mlp.gate_proj.weight", &LlamaLayerWeights::gate_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {s.intermediate, s.hidden};
-     }},
-    {"mlp.up_proj.weight", &LlamaLayerWeights::up_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {s.intermediate, s.hidden};
-     }},
-    {"mlp.down_proj.weight", &LlamaLayerWeights::down_proj,
-     [](const ModelSpec& s) -> Dims {
-       return {s.hidden, s.intermediate};
-     }},
+    {"input_layernorm.weight", &LlamaLayerWeights::input_norm, norm_shape},
+    {"self_attn.q_proj.weight", &LlamaLayerWeights::q_proj, q_shape},
+    {"self_attn.k_proj.weight", &LlamaLayerWeights::k_proj, kv_shape},
+    {"self_attn.v_proj.weight", &LlamaLayerWeights::v_proj, kv_shape},
+    {"self_attn.o_proj.weight", &LlamaLayerWeights::o_proj, o_shape},
+    {"post_attention_layernorm.weight", &LlamaLayerWeights::post_attn_norm, norm_shape},
+    {"mlp.gate_proj.weight", &LlamaLayerWeights::gate_proj, gate_up_shape},
+    {"mlp.up_proj.weight", &LlamaLayerWeights::up_proj, gate_up_shape},
+    {"mlp.down_proj.weight", &LlamaLayerWeights::down_proj, down_shape},
 };
 
 // Collects problem lines, keeping the first kMaxLines.
@@ -125,7 +122,7 @@ std::vector<LlamaTensorSpec> llama_tensor_specs(const ModelSpec& spec) {
       specs.push_back({prefix + std::string(slot.suffix), slot.shape(spec)});
     }
   }
-  specs.push_back({"model.norm.weight", {spec.hidden}});
+  specs.push_back({"model.norm.weight", norm_shape(spec)});
   specs.push_back({std::string(kLlamaLmHead), {spec.vocab, spec.hidden}});
   return specs;
 }

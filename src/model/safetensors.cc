@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <system_error>
@@ -74,6 +75,12 @@ std::string errno_text(int err) {
   return std::system_category().message(err);
 }
 
+// IoError "<action> <path>: <reason for errno>"; reads errno before anything can change it.
+Status sys_error(std::string_view action, const std::string& path) {
+  const int err = errno;
+  return io_error(std::string(action) + " " + path + ": " + errno_text(err));
+}
+
 // a * b, or nullopt when it does not fit in 64 bits.
 std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_t b) {
   if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return std::nullopt;
@@ -102,15 +109,14 @@ class Mapping {
  public:
   static Result<Mapping> map(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) return io_error("cannot open " + path + ": " + errno_text(errno));
+    if (fd.get() < 0) return sys_error("cannot open", path);
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0)
-      return io_error("cannot stat " + path + ": " + errno_text(errno));
+    if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat", path);
     if (!S_ISREG(st.st_mode)) return invalid_argument(path + " is not a regular file");
     if (st.st_size == 0) return data_loss(path + " is empty: not a safetensors file");
     const auto size = static_cast<std::size_t>(st.st_size);
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-    if (p == MAP_FAILED) return io_error("cannot map " + path + ": " + errno_text(errno));
+    if (p == MAP_FAILED) return sys_error("cannot map", path);
     return Mapping(static_cast<const std::byte*>(p), size);
   }
 
@@ -159,8 +165,9 @@ Result<json> parse_json_object(std::string_view text) {
   } catch (const json::exception& e) {
     return data_loss(std::string("not valid JSON: ") + e.what());
   }
-  if (duplicate.has_value())
+  if (duplicate.has_value()) {
     return data_loss("duplicate key " + in_quotes(*duplicate) + " in JSON");
+  }
   if (!j.is_object()) return data_loss("JSON is not an object");
   return j;
 }
@@ -190,9 +197,10 @@ Result<std::uint64_t> byte_count(std::span<const std::int64_t> shape, const Form
   for (std::int64_t d : shape) {
     if (bits) bits = checked_mul(*bits, static_cast<std::uint64_t>(d));
   }
-  if (!bits)
+  if (!bits) {
     return data_loss("shape " + format_shape(shape) + " of " + std::string(type.name) +
                      " overflows 64-bit sizes");
+  }
   if (*bits % 8 != 0) {
     return data_loss("shape " + format_shape(shape) + " of " + std::string(type.name) +
                      " does not fill whole bytes");
@@ -415,14 +423,14 @@ namespace {
 
 Result<std::string> read_small_file(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return io_error("cannot open " + path + ": " + errno_text(errno));
+  if (fd.get() < 0) return sys_error("cannot open", path);
   std::string text;
   char buf[1 << 16];
   for (;;) {
     const ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n == 0) return text;
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return io_error("cannot read " + path + ": " + errno_text(errno));
+    if (n < 0) return sys_error("cannot read", path);
     text.append(buf, static_cast<std::size_t>(n));
   }
 }
@@ -451,14 +459,25 @@ Result<std::map<std::string, std::string>> read_weight_map(const std::string& in
   return weight_map;
 }
 
-// Names of the regular files (or links to them) in `dir` ending in ".safetensors", sorted.
+// The files an index names, sorted, each once.
+Result<std::vector<std::string>> indexed_files(const std::map<std::string, std::string>& weight_map,
+                                               const std::string& index_path) {
+  std::vector<std::string> names;
+  for (const auto& [tensor, file] : weight_map)
+    names.push_back(file);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  if (names.empty()) return not_found(index_path + " lists no tensors");
+  return names;
+}
+
+// Names in `dir` ending in ".safetensors", sorted. One that cannot be opened (a dangling link of
+// an unfinished download) is kept, for open() to name it.
 Result<std::vector<std::string>> list_safetensors(const std::string& dir) {
   std::error_code ec;
   std::vector<std::string> names;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().extension() == ".safetensors" && it->is_regular_file(ec)) {
-      names.push_back(it->path().filename().string());
-    }
+    if (it->path().extension() == ".safetensors") names.push_back(it->path().filename().string());
   }
   if (ec) return io_error("cannot list " + dir + ": " + ec.message());
   if (names.empty()) return not_found("no .safetensors files in " + dir);
@@ -490,11 +509,7 @@ Result<SafetensorsSet> SafetensorsSet::open_dir(const std::string& dir) {
   std::vector<std::string> file_names;
   if (has_index) {
     TIERKV_ASSIGN_OR_RETURN(weight_map, read_weight_map(index_path));
-    for (const auto& [tensor, file] : weight_map)
-      file_names.push_back(file);
-    std::sort(file_names.begin(), file_names.end());
-    file_names.erase(std::unique(file_names.begin(), file_names.end()), file_names.end());
-    if (file_names.empty()) return not_found(index_path + " lists no tensors");
+    TIERKV_ASSIGN_OR_RETURN(file_names, indexed_files(weight_map, index_path));
   } else {
     TIERKV_ASSIGN_OR_RETURN(file_names, list_safetensors(dir));
   }
@@ -629,8 +644,7 @@ Status write_safetensors(const std::string& path, std::span<const TensorToWrite>
                          const std::map<std::string, std::string>& metadata) {
   TIERKV_RETURN_IF_ERROR(check_to_write(tensors));
   std::vector<std::size_t> order(tensors.size());
-  for (std::size_t i = 0; i < order.size(); ++i)
-    order[i] = i;
+  std::iota(order.begin(), order.end(), std::size_t{0});
   std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
     const std::size_t sa = dtype_size(tensors[a].dtype), sb = dtype_size(tensors[b].dtype);
     return sa != sb ? sa > sb : tensors[a].name < tensors[b].name;
@@ -639,8 +653,7 @@ Status write_safetensors(const std::string& path, std::span<const TensorToWrite>
 
   std::string tmp = path + ".XXXXXX";
   UniqueFd fd(::mkstemp(tmp.data()));
-  if (fd.get() < 0)
-    return io_error("cannot create a file next to " + path + ": " + errno_text(errno));
+  if (fd.get() < 0) return sys_error("cannot create a file next to", path);
   Status s = write_file(fd.get(), tensors, order, header);
   if (s.ok() && ::fchmod(fd.get(), 0644) != 0) s = io_error(errno_text(errno));
   if (fd.close() != 0 && s.ok()) s = io_error(errno_text(errno));

@@ -46,9 +46,10 @@ struct TensorView {
   std::string_view name;
   DType dtype = DType::kF32;
   std::span<const std::int64_t> shape;  // dims, row-major; empty for a scalar
-  // numel() * dtype_size(dtype) bytes of little-endian elements. Aligned to the element size when
-  // the file's header length is a multiple of 8 (as write_safetensors and the Hugging Face writer
-  // make it); read through memcpy when that is not known.
+  // numel() * dtype_size(dtype) bytes of little-endian elements. Aligned to the element size in
+  // files whose header length is a multiple of 8 and whose tensors are laid out largest element
+  // first, as write_safetensors and the Hugging Face writer make them; read through memcpy when
+  // that is not known.
   std::span<const std::byte> bytes;
 
   // Product of the dims: 1 for a scalar, 0 when a dim is 0.

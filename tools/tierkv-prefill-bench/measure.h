@@ -1,0 +1,44 @@
+// One prefill case measured: graph replays timed with device events, the output checked against
+// the CPU reference on sampled rows.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "options.h"
+#include "tierkv/backend.h"
+
+namespace tierkv::prefill_bench {
+
+struct Measurement {
+  std::int32_t chunk = 0, prefix = 0;
+  double flops = 0;          // 4 * n * (prefix + (n + 1) / 2) * q_heads * head_dim
+  double us = 0;             // median time of one call
+  double us_min = 0;
+  int sets = 0;              // input sets rotated through
+  int calls = 0;             // launches per replay
+  std::int32_t work_items = 0;
+  std::size_t workspace_bytes = 0;
+  double rel_l2_error = 0;   // sampled rows against the CPU reference
+  std::string error;         // why the output failed its check (the timing is kept)
+  double tflops() const { return flops / us / 1e6; }
+};
+
+double prefill_flops(const ModelSpec& model, std::int32_t chunk, std::int32_t prefix);
+
+Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Options& opts,
+                                    std::int32_t chunk, std::int32_t prefix);
+
+// One progress line per step on stderr.
+class Progress {
+ public:
+  Progress(bool quiet, int total) : quiet_(quiet), total_(total) {}
+  void step(const std::string& what);
+
+ private:
+  bool quiet_;
+  int total_;
+  int done_ = 0;
+};
+
+}  // namespace tierkv::prefill_bench

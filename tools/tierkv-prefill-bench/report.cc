@@ -1,0 +1,89 @@
+#include "report.h"
+
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace tierkv::prefill_bench {
+
+RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
+  RunInfo r;
+  r.card = device.name;
+  r.backend = std::string(backend_kind_name(backend));
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &utc);
+  r.date = buf;
+  return r;
+}
+
+std::string render_table(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms) {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "prefill attention, %s, %s: %d q heads, %d KV heads, head dim %d, %s, pages of %d (%s), batch 1\n"
+                "floor = FLOPs / %.0f TFLOP/s; median of %d graph replays, L2 defeated by rotating input sets\n\n",
+                run.card.c_str(), run.date.c_str(), opts.model.num_q_heads, opts.model.num_kv_heads,
+                opts.model.head_dim, std::string(dtype_name(opts.model.kv_dtype)).c_str(), opts.model.page_tokens,
+                opts.layout == KvLayout::kNHD ? "nhd" : "hnd", opts.peak_tflops, opts.reps);
+  out += line;
+  out += "  chunk  prefix      GFLOP      us  TFLOP/s  floor us  x floor  CTAs  sets  rel err\n";
+  for (const Measurement& m : ms) {
+    const double floor_us = m.flops / (opts.peak_tflops * 1e6);
+    std::snprintf(line, sizeof line, "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %5d %8.1e\n", m.chunk, m.prefix,
+                  m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us, m.work_items, m.sets, m.rel_l2_error);
+    out += line;
+    if (!m.error.empty()) out += "        ^ WRONG OUTPUT: " + m.error + "\n";
+  }
+  return out;
+}
+
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms) {
+  std::vector<std::string> lines;
+  for (const Measurement& m : ms) {
+    nlohmann::json j{{"bench", "prefill_attention"},
+                     {"impl", "tierkv"},
+                     {"card", run.card},
+                     {"date", run.date},
+                     {"backend", run.backend},
+                     {"model", opts.model.name},
+                     {"batch", 1},
+                     {"chunk_tokens", m.chunk},
+                     {"prefix_tokens", m.prefix},
+                     {"num_q_heads", opts.model.num_q_heads},
+                     {"num_kv_heads", opts.model.num_kv_heads},
+                     {"head_dim", opts.model.head_dim},
+                     {"dtype", std::string(dtype_name(opts.model.kv_dtype))},
+                     {"page_tokens", opts.model.page_tokens},
+                     {"layout", opts.layout == KvLayout::kNHD ? "nhd" : "hnd"},
+                     {"graph", true},
+                     {"work_items", m.work_items},
+                     {"workspace_bytes", m.workspace_bytes},
+                     {"sets", m.sets},
+                     {"calls", m.calls},
+                     {"flops", m.flops},
+                     {"us", m.us},
+                     {"us_min", m.us_min},
+                     {"tflops", m.tflops()},
+                     {"floor_us", m.flops / (opts.peak_tflops * 1e6)},
+                     {"rel_l2_error", m.rel_l2_error}};
+    if (!m.error.empty()) j["error"] = m.error;
+    lines.push_back(j.dump());
+  }
+  return lines;
+}
+
+Status write_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream f(path, std::ios::trunc);
+  if (!f) return invalid_argument("cannot open " + path + " for writing");
+  for (const std::string& l : lines)
+    f << l << '\n';
+  f.close();
+  if (!f) return internal_error("writing " + path + " failed");
+  return Status::Ok();
+}
+
+}  // namespace tierkv::prefill_bench

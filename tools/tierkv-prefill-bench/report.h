@@ -1,0 +1,23 @@
+// The run's table and its JSON Lines (schema: bench/peers/README.md, bench prefill_attention).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "measure.h"
+#include "options.h"
+
+namespace tierkv::prefill_bench {
+
+struct RunInfo {
+  std::string card;  // device name as the driver reports it
+  std::string date;  // UTC YYYY-MM-DD
+  std::string backend;
+};
+RunInfo make_run_info(const DeviceInfo& device, BackendKind backend);
+
+std::string render_table(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms);
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms);
+Status write_lines(const std::string& path, const std::vector<std::string>& lines);
+
+}  // namespace tierkv::prefill_bench
