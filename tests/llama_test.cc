@@ -5,11 +5,14 @@
 #include "engine/llama.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <random>
 
 #include "backends.h"
+#include "engine/llama_loader.h"
 #include "engine/rope.h"
 #include "tierkv/page_pool.h"
 
@@ -166,6 +169,32 @@ TEST_P(LlamaTest, BadRequestsAreErrors) {
   EXPECT_EQ(runner_->decode(batch, one, stream(), nullptr, nullptr).code(), StatusCode::kInvalidArgument);
   const std::vector<std::int32_t> two = {3, 4};
   EXPECT_EQ(runner_->decode(batch, two, stream(), nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(LlamaTest, SafetensorsCheckpointRunsLikeTheWeightsItWasWrittenFrom) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tierkv-llama-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  ASSERT_OK_AND_ASSIGN(LlamaWeights original, random_llama_weights(backend(), stream(), model_, 7));
+  ASSERT_OK(save_llama_weights(stream(), original, (dir / "model.safetensors").string()));
+  ASSERT_OK_AND_ASSIGN(SafetensorsSet ckpt, SafetensorsSet::open_dir(dir.string()));
+  ASSERT_OK_AND_ASSIGN(LlamaWeights loaded, load_llama_weights(backend(), stream(), model_, ckpt));
+  ASSERT_OK_AND_ASSIGN(auto from_file, LlamaRunner::create(backend(), std::move(loaded), pool_->view(), RunnerOptions{}));
+  std::mt19937 rng(std::random_device{}());
+  const auto prompt = random_prompt(40, model_.vocab, rng);
+  Sequence a = new_sequence(40), b = new_sequence(40);
+  std::vector<float> la, lb;
+  ASSERT_OK(runner_->prefill(a, prompt, 16, stream(), &la));  // the fixture's runner: weights of seed 7
+  ASSERT_OK(from_file->prefill(b, prompt, 16, stream(), &lb));
+  EXPECT_EQ(la, lb) << "the same weights, the same arithmetic";
+
+  // A checkpoint of another shape is refused with the problems named.
+  ModelSpec wider = model_;
+  wider.hidden *= 2;
+  const auto refused = load_llama_weights(backend(), stream(), wider, ckpt);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("model.embed_tokens.weight"), std::string::npos) << refused.status().message();
+  std::filesystem::remove_all(dir);
 }
 
 TIERKV_INSTANTIATE_BACKENDS(LlamaTest);

@@ -80,9 +80,10 @@ void expect_close(const HostBatch& host, const std::vector<std::uint8_t>& got,
 // references are single-threaded). A piece of rows j0..j1 of sequence b is itself a prefill: the
 // sequence cut after row j1, with j1 - j0 new tokens.
 void run_reference(void (*reference)(const PrefillAttentionArgs&), const HostBatch& host,
-                   std::int32_t num_q_heads, std::vector<std::uint8_t>& out) {
+                   std::int32_t num_q_heads, float sm_scale, std::vector<std::uint8_t>& out) {
   constexpr std::int32_t kPiece = 32;
-  const PrefillAttentionArgs all = host.prefill_args(num_q_heads, out.data());
+  PrefillAttentionArgs all = host.prefill_args(num_q_heads, out.data());
+  all.sm_scale = sm_scale;
   const std::size_t row_bytes = std::size_t(num_q_heads) * host.layer.head_dim * dtype_size(host.layer.dtype);
   struct Piece {
     std::int32_t b, j0, j1;
@@ -180,7 +181,7 @@ class PrefillAttention : public BackendTest {
   std::vector<std::uint8_t> run_and_check(const Case& c, const std::vector<Seq>& seqs,
                                           std::uint64_t seed,
                                           const DeviceInfo* plan_device = nullptr,
-                                          View view = View::kPacked) {
+                                          View view = View::kPacked, float sm_scale = 0.0f) {
     const bool subset = view == View::kHeadSubset;
     PagedBatchSpec spec;
     for (const Seq& s : seqs) {
@@ -196,7 +197,7 @@ class PrefillAttention : public BackendTest {
     spec.spare_pages = 3;
     spec.seed = seed;
     std::vector<std::uint8_t> out;
-    run_and_check_impl(c, spec, plan_device, subset, out);
+    run_and_check_impl(c, spec, plan_device, subset, sm_scale, out);
     return out;
   }
 
@@ -210,8 +211,9 @@ class PrefillAttention : public BackendTest {
     return l;
   }
 
+  // sm_scale 0: the batch's 1/sqrt(head_dim).
   void run_and_check_impl(const Case& c, const PagedBatchSpec& spec, const DeviceInfo* plan_device,
-                          bool subset, std::vector<std::uint8_t>& out) {
+                          bool subset, float sm_scale, std::vector<std::uint8_t>& out) {
     ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
     const PagedKvLayer layer = subset ? subset_view(batch.layer()) : batch.layer();
     ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
@@ -223,14 +225,15 @@ class PrefillAttention : public BackendTest {
     }
     PrefillAttentionArgs args = batch.prefill_args(plan, workspace.data());
     args.kv = layer;
+    if (sm_scale != 0.0f) args.sm_scale = sm_scale;
     ASSERT_OK(backend().prefill_attention(args, stream()));
     HostBatch host;
     ASSERT_OK(batch.download(stream(), host));
     if (subset) host.layer = subset_view(host.layer);
 
     std::vector<std::uint8_t> ref32(host.out.size()), ref64(host.out.size());
-    run_reference(prefill_attention_reference, host, spec.num_q_heads, ref32);
-    run_reference(prefill_attention_reference_f64, host, spec.num_q_heads, ref64);
+    run_reference(prefill_attention_reference, host, spec.num_q_heads, args.sm_scale, ref32);
+    run_reference(prefill_attention_reference_f64, host, spec.num_q_heads, args.sm_scale, ref64);
     const std::string what = case_name(c) + (subset ? " head-subset view" : "") + " work_items=" +
                              std::to_string(plan.work_items) + " workspace=" +
                              std::to_string(plan.workspace_bytes);
@@ -289,6 +292,14 @@ TEST_P(PrefillAttention, StridedViewsOfBothLayouts) {
       run_and_check(c, rotated_grid(1), seeds(), nullptr, View::kHeadSubset);
     }
   }
+}
+
+// Any finite non-zero scale is valid: a negative one turns the largest score into the smallest.
+TEST_P(PrefillAttention, NegativeAndLargeScales) {
+  std::mt19937_64 seeds(std::random_device{}());
+  const Case c{DType::kBF16, 128, 2, 4, 16, KvLayout::kNHD};
+  run_and_check(c, rotated_grid(2), seeds(), nullptr, View::kPacked, -0.2f);
+  run_and_check(c, rotated_grid(3), seeds(), nullptr, View::kPacked, 0.5f);
 }
 
 // Page sizes the kernel has no fast path for (not powers of two), and pages longer than a tile.

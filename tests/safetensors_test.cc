@@ -628,7 +628,7 @@ TEST_F(SafetensorsTest, TinyLlamaCheckpointPassesTheCheck) {
   const Tensors t = llama_checkpoint(spec, DType::kBF16, /*tied=*/false, rng_);
   write_index(dir_, t, write_shards(dir_, t, 3));
   ASSERT_OK_AND_ASSIGN(const SafetensorsSet set, SafetensorsSet::open_dir(dir_.str()));
-  ASSERT_OK_AND_ASSIGN(const LlamaWeights w, check_llama_weights(set, spec, DType::kBF16));
+  ASSERT_OK_AND_ASSIGN(const LlamaCheckpoint w, check_llama_weights(set, spec, DType::kBF16));
   EXPECT_FALSE(w.tied_embeddings);
   ASSERT_EQ(w.layers.size(), 2u);
   expect_same(w.embed_tokens, *t.find("model.embed_tokens.weight"));
@@ -645,7 +645,7 @@ TEST_F(SafetensorsTest, TiedCheckpointUsesTheEmbeddingsAsLmHead) {
   ASSERT_OK(write_safetensors(dir_.file("model.safetensors"),
                               llama_checkpoint(spec, DType::kF16, /*tied=*/true, rng_).list));
   ASSERT_OK_AND_ASSIGN(const SafetensorsSet set, SafetensorsSet::open_dir(dir_.str()));
-  ASSERT_OK_AND_ASSIGN(const LlamaWeights w, check_llama_weights(set, spec, DType::kF16));
+  ASSERT_OK_AND_ASSIGN(const LlamaCheckpoint w, check_llama_weights(set, spec, DType::kF16));
   EXPECT_TRUE(w.tied_embeddings);
   EXPECT_EQ(w.lm_head.bytes.data(), w.embed_tokens.bytes.data());
   EXPECT_EQ(w.lm_head.name, "model.embed_tokens.weight");

@@ -5,8 +5,9 @@ Prefill: a chunk of new tokens over a cached prefix (K/V contiguous in [1, heads
 RMSNorm, fused QKV projection, rotary embedding, SDPA with a causal mask aligned to the end of the
 keys (torch.nn.attention.bias.causal_lower_right), output projection and residual, RMSNorm, fused
 gate/up projection, SiLU * up, down projection and residual. Decode: one token per sequence over
-batch x KV tokens, SDPA without a mask. Times are medians of CUDA-event-timed repetitions after a
-warm-up, written as JSON Lines in the project's schema (bench "prefill_layer" / "decode_layer").
+batch x KV tokens, SDPA without a mask. Times are medians of CUDA-event-timed replays of a CUDA
+graph of several layer calls (after a warm-up), per call, written as JSON Lines in the project's
+schema (bench "prefill_layer" / "decode_layer", "graph": true).
 """
 import argparse
 import datetime
@@ -25,6 +26,7 @@ def parse_args():
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--backends", default="flash,cudnn", help="SDPA backends to time")
+    p.add_argument("--per-graph", type=int, default=4, help="layer calls captured per CUDA graph")
     return p.parse_args()
 
 
@@ -89,19 +91,31 @@ class Layer:
         return x + F.linear(h, self.down)
 
 
-def median_us(torch, fn, reps, warmup):
-    for _ in range(warmup):
-        fn()
+def median_us(torch, fn, reps, warmup, per_graph):
+    """Median µs per call of `fn`, replayed from a CUDA graph of `per_graph` calls (so the host's
+    launch overhead of PyTorch's eager kernels stays out of the figure)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(per_graph):
+            fn()
+    graph.replay()
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        graph.replay()
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
+        times.append(a.elapsed_time(b) * 1e3 / per_graph)
     times.sort()
+    del graph
     return times[len(times) // 2]
 
 
@@ -146,8 +160,10 @@ def main():
                 mask = causal_lower_right(n, total)
                 try:
                     with sdpa_kernel([backends[name]]):
-                        us = median_us(torch, lambda: layer.forward(x, kc, vc, pos, mask, 1), args.reps, args.warmup)
-                    emit({"bench": "prefill_layer", "impl": impl, "chunk_tokens": n, "prefix_tokens": prefix, "us": us})
+                        us = median_us(torch, lambda: layer.forward(x, kc, vc, pos, mask, 1), args.reps, args.warmup,
+                                       args.per_graph)
+                    emit({"bench": "prefill_layer", "impl": impl, "chunk_tokens": n, "prefix_tokens": prefix, "us": us,
+                          "graph": True})
                 except RuntimeError as e:
                     emit({"bench": "prefill_layer", "impl": impl, "chunk_tokens": n, "prefix_tokens": prefix,
                           "error": str(e).splitlines()[0]})
@@ -160,8 +176,9 @@ def main():
             pos = torch.full((1,), kv - 1, device="cuda")
             try:
                 with sdpa_kernel([backends[name]]):
-                    us = median_us(torch, lambda: layer.forward(x, kc, vc, pos, None, batch), args.reps, args.warmup)
-                emit({"bench": "decode_layer", "impl": impl, "batch": batch, "kv_tokens": kv, "us": us})
+                    us = median_us(torch, lambda: layer.forward(x, kc, vc, pos, None, batch), args.reps, args.warmup,
+                                   args.per_graph)
+                emit({"bench": "decode_layer", "impl": impl, "batch": batch, "kv_tokens": kv, "us": us, "graph": True})
             except RuntimeError as e:
                 emit({"bench": "decode_layer", "impl": impl, "batch": batch, "kv_tokens": kv,
                       "error": str(e).splitlines()[0]})

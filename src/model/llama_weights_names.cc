@@ -40,20 +40,20 @@ Dims down_shape(const ModelSpec& s) {
 // shape.
 struct LayerSlot {
   std::string_view suffix;
-  TensorView LlamaLayerWeights::*field;
+  TensorView LlamaCheckpointLayer::*field;
   Dims (*shape)(const ModelSpec&);
 };
 
 constexpr LayerSlot kLayerSlots[] = {
-    {"input_layernorm.weight", &LlamaLayerWeights::input_norm, norm_shape},
-    {"self_attn.q_proj.weight", &LlamaLayerWeights::q_proj, q_shape},
-    {"self_attn.k_proj.weight", &LlamaLayerWeights::k_proj, kv_shape},
-    {"self_attn.v_proj.weight", &LlamaLayerWeights::v_proj, kv_shape},
-    {"self_attn.o_proj.weight", &LlamaLayerWeights::o_proj, o_shape},
-    {"post_attention_layernorm.weight", &LlamaLayerWeights::post_attn_norm, norm_shape},
-    {"mlp.gate_proj.weight", &LlamaLayerWeights::gate_proj, gate_up_shape},
-    {"mlp.up_proj.weight", &LlamaLayerWeights::up_proj, gate_up_shape},
-    {"mlp.down_proj.weight", &LlamaLayerWeights::down_proj, down_shape},
+    {"input_layernorm.weight", &LlamaCheckpointLayer::input_norm, norm_shape},
+    {"self_attn.q_proj.weight", &LlamaCheckpointLayer::q_proj, q_shape},
+    {"self_attn.k_proj.weight", &LlamaCheckpointLayer::k_proj, kv_shape},
+    {"self_attn.v_proj.weight", &LlamaCheckpointLayer::v_proj, kv_shape},
+    {"self_attn.o_proj.weight", &LlamaCheckpointLayer::o_proj, o_shape},
+    {"post_attention_layernorm.weight", &LlamaCheckpointLayer::post_attn_norm, norm_shape},
+    {"mlp.gate_proj.weight", &LlamaCheckpointLayer::gate_proj, gate_up_shape},
+    {"mlp.up_proj.weight", &LlamaCheckpointLayer::up_proj, gate_up_shape},
+    {"mlp.down_proj.weight", &LlamaCheckpointLayer::down_proj, down_shape},
 };
 
 // Collects problem lines, keeping the first kMaxLines.
@@ -127,7 +127,7 @@ std::vector<LlamaTensorSpec> llama_tensor_specs(const ModelSpec& spec) {
   return specs;
 }
 
-Result<LlamaWeights> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
+Result<LlamaCheckpoint> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
                                          DType expected) {
   TIERKV_RETURN_IF_ERROR(check_spec(spec));
   // Taken in the order llama_tensor_specs() lists them.
@@ -136,10 +136,10 @@ Result<LlamaWeights> check_llama_weights(const SafetensorsSet& weights, const Mo
   Problems problems;
   auto take_next = [&] { return take(weights, *want++, expected, problems); };
 
-  LlamaWeights w;
+  LlamaCheckpoint w;
   w.embed_tokens = take_next();
   w.layers.resize(static_cast<std::size_t>(spec.num_layers));
-  for (LlamaLayerWeights& layer : w.layers) {
+  for (LlamaCheckpointLayer& layer : w.layers) {
     for (const LayerSlot& slot : kLayerSlots)
       layer.*slot.field = take_next();
   }

@@ -42,7 +42,7 @@ struct LlamaTensorSpec {
 std::vector<LlamaTensorSpec> llama_tensor_specs(const ModelSpec& spec);
 
 // Views of one decoder layer's weights.
-struct LlamaLayerWeights {
+struct LlamaCheckpointLayer {
   TensorView input_norm;  // input_layernorm
   TensorView q_proj, k_proj, v_proj, o_proj;
   TensorView post_attn_norm;  // post_attention_layernorm
@@ -50,9 +50,9 @@ struct LlamaLayerWeights {
 };
 
 // Views of a whole checkpoint; they point into the SafetensorsSet and live as long as it does.
-struct LlamaWeights {
+struct LlamaCheckpoint {
   TensorView embed_tokens;
-  std::vector<LlamaLayerWeights> layers;  // spec.num_layers of them
+  std::vector<LlamaCheckpointLayer> layers;  // spec.num_layers of them
   TensorView final_norm;                  // model.norm
   TensorView lm_head;                     // the embed_tokens view when tied
   bool tied_embeddings = false;           // the checkpoint has no lm_head.weight
@@ -63,7 +63,7 @@ struct LlamaWeights {
 // tensor, wrong shape and wrong or unsupported dtype, one per line (at most 20 lines, then a count
 // of the rest). Tensors outside the layout (say rotary_emb.inv_freq) are ignored.
 // InvalidArgument as well when `spec` fails validate() or lacks hidden, intermediate or vocab.
-Result<LlamaWeights> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
+Result<LlamaCheckpoint> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
                                          DType expected);
 
 }  // namespace tierkv

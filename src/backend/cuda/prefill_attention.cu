@@ -8,7 +8,9 @@
 // the causal frontier of its last row: Q, K and V arrive by 16-byte cp.async into swizzled shared
 // memory, K and V double buffered so the next tile's loads overlap this tile's math; S = Q K^T
 // and O += P V run from ldmatrix fragments; the online softmax (base-2 exponents) stays in
-// registers; only tiles that cross the diagonal are masked.
+// registers; only tiles that cross the diagonal are masked. The element offsets of a tile's 64
+// tokens in the pages are looked up once, two tiles ahead, into a small shared table that the K
+// and V loads of that tile both read, so the block-table reads stay off the load path.
 //
 // When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
 // covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
@@ -126,7 +128,8 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
 
 template <int D>
 constexpr int smem_bytes() {
-  return (kBlockM + 4 * kBlockN) * D * 2;  // Q, K[2], V[2]
+  // Q, K[2], V[2], then the token-offset table [2][kBlockN].
+  return (kBlockM + 4 * kBlockN) * D * 2 + 2 * kBlockN * int(sizeof(std::int64_t));
 }
 
 // Everything a CTA knows about its tile of packed rows.
@@ -157,44 +160,53 @@ __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
   }
 }
 
-// Gathers KV tile `tile` (tokens tile*64 ...) of `base` (K or V) from the pages; tokens past the
+// Threads 0..kBlockN-1 write the element offset (K and V alike) of token tile*64 + threadIdx.x,
+// or -1 past the causal frontier, into `table`. Readers need a barrier after this.
+__device__ __forceinline__ void fill_offsets(const Params& p, const Tile& t, std::int64_t* table,
+                                             int tile) {
+  if (threadIdx.x >= kBlockN) return;
+  const PagedKvLayer& kv = p.a.kv;
+  const int token = tile * kBlockN + threadIdx.x;
+  std::int64_t off = -1;
+  if (token <= t.pos_hi) {
+    int page_idx, in_page;
+    if (p.page_shift >= 0) {
+      page_idx = token >> p.page_shift;
+      in_page = token & (kv.page_tokens - 1);
+    } else {
+      page_idx = token / kv.page_tokens;
+      in_page = token - page_idx * kv.page_tokens;
+    }
+    const std::int64_t page = kv.block_table[std::int64_t(t.b) * kv.block_table_stride + page_idx];
+    off = page * kv.strides.page + std::int64_t(in_page) * kv.strides.token +
+          std::int64_t(t.kv_head) * kv.strides.head;
+  }
+  table[threadIdx.x] = off;
+}
+
+// Gathers a KV tile of `base` (K or V) from the pages at the offsets in `table`; tokens past the
 // causal frontier are zero-filled and never read.
 template <typename T, int D>
-__device__ __forceinline__ void load_kv(const Params& p, const Tile& t, const T* base, T* dst,
-                                        int tile) {
+__device__ __forceinline__ void load_kv(const T* base, const std::int64_t* table, T* dst) {
   constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
-  const PagedKvLayer& kv = p.a.kv;
   const int chunk = threadIdx.x % kChunks;
-  const std::int32_t* pages = kv.block_table + std::int64_t(t.b) * kv.block_table_stride;
-  const std::int64_t head_off = std::int64_t(t.kv_head) * kv.strides.head + chunk * 8;
 #pragma unroll
   for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
     const int r = threadIdx.x / kChunks + i * kRowsPerPass;
-    const int token = tile * kBlockN + r;
-    const bool valid = token <= t.pos_hi;
-    const T* src = base;
-    if (valid) {
-      int page_idx, in_page;
-      if (p.page_shift >= 0) {
-        page_idx = token >> p.page_shift;
-        in_page = token & (kv.page_tokens - 1);
-      } else {
-        page_idx = token / kv.page_tokens;
-        in_page = token - page_idx * kv.page_tokens;
-      }
-      src = base + std::int64_t(pages[page_idx]) * kv.strides.page +
-            std::int64_t(in_page) * kv.strides.token + head_off;
-    }
-    cp_async_16(smem_addr(dst + swizzle<D>(r, chunk)), src, valid);
+    const std::int64_t off = table[r];
+    cp_async_16(smem_addr(dst + swizzle<D>(r, chunk)), base + (off >= 0 ? off : 0) + chunk * 8, off >= 0);
   }
 }
 
-template <typename T, int D>
+// POSITIVE_SCALE: scores are scaled inside the exponent (one FFMA) and the row maxima taken on
+// raw scores; otherwise the scores are scaled first.
+template <typename T, int D, bool POSITIVE_SCALE>
 __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq = reinterpret_cast<T*>(smem_raw);
   T* const sk = sq + kBlockM * D;
   T* const sv = sk + 2 * kBlockN * D;
+  std::int64_t* const s_off = reinterpret_cast<std::int64_t*>(sv + 2 * kBlockN * D);  // [2][kBlockN]
   constexpr int kDTiles = D / 8;  // n8 tiles of the output
 
   const PrefillAttentionArgs& a = p.a;
@@ -222,17 +234,6 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sw = lane & 7;  // every ldmatrix row below is congruent to lane mod 8
-  // Positions of the 4 rows this thread accumulates (m tile mi, half r); padding rows past the
-  // chunk repeat the last position so that they stay finite.
-  int pos[kMTiles][2];
-#pragma unroll
-  for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
-      pos[mi][r] = t.prefix + min(packed / p.group, t.n - 1);
-    }
-  }
   const int warp_pos_lo = t.prefix + min((t.row0 + warp * kWarpM) / p.group, t.n - 1);
 
   float o[kMTiles][kDTiles][4];
@@ -255,10 +256,14 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   const T* const gv = static_cast<const T*>(a.kv.v);
   const int num_tiles = tile_end - tile_begin;
   if (num_tiles > 0) {
+    // Offsets of iteration j's tile live in s_off[j & 1], written two iterations ahead.
+    fill_offsets(p, t, s_off, tile_begin);
+    if (num_tiles > 1) fill_offsets(p, t, s_off + kBlockN, tile_begin + 1);
+    __syncthreads();
     load_q<T, D>(p, t, sq);
-    load_kv<T, D>(p, t, gk, sk, tile_begin);
+    load_kv<T, D>(gk, s_off, sk);
     cp_async_commit();
-    load_kv<T, D>(p, t, gv, sv, tile_begin);
+    load_kv<T, D>(gv, s_off, sv);
     cp_async_commit();
   }
   const std::uint32_t q_base = smem_addr(sq) + ((warp * kWarpM + (lane & 15)) * D) * 2;
@@ -267,7 +272,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     const int stage = it & 1;
     cp_async_wait<1>();  // K[it] (and Q) landed
     __syncthreads();     // ... for every thread; and all are done with K[it - 1]
-    if (it + 1 < num_tiles) load_kv<T, D>(p, t, gk, sk + (stage ^ 1) * kBlockN * D, tile + 1);
+    const std::int64_t* next_off = s_off + (stage ^ 1) * kBlockN;
+    if (it + 1 < num_tiles) load_kv<T, D>(gk, next_off, sk + (stage ^ 1) * kBlockN * D);
     cp_async_commit();
 
     // S = Q K^T for this warp's 32 rows x 64 keys.
@@ -301,67 +307,99 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       }
     }
 
-    // Scale into base-2 units, mask keys past each row's position on diagonal tiles.
+    // Scores in base-2 units (m holds scaled maxima); keys past each row's position masked on
+    // diagonal tiles.
+    const float scale = p.scale_log2;
     const int t0 = tile * kBlockN;
-    const bool diagonal = t0 + kBlockN - 1 > warp_pos_lo;
+    if (!POSITIVE_SCALE) {
 #pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi) {
+      for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
+        for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float v = s[mi][nt][e] * p.scale_log2;
-          if (diagonal && t0 + nt * 8 + (lane & 3) * 2 + (e & 1) > pos[mi][e >> 1]) v = -INFINITY;
-          s[mi][nt][e] = v;
+          for (int e = 0; e < 4; ++e) s[mi][nt][e] *= scale;
+        }
+      }
+    }
+    if (t0 + kBlockN - 1 > warp_pos_lo) {  // a diagonal tile for this warp
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          // The row's position (padding rows past the chunk repeat the last one, so they stay
+          // finite), as the last key column of this tile that it sees.
+          const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+          const int last = t.prefix + min(packed / p.group, t.n - 1) - t0 - (lane & 3) * 2;
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt) {
+            if (nt * 8 > last) s[mi][nt][2 * r] = -INFINITY;
+            if (nt * 8 + 1 > last) s[mi][nt][2 * r + 1] = -INFINITY;
+          }
         }
       }
     }
 
-    // Online softmax: each row's 64 scores sit in the 4 lanes of a quad.
+    // Online softmax: each row's 64 scores sit in the 4 lanes of a quad. O and l are rescaled
+    // only for rows whose maximum moved, which on long prefixes is rare. The weights go straight
+    // to T pairs: pp[mi][nt][r] holds row half r of n8 tile nt, the layout of an A fragment.
+    std::uint32_t pp[kMTiles][kNTiles][2];
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = m[mi][r];
+        float mx = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        if (POSITIVE_SCALE) mx *= scale;
+        mx = fmaxf(mx, m[mi][r]);
         const float base = mx == -INFINITY ? 0.0f : mx;  // a row with no key yet stays at 0
-        const float alpha = fast_exp2(m[mi][r] - base);
-        m[mi][r] = mx;
+        if (mx != m[mi][r]) {
+          const float alpha = fast_exp2(m[mi][r] - base);
+          l[mi][r] *= alpha;
+#pragma unroll
+          for (int dn = 0; dn < kDTiles; ++dn) {
+            o[mi][dn][2 * r] *= alpha;
+            o[mi][dn][2 * r + 1] *= alpha;
+          }
+          m[mi][r] = mx;
+        }
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-          s[mi][nt][2 * r] = fast_exp2(s[mi][nt][2 * r] - base);
-          s[mi][nt][2 * r + 1] = fast_exp2(s[mi][nt][2 * r + 1] - base);
-          sum += s[mi][nt][2 * r] + s[mi][nt][2 * r + 1];
-        }
-        l[mi][r] = l[mi][r] * alpha + sum;
+          float e[2];
 #pragma unroll
-        for (int dn = 0; dn < kDTiles; ++dn) {
-          o[mi][dn][2 * r] *= alpha;
-          o[mi][dn][2 * r + 1] *= alpha;
+          for (int c = 0; c < 2; ++c) {
+            const float x = s[mi][nt][2 * r + c];
+            e[c] = POSITIVE_SCALE ? fast_exp2(fmaf(x, scale, -base)) : fast_exp2(x - base);
+            sum += e[c];
+          }
+          pp[mi][nt][r] = Mma<T>::pack(e[0], e[1]);
         }
+        l[mi][r] += sum;
       }
     }
 
     cp_async_wait<1>();  // V[it] landed
     __syncthreads();     // ... for every thread; and all are done with V[it - 1]
-    if (it + 1 < num_tiles) load_kv<T, D>(p, t, gv, sv + (stage ^ 1) * kBlockN * D, tile + 1);
+    if (it + 1 < num_tiles) load_kv<T, D>(gv, next_off, sv + (stage ^ 1) * kBlockN * D);
     cp_async_commit();
+    // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
+    // previous iteration, and the next iteration's first barrier publishes the new ones.
+    if (it + 2 < num_tiles) fill_offsets(p, t, s_off + stage * kBlockN, tile + 2);
 
-    // O += P V: the S accumulators, rounded to T, are the A fragments of P.
+    // O += P V: the weights in the S accumulators' layout are the A fragments of P.
     const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       std::uint32_t pa[kMTiles][4];
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi) {
-        pa[mi][0] = Mma<T>::pack(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-        pa[mi][1] = Mma<T>::pack(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-        pa[mi][2] = Mma<T>::pack(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-        pa[mi][3] = Mma<T>::pack(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+        pa[mi][0] = pp[mi][2 * kk][0];
+        pa[mi][1] = pp[mi][2 * kk][1];
+        pa[mi][2] = pp[mi][2 * kk + 1][0];
+        pa[mi][3] = pp[mi][2 * kk + 1][1];
       }
 #pragma unroll
       for (int np = 0; np < kDTiles / 2; ++np) {
@@ -468,26 +506,37 @@ __global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
 }
 
 // Raises the kernel's dynamic shared-memory limit once per device.
-template <typename T, int D>
+template <typename T, int D, bool POSITIVE_SCALE>
 Status allow_smem() {
   static std::atomic<std::uint64_t> done{0};
   int device = 0;
   TIERKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   const std::uint64_t bit = device < 64 ? (std::uint64_t{1} << device) : 0;
   if (bit != 0 && (done.load(std::memory_order_relaxed) & bit) != 0) return Status::Ok();
-  TIERKV_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      prefill_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<D>()));
+  TIERKV_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(prefill_kernel<T, D, POSITIVE_SCALE>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   smem_bytes<D>()));
   done.fetch_or(bit, std::memory_order_relaxed);  // a repeat of the idempotent call is harmless
+  return Status::Ok();
+}
+
+template <typename T, int D, bool POSITIVE_SCALE>
+Status launch_main(const Params& p, cudaStream_t stream) {
+  TIERKV_RETURN_IF_ERROR((allow_smem<T, D, POSITIVE_SCALE>()));
+  const dim3 grid(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
+                  static_cast<unsigned>(p.m_blocks));
+  prefill_kernel<T, D, POSITIVE_SCALE><<<grid, kThreads, smem_bytes<D>(), stream>>>(p);
+  TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   return Status::Ok();
 }
 
 template <typename T, int D>
 Status launch(const Params& p, cudaStream_t stream) {
-  TIERKV_RETURN_IF_ERROR((allow_smem<T, D>()));
-  const dim3 grid(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
-                  static_cast<unsigned>(p.m_blocks));
-  prefill_kernel<T, D><<<grid, kThreads, smem_bytes<D>(), stream>>>(p);
-  TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+  if (p.scale_log2 > 0) {
+    TIERKV_RETURN_IF_ERROR((launch_main<T, D, true>(p, stream)));
+  } else {
+    TIERKV_RETURN_IF_ERROR((launch_main<T, D, false>(p, stream)));
+  }
   if (p.splits > 1) {
     const auto blocks = static_cast<unsigned>((p.rows + 3) / 4);
     prefill_merge_kernel<T, D><<<blocks, 128, 0, stream>>>(p);
