@@ -20,7 +20,12 @@ KEY_FIELDS = {
     "decode": ("section", "batch", "kv_tokens", "graph"),
     "transfer": ("memory", "direction", "bytes"),
     "ceiling": ("what",),
+    "prefill_layer": ("prefix_tokens", "chunk_tokens"),
+    "decode_layer": ("kv_tokens", "batch"),
+    "prefill_attention": ("prefix_tokens", "chunk_tokens"),
 }
+# Benches compared by time alone (every impl does the same work); the others per byte moved.
+TIME_ONLY = ("prefill_layer", "decode_layer", "prefill_attention")
 FIELD_TYPES = {
     "section": str,
     "batch": int,
@@ -30,6 +35,8 @@ FIELD_TYPES = {
     "direction": str,
     "bytes": int,
     "what": str,
+    "prefix_tokens": int,
+    "chunk_tokens": int,
 }
 # Display order of known values; others follow, sorted.
 MEMORY_ORDER = ("pinned", "pageable")
@@ -56,12 +63,12 @@ def problem_with(record):
         return "no impl"
     if "error" in record:
         return None
-    for field in KEY_FIELDS[bench] + ("bytes",):
+    for field in KEY_FIELDS[bench] + (() if bench in TIME_ONLY else ("bytes",)):
         if not isinstance(record.get(field), FIELD_TYPES[field]):
             return f"missing or mistyped {field!r}"
     if not is_number(record.get("us")) or record["us"] <= 0:
         return "missing or non-positive 'us'"
-    if record["bytes"] <= 0:
+    if "bytes" in record and record["bytes"] <= 0:
         return "non-positive 'bytes'"
     return None
 
@@ -116,7 +123,8 @@ def ordered_impls(by_impl_list):
 
 
 def seconds_per_byte(record):
-    return record["us"] / record["bytes"]
+    """Time per unit of work: per byte moved, or per call where every impl does the same work."""
+    return record["us"] / record["bytes"] if "bytes" in record else record["us"]
 
 
 def gbps(record):
@@ -235,6 +243,19 @@ def ceiling_section(cases):
     return [f"bandwidth ceilings\n{comparison_table(rows, [('what', 'l')], True)}"]
 
 
+def layer_section(cases, bench, title, columns):
+    rows = [((str(key[0]), str(key[1])), cases[key]) for key in sorted(cases)]
+    return [f"{title}\n{comparison_table(rows, columns, False)}"]
+
+
+LAYER_SECTIONS = {
+    "prefill_attention": ("prefill attention alone (µs per call)", [("prefix", "r"), ("chunk", "r")]),
+    "prefill_layer": ("one Llama layer of prefill: a chunk over a cached prefix (µs per layer)",
+                      [("prefix", "r"), ("chunk", "r")]),
+    "decode_layer": ("one Llama layer of a decode step (µs per layer)", [("kv_tokens", "r"), ("batch", "r")]),
+}
+
+
 def header_lines(paths, results, errors):
     records = results + errors
     impls_by_card = defaultdict(set)
@@ -272,6 +293,9 @@ def report(paths, hbm_gbps):
         blocks += transfer_section(cases["transfer"])
     if "ceiling" in cases:
         blocks += ceiling_section(cases["ceiling"])
+    for bench, (title, columns) in LAYER_SECTIONS.items():
+        if bench in cases:
+            blocks += layer_section(cases[bench], bench, title, columns)
     blocks += error_section(errors)
     return "\n\n".join(blocks) + "\n"
 
