@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/cublas_check.h"
 #include "backend/cuda/cuda_check.h"
 #include "peers.h"
 #include "tierkv/dtype.h"
@@ -16,18 +17,6 @@ namespace tierkv::transfer_bench {
 namespace {
 
 constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
-
-Status cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
-  return device_error(std::string(call) + " failed: " + cublasLtGetStatusName(st) + " (" +
-                      cublasLtGetStatusString(st) + ") at " + file + ":" + std::to_string(line));
-}
-
-#define TKB_CUBLAS_RETURN_IF_ERROR(call)                              \
-  do {                                                                \
-    const cublasStatus_t tkb_cublas_st_ = (call);                     \
-    if (tkb_cublas_st_ != CUBLAS_STATUS_SUCCESS)                      \
-      return cublas_error(tkb_cublas_st_, #call, __FILE__, __LINE__); \
-  } while (0)
 
 Result<cudaStream_t> cuda_stream(Stream& stream) {
   void* h = stream.native_handle();
@@ -90,24 +79,24 @@ Status LtGemm::init(Stream& stream, std::uint64_t seed) {
 
 Status LtGemm::make_descriptors() {
   const auto m = std::uint64_t(shape_.m), n = std::uint64_t(shape_.n), k = std::uint64_t(shape_.k);
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&lt_.handle));
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&lt_.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&lt_.handle));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&lt_.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
-  TKB_CUBLAS_RETURN_IF_ERROR(
+  TIERKV_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(lt_.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
-  TKB_CUBLAS_RETURN_IF_ERROR(
+  TIERKV_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(lt_.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
   // Column-major: A is k x m (row-major [m][k]), B is k x n (row-major [n][k]), C is m x n.
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.a, CUDA_R_16BF, k, m, k));
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.b, CUDA_R_16BF, k, n, k));
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.c, CUDA_R_16BF, m, n, m));
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&lt_.pref));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.a, CUDA_R_16BF, k, m, k));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.b, CUDA_R_16BF, k, n, k));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&lt_.c, CUDA_R_16BF, m, n, m));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&lt_.pref));
   const std::uint64_t ws = kWorkspaceBytes;
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
       lt_.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(lt_.handle, lt_.op, lt_.a, lt_.b, lt_.c,
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(lt_.handle, lt_.op, lt_.a, lt_.b, lt_.c,
                                                             lt_.c, lt_.pref, 1, &result, &found));
   if (found == 0) return unimplemented("cuBLASLt has no algorithm for the bf16 GEMM");
   algo_ = result.algo;
@@ -117,7 +106,7 @@ Status LtGemm::make_descriptors() {
 Status LtGemm::enqueue(Stream& stream) {
   TIERKV_ASSIGN_OR_RETURN(cudaStream_t s, cuda_stream(stream));
   const float alpha = 1.0f, beta = 0.0f;
-  TKB_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_.handle, lt_.op, &alpha, a_.data(), lt_.a, b_.data(),
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_.handle, lt_.op, &alpha, a_.data(), lt_.a, b_.data(),
                                             lt_.b, &beta, c_.data(), lt_.c, c_.data(), lt_.c,
                                             &algo_, workspace_.data(), workspace_.size(), s));
   return Status::Ok();

@@ -6,6 +6,7 @@
 #include <string>
 #include <tuple>
 
+#include "backend/cuda/cublas_check.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/model_kernels.h"
 #include "engine/ops.h"
@@ -14,19 +15,6 @@ namespace tierkv::cuda {
 namespace {
 
 constexpr std::size_t kWorkspaceBytes = std::size_t{32} << 20;
-
-Status cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
-  return device_error(std::string(call) + " failed: " + cublasLtGetStatusName(st) + " (" +
-                      cublasLtGetStatusString(st) + ") at " + file + ":" + std::to_string(line));
-}
-
-#define TIERKV_CUBLAS_RETURN_IF_ERROR(call)                                                \
-  do {                                                                                     \
-    const cublasStatus_t tierkv_cublas_st_ = (call);                                       \
-    if (tierkv_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                      \
-      return cublas_error(tierkv_cublas_st_, #call, __FILE__, __LINE__);                   \
-    }                                                                                      \
-  } while (0)
 
 Result<cudaDataType_t> cuda_type(DType t) {
   switch (t) {
