@@ -84,7 +84,8 @@ void run_reference(void (*reference)(const PrefillAttentionArgs&), const HostBat
   constexpr std::int32_t kPiece = 32;
   PrefillAttentionArgs all = host.prefill_args(num_q_heads, out.data());
   all.sm_scale = sm_scale;
-  const std::size_t row_bytes = std::size_t(num_q_heads) * host.layer.head_dim * dtype_size(host.layer.dtype);
+  const std::size_t row_bytes =
+      std::size_t(num_q_heads) * host.layer.head_dim * dtype_size(host.layer.dtype);
   struct Piece {
     std::int32_t b, j0, j1;
   };
@@ -99,7 +100,8 @@ void run_reference(void (*reference)(const PrefillAttentionArgs&), const HostBat
     for (std::size_t i = next++; i < pieces.size(); i = next++) {
       const Piece& pc = pieces[i];
       const std::int32_t first = host.q_offsets[std::size_t(pc.b)] + pc.j0;
-      const std::int32_t n = host.q_offsets[std::size_t(pc.b) + 1] - host.q_offsets[std::size_t(pc.b)];
+      const std::int32_t n =
+          host.q_offsets[std::size_t(pc.b) + 1] - host.q_offsets[std::size_t(pc.b)];
       const std::int32_t len = host.seq_lens[std::size_t(pc.b)] - n + pc.j1;
       const std::int32_t offsets[2] = {0, pc.j1 - pc.j0};
       PrefillAttentionArgs a = all;
@@ -216,12 +218,14 @@ class PrefillAttention : public BackendTest {
                           bool subset, float sm_scale, std::vector<std::uint8_t>& out) {
     ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
     const PagedKvLayer layer = subset ? subset_view(batch.layer()) : batch.layer();
-    ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
-                         plan_prefill_attention(plan_device ? *plan_device : backend().info(),
-                                                layer, spec.num_q_heads, spec.q_lens, spec.seq_lens));
+    ASSERT_OK_AND_ASSIGN(
+        const PrefillPlan plan,
+        plan_prefill_attention(plan_device ? *plan_device : backend().info(), layer,
+                               spec.num_q_heads, spec.q_lens, spec.seq_lens));
     Buffer workspace;
     if (plan.workspace_bytes > 0) {
-      ASSERT_OK_AND_ASSIGN(workspace, backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+      ASSERT_OK_AND_ASSIGN(workspace,
+                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
     }
     PrefillAttentionArgs args = batch.prefill_args(plan, workspace.data());
     args.kv = layer;
@@ -234,9 +238,9 @@ class PrefillAttention : public BackendTest {
     std::vector<std::uint8_t> ref32(host.out.size()), ref64(host.out.size());
     run_reference(prefill_attention_reference, host, spec.num_q_heads, args.sm_scale, ref32);
     run_reference(prefill_attention_reference_f64, host, spec.num_q_heads, args.sm_scale, ref64);
-    const std::string what = case_name(c) + (subset ? " head-subset view" : "") + " work_items=" +
-                             std::to_string(plan.work_items) + " workspace=" +
-                             std::to_string(plan.workspace_bytes);
+    const std::string what = case_name(c) + (subset ? " head-subset view" : "") +
+                             " work_items=" + std::to_string(plan.work_items) +
+                             " workspace=" + std::to_string(plan.workspace_bytes);
     expect_close(host, host.out, ref32, spec.num_q_heads, what + " vs fp32 reference");
     expect_close(host, host.out, ref64, spec.num_q_heads, what + " vs fp64 reference");
     expect_close(host, ref32, ref64, spec.num_q_heads, what + " fp32 reference vs fp64");
@@ -280,7 +284,8 @@ TEST_P(PrefillAttention, FullGridOfChunksAndPrefixes) {
     EXPECT_TRUE(first == again) << "two runs on the same inputs differ: a race";
     run_and_check(c, full_grid(), seeds(), &narrow);
   }
-  if (thorough()) run_and_check(Case{DType::kF16, 64, 2, 3, 32, KvLayout::kHND}, full_grid(), seeds());
+  if (thorough())
+    run_and_check(Case{DType::kF16, 64, 2, 3, 32, KvLayout::kHND}, full_grid(), seeds());
 }
 
 TEST_P(PrefillAttention, StridedViewsOfBothLayouts) {
@@ -321,8 +326,8 @@ TEST_P(PrefillAttention, RaggedBatchesWithScatteredPages) {
     std::vector<Seq> seqs(static_cast<std::size_t>(3 + round * 4));
     for (Seq& s : seqs)
       s = {chunk(rng), round == 0 ? 0 : prefix(rng)};
-    const Case c{round == 1 ? DType::kF16 : DType::kBF16, 128, 2, round == 2 ? 8 : 4, 16,
-                 KvLayout::kNHD};
+    const Case c{
+        round == 1 ? DType::kF16 : DType::kBF16, 128, 2, round == 2 ? 8 : 4, 16, KvLayout::kNHD};
     SCOPED_TRACE(case_name(c) + " round " + std::to_string(round));
     run_and_check(c, seqs, rng());
     run_and_check(c, seqs, rng(), &wide);
@@ -336,9 +341,9 @@ TEST_P(PrefillAttention, FirstTokenReturnsItsValueExactly) {
   spec.q_lens = {1, 1};
   spec.seed = 9;
   ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
-  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
-                       plan_prefill_attention(backend().info(), batch.layer(), 32, spec.q_lens,
-                                              spec.seq_lens));
+  ASSERT_OK_AND_ASSIGN(
+      const PrefillPlan plan,
+      plan_prefill_attention(backend().info(), batch.layer(), 32, spec.q_lens, spec.seq_lens));
   ASSERT_OK(backend().prefill_attention(batch.prefill_args(plan, nullptr), stream()));
   HostBatch host;
   ASSERT_OK(batch.download(stream(), host));
@@ -361,8 +366,8 @@ TEST_P(PrefillAttention, RejectsBadArguments) {
   spec.q_lens = {4, 20};
   ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
   const PagedKvLayer layer = batch.layer();
-  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
-                       plan_prefill_attention(backend().info(), layer, 32, spec.q_lens, spec.seq_lens));
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan plan, plan_prefill_attention(backend().info(), layer, 32,
+                                                                      spec.q_lens, spec.seq_lens));
   const PrefillAttentionArgs good = batch.prefill_args(plan, nullptr);
   const auto code = [&](const PrefillAttentionArgs& a) {
     return backend().prefill_attention(a, stream()).code();
@@ -399,14 +404,15 @@ TEST_P(PrefillAttention, RejectsBadArguments) {
     EXPECT_EQ(code(foreign_plan), StatusCode::kInvalidArgument);
   }
 
-  const auto plan_code = [&](const PagedKvLayer& kv, std::int32_t heads, std::vector<std::int32_t> q_lens,
-                             std::vector<std::int32_t> seq_lens) {
+  const auto plan_code = [&](const PagedKvLayer& kv, std::int32_t heads,
+                             std::vector<std::int32_t> q_lens, std::vector<std::int32_t> seq_lens) {
     return plan_prefill_attention(backend().info(), kv, heads, q_lens, seq_lens).status().code();
   };
-  EXPECT_EQ(plan_code(layer, 32, {0, 20}, {10, 20}), StatusCode::kInvalidArgument);   // no new token
+  EXPECT_EQ(plan_code(layer, 32, {0, 20}, {10, 20}), StatusCode::kInvalidArgument);  // no new token
   EXPECT_EQ(plan_code(layer, 32, {11, 20}, {10, 20}), StatusCode::kInvalidArgument);  // more than L
-  EXPECT_EQ(plan_code(layer, 32, {4}, {10}), StatusCode::kInvalidArgument);           // batch mismatch
-  EXPECT_EQ(plan_code(layer, 32, {4, 20}, {10, 100000}), StatusCode::kInvalidArgument);  // table row
+  EXPECT_EQ(plan_code(layer, 32, {4}, {10}), StatusCode::kInvalidArgument);  // batch mismatch
+  EXPECT_EQ(plan_code(layer, 32, {4, 20}, {10, 100000}),
+            StatusCode::kInvalidArgument);                                           // table row
   EXPECT_EQ(plan_code(layer, 30, {4, 20}, {10, 20}), StatusCode::kInvalidArgument);  // 30 % 8 != 0
   EXPECT_EQ(plan_code(layer, 8 * 16, {4, 20}, {10, 20}), StatusCode::kUnimplemented);  // group 16
   PagedKvLayer odd_dim = layer;

@@ -78,8 +78,8 @@ Status PagedBatchSpec::validate() const {
     }
     for (std::size_t b = 0; b < q_lens.size(); ++b) {
       if (q_lens[b] < 1 || q_lens[b] > seq_lens[b]) {
-        return invalid_argument("paged batch: q_lens[" + std::to_string(b) + "] must be in 1..seq_lens[" +
-                                std::to_string(b) + "]");
+        return invalid_argument("paged batch: q_lens[" + std::to_string(b) +
+                                "] must be in 1..seq_lens[" + std::to_string(b) + "]");
       }
     }
     if (q_rows() > INT32_MAX) return out_of_range("paged batch: more than 2^31 query rows");
@@ -126,8 +126,8 @@ Result<PagedBatch> PagedBatch::create(Backend& backend, Stream& stream,
     offsets.assign(std::size_t(batch) + 1, 0);
     for (std::int32_t s = 0; s < batch; ++s)
       offsets[std::size_t(s) + 1] = offsets[std::size_t(s)] + spec.q_lens[std::size_t(s)];
-    TIERKV_ASSIGN_OR_RETURN(b.q_offsets_, backend.allocate(MemoryKind::kDevice,
-                                                           offsets.size() * sizeof(std::int32_t)));
+    TIERKV_ASSIGN_OR_RETURN(
+        b.q_offsets_, backend.allocate(MemoryKind::kDevice, offsets.size() * sizeof(std::int32_t)));
     TIERKV_RETURN_IF_ERROR(
         stream.copy(b.q_offsets_.data(), offsets.data(), offsets.size() * sizeof(std::int32_t)));
   }
@@ -192,7 +192,8 @@ Status PagedBatch::download(Stream& stream, HostBatch& host) const {
   TIERKV_RETURN_IF_ERROR(stream.copy(host.seq_lens.data(), seq_lens_.data(), seq_lens_.size()));
   host.q_offsets.resize(q_offsets_.size() / sizeof(std::int32_t));
   if (!host.q_offsets.empty()) {
-    TIERKV_RETURN_IF_ERROR(stream.copy(host.q_offsets.data(), q_offsets_.data(), q_offsets_.size()));
+    TIERKV_RETURN_IF_ERROR(
+        stream.copy(host.q_offsets.data(), q_offsets_.data(), q_offsets_.size()));
   }
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   host.layer = layer();

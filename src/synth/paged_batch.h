@@ -53,7 +53,7 @@ struct HostBatch {
   std::vector<std::uint8_t> k, v, q, out;
   std::vector<std::int32_t> block_table, seq_lens;
   std::vector<std::int32_t> q_offsets;  // prefill batches only
-  PagedKvLayer layer;  // points into this object: do not copy or move it after use
+  PagedKvLayer layer;                   // points into this object: do not copy or move it after use
 
   // Arguments for the CPU reference over these copies, writing to `out` (host memory).
   DecodeAttentionArgs decode_args(std::int32_t num_q_heads, void* out) const;

@@ -13,7 +13,8 @@ namespace {
 
 int fail(const Status& s) {
   std::fprintf(stderr, "tierkv-prefill-bench: %s\n", s.to_string().c_str());
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2 : 1;
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2
+                                                                                                : 1;
 }
 
 int run(int argc, char** argv) {
@@ -22,7 +23,8 @@ int run(int argc, char** argv) {
   auto backend = create_backend(opts.backend, opts.device);
   if (!backend.ok()) {
     std::fprintf(stderr, "tierkv-prefill-bench: cannot use the %s backend: %s\n",
-                 std::string(backend_kind_name(opts.backend)).c_str(), backend.status().to_string().c_str());
+                 std::string(backend_kind_name(opts.backend)).c_str(),
+                 backend.status().to_string().c_str());
     return 2;
   }
   apply_defaults((*backend)->info(), opts);
@@ -48,8 +50,10 @@ int run(int argc, char** argv) {
     if (const Status s = write_lines(opts.report_path, {table}); !s.ok()) return fail(s);
   }
   if (!opts.json_path.empty()) {
-    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, ms)); !s.ok()) return fail(s);
-    if (!opts.quiet) std::fprintf(stderr, "tierkv-prefill-bench: figures written to %s\n", opts.json_path.c_str());
+    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, ms)); !s.ok())
+      return fail(s);
+    if (!opts.quiet)
+      std::fprintf(stderr, "tierkv-prefill-bench: figures written to %s\n", opts.json_path.c_str());
   }
   for (const Measurement& m : ms) {
     if (!m.error.empty()) return 1;  // a wrong output makes its timing worthless
@@ -60,4 +64,6 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace tierkv::prefill_bench
 
-int main(int argc, char** argv) { return tierkv::prefill_bench::run(argc, argv); }
+int main(int argc, char** argv) {
+  return tierkv::prefill_bench::run(argc, argv);
+}

@@ -73,7 +73,8 @@ Result<double> verify(Stream& stream, const synth::PagedBatch& batch) {
   }
   const double rel = std::sqrt(diff2 / std::max(ref2, 1e-30));
   if (!(rel <= kMaxRelL2)) {
-    return internal_error("prefill output differs from the CPU reference: relative L2 error " + std::to_string(rel));
+    return internal_error("prefill output differs from the CPU reference: relative L2 error " +
+                          std::to_string(rel));
   }
   return rel;
 }
@@ -92,13 +93,16 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
   const std::size_t set_bytes = spec.device_bytes();
   if (set_bytes > free / 10 * 9) {
-    return resource_exhausted("chunk " + std::to_string(chunk) + " over prefix " + std::to_string(prefix) +
-                              " needs " + std::to_string(set_bytes >> 20) + " MiB of device memory; " +
-                              std::to_string(free >> 20) + " MiB are free");
+    return resource_exhausted("chunk " + std::to_string(chunk) + " over prefix " +
+                              std::to_string(prefix) + " needs " + std::to_string(set_bytes >> 20) +
+                              " MiB of device memory; " + std::to_string(free >> 20) +
+                              " MiB are free");
   }
-  const std::size_t by_cache = opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
+  const std::size_t by_cache =
+      opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
   const std::size_t by_memory = std::max<std::size_t>(1, free / 2 / set_bytes);
-  const int sets = static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
+  const int sets =
+      static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
 
   std::vector<synth::PagedBatch> inputs;
   for (int i = 0; i < sets; ++i) {
@@ -106,8 +110,9 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
     TIERKV_ASSIGN_OR_RETURN(synth::PagedBatch b, synth::PagedBatch::create(backend, stream, spec));
     inputs.push_back(std::move(b));
   }
-  TIERKV_ASSIGN_OR_RETURN(const PrefillPlan plan, plan_prefill_attention(backend.info(), inputs[0].layer(),
-                                                                         spec.num_q_heads, spec.q_lens, spec.seq_lens));
+  TIERKV_ASSIGN_OR_RETURN(const PrefillPlan plan,
+                          plan_prefill_attention(backend.info(), inputs[0].layer(),
+                                                 spec.num_q_heads, spec.q_lens, spec.seq_lens));
   Buffer workspace;  // calls on one stream run one after another: one workspace serves them all
   if (plan.workspace_bytes > 0) {
     TIERKV_ASSIGN_OR_RETURN(workspace, backend.allocate(MemoryKind::kDevice, plan.workspace_bytes));
@@ -115,8 +120,8 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   const int calls = (std::max(opts.min_calls, sets) + sets - 1) / sets * sets;
   auto enqueue_calls = [&]() -> Status {
     for (int c = 0; c < calls; ++c) {
-      TIERKV_RETURN_IF_ERROR(
-          backend.prefill_attention(inputs[std::size_t(c % sets)].prefill_args(plan, workspace.data()), stream));
+      TIERKV_RETURN_IF_ERROR(backend.prefill_attention(
+          inputs[std::size_t(c % sets)].prefill_args(plan, workspace.data()), stream));
     }
     return Status::Ok();
   };
@@ -143,7 +148,8 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   std::vector<double> us;
   for (int i = 0; i < opts.reps; ++i) {
-    TIERKV_ASSIGN_OR_RETURN(const double ms, backend.elapsed_ms(*events[std::size_t(i)], *events[std::size_t(i) + 1]));
+    TIERKV_ASSIGN_OR_RETURN(
+        const double ms, backend.elapsed_ms(*events[std::size_t(i)], *events[std::size_t(i) + 1]));
     us.push_back(ms * 1e3 / calls);
   }
 

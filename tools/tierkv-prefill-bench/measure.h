@@ -12,15 +12,15 @@ namespace tierkv::prefill_bench {
 
 struct Measurement {
   std::int32_t chunk = 0, prefix = 0;
-  double flops = 0;          // 4 * n * (prefix + (n + 1) / 2) * q_heads * head_dim
-  double us = 0;             // median time of one call
+  double flops = 0;  // 4 * n * (prefix + (n + 1) / 2) * q_heads * head_dim
+  double us = 0;     // median time of one call
   double us_min = 0;
-  int sets = 0;              // input sets rotated through
-  int calls = 0;             // launches per replay
+  int sets = 0;   // input sets rotated through
+  int calls = 0;  // launches per replay
   std::int32_t work_items = 0;
   std::size_t workspace_bytes = 0;
-  double rel_l2_error = 0;   // sampled rows against the CPU reference
-  std::string error;         // why the output failed its check (the timing is kept)
+  double rel_l2_error = 0;  // sampled rows against the CPU reference
+  std::string error;        // why the output failed its check (the timing is kept)
   double tflops() const { return flops / us / 1e6; }
 };
 

@@ -21,7 +21,8 @@ void sort_unique(std::vector<std::int32_t>& v) {
 int parse_options(int argc, char** argv, Options& opts) {
   CLI::App app{
       "tierkv-prefill-bench: causal prefill attention of a chunk of new tokens over a paged\n"
-      "prefix (batch 1), at a model's KV shape. Timing: device events around replays of a captured\n"
+      "prefix (batch 1), at a model's KV shape. Timing: device events around replays of a "
+      "captured\n"
       "graph that rotates through input sets larger than the L2 cache, warm-up first, medians.\n"
       "Each case is checked against the CPU reference on sampled rows. Prints a table and writes\n"
       "one JSON object per case (bench: prefill_attention)."};
@@ -35,30 +36,38 @@ int parse_options(int argc, char** argv, Options& opts) {
   std::string presets;
   for (std::string_view n : model_preset_names())
     presets += (presets.empty() ? "" : ", ") + std::string(n);
-  app.add_option("--model", opts.model_name, "model preset whose KV shape is measured (" + presets + ")")
+  app.add_option("--model", opts.model_name,
+                 "model preset whose KV shape is measured (" + presets + ")")
       ->capture_default_str();
-  app.add_option("--chunks", opts.chunks, "new tokens per case, comma separated [cuda: 256,512,1024,2048; cpu: 16,64]")
+  app.add_option("--chunks", opts.chunks,
+                 "new tokens per case, comma separated [cuda: 256,512,1024,2048; cpu: 16,64]")
       ->delimiter(',')
       ->check(CLI::Range(1, kMaxTokens));
-  app.add_option("--prefixes", opts.prefixes, "cached tokens before the chunk, comma separated [cuda: 0,4096,16384; cpu: 0,128]")
+  app.add_option("--prefixes", opts.prefixes,
+                 "cached tokens before the chunk, comma separated [cuda: 0,4096,16384; cpu: 0,128]")
       ->delimiter(',')
       ->check(CLI::Range(0, kMaxTokens));
   int page_tokens = 0;
-  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")->check(CLI::Range(1, 1024));
+  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
       ->capture_default_str()
       ->check(CLI::IsMember({"nhd", "hnd"}));
   app.add_option("--warmup", opts.warmup, "untimed graph replays before each measurement")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
-  app.add_option("--reps", opts.reps, "timed graph replays per case [cuda: 20, cpu: 2]")->check(CLI::Range(1, 100000));
-  app.add_option("--min-calls", opts.min_calls, "launches per graph replay, at least [cuda: 4, cpu: 1]")
+  app.add_option("--reps", opts.reps, "timed graph replays per case [cuda: 20, cpu: 2]")
       ->check(CLI::Range(1, 100000));
-  app.add_option("--peak-tflops", opts.peak_tflops, "measured bf16 matrix rate of the card, for the floor column")
+  app.add_option("--min-calls", opts.min_calls,
+                 "launches per graph replay, at least [cuda: 4, cpu: 1]")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--peak-tflops", opts.peak_tflops,
+                 "measured bf16 matrix rate of the card, for the floor column")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1e6));
   app.add_option("--seed", opts.seed, "seed of the random inputs")->capture_default_str();
-  app.add_option("--json", opts.json_path, "where to write the JSON Lines figures ('' = nowhere)")->capture_default_str();
+  app.add_option("--json", opts.json_path, "where to write the JSON Lines figures ('' = nowhere)")
+      ->capture_default_str();
   app.add_option("--report", opts.report_path, "also write the table to this file");
   app.add_flag("--quiet", opts.quiet, "no progress on stderr");
   try {
@@ -67,8 +76,9 @@ int parse_options(int argc, char** argv, Options& opts) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  opts.backend = backend == "auto" ? (cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu)
-                                   : *parse_backend_kind(backend);
+  opts.backend = backend == "auto"
+                     ? (cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu)
+                     : *parse_backend_kind(backend);
   auto model = model_preset(opts.model_name);
   if (!model.ok()) {
     std::fprintf(stderr, "tierkv-prefill-bench: --model: %s\n", model.status().message().c_str());
@@ -81,11 +91,13 @@ int parse_options(int argc, char** argv, Options& opts) {
     std::fprintf(stderr, "tierkv-prefill-bench: %s\n", s.message().c_str());
     return 2;
   }
-  if (!prefill_head_dim_supported(opts.model.head_dim) || !prefill_group_supported(opts.model.gqa_group())) {
-    std::fprintf(stderr,
-                 "tierkv-prefill-bench: model %s has head_dim %d and GQA group %d; prefill supports "
-                 "head_dim 64/128 and groups 1..8\n",
-                 opts.model_name.c_str(), opts.model.head_dim, opts.model.gqa_group());
+  if (!prefill_head_dim_supported(opts.model.head_dim) ||
+      !prefill_group_supported(opts.model.gqa_group())) {
+    std::fprintf(
+        stderr,
+        "tierkv-prefill-bench: model %s has head_dim %d and GQA group %d; prefill supports "
+        "head_dim 64/128 and groups 1..8\n",
+        opts.model_name.c_str(), opts.model.head_dim, opts.model.gqa_group());
     return 2;
   }
   return -1;
@@ -94,10 +106,12 @@ int parse_options(int argc, char** argv, Options& opts) {
 void apply_defaults(const DeviceInfo& device, Options& opts) {
   const bool gpu = device.backend == BackendKind::kCuda;
   if (opts.chunks.empty()) {
-    opts.chunks = gpu ? std::vector<std::int32_t>{256, 512, 1024, 2048} : std::vector<std::int32_t>{16, 64};
+    opts.chunks =
+        gpu ? std::vector<std::int32_t>{256, 512, 1024, 2048} : std::vector<std::int32_t>{16, 64};
   }
   if (opts.prefixes.empty()) {
-    opts.prefixes = gpu ? std::vector<std::int32_t>{0, 4096, 16384} : std::vector<std::int32_t>{0, 128};
+    opts.prefixes =
+        gpu ? std::vector<std::int32_t>{0, 4096, 16384} : std::vector<std::int32_t>{0, 128};
   }
   if (opts.reps == 0) opts.reps = gpu ? 20 : 2;
   if (opts.min_calls == 0) opts.min_calls = gpu ? 4 : 1;

@@ -20,28 +20,34 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
   return r;
 }
 
-std::string render_table(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms) {
+std::string render_table(const RunInfo& run, const Options& opts,
+                         const std::vector<Measurement>& ms) {
   std::string out;
   char line[256];
   std::snprintf(line, sizeof line,
-                "prefill attention, %s, %s: %d q heads, %d KV heads, head dim %d, %s, pages of %d (%s), batch 1\n"
-                "floor = FLOPs / %.0f TFLOP/s; median of %d graph replays, L2 defeated by rotating input sets\n\n",
+                "prefill attention, %s, %s: %d q heads, %d KV heads, head dim %d, %s, pages of %d "
+                "(%s), batch 1\n"
+                "floor = FLOPs / %.0f TFLOP/s; median of %d graph replays, L2 defeated by rotating "
+                "input sets\n\n",
                 run.card.c_str(), run.date.c_str(), opts.model.num_q_heads, opts.model.num_kv_heads,
-                opts.model.head_dim, std::string(dtype_name(opts.model.kv_dtype)).c_str(), opts.model.page_tokens,
-                opts.layout == KvLayout::kNHD ? "nhd" : "hnd", opts.peak_tflops, opts.reps);
+                opts.model.head_dim, std::string(dtype_name(opts.model.kv_dtype)).c_str(),
+                opts.model.page_tokens, opts.layout == KvLayout::kNHD ? "nhd" : "hnd",
+                opts.peak_tflops, opts.reps);
   out += line;
   out += "  chunk  prefix      GFLOP      us  TFLOP/s  floor us  x floor  CTAs  sets  rel err\n";
   for (const Measurement& m : ms) {
     const double floor_us = m.flops / (opts.peak_tflops * 1e6);
-    std::snprintf(line, sizeof line, "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %5d %8.1e\n", m.chunk, m.prefix,
-                  m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us, m.work_items, m.sets, m.rel_l2_error);
+    std::snprintf(line, sizeof line, "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %5d %8.1e\n",
+                  m.chunk, m.prefix, m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us,
+                  m.work_items, m.sets, m.rel_l2_error);
     out += line;
     if (!m.error.empty()) out += "        ^ WRONG OUTPUT: " + m.error + "\n";
   }
   return out;
 }
 
-std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms) {
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
+                                  const std::vector<Measurement>& ms) {
   std::vector<std::string> lines;
   for (const Measurement& m : ms) {
     nlohmann::json j{{"bench", "prefill_attention"},

@@ -16,8 +16,10 @@ struct RunInfo {
 };
 RunInfo make_run_info(const DeviceInfo& device, BackendKind backend);
 
-std::string render_table(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms);
-std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const std::vector<Measurement>& ms);
+std::string render_table(const RunInfo& run, const Options& opts,
+                         const std::vector<Measurement>& ms);
+std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
+                                  const std::vector<Measurement>& ms);
 Status write_lines(const std::string& path, const std::vector<std::string>& lines);
 
 }  // namespace tierkv::prefill_bench

@@ -8,9 +8,10 @@
 // the causal frontier of its last row: Q, K and V arrive by 16-byte cp.async into swizzled shared
 // memory, K and V double buffered so the next tile's loads overlap this tile's math; S = Q K^T
 // and O += P V run from ldmatrix fragments; the online softmax (base-2 exponents) stays in
-// registers; only tiles that cross the diagonal are masked. The element offsets of a tile's 64
-// tokens in the pages are looked up once, two tiles ahead, into a small shared table that the K
-// and V loads of that tile both read, so the block-table reads stay off the load path.
+// registers; only tiles that cross the diagonal are masked. The byte offsets of a tile's 64
+// tokens in the pages are computed two tiles ahead, from block-table entries that cp.async
+// fetched a tile before that, into a small shared table that the K and V loads of the tile both
+// read: no block-table read or division sits on the load path.
 //
 // When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
 // covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
@@ -68,7 +69,9 @@ struct Mma<__nv_bfloat16> {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<const std::uint32_t*>(&v);
   }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) {
+    return __float2bfloat16_rn(v);
+  }
 };
 template <>
 struct Mma<__half> {
@@ -96,7 +99,9 @@ __device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, 
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -128,8 +133,9 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
 
 template <int D>
 constexpr int smem_bytes() {
-  // Q, K[2], V[2], then the token-offset table [2][kBlockN].
-  return (kBlockM + 4 * kBlockN) * D * 2 + 2 * kBlockN * int(sizeof(std::int64_t));
+  // Q, K[2], V[2], then the token offsets [2][kBlockN] and their pages [2][kBlockN].
+  return (kBlockM + 4 * kBlockN) * D * 2 +
+         2 * kBlockN * int(sizeof(std::int64_t) + sizeof(std::int32_t));
 }
 
 // Everything a CTA knows about its tile of packed rows.
@@ -154,47 +160,64 @@ __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
     const T* src = q;
     if (valid) {
       const int j = packed / p.group, h = packed - j * p.group;
-      src = q + (std::int64_t(t.q0 + j) * p.a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
+      src =
+          q + (std::int64_t(t.q0 + j) * p.a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
     }
     cp_async_16(smem_addr(sq + swizzle<D>(r, chunk)), src, valid);
   }
 }
 
-// Threads 0..kBlockN-1 write the element offset (K and V alike) of token tile*64 + threadIdx.x,
-// or -1 past the causal frontier, into `table`. Readers need a barrier after this.
-__device__ __forceinline__ void fill_offsets(const Params& p, const Tile& t, std::int64_t* table,
-                                             int tile) {
-  if (threadIdx.x >= kBlockN) return;
-  const PagedKvLayer& kv = p.a.kv;
-  const int token = tile * kBlockN + threadIdx.x;
-  std::int64_t off = -1;
-  if (token <= t.pos_hi) {
-    int page_idx, in_page;
-    if (p.page_shift >= 0) {
-      page_idx = token >> p.page_shift;
-      in_page = token & (kv.page_tokens - 1);
-    } else {
-      page_idx = token / kv.page_tokens;
-      in_page = token - page_idx * kv.page_tokens;
-    }
-    const std::int64_t page = kv.block_table[std::int64_t(t.b) * kv.block_table_stride + page_idx];
-    off = page * kv.strides.page + std::int64_t(in_page) * kv.strides.token +
-          std::int64_t(t.kv_head) * kv.strides.head;
-  }
-  table[threadIdx.x] = off;
+// The token of tile `tile` whose offset thread threadIdx.x (< kBlockN) looks up. A token past the
+// causal frontier maps to token 0: its scores are masked and its weights are exactly 0, and token
+// 0 is real data that every row reads anyway, so the loads need neither predicate nor zero-fill.
+__device__ __forceinline__ int table_token(const Tile& t, int tile) {
+  const int token = tile * kBlockN + int(threadIdx.x);
+  return token > t.pos_hi ? 0 : token;
 }
 
-// Gathers a KV tile of `base` (K or V) from the pages at the offsets in `table`; tokens past the
-// causal frontier are zero-filled and never read.
+// The page holding table_token(t, tile) (threads < kBlockN only).
+__device__ __forceinline__ const std::int32_t* page_entry(const Params& p, const Tile& t,
+                                                          int tile) {
+  const PagedKvLayer& kv = p.a.kv;
+  const int token = table_token(t, tile);
+  const int page_idx = p.page_shift >= 0 ? token >> p.page_shift : token / kv.page_tokens;
+  return kv.block_table + std::int64_t(t.b) * kv.block_table_stride + page_idx;
+}
+
+// Copies the block-table entry of table_token(t, tile) to *dst, asynchronously (threads <
+// kBlockN only; the thread itself reads it after its group completes).
+__device__ __forceinline__ void prefetch_page(const Params& p, const Tile& t, std::int32_t* dst,
+                                              int tile) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)),
+               "l"(page_entry(p, t, tile)));
+}
+
+// Writes the byte offset (K and V alike) of table_token(t, tile), which sits in `page`, to
+// table[threadIdx.x] (threads < kBlockN only). Readers need a barrier after this.
+template <typename T>
+__device__ __forceinline__ void store_offset(const Params& p, const Tile& t, std::int64_t* table,
+                                             int tile, std::int32_t page) {
+  const PagedKvLayer& kv = p.a.kv;
+  const int token = table_token(t, tile);
+  const int in_page = p.page_shift >= 0 ? token & (kv.page_tokens - 1) : token % kv.page_tokens;
+  table[threadIdx.x] =
+      (std::int64_t(page) * kv.strides.page + std::int64_t(in_page) * kv.strides.token +
+       std::int64_t(t.kv_head) * kv.strides.head) *
+      std::int64_t(sizeof(T));
+}
+
+// Gathers a KV tile from the pages: `src` is K or V advanced by this thread's 16-byte chunk,
+// `table` the tile's byte offsets.
 template <typename T, int D>
-__device__ __forceinline__ void load_kv(const T* base, const std::int64_t* table, T* dst) {
+__device__ __forceinline__ void load_kv(const char* src, const std::int64_t* table, T* dst) {
   constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
   const int chunk = threadIdx.x % kChunks;
 #pragma unroll
   for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
     const int r = threadIdx.x / kChunks + i * kRowsPerPass;
-    const std::int64_t off = table[r];
-    cp_async_16(smem_addr(dst + swizzle<D>(r, chunk)), base + (off >= 0 ? off : 0) + chunk * 8, off >= 0);
+    asm volatile(
+        "cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst + swizzle<D>(r, chunk))),
+        "l"(src + table[r]));
   }
 }
 
@@ -206,8 +229,14 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   T* const sq = reinterpret_cast<T*>(smem_raw);
   T* const sk = sq + kBlockM * D;
   T* const sv = sk + 2 * kBlockN * D;
-  std::int64_t* const s_off = reinterpret_cast<std::int64_t*>(sv + 2 * kBlockN * D);  // [2][kBlockN]
-  constexpr int kDTiles = D / 8;  // n8 tiles of the output
+  // Pipeline of the KV gather, per 64-token tile j of the loop: its pages are copied into
+  // s_page[j & 1] (cp.async, with K of tile j - 2), turned into byte offsets in s_off[j & 1] two
+  // iterations ahead, and read by the K and V loads of tile j one iteration ahead.
+  std::int64_t* const s_off =
+      reinterpret_cast<std::int64_t*>(sv + 2 * kBlockN * D);  // [2][kBlockN]
+  std::int32_t* const s_page =
+      reinterpret_cast<std::int32_t*>(s_off + 2 * kBlockN);  // [2][kBlockN]
+  constexpr int kDTiles = D / 8;                             // n8 tiles of the output
 
   const PrefillAttentionArgs& a = p.a;
   Tile t;
@@ -243,7 +272,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 #pragma unroll
     for (int dn = 0; dn < kDTiles; ++dn) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o[mi][dn][e] = 0.0f;
+      for (int e = 0; e < 4; ++e)
+        o[mi][dn][e] = 0.0f;
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -252,16 +282,22 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     }
   }
 
-  const T* const gk = static_cast<const T*>(a.kv.k);
-  const T* const gv = static_cast<const T*>(a.kv.v);
+  const int chunk_bytes = (threadIdx.x % (D / 8)) * 16;
+  const char* const gk = static_cast<const char*>(a.kv.k) + chunk_bytes;
+  const char* const gv = static_cast<const char*>(a.kv.v) + chunk_bytes;
   const int num_tiles = tile_end - tile_begin;
   if (num_tiles > 0) {
     // Offsets of iteration j's tile live in s_off[j & 1], written two iterations ahead.
-    fill_offsets(p, t, s_off, tile_begin);
-    if (num_tiles > 1) fill_offsets(p, t, s_off + kBlockN, tile_begin + 1);
+    if (threadIdx.x < kBlockN) {
+      store_offset<T>(p, t, s_off, tile_begin, *page_entry(p, t, tile_begin));
+      if (num_tiles > 1)
+        store_offset<T>(p, t, s_off + kBlockN, tile_begin + 1, *page_entry(p, t, tile_begin + 1));
+    }
     __syncthreads();
     load_q<T, D>(p, t, sq);
     load_kv<T, D>(gk, s_off, sk);
+    if (num_tiles > 2 && threadIdx.x < kBlockN)
+      prefetch_page(p, t, s_page + threadIdx.x, tile_begin + 2);
     cp_async_commit();
     load_kv<T, D>(gv, s_off, sv);
     cp_async_commit();
@@ -274,6 +310,9 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     __syncthreads();     // ... for every thread; and all are done with K[it - 1]
     const std::int64_t* next_off = s_off + (stage ^ 1) * kBlockN;
     if (it + 1 < num_tiles) load_kv<T, D>(gk, next_off, sk + (stage ^ 1) * kBlockN * D);
+    if (it + 3 < num_tiles && threadIdx.x < kBlockN) {
+      prefetch_page(p, t, s_page + (stage ^ 1) * kBlockN + threadIdx.x, tile + 3);
+    }
     cp_async_commit();
 
     // S = Q K^T for this warp's 32 rows x 64 keys.
@@ -283,7 +322,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[mi][nt][e] = 0.0f;
+        for (int e = 0; e < 4; ++e)
+          s[mi][nt][e] = 0.0f;
       }
     }
     const std::uint32_t k_base =
@@ -317,7 +357,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[mi][nt][e] *= scale;
+          for (int e = 0; e < 4; ++e)
+            s[mi][nt][e] *= scale;
         }
       }
     }
@@ -339,32 +380,72 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       }
     }
 
-    // Online softmax: each row's 64 scores sit in the 4 lanes of a quad. O and l are rescaled
-    // only for rows whose maximum moved, which on long prefixes is rare. The weights go straight
-    // to T pairs: pp[mi][nt][r] holds row half r of n8 tile nt, the layout of an A fragment.
-    std::uint32_t pp[kMTiles][kNTiles][2];
+    // Online softmax: each row's 64 scores sit in the 4 lanes of a quad; this thread holds 4 rows
+    // (m tile mi, half r). The maxima of all 4 first, so their reductions overlap; O and l are
+    // rescaled only when a row maximum of the warp moved, which on long prefixes is rare.
+    float mx[kMTiles][2];
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        float a0 = fmaxf(s[mi][0][2 * r], s[mi][0][2 * r + 1]);
+        float a1 = fmaxf(s[mi][1][2 * r], s[mi][1][2 * r + 1]);
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        if (POSITIVE_SCALE) mx *= scale;
-        mx = fmaxf(mx, m[mi][r]);
-        const float base = mx == -INFINITY ? 0.0f : mx;  // a row with no key yet stays at 0
-        if (mx != m[mi][r]) {
-          const float alpha = fast_exp2(m[mi][r] - base);
+        for (int nt = 2; nt < kNTiles; nt += 2) {
+          a0 = fmaxf(a0, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+          a1 = fmaxf(a1, fmaxf(s[mi][nt + 1][2 * r], s[mi][nt + 1][2 * r + 1]));
+        }
+        mx[mi][r] = fmaxf(a0, a1);
+      }
+    }
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 1));
+    }
+    bool moved = false;
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 2));
+        if (POSITIVE_SCALE) mx[mi][r] *= scale;
+        mx[mi][r] = fmaxf(mx[mi][r], m[mi][r]);
+        moved |= mx[mi][r] != m[mi][r];
+      }
+    }
+    // A moved maximum is finite (it exceeds the old one), so m - mx is -inf or negative.
+    if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float alpha = mx[mi][r] == m[mi][r] ? 1.0f : fast_exp2(m[mi][r] - mx[mi][r]);
           l[mi][r] *= alpha;
 #pragma unroll
           for (int dn = 0; dn < kDTiles; ++dn) {
             o[mi][dn][2 * r] *= alpha;
             o[mi][dn][2 * r + 1] *= alpha;
           }
-          m[mi][r] = mx;
         }
+      }
+    }
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        m[mi][r] = mx[mi][r];
+    }
+    // The weights go straight to T pairs: pp[mi][nt][r] holds row half r of n8 tile nt, the
+    // layout of an A fragment.
+    std::uint32_t pp[kMTiles][kNTiles][2];
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        // A row with no key yet uses base 0, so that exp2(-inf - base) = 0 and never NaN.
+        const float base = m[mi][r] == -INFINITY ? 0.0f : m[mi][r];
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
@@ -386,8 +467,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     if (it + 1 < num_tiles) load_kv<T, D>(gv, next_off, sv + (stage ^ 1) * kBlockN * D);
     cp_async_commit();
     // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
-    // previous iteration, and the next iteration's first barrier publishes the new ones.
-    if (it + 2 < num_tiles) fill_offsets(p, t, s_off + stage * kBlockN, tile + 2);
+    // previous iteration, and the next iteration's first barrier publishes the new ones. Its pages
+    // landed with K[it] (the first wait above), copied by this very thread.
+    if (it + 2 < num_tiles && threadIdx.x < kBlockN) {
+      store_offset<T>(p, t, s_off + stage * kBlockN, tile + 2,
+                      s_page[stage * kBlockN + threadIdx.x]);
+    }
 
     // O += P V: the weights in the S accumulators' layout are the A fragments of P.
     const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
@@ -412,6 +497,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
         }
       }
     }
+    // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
+    // previous iteration, and the next iteration's first barrier publishes the new ones.
   }
 
 #pragma unroll
@@ -447,8 +534,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       const int packed = t.row0 + row;
       if (packed < rows) {
         const int j = packed / p.group, h = packed - j * p.group;
-        T* dst = out + (std::int64_t(t.q0 + j) * a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sq + swizzle<D>(row, chunk));
+        T* dst = out + (std::int64_t(t.q0 + j) * a.num_q_heads + t.kv_head * p.group + h) * D +
+                 chunk * 8;
+        *reinterpret_cast<uint4*>(dst) =
+            *reinterpret_cast<const uint4*>(sq + swizzle<D>(row, chunk));
       }
     }
   } else {
@@ -467,7 +556,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
         float* dst = p.part_o + part * D + (lane & 3) * 2;
 #pragma unroll
         for (int dn = 0; dn < kDTiles; ++dn) {
-          *reinterpret_cast<float2*>(dst + dn * 8) = make_float2(o[mi][dn][2 * r] * inv, o[mi][dn][2 * r + 1] * inv);
+          *reinterpret_cast<float2*>(dst + dn * 8) =
+              make_float2(o[mi][dn][2 * r] * inv, o[mi][dn][2 * r + 1] * inv);
         }
         if ((lane & 3) == 0) p.part_lse[part] = any ? m[mi][r] + __log2f(l[mi][r]) : -INFINITY;
       }
@@ -485,24 +575,28 @@ __global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
   const float lse = lane < p.splits ? p.part_lse[std::int64_t(lane) * p.rows + row] : -INFINITY;
   float mx = lse;
 #pragma unroll
-  for (int off = 16; off > 0; off /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  for (int off = 16; off > 0; off /= 2)
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
   // Split 0 holds key 0, which every row sees: mx is finite.
   const float w = fast_exp2(lse - mx);
   float sum = w;
 #pragma unroll
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  for (int off = 16; off > 0; off /= 2)
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
   float acc[kPer] = {};
   for (int s = 0; s < p.splits; ++s) {
     const float ws = __shfl_sync(0xffffffffu, w, s);
     if (ws == 0.0f) continue;  // an empty split's partial is zero; an underflowed one adds nothing
     const float* src = p.part_o + (std::int64_t(s) * p.rows + row) * D + lane * kPer;
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) acc[i] = fmaf(ws, src[i], acc[i]);
+    for (int i = 0; i < kPer; ++i)
+      acc[i] = fmaf(ws, src[i], acc[i]);
   }
   T* dst = static_cast<T*>(p.a.out) + row * D + lane * kPer;
   const float inv = 1.0f / sum;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) dst[i] = Mma<T>::from_float(acc[i] * inv);
+  for (int i = 0; i < kPer; ++i)
+    dst[i] = Mma<T>::from_float(acc[i] * inv);
 }
 
 // Raises the kernel's dynamic shared-memory limit once per device.
@@ -566,16 +660,19 @@ Status launch_prefill_attention(const PrefillAttentionArgs& args, int /*sm_count
   p.a = args;
   p.group = args.num_q_heads / args.kv.num_kv_heads;
   if (!prefill_group_supported(p.group)) {
-    return unimplemented("prefill attention: GQA group " + std::to_string(p.group) + " (1..8 supported)");
+    return unimplemented("prefill attention: GQA group " + std::to_string(p.group) +
+                         " (1..8 supported)");
   }
   p.scale_log2 = args.sm_scale * kLog2e;
   // The plan records the grid: m_blocks x batch x kv_heads x splits CTAs.
-  const std::int64_t m_blocks = (std::int64_t{args.plan.max_q_tokens} * p.group + kBlockM - 1) / kBlockM;
+  const std::int64_t m_blocks =
+      (std::int64_t{args.plan.max_q_tokens} * p.group + kBlockM - 1) / kBlockM;
   const std::int64_t base = m_blocks * args.kv.batch * args.kv.num_kv_heads;
-  if (m_blocks < 1 || m_blocks > 65535 || args.plan.work_items < base || args.plan.work_items % base != 0 ||
-      args.plan.work_items / base > kMaxSplits) {
-    return invalid_argument("prefill attention: the plan's work items (" + std::to_string(args.plan.work_items) +
-                            ") do not match this kernel's tiling; make the plan with plan_prefill_attention");
+  if (m_blocks < 1 || m_blocks > 65535 || args.plan.work_items < base ||
+      args.plan.work_items % base != 0 || args.plan.work_items / base > kMaxSplits) {
+    return invalid_argument(
+        "prefill attention: the plan's work items (" + std::to_string(args.plan.work_items) +
+        ") do not match this kernel's tiling; make the plan with plan_prefill_attention");
   }
   p.m_blocks = static_cast<int>(m_blocks);
   p.splits = static_cast<int>(args.plan.work_items / base);
@@ -587,8 +684,8 @@ Status launch_prefill_attention(const PrefillAttentionArgs& args, int /*sm_count
         (std::size_t(p.splits) * p.rows * args.kv.head_dim * sizeof(float) + 255) / 256 * 256;
     const std::size_t need = o_bytes + std::size_t(p.splits) * p.rows * sizeof(float);
     if (args.workspace == nullptr || args.plan.workspace_bytes < need) {
-      return invalid_argument("prefill attention: " + std::to_string(p.splits) + " KV splits need " +
-                              std::to_string(need) + " bytes of workspace");
+      return invalid_argument("prefill attention: " + std::to_string(p.splits) +
+                              " KV splits need " + std::to_string(need) + " bytes of workspace");
     }
     p.part_o = static_cast<float*>(args.workspace);
     p.part_lse = reinterpret_cast<float*>(static_cast<char*>(args.workspace) + o_bytes);
