@@ -1,5 +1,11 @@
 // Decode attention on every backend against the CPU reference (fp32) and an fp64 reference, on
-// fresh random inputs, with poisoned outputs and NaN checks.
+// fresh random inputs, with poisoned (NaN-filled) outputs and NaN checks.
+//
+// Tolerances, against references rounded to the storage type: bf16 relative L2 error <= 1e-2 and
+// max |error| <= max |ref| / 64; fp16 2e-3 and max |ref| / 512. The kernel sums in fp32 in another
+// order and rounds the softmax probabilities to the storage type before the P.V product, so an
+// output may differ by a rounding step or two of the output type; a wrong index or a lost split
+// is off by far more.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,8 +26,6 @@ using synth::PagedBatch;
 using synth::PagedBatchSpec;
 using test::BackendTest;
 
-// Tolerances against a reference rounded to the storage type: the kernel's fp32 sums run in a
-// different order, so results may differ by a rounding step or two of the output type.
 struct Tolerance {
   double rel_l2;       // ||out - ref|| / ||ref||
   double max_abs_rel;  // max |out - ref| / max |ref|
@@ -70,69 +74,148 @@ struct Case {
   std::int32_t group = 4;
   std::int32_t page_tokens = 16;
   KvLayout layout = KvLayout::kNHD;
+  DecodePlanOptions options;  // default: the planner's choice
 };
 
 std::string case_name(const Case& c) {
-  return std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
-         std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
-         (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+  std::string s = std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
+                  std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
+                  (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+  if (c.options.splits > 0) s += "_s" + std::to_string(c.options.splits);
+  if (c.options.merge) s += "_" + std::string(decode_merge_name(*c.options.merge));
+  if (c.options.pipeline) s += "_pipe" + std::to_string(*c.options.pipeline);
+  if (c.options.heads_per_block) s += "_fused" + std::to_string(*c.options.heads_per_block);
+  return s;
+}
+
+PagedBatchSpec spec_of(const Case& c, std::vector<std::int32_t> lens, std::uint64_t seed) {
+  PagedBatchSpec spec;
+  spec.seq_lens = std::move(lens);
+  spec.num_kv_heads = c.num_kv_heads;
+  spec.num_q_heads = c.num_kv_heads * c.group;
+  spec.head_dim = c.head_dim;
+  spec.page_tokens = c.page_tokens;
+  spec.dtype = c.dtype;
+  spec.layout = c.layout;
+  spec.spare_pages = 3;
+  spec.seed = seed;
+  return spec;
 }
 
 class DecodeAttention : public BackendTest {
  protected:
-  // Runs one decode on the backend, checks it against both references and returns nothing: all
-  // checks are expectations.
+  // Runs one decode on the backend and checks it against both references; all checks are
+  // expectations. The output starts as NaN (PagedBatch poisons it), so an unwritten element fails.
   void run_and_check(const Case& c, std::vector<std::int32_t> lens, std::uint64_t seed,
                      const DeviceInfo* plan_device = nullptr) {
-    PagedBatchSpec spec;
-    spec.seq_lens = std::move(lens);
-    spec.num_kv_heads = c.num_kv_heads;
-    spec.num_q_heads = c.num_kv_heads * c.group;
-    spec.head_dim = c.head_dim;
-    spec.page_tokens = c.page_tokens;
-    spec.dtype = c.dtype;
-    spec.layout = c.layout;
-    spec.spare_pages = 3;
-    spec.seed = seed;
+    const PagedBatchSpec spec = spec_of(c, std::move(lens), seed);
     ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
-    ASSERT_OK_AND_ASSIGN(const DecodePlan plan,
-                         plan_decode_attention(plan_device ? *plan_device : backend().info(),
-                                               batch.layer(), spec.num_q_heads, spec.seq_lens));
+    ASSERT_OK_AND_ASSIGN(
+        const DecodePlan plan,
+        plan_decode_attention(plan_device ? *plan_device : backend().info(), batch.layer(),
+                              spec.num_q_heads, spec.seq_lens, c.options));
     Buffer workspace;
     if (plan.workspace_bytes > 0) {
       ASSERT_OK_AND_ASSIGN(workspace,
                            backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+      // Workspace keeps no state between runs: garbage in it must not matter.
+      ASSERT_OK(stream().fill(workspace.data(), 0x5a, plan.workspace_bytes));
     }
     ASSERT_OK(backend().decode_attention(batch.decode_args(plan, workspace.data()), stream()));
     HostBatch host;
     ASSERT_OK(batch.download(stream(), host));
+    check_against_references(c, spec, host, plan);
+  }
 
+  void check_against_references(const Case& c, const PagedBatchSpec& spec, const HostBatch& host,
+                                const DecodePlan& plan) {
     std::vector<std::uint8_t> ref32(host.out.size()), ref64(host.out.size());
     decode_attention_reference(host.decode_args(spec.num_q_heads, ref32.data()));
     decode_attention_reference_f64(host.decode_args(spec.num_q_heads, ref64.data()));
-    const std::string what = case_name(c) + " splits=" + std::to_string(plan.num_splits);
+    const std::string what = case_name(c) + " plan: " + std::to_string(plan.num_splits) + " " +
+                             std::string(decode_merge_name(plan.merge)) + " pipeline " +
+                             std::to_string(plan.pipeline);
     expect_close(host.out, ref32, c.dtype, what + " vs fp32 reference");
     expect_close(host.out, ref64, c.dtype, what + " vs fp64 reference");
     expect_close(ref32, ref64, c.dtype, what + " fp32 reference vs fp64");
   }
 };
 
-TEST_P(DecodeAttention, EveryShapeOnOddLengths) {
-  std::vector<Case> cases;
+// Lengths that cover the edges: one token, one into a page, one short of a page boundary, and a
+// random length, all different.
+std::vector<std::int32_t> edge_lengths(std::int32_t page_tokens, std::mt19937_64& rng) {
+  std::uniform_int_distribution<std::int32_t> any(2, 3000);
+  return {1, page_tokens + 1, 4 * page_tokens - 1, any(rng), 2049};
+}
+
+// Every dtype x head dim x page size x merge, with the GQA group, layout and pipeline rotating
+// through their values, on fresh random inputs each time.
+TEST_P(DecodeAttention, EveryDtypeHeadDimPageSizeAndMerge) {
+  std::mt19937_64 rng(std::random_device{}());
+  const std::int32_t groups[] = {1, 3, 4, 8};
+  int n = 0;
   for (DType t : {DType::kBF16, DType::kF16}) {
     for (std::int32_t d : {64, 128, 256}) {
-      for (std::int32_t g : {1, 3, 4, 8})
-        cases.push_back({t, d, 2, g, 16, KvLayout::kNHD});
+      for (std::int32_t page : {16, 32, 64}) {
+        for (int merge = 0; merge < 4; ++merge, ++n) {
+          Case c{t, d, 2, groups[n % 4], page, n % 3 == 0 ? KvLayout::kHND : KvLayout::kNHD, {}};
+          if (backend().kind() == BackendKind::kCuda) {
+            c.options.pipeline = n % 4;
+            if (merge == 1) c.options.merge = DecodeMerge::kNone, c.options.splits = 1;
+            if (merge == 2) c.options.merge = DecodeMerge::kCluster, c.options.splits = 3 + n % 14;
+            if (merge == 3)
+              c.options.merge = DecodeMerge::kWorkspace, c.options.splits = 5 + n % 40;
+          }
+          SCOPED_TRACE(case_name(c));
+          run_and_check(c, edge_lengths(page, rng), rng());
+        }
+      }
     }
   }
-  for (std::int32_t p : {32, 64})
-    cases.push_back({DType::kBF16, 128, 8, 4, p, KvLayout::kNHD});
-  cases.push_back({DType::kBF16, 128, 8, 4, 16, KvLayout::kHND});
-  cases.push_back({DType::kF16, 64, 4, 2, 32, KvLayout::kHND});
-  std::mt19937_64 seeds(std::random_device{}());
-  for (const Case& c : cases) {
-    SCOPED_TRACE(case_name(c));
-    run_and_check(c, {1, 15, 17, 4097}, seeds());
+}
+
+// Blocks that stream 8 KV heads together (whole pages), with and without splits.
+TEST_P(DecodeAttention, HeadFusedBlocks) {
+  std::mt19937_64 rng(std::random_device{}());
+  int n = 0;
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (std::int32_t d : {64, 128}) {
+      for (std::int32_t page : {16, 32, 64, 8}) {
+        for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kWorkspace}) {
+          Case c{t,
+                 d,
+                 n % 3 == 2 ? 16 : 8,
+                 n % 2 == 0 ? 4 : 1,
+                 page,
+                 n % 4 == 3 ? KvLayout::kHND : KvLayout::kNHD,
+                 {}};
+          if (backend().kind() == BackendKind::kCuda) {
+            c.options.heads_per_block = 8;
+            c.options.merge = merge;
+            c.options.splits = merge == DecodeMerge::kNone ? 1 : 2 + n % 9;
+            c.options.pipeline = n % 2;
+          }
+          ++n;
+          SCOPED_TRACE(case_name(c));
+          run_and_check(c, edge_lengths(page, rng), rng());
+        }
+      }
+    }
+  }
+}
+
+TEST_P(DecodeAttention, PagesSmallerThanATileOrNotAPowerOfTwo) {
+  std::mt19937_64 rng(std::random_device{}());
+  for (std::int32_t page : {1, 8, 24, 48}) {
+    for (DecodeMerge merge : {DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+      Case c{DType::kBF16, 128, 2, 4, page, KvLayout::kNHD, {}};
+      if (backend().kind() == BackendKind::kCuda) {
+        c.options.merge = merge;
+        c.options.splits = 4;
+      }
+      SCOPED_TRACE(case_name(c));
+      run_and_check(c, {1, page + 1, 1000, 333}, rng());
+    }
   }
 }
 
@@ -140,18 +223,25 @@ TEST_P(DecodeAttention, LongSingleSequenceSplitsAcrossTheDevice) {
   std::mt19937_64 seeds(std::random_device{}());
   for (std::int32_t len : {2048, 4097, 32768}) {
     SCOPED_TRACE(len);
-    run_and_check(Case{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD}, {len}, seeds());
+    run_and_check(Case{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}}, {len}, seeds());
   }
 }
 
 TEST_P(DecodeAttention, RaggedBatchesFromASkewedDistribution) {
   std::mt19937_64 rng(std::random_device{}());
   std::lognormal_distribution<double> skew(6.0, 1.5);  // median ~400 tokens, long tail
-  for (int round = 0; round < 3; ++round) {
-    std::vector<std::int32_t> lens(static_cast<std::size_t>(5 + round * 11));
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::int32_t> lens(static_cast<std::size_t>(5 + round * 9));
     for (auto& l : lens)
       l = std::clamp<std::int32_t>(static_cast<std::int32_t>(skew(rng)), 1, 20000);
-    run_and_check(Case{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD}, lens, rng());
+    lens[0] = 1;
+    Case c{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}};
+    if (backend().kind() == BackendKind::kCuda && round % 2 == 1) {
+      c.options.merge = round % 4 == 1 ? DecodeMerge::kWorkspace : DecodeMerge::kCluster;
+      c.options.splits = round % 4 == 1 ? 24 : 16;
+    }
+    SCOPED_TRACE(case_name(c));
+    run_and_check(c, lens, rng());
   }
 }
 
@@ -161,30 +251,87 @@ TEST_P(DecodeAttention, ManySplitsWithShortSequencesInTheBatch) {
   DeviceInfo wide = backend().info();
   wide.compute_units = 4096;
   std::mt19937_64 seeds(std::random_device{}());
-  run_and_check(Case{DType::kF16, 128, 2, 4, 16, KvLayout::kNHD}, {3000, 1, 64, 65, 700, 2999},
+  run_and_check(Case{DType::kF16, 128, 2, 4, 16, KvLayout::kNHD, {}}, {3000, 1, 64, 65, 700, 2999},
                 seeds(), &wide);
 }
 
+// A graph captured for some lengths is replayed after the lengths on the device shrank: the kernel
+// reads them at every run.
+TEST_P(DecodeAttention, GraphReplayAfterTheLengthsChange) {
+  std::mt19937_64 rng(std::random_device{}());
+  for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+    Case c{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}};
+    if (backend().kind() == BackendKind::kCuda) {
+      c.options.merge = merge;
+      c.options.splits = merge == DecodeMerge::kNone ? 1 : 6;
+    }
+    SCOPED_TRACE(case_name(c));
+    const std::vector<std::int32_t> planned = {3000, 17, 1500};
+    PagedBatchSpec spec = spec_of(c, planned, rng());
+    ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+    ASSERT_OK_AND_ASSIGN(const DecodePlan plan,
+                         plan_decode_attention(backend().info(), batch.layer(), spec.num_q_heads,
+                                               spec.seq_lens, c.options));
+    Buffer workspace;
+    if (plan.workspace_bytes > 0) {
+      ASSERT_OK_AND_ASSIGN(workspace,
+                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+    }
+    const DecodeAttentionArgs args = batch.decode_args(plan, workspace.data());
+    ASSERT_OK(backend().decode_attention(args, stream()));  // outside the capture first
+    ASSERT_OK(stream().begin_capture());
+    const Status queued = backend().decode_attention(args, stream());
+    auto graph = stream().end_capture();
+    ASSERT_OK(queued);
+    ASSERT_TRUE(graph.ok()) << graph.status().to_string();
+
+    const std::vector<std::int32_t> shorter = {2001, 1, 1499};
+    ASSERT_OK(stream().copy(const_cast<std::int32_t*>(batch.layer().seq_lens), shorter.data(),
+                            shorter.size() * sizeof(std::int32_t)));
+    ASSERT_OK(stream().fill(batch.out(), 0xff, batch.out_bytes()));
+    ASSERT_OK((*graph)->launch(stream()));
+    ASSERT_OK((*graph)->launch(stream()));  // twice: a replay leaves nothing behind
+    HostBatch host;
+    ASSERT_OK(batch.download(stream(), host));
+    spec.seq_lens = shorter;
+    check_against_references(c, spec, host, plan);
+  }
+}
+
 TEST_P(DecodeAttention, OneTokenReturnsItsValueExactly) {
-  PagedBatchSpec spec;
-  spec.seq_lens = {1, 1, 1};
-  spec.num_kv_heads = 8;
-  spec.num_q_heads = 32;
-  spec.seed = 5;
-  ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
-  ASSERT_OK_AND_ASSIGN(const DecodePlan plan,
-                       plan_decode_attention(backend().info(), batch.layer(), 32, spec.seq_lens));
-  ASSERT_OK(backend().decode_attention(batch.decode_args(plan, nullptr), stream()));
-  HostBatch host;
-  ASSERT_OK(batch.download(stream(), host));
-  const PagedKvLayer& kv = host.layer;
-  for (std::int32_t b = 0; b < 3; ++b) {
-    const std::int32_t page = host.block_table[std::size_t(b) * kv.block_table_stride];
-    for (std::int32_t h = 0; h < 32; ++h) {
-      for (std::int32_t d = 0; d < 128; ++d) {
-        const float v = load_as_float(host.v.data(), kv.offset(page, 0, h / 4) + d, kv.dtype);
-        ASSERT_EQ(load_as_float(host.out.data(), (std::size_t(b) * 32 + h) * 128 + d, kv.dtype), v)
-            << b << " " << h << " " << d;
+  for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+    PagedBatchSpec spec;
+    spec.seq_lens = {1, 1, 1};
+    spec.num_kv_heads = 8;
+    spec.num_q_heads = 32;
+    spec.seed = 5;
+    ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+    DecodePlanOptions options;
+    if (backend().kind() == BackendKind::kCuda) {
+      options.merge = merge;
+      options.splits = merge == DecodeMerge::kNone ? 1 : 4;
+    }
+    ASSERT_OK_AND_ASSIGN(
+        const DecodePlan plan,
+        plan_decode_attention(backend().info(), batch.layer(), 32, spec.seq_lens, options));
+    Buffer workspace;
+    if (plan.workspace_bytes > 0) {
+      ASSERT_OK_AND_ASSIGN(workspace,
+                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+    }
+    ASSERT_OK(backend().decode_attention(batch.decode_args(plan, workspace.data()), stream()));
+    HostBatch host;
+    ASSERT_OK(batch.download(stream(), host));
+    const PagedKvLayer& kv = host.layer;
+    for (std::int32_t b = 0; b < 3; ++b) {
+      const std::int32_t page = host.block_table[std::size_t(b) * kv.block_table_stride];
+      for (std::int32_t h = 0; h < 32; ++h) {
+        for (std::int32_t d = 0; d < 128; ++d) {
+          const float v = load_as_float(host.v.data(), kv.offset(page, 0, h / 4) + d, kv.dtype);
+          ASSERT_EQ(load_as_float(host.out.data(), (std::size_t(b) * 32 + h) * 128 + d, kv.dtype),
+                    v)
+              << decode_merge_name(merge) << " " << b << " " << h << " " << d;
+        }
       }
     }
   }
@@ -210,6 +357,23 @@ TEST_P(DecodeAttention, RejectsBadArguments) {
   DecodeAttentionArgs no_scale = good;
   no_scale.sm_scale = NAN;
   EXPECT_EQ(backend().decode_attention(no_scale, stream()).code(), StatusCode::kInvalidArgument);
+  DecodeAttentionArgs split_without_merge = good;
+  split_without_merge.plan.num_splits = 4;
+  split_without_merge.plan.merge = DecodeMerge::kNone;
+  EXPECT_EQ(backend().decode_attention(split_without_merge, stream()).code(),
+            StatusCode::kInvalidArgument);
+  DecodeAttentionArgs huge_cluster = good;
+  huge_cluster.plan.num_splits = 17;
+  huge_cluster.plan.merge = DecodeMerge::kCluster;
+  EXPECT_EQ(backend().decode_attention(huge_cluster, stream()).code(),
+            StatusCode::kInvalidArgument);
+  DecodeAttentionArgs no_workspace = good;
+  no_workspace.plan.num_splits = 2;
+  no_workspace.plan.tokens_per_split = 16;
+  no_workspace.plan.merge = DecodeMerge::kWorkspace;
+  no_workspace.plan.workspace_bytes = 4096;
+  EXPECT_EQ(backend().decode_attention(no_workspace, stream()).code(),
+            StatusCode::kInvalidArgument);
 
   const std::vector<std::int32_t> zero_len = {0, 20};
   EXPECT_EQ(plan_decode_attention(backend().info(), batch.layer(), 32, zero_len).status().code(),
@@ -227,45 +391,114 @@ TEST_P(DecodeAttention, RejectsBadArguments) {
   odd_dim.head_dim = 96;
   EXPECT_EQ(plan_decode_attention(backend().info(), odd_dim, 32, spec.seq_lens).status().code(),
             StatusCode::kUnimplemented);
+  DecodePlanOptions contradictory;
+  contradictory.splits = 4;
+  contradictory.merge = DecodeMerge::kNone;
+  EXPECT_EQ(plan_decode_attention(backend().info(), batch.layer(), 32, spec.seq_lens, contradictory)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
   ASSERT_OK(stream().synchronize());
 }
 
 TIERKV_INSTANTIATE_BACKENDS(DecodeAttention);
 
-TEST(DecodePlan, SplitsOnlyWhenTheDeviceWouldIdle) {
-  DeviceInfo h100;
-  h100.backend = BackendKind::kCuda;
-  h100.compute_units = 132;
+PagedKvLayer llama_layer(std::int32_t batch) {
   PagedKvLayer kv;
-  kv.batch = 1;
+  kv.batch = batch;
   kv.num_kv_heads = 8;
   kv.head_dim = 128;
   kv.page_tokens = 16;
   kv.block_table_stride = 4096;
+  return kv;
+}
+
+DeviceInfo h100() {
+  DeviceInfo d;
+  d.backend = BackendKind::kCuda;
+  d.compute_units = 132;
+  return d;
+}
+
+TEST(DecodePlan, SplitsFillTheDeviceOnlyWhenItWouldIdle) {
+  // Batch 1: 8 (sequence, KV head) pairs on 132 multiprocessors: split.
   const std::vector<std::int32_t> one = {4096};
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p1, plan_decode_attention(h100, kv, 32, one));
-  EXPECT_GT(p1.num_splits, 1);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p1, plan_decode_attention(h100(), llama_layer(1), 32, one));
+  EXPECT_GE(p1.num_splits, 8);
+  EXPECT_LE(p1.num_splits * 8, 132);
+  EXPECT_NE(p1.merge, DecodeMerge::kNone);
+  EXPECT_EQ(p1.tokens_per_split % 16, 0);
   EXPECT_GE(std::int64_t{p1.num_splits} * p1.tokens_per_split, 4096);
-  EXPECT_EQ(p1.tokens_per_split % 64, 0);
-  EXPECT_GT(p1.workspace_bytes, 0u);
+  EXPECT_EQ(p1.workspace_bytes > 0, p1.merge == DecodeMerge::kWorkspace);
+  // Short: still split, never below 64 tokens a split.
+  const std::vector<std::int32_t> short_one = {256};
+  ASSERT_OK_AND_ASSIGN(const DecodePlan ps,
+                       plan_decode_attention(h100(), llama_layer(1), 32, short_one));
+  EXPECT_GE(ps.num_splits, 2);
+  EXPECT_GE(ps.tokens_per_split, 64);
 
-  kv.batch = 128;
+  // Batch 4: two splits, merged by clusters of two blocks in the same launch.
+  const std::vector<std::int32_t> four(4, 8192);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p4,
+                       plan_decode_attention(h100(), llama_layer(4), 32, four));
+  EXPECT_EQ(p4.num_splits, 2);
+  EXPECT_EQ(p4.merge, DecodeMerge::kCluster);
+  EXPECT_EQ(p4.workspace_bytes, 0u);
+
+  // Batch 32: 256 pairs, two waves of blocks: no split, two blocks per multiprocessor.
+  const std::vector<std::int32_t> mid(32, 2048);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan pm,
+                       plan_decode_attention(h100(), llama_layer(32), 32, mid));
+  EXPECT_EQ(pm.num_splits, 1);
+  EXPECT_EQ(pm.merge, DecodeMerge::kNone);
+  EXPECT_EQ(pm.pipeline, 2);
+  EXPECT_EQ(pm.heads_per_block, 1);
+
+  // Batch 128: 128 blocks of 8 KV heads each fill the device: no split, head-fused blocks.
   const std::vector<std::int32_t> many(128, 2048);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p2, plan_decode_attention(h100, kv, 32, many));
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p2,
+                       plan_decode_attention(h100(), llama_layer(128), 32, many));
   EXPECT_EQ(p2.num_splits, 1);
+  EXPECT_EQ(p2.merge, DecodeMerge::kNone);
   EXPECT_EQ(p2.workspace_bytes, 0u);
-
-  // Batch 16 x 8 heads = 128 blocks on 528 slots: four splits fill one wave; five would need two.
-  kv.batch = 16;
-  const std::vector<std::int32_t> sixteen(16, 2048);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p4, plan_decode_attention(h100, kv, 32, sixteen));
-  EXPECT_LE(16 * 8 * p4.num_splits, 4 * 132);
-  EXPECT_GT(p4.num_splits, 1);
+  EXPECT_EQ(p2.heads_per_block, 8);
 
   DeviceInfo cpu;  // the CPU backend never splits
-  kv.batch = 1;
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p3, plan_decode_attention(cpu, kv, 32, one));
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p3, plan_decode_attention(cpu, llama_layer(1), 32, one));
   EXPECT_EQ(p3.num_splits, 1);
+  EXPECT_EQ(p3.merge, DecodeMerge::kNone);
+}
+
+TEST(DecodePlan, OneLongSequenceAmongShortOnesGetsFixedSplits) {
+  // 31 short sequences and one of 32K: one block per pair would leave the long one's blocks
+  // streaming alone long after the rest; fixed splits cut it into many.
+  std::vector<std::int32_t> lens(32, 300);
+  lens[7] = 32768;
+  PagedKvLayer kv = llama_layer(32);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p, plan_decode_attention(h100(), kv, 32, lens));
+  EXPECT_EQ(p.merge, DecodeMerge::kWorkspace);
+  EXPECT_GT(p.num_splits, 4);
+  EXPECT_GT(p.workspace_bytes, 0u);
+}
+
+TEST(DecodePlan, OptionsOverrideTheChoice) {
+  const std::vector<std::int32_t> one = {4096};
+  DecodePlanOptions o;
+  o.splits = 40;
+  ASSERT_OK_AND_ASSIGN(const DecodePlan w,
+                       plan_decode_attention(h100(), llama_layer(1), 32, one, o));
+  EXPECT_EQ(w.merge, DecodeMerge::kWorkspace);  // more than a cluster holds
+  EXPECT_GE(std::int64_t{w.num_splits} * w.tokens_per_split, 4096);
+  EXPECT_GT(w.workspace_bytes, 0u);
+  o.splits = 6;
+  o.pipeline = 1;
+  o.programmatic_launch = false;
+  ASSERT_OK_AND_ASSIGN(const DecodePlan c,
+                       plan_decode_attention(h100(), llama_layer(1), 32, one, o));
+  EXPECT_EQ(c.merge, DecodeMerge::kCluster);
+  EXPECT_EQ(c.num_splits, 6);
+  EXPECT_EQ(c.pipeline, 1);
+  EXPECT_FALSE(c.programmatic_launch);
 }
 
 }  // namespace

@@ -10,12 +10,29 @@
 // Plan, then run: plan_decode_attention() runs on the host from the lengths, decides how the work
 // is split across the device, and says how much workspace the run needs. The caller owns the
 // workspace. The run (Backend::decode_attention) allocates nothing and may be captured in a graph,
-// as long as the lengths it sees on the device are no longer than those the plan was made for.
+// as long as the lengths it sees on the device are no longer than those the plan was made for
+// (a graph captured for lengths L may be replayed after the lengths on the device have shrunk, or
+// grown up to L: the kernels read the lengths from the device at every run).
+//
+// How the CUDA backend splits the work (docs/decode-attention-notes.md has the measurements): each
+// block streams one (sequence, KV head, split) through shared memory, or with heads_per_block = 8
+// one (sequence, 8 KV heads, split) as whole pages, and runs the GQA group's query heads against
+// every K/V tile with tensor-core products. A sequence cut into several splits is merged in one of
+// two ways, both without a second pass over the KV:
+//   kCluster    the splits of a (sequence, KV head) form one thread-block cluster (at most 16
+//               blocks) and merge through distributed shared memory inside the same launch; each
+//               block takes an equal share of that sequence's tokens. No workspace.
+//   kWorkspace  each split writes its partial result and log-sum-exp to the workspace and a
+//               second, small kernel merges them (started early as a programmatic dependent
+//               launch). Splits have a fixed length, so a long sequence in a ragged batch gets
+//               many splits and a short one few.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <type_traits>
 
 #include "tierkv/backend.h"
@@ -24,22 +41,58 @@
 
 namespace tierkv {
 
+// How the splits of one sequence are combined (see the top of this file).
+enum class DecodeMerge : std::uint8_t {
+  kNone = 0,       // one split per sequence: each block writes its output rows
+  kCluster = 1,    // 2..16 splits, merged inside one launch through distributed shared memory
+  kWorkspace = 2,  // any number of splits, merged by a second kernel from the workspace
+};
+std::string_view decode_merge_name(DecodeMerge m);  // "none", "cluster", "workspace"
+
 struct DecodePlan {
   std::int32_t batch = 0;
   std::int32_t num_q_heads = 0;
   std::int32_t max_seq_len = 0;       // longest sequence the plan covers
-  std::int32_t tokens_per_split = 0;  // each sequence is cut into splits of this many tokens
+  std::int32_t tokens_per_split = 0;  // kWorkspace: splits of this many tokens; otherwise the
+                                      // share of the longest sequence (each sequence is cut
+                                      // into num_splits equal shares, multiples of 16 tokens)
   std::int32_t num_splits = 0;        // splits of the longest sequence; 1 = no split
-  std::size_t workspace_bytes = 0;    // what the run needs in `workspace` (0 when num_splits == 1)
+  std::size_t workspace_bytes = 0;    // what the run needs in `workspace` (0 unless kWorkspace)
+  DecodeMerge merge = DecodeMerge::kNone;
+  std::int32_t pipeline = 0;         // CUDA pipeline depth: 0 deep (one block per multiprocessor),
+                                     // 1 shallow, 2 middle (two blocks), 3 deepest (one block)
+  std::int32_t heads_per_block = 1;  // CUDA: 1, a block streams one KV head; 8, a block streams
+                                     // 8 KV heads together (whole pages; needs a multiple of 8
+                                     // KV heads, head_dim <= 128, no cluster merge)
+  bool l2_prefetch = true;           // CUDA: K/V copies ask L2 for whole 256-byte lines
+  bool programmatic_launch = false;  // CUDA: launch as a programmatic dependent of the previous
+                                     // kernel on the stream (the kernel waits for it to finish
+                                     // before touching memory, so stream order is kept)
 };
 static_assert(std::is_trivially_copyable_v<DecodePlan>);
 
+// Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose.
+struct DecodePlanOptions {
+  std::int32_t splits = 0;               // > 0: exactly this many splits of the longest sequence
+  std::optional<DecodeMerge> merge;      // with splits: how to merge them (default: kCluster
+                                         // up to 16 splits, kWorkspace beyond)
+  std::optional<std::int32_t> pipeline;  // 0 deep, 1 shallow, 2 middle, 3 deepest
+  std::optional<bool> l2_prefetch;       // see DecodePlan
+  std::optional<std::int32_t> heads_per_block;  // 1 or 8 (see DecodePlan)
+  std::optional<bool> programmatic_launch;      // see DecodePlan
+};
+
 // Plans a decode over `kv` (only its shape fields are read) for sequences of the given host-side
 // lengths. InvalidArgument for a bad shape, an unsupported head dim / group / dtype, lengths < 1 or
-// a lengths span whose size differs from kv.batch.
+// a lengths span whose size differs from kv.batch, or options that contradict each other.
+// The CUDA plan depends on device.compute_units (the split count fills the multiprocessors).
 Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKvLayer& kv,
                                          std::int32_t num_q_heads,
                                          std::span<const std::int32_t> seq_lens);
+Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKvLayer& kv,
+                                         std::int32_t num_q_heads,
+                                         std::span<const std::int32_t> seq_lens,
+                                         const DecodePlanOptions& options);
 
 struct DecodeAttentionArgs {
   PagedKvLayer kv;          // one layer's pages, block table and lengths
@@ -48,8 +101,9 @@ struct DecodeAttentionArgs {
   std::int32_t num_q_heads = 0;
   float sm_scale = 0.0f;  // usually 1 / sqrt(head_dim)
   DecodePlan plan;
-  void* workspace =
-      nullptr;  // >= plan.workspace_bytes, device memory, not shared by runs in flight
+  void* workspace = nullptr;  // >= plan.workspace_bytes, device memory, not shared by runs in
+                              // flight; no state is kept in it between runs, so it may be any
+                              // memory (for example another kernel's scratch) between them
 };
 static_assert(std::is_trivially_copyable_v<DecodeAttentionArgs>);
 

@@ -1,8 +1,10 @@
 // tierkv-bench: the microbenchmark report (decode attention over paged KV, KV transfers, the
 // machine's ceilings), printed and written as JSON Lines.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "decode_bench.h"
 #include "measure.h"
@@ -25,6 +27,9 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
   int total = 0;
   if (opts.has_section("decode")) total += static_cast<int>(opts.kv_lens.size());
   if (opts.has_section("batched")) total += static_cast<int>(opts.batches.size());
+  if (opts.has_section("grid"))
+    total += static_cast<int>(opts.grid_batches.size() * opts.grid_kv.size());
+  if (opts.has_section("ragged")) total += static_cast<int>(opts.ragged_batches.size());
   if (opts.has_section("transfer")) total += 1;
   if (opts.has_section("reference")) total += 1;
   progress.set_total(total);
@@ -41,6 +46,45 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
       TIERKV_ASSIGN_OR_RETURN(DecodeMeasurement m,
                               measure_decode(backend, stream, opts, b, opts.batch_kv));
       data.batched.push_back(m);
+    }
+  }
+  const bool grid = opts.has_section("grid"), ragged = opts.has_section("ragged");
+  if ((grid || ragged) && !opts.has_section("reference")) {
+    // The copy ceiling the grid's bandwidths are set against, from this run.
+    TIERKV_ASSIGN_OR_RETURN(TransferMeasurement hbm, measure_hbm_copy(backend, stream, opts));
+    data.ceilings.push_back(std::move(hbm));
+  }
+  auto measure_case = [&](const std::vector<std::int32_t>& lens, const std::string& what,
+                          std::vector<DecodeMeasurement>& into) -> Status {
+    progress.step(what);
+    if (!case_fits(backend, opts, lens)) {
+      data.skipped.push_back(what + ": needs more device memory than is free");
+      return Status::Ok();
+    }
+    auto m = measure_decode(backend, stream, opts, lens);
+    if (!m.ok()) {  // reported with the case; the other cases still run
+      data.skipped.push_back(what + ": " + m.status().to_string());
+      std::fprintf(stderr, "tierkv-bench: %s: %s\n", what.c_str(), m.status().to_string().c_str());
+      return stream.synchronize();
+    }
+    if (std::all_of(lens.begin(), lens.end(), [&](auto l) { return l == lens[0]; }))
+      m->seq_lens.clear();
+    into.push_back(std::move(*m));
+    return Status::Ok();
+  };
+  if (grid) {
+    for (std::int32_t b : opts.grid_batches) {
+      for (std::int32_t kv : opts.grid_kv) {
+        TIERKV_RETURN_IF_ERROR(measure_case(
+            std::vector<std::int32_t>(std::size_t(b), kv),
+            "grid batch " + std::to_string(b) + ", KV " + std::to_string(kv), data.grid));
+      }
+    }
+  }
+  if (ragged) {
+    for (std::int32_t b : opts.ragged_batches) {
+      const auto lens = ragged_lengths(b, opts.ragged_max_len, opts.model.page_tokens, opts.seed);
+      TIERKV_RETURN_IF_ERROR(measure_case(lens, "ragged batch " + std::to_string(b), data.ragged));
     }
   }
   if (opts.has_section("transfer")) {

@@ -12,7 +12,10 @@ namespace {
 
 constexpr std::int32_t kMaxKvTokens = 1 << 22;
 constexpr std::int32_t kMaxBatch = 65535;
-const std::vector<std::string> kSections = {"decode", "batched", "transfer", "reference"};
+const std::vector<std::string> kSections = {"decode", "batched",  "grid",
+                                            "ragged", "transfer", "reference"};
+// Run when --sections is not given; grid and ragged are asked for by name.
+const std::vector<std::string> kDefaultSections = {"decode", "batched", "transfer", "reference"};
 
 std::string gib(std::size_t bytes) {
   char buf[32];
@@ -63,9 +66,49 @@ int parse_options(int argc, char** argv, Options& opts) {
   app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
       ->capture_default_str()
       ->check(CLI::IsMember({"nhd", "hnd"}));
-  opts.sections = kSections;
+  app.add_option("--grid-batches", opts.grid_batches,
+                 "batch sizes of the grid section, comma separated [cuda: 1,4,8,16,32,64,128]")
+      ->delimiter(',')
+      ->check(CLI::Range(1, kMaxBatch));
+  app.add_option("--grid-kv", opts.grid_kv,
+                 "KV lengths of the grid section, comma separated [cuda: 512..32768, doubling]")
+      ->delimiter(',')
+      ->check(CLI::Range(1, kMaxKvTokens));
+  app.add_option("--ragged-batches", opts.ragged_batches,
+                 "batch sizes of the ragged section (skewed lengths) [cuda: 8,32,128, cpu: 4]")
+      ->delimiter(',')
+      ->check(CLI::Range(4, kMaxBatch));
+  app.add_option("--ragged-max-len", opts.ragged_max_len,
+                 "longest sequence of a ragged case [cuda: 32768, cpu: 4096]")
+      ->check(CLI::Range(4096, kMaxKvTokens));
+  int splits = 0, pipeline = -1;
+  std::string merge = "auto", pdl = "auto";
+  app.add_option("--splits", splits, "decode plan override: splits per sequence (0 = planner's)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  app.add_option("--merge", merge, "decode plan override: auto, none, cluster, workspace")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "none", "cluster", "workspace"}));
+  app.add_option("--pipeline", pipeline,
+                 "decode plan override: 0 deep, 1 shallow, 2 middle, 3 deepest (-1 = planner's)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 3));
+  std::string l2 = "auto";
+  app.add_option("--l2-prefetch", l2, "decode plan override: 256-byte L2 fetches on, off, auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  int heads_per_block = 0;
+  app.add_option("--heads-per-block", heads_per_block,
+                 "decode plan override: 1 or 8 KV heads per block (0 = planner's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 1, 8}));
+  app.add_option("--pdl", pdl, "decode plan override: programmatic dependent launch on, off, auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  opts.sections = kDefaultSections;
   app.add_option("--sections", opts.sections,
-                 "sections to run: decode, batched, transfer, reference")
+                 "sections to run: decode, batched, grid, ragged, transfer, reference "
+                 "[decode,batched,transfer,reference]")
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::IsMember(kSections));
@@ -101,6 +144,14 @@ int parse_options(int argc, char** argv, Options& opts) {
     return 2;
   }
   opts.model = *model;
+  opts.plan.splits = splits;
+  if (merge == "none") opts.plan.merge = DecodeMerge::kNone;
+  if (merge == "cluster") opts.plan.merge = DecodeMerge::kCluster;
+  if (merge == "workspace") opts.plan.merge = DecodeMerge::kWorkspace;
+  if (pipeline >= 0) opts.plan.pipeline = pipeline;
+  if (heads_per_block > 0) opts.plan.heads_per_block = heads_per_block;
+  if (l2 != "auto") opts.plan.l2_prefetch = l2 == "on";
+  if (pdl != "auto") opts.plan.programmatic_launch = pdl == "on";
   if (page_tokens > 0) opts.model.page_tokens = page_tokens;
   opts.layout = layout == "hnd" ? KvLayout::kHND : KvLayout::kNHD;
   if (const Status s = opts.model.validate(); !s.ok()) {
@@ -129,6 +180,19 @@ void apply_defaults(const DeviceInfo& device, Options& opts) {
                        : std::vector<std::int32_t>{1, 2, 4, 8};
   }
   if (opts.batch_kv == 0) opts.batch_kv = gpu ? 2048 : 512;
+  if (opts.grid_batches.empty()) {
+    opts.grid_batches =
+        gpu ? std::vector<std::int32_t>{1, 4, 8, 16, 32, 64, 128} : std::vector<std::int32_t>{1, 4};
+  }
+  if (opts.grid_kv.empty()) {
+    opts.grid_kv = gpu ? std::vector<std::int32_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}
+                       : std::vector<std::int32_t>{128, 512};
+  }
+  if (opts.ragged_batches.empty()) {
+    opts.ragged_batches =
+        gpu ? std::vector<std::int32_t>{8, 32, 128} : std::vector<std::int32_t>{4};
+  }
+  if (!gpu) opts.ragged_max_len = std::min(opts.ragged_max_len, 4096);
   if (opts.reps == 0) opts.reps = gpu ? 30 : 5;
   if (opts.min_calls == 0) opts.min_calls = gpu ? 20 : 1;
   // Rotating through 4x the L2 makes every decode read its KV from HBM. The CPU run is a
@@ -138,6 +202,13 @@ void apply_defaults(const DeviceInfo& device, Options& opts) {
   opts.kv_lens.erase(std::unique(opts.kv_lens.begin(), opts.kv_lens.end()), opts.kv_lens.end());
   std::sort(opts.batches.begin(), opts.batches.end());
   opts.batches.erase(std::unique(opts.batches.begin(), opts.batches.end()), opts.batches.end());
+}
+
+bool case_fits(Backend& backend, const Options& opts, const std::vector<std::int32_t>& seq_lens) {
+  auto free = backend.free_memory();
+  if (!free.ok()) return false;
+  synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(opts.model, seq_lens);
+  return spec.device_bytes() <= *free / 10 * 9;
 }
 
 Status check_fits(Backend& backend, const Options& opts) {

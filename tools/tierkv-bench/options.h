@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tierkv/attention.h"
 #include "tierkv/backend.h"
 #include "tierkv/model_spec.h"
 #include "tierkv/paged_kv.h"
@@ -19,10 +20,15 @@ struct Options {
   std::string model_name = "llama-3.1-8b";
   ModelSpec model;
   KvLayout layout = KvLayout::kNHD;
-  std::vector<std::int32_t> kv_lens;  // batch-1 sweep (and per-length transfers)
-  std::vector<std::int32_t> batches;  // batched sweep
-  std::int32_t batch_kv = 0;          // KV length of the batched sweep
-  std::vector<std::string> sections;  // decode, batched, transfer, reference
+  std::vector<std::int32_t> kv_lens;         // batch-1 sweep (and per-length transfers)
+  std::vector<std::int32_t> batches;         // batched sweep
+  std::int32_t batch_kv = 0;                 // KV length of the batched sweep
+  std::vector<std::int32_t> grid_batches;    // grid: every batch size ...
+  std::vector<std::int32_t> grid_kv;         // ... times every KV length
+  std::vector<std::int32_t> ragged_batches;  // ragged: one skewed case per batch size
+  std::int32_t ragged_max_len = 32768;       // longest sequence of a ragged case
+  DecodePlanOptions plan;                    // overrides of the decode planner (tuning)
+  std::vector<std::string> sections;         // decode, batched, grid, ragged, transfer, reference
   int warmup = 3;
   int reps = 0;
   int min_calls = 0;             // decode launches per timed graph replay
@@ -41,6 +47,10 @@ int parse_options(int argc, char** argv, Options& opts);
 
 // Applies backend-dependent defaults (sizes, repetitions) to fields the user left unset.
 void apply_defaults(const DeviceInfo& device, Options& opts);
+
+// Whether one decode case (one input set) fits in the device memory free now; the grid and ragged
+// sections skip the cases that do not.
+bool case_fits(Backend& backend, const Options& opts, const std::vector<std::int32_t>& seq_lens);
 
 // Checks that every requested case fits: device memory for the decode sets and transfer targets,
 // host memory for the transfer sources. InvalidArgument / ResourceExhausted with the case named.

@@ -59,8 +59,8 @@ void header(std::string& out, const RunInfo& run, const Options& opts) {
                dev.compute_units, dev.l2_bytes / 1048576.0, dev.cc_major, dev.cc_minor,
                dev.total_memory / 1073741824.0);
     out += fmt(
-        "Timing: CUDA events, %d warm-ups, median of %d; decode replayed from CUDA graphs of >= %d "
-        "calls\n"
+        "Timing: CUDA events, %d warm-ups, median of %d; decode replayed from CUDA graphs of up to "
+        "%d calls (>= 300 µs a replay, every input set once)\n"
         "        rotating through input sets of >= %.0f MiB (4x L2); pages scattered at random\n",
         opts.warmup, opts.reps, opts.min_calls, opts.rotate_bytes / 1048576.0);
   } else {
@@ -101,6 +101,72 @@ void batched_table(std::string& out, const Options& opts, const BenchData& d) {
   for (const DecodeMeasurement& m : d.batched) {
     out += fmt("%8d | %12.2f | %12.2f | %10.0f req/s | %10.1f | %9.2f\n", m.batch, m.us_graph,
                m.us_graph / m.batch, m.batch * 1e6 / m.us_graph, m.gbps(), m.us_eager);
+  }
+}
+
+// Bandwidth columns: against the datasheet HBM figure and against this run's copy ceiling.
+struct Ceilings {
+  double datasheet = 0;
+  double copy = 0;
+};
+Ceilings ceilings_of(const RunInfo& run, const BenchData& d) {
+  Ceilings c;
+  if (const auto spec = find_card_spec(run.card)) c.datasheet = spec->hbm_gbps;
+  if (const TransferMeasurement* t = find_ceiling(d, "hbm_copy")) c.copy = t->gbps();
+  return c;
+}
+std::string pct(double gbps, double ceiling) {
+  return ceiling > 0 ? fmt("%.1f%%", 100.0 * gbps / ceiling) : std::string("-");
+}
+std::string plan_cell(const DecodePlan& p) {
+  static const char* const kPipelines[] = {"deep", "shallow", "middle", "deepest"};
+  return fmt("%d %s %s%s%s", p.num_splits, std::string(decode_merge_name(p.merge)).c_str(),
+             kPipelines[std::clamp(p.pipeline, 0, 3)], p.heads_per_block > 1 ? " fused" : "",
+             p.programmatic_launch ? " pdl" : "");
+}
+
+void grid_table(std::string& out, const RunInfo& run, const BenchData& d) {
+  const Ceilings c = ceilings_of(run, d);
+  title(out, "Decode grid: batch x KV length (graph replays; bandwidth = KV bytes / time)");
+  out += fmt("Ceilings: datasheet HBM %s, HBM copy measured in this run %s\n\n",
+             c.datasheet > 0 ? fmt("%.0f GB/s", c.datasheet).c_str() : "-",
+             c.copy > 0 ? fmt("%.1f GB/s", c.copy).c_str() : "-");
+  out +=
+      "   Batch |  KV Len |   Attn (µs) |  no graph |    Attn BW |  % sheet |   % copy | "
+      "plan (splits merge pipeline)\n";
+  out += std::string(110, '-') + "\n";
+  for (const DecodeMeasurement& m : d.grid) {
+    out += fmt("%8d | %7d | %11.2f | %9.2f | %10.1f | %8s | %8s | %s\n", m.batch, m.kv_tokens,
+               m.us_graph, m.us_eager, m.gbps(), pct(m.gbps(), c.datasheet).c_str(),
+               pct(m.gbps(), c.copy).c_str(), plan_cell(m.plan).c_str());
+  }
+}
+
+void ragged_table(std::string& out, const RunInfo& run, const BenchData& d) {
+  const Ceilings c = ceilings_of(run, d);
+  title(out, "Ragged batches: skewed (log-normal) lengths, incl. 1 token and mid-page ends");
+  out +=
+      "   Batch |  tokens | shortest | longest |   Attn (µs) |  no graph |    Attn BW |  "
+      "% sheet |   % copy | plan\n";
+  out += std::string(118, '-') + "\n";
+  for (const DecodeMeasurement& m : d.ragged) {
+    std::int64_t tokens = 0;
+    std::int32_t lo = m.seq_lens.empty() ? m.kv_tokens : m.seq_lens[0], hi = lo;
+    for (std::int32_t l : m.seq_lens) {
+      tokens += l;
+      lo = std::min(lo, l);
+      hi = std::max(hi, l);
+    }
+    out += fmt("%8d | %7lld | %8d | %7d | %11.2f | %9.2f | %10.1f | %8s | %8s | %s\n", m.batch,
+               static_cast<long long>(tokens), lo, hi, m.us_graph, m.us_eager, m.gbps(),
+               pct(m.gbps(), c.datasheet).c_str(), pct(m.gbps(), c.copy).c_str(),
+               plan_cell(m.plan).c_str());
+  }
+  for (const DecodeMeasurement& m : d.ragged) {
+    out += fmt("  lengths (batch %d):", m.batch);
+    for (std::size_t i = 0; i < m.seq_lens.size(); ++i)
+      out += fmt("%s%d", i % 16 == 0 ? "\n    " : " ", m.seq_lens[i]);
+    out += "\n";
   }
 }
 
@@ -271,6 +337,10 @@ std::string render_report(const RunInfo& run, const Options& opts, const BenchDa
   header(out, run, opts);
   if (!data.batch1.empty()) batch1_table(out, data);
   if (!data.batched.empty()) batched_table(out, opts, data);
+  if (!data.grid.empty()) grid_table(out, run, data);
+  if (!data.ragged.empty()) ragged_table(out, run, data);
+  for (const std::string& s : data.skipped)
+    out += "  skipped: " + s + "\n";
   title(out, "Analysis for Multi-Tier KV Cache");
   if (!data.kv_transfers.empty()) pinned_vs_pageable(out, data);
   findings(out, data);

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "card_specs.h"
+
 namespace tierkv::bench {
 namespace {
 
@@ -14,8 +16,16 @@ json common(const RunInfo& run, const Options& opts, const char* bench) {
               {"date", run.date}, {"backend", run.backend}, {"model", opts.model.name}};
 }
 
-json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasurement& m,
-                 const char* section, bool graph) {
+// The HBM copy ceiling measured in this run (0 when the run did not measure it).
+double copy_ceiling_gbps(const BenchData& d) {
+  for (const auto& t : d.ceilings) {
+    if (t.what == "hbm_copy") return t.gbps();
+  }
+  return 0;
+}
+
+json decode_json(const RunInfo& run, const Options& opts, const BenchData& data,
+                 const DecodeMeasurement& m, const char* section, bool graph) {
   json j = common(run, opts, "decode");
   j.update(json{{"section", section},
                 {"batch", m.batch},
@@ -28,12 +38,29 @@ json decode_json(const RunInfo& run, const Options& opts, const DecodeMeasuremen
                 {"dtype", std::string(dtype_name(opts.model.kv_dtype))},
                 {"bytes", m.kv_bytes},
                 {"graph", graph},
-                {"splits", m.splits},
+                {"splits", m.plan.num_splits},
+                {"tokens_per_split", m.plan.tokens_per_split},
+                {"merge", std::string(decode_merge_name(m.plan.merge))},
+                {"pipeline", m.plan.pipeline},
+                {"heads_per_block", m.plan.heads_per_block},
+                {"l2_prefetch", m.plan.l2_prefetch},
+                {"programmatic_launch", m.plan.programmatic_launch},
                 {"sets", m.sets},
+                {"calls", m.calls},
                 {"rel_l2_error", m.rel_l2_error}});
+  if (!m.seq_lens.empty()) j["seq_lens"] = m.seq_lens;
   const double us = graph ? m.us_graph : m.us_eager;
+  const double gbps = m.kv_bytes / us / 1e3;
   j["us"] = us;
-  j["gbps"] = m.kv_bytes / us / 1e3;
+  j["gbps"] = gbps;
+  if (const auto spec = find_card_spec(run.card)) {
+    j["datasheet_gbps"] = spec->hbm_gbps;
+    j["pct_datasheet"] = 100.0 * gbps / spec->hbm_gbps;
+  }
+  if (const double copy = copy_ceiling_gbps(data); copy > 0) {
+    j["copy_gbps"] = copy;
+    j["pct_copy"] = 100.0 * gbps / copy;
+  }
   return j;
 }
 
@@ -70,10 +97,11 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
 std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const BenchData& data) {
   std::vector<std::string> lines;
   for (const auto& [section, list] :
-       {std::pair{"batch1", &data.batch1}, std::pair{"batched", &data.batched}}) {
+       {std::pair{"batch1", &data.batch1}, std::pair{"batched", &data.batched},
+        std::pair{"grid", &data.grid}, std::pair{"ragged", &data.ragged}}) {
     for (const DecodeMeasurement& m : *list) {
-      lines.push_back(decode_json(run, opts, m, section, true).dump());
-      lines.push_back(decode_json(run, opts, m, section, false).dump());
+      lines.push_back(decode_json(run, opts, data, m, section, true).dump());
+      lines.push_back(decode_json(run, opts, data, m, section, false).dump());
     }
   }
   for (const auto* list : {&data.kv_transfers, &data.ceilings}) {

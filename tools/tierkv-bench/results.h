@@ -22,6 +22,9 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend);
 struct BenchData {
   std::vector<DecodeMeasurement> batch1;   // decode at batch 1 over opts.kv_lens
   std::vector<DecodeMeasurement> batched;  // decode at opts.batch_kv over opts.batches
+  std::vector<DecodeMeasurement> grid;     // opts.grid_batches x opts.grid_kv
+  std::vector<DecodeMeasurement> ragged;   // one skewed case per opts.ragged_batches
+  std::vector<std::string> skipped;        // grid / ragged cases that did not fit, and why
   std::vector<TransferMeasurement> kv_transfers;
   std::vector<TransferMeasurement> ceilings;
 };

@@ -60,23 +60,28 @@ Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, 
   return out;
 }
 
+Result<TransferMeasurement> measure_hbm_copy(Backend& backend, Stream& stream,
+                                             const Options& opts) {
+  const bool gpu = backend.kind() == BackendKind::kCuda;
+  TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
+  // A device-to-device copy, counting bytes read plus bytes written.
+  const std::size_t hbm =
+      std::min<std::size_t>(gpu ? std::size_t{1} << 30 : std::size_t{64} << 20, free / 4);
+  TIERKV_ASSIGN_OR_RETURN(Buffer a, backend.allocate(MemoryKind::kDevice, hbm));
+  TIERKV_ASSIGN_OR_RETURN(Buffer b, backend.allocate(MemoryKind::kDevice, hbm));
+  TIERKV_RETURN_IF_ERROR(fill_random(backend, stream, a.data(), hbm, opts.seed + 1));
+  TIERKV_ASSIGN_OR_RETURN(const double us,
+                          time_copy(backend, stream, opts, b.data(), a.data(), hbm));
+  return TransferMeasurement{"hbm_copy", "device", "d2d", 2 * hbm, 0, us};
+}
+
 Result<std::vector<TransferMeasurement>> measure_ceilings(Backend& backend, Stream& stream,
                                                           const Options& opts) {
   std::vector<TransferMeasurement> out;
   const bool gpu = backend.kind() == BackendKind::kCuda;
   TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
-
-  // HBM: a device-to-device copy, counting bytes read plus bytes written.
-  const std::size_t hbm =
-      std::min<std::size_t>(gpu ? std::size_t{1} << 30 : std::size_t{64} << 20, free / 4);
-  {
-    TIERKV_ASSIGN_OR_RETURN(Buffer a, backend.allocate(MemoryKind::kDevice, hbm));
-    TIERKV_ASSIGN_OR_RETURN(Buffer b, backend.allocate(MemoryKind::kDevice, hbm));
-    TIERKV_RETURN_IF_ERROR(fill_random(backend, stream, a.data(), hbm, opts.seed + 1));
-    TIERKV_ASSIGN_OR_RETURN(const double us,
-                            time_copy(backend, stream, opts, b.data(), a.data(), hbm));
-    out.push_back({"hbm_copy", "device", "d2d", 2 * hbm, 0, us});
-  }
+  TIERKV_ASSIGN_OR_RETURN(TransferMeasurement hbm, measure_hbm_copy(backend, stream, opts));
+  out.push_back(std::move(hbm));
 
   // PCIe: one large pinned copy each way, then both at once on two streams.
   const std::size_t pcie =

@@ -27,6 +27,9 @@ struct TransferMeasurement {
 Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, Stream& stream,
                                                               const Options& opts);
 
+// The HBM ceiling alone: a 1 GiB device-to-device copy (bytes read plus bytes written).
+Result<TransferMeasurement> measure_hbm_copy(Backend& backend, Stream& stream, const Options& opts);
+
 // Large copies that give this machine's ceilings.
 Result<std::vector<TransferMeasurement>> measure_ceilings(Backend& backend, Stream& stream,
                                                           const Options& opts);
