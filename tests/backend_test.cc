@@ -3,9 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <algorithm>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -190,7 +190,8 @@ TEST_P(BackendTest, CopyRunsRefusesMisalignedRunsWithoutCopying) {
   ASSERT_OK(stream().fill(dev.data(), 0, 1 << 16));
   std::vector<CopyRun> runs(1200, CopyRun{dev.data(), host.data(), 256});
   runs.back() = {dev.as<std::uint8_t>() + 4, host.data(), 256};  // the last one is misaligned
-  EXPECT_EQ(backend().copy_runs(runs, CopyPath::kSmKernel, 4, stream()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend().copy_runs(runs, CopyPath::kSmKernel, 4, stream()).code(),
+            StatusCode::kInvalidArgument);
   std::vector<std::uint8_t> out(256, 0xee);
   ASSERT_OK(stream().copy(out.data(), dev.data(), out.size()));
   ASSERT_OK(stream().synchronize());

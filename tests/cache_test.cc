@@ -22,11 +22,14 @@ using test::BackendTest;
 
 constexpr std::int32_t kChunk = 64;  // 4 pages of 16 tokens
 
-std::uint64_t seed_of(const Key& k, std::int32_t layer, int kv) { return k.hash() ^ (std::uint64_t(layer) * 2 + kv + 1); }
+std::uint64_t seed_of(const Key& k, std::int32_t layer, int kv) {
+  return k.hash() ^ (std::uint64_t(layer) * 2 + kv + 1);
+}
 
 std::vector<std::int32_t> random_tokens(std::size_t n, std::mt19937_64& rng) {
   std::vector<std::int32_t> t(n);
-  for (auto& x : t) x = static_cast<std::int32_t>(rng() % 128000);
+  for (auto& x : t)
+    x = static_cast<std::int32_t>(rng() % 128000);
   return t;
 }
 
@@ -51,8 +54,10 @@ class CacheTest : public BackendTest {
     BackendTest::TearDown();
   }
 
-  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks, TransferMode mode = TransferMode::kAuto,
-                                    const ModelSpec* model = nullptr, KvLayout layout = KvLayout::kNHD) {
+  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks,
+                                    TransferMode mode = TransferMode::kAuto,
+                                    const ModelSpec* model = nullptr,
+                                    KvLayout layout = KvLayout::kNHD) {
     CacheOptions o;
     o.model = model ? *model : model_;
     o.page_layout = layout;
@@ -64,18 +69,18 @@ class CacheTest : public BackendTest {
     return c.ok() ? std::move(c).value() : nullptr;
   }
 
-  std::size_t chunk_bytes() const {
-    return std::size_t(kChunk) * model_.kv_bytes_per_token();
-  }
+  std::size_t chunk_bytes() const { return std::size_t(kChunk) * model_.kv_bytes_per_token(); }
 
   void* page_ptr(std::int32_t layer, int kv, std::int32_t page) const {
     const PagedKvView v = pool_->view();
     const void* base = (kv == 0 ? v.k_layers : v.v_layers)[std::size_t(layer)];
-    return static_cast<std::uint8_t*>(const_cast<void*>(base)) + std::size_t(page) * page_elems_ * 2;
+    return static_cast<std::uint8_t*>(const_cast<void*>(base)) +
+           std::size_t(page) * page_elems_ * 2;
   }
 
   // Writes the KV "a model would compute" for the first `n` keyed pages of a prompt.
-  void write_kv(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages, std::size_t n) {
+  void write_kv(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
+                std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
       for (std::int32_t l = 0; l < model_.num_layers; ++l) {
         for (int kv = 0; kv < 2; ++kv) {
@@ -89,12 +94,14 @@ class CacheTest : public BackendTest {
   void clobber(Stream& s, std::span<const std::int32_t> pages) {
     for (std::int32_t p : pages) {
       for (std::int32_t l = 0; l < model_.num_layers; ++l) {
-        for (int kv = 0; kv < 2; ++kv) ASSERT_OK(s.fill(page_ptr(l, kv, p), 0xff, page_elems_ * 2));
+        for (int kv = 0; kv < 2; ++kv)
+          ASSERT_OK(s.fill(page_ptr(l, kv, p), 0xff, page_elems_ * 2));
       }
     }
   }
 
-  // Counts elements of pages[first, first + n) that differ from the content of keys.pages[first...].
+  // Counts elements of pages[first, first + n) that differ from the content of
+  // keys.pages[first...].
   std::size_t wrong_elements(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
                              std::size_t first, std::size_t n) {
     std::vector<std::uint16_t> got(page_elems_);
@@ -125,7 +132,8 @@ class CacheTest : public BackendTest {
     return r;
   }
 
-  SaveRequest save_request(const PromptKeys& keys, std::span<const std::int32_t> pages, Stream& producer) {
+  SaveRequest save_request(const PromptKeys& keys, std::span<const std::int32_t> pages,
+                           Stream& producer) {
     SaveRequest r;
     r.keys = &keys;
     r.num_tokens = keys.tokens;
@@ -136,7 +144,8 @@ class CacheTest : public BackendTest {
   }
 
   // Computes, writes and saves a prompt of `chunks` full chunks; returns its keys.
-  PromptKeys save_prompt(Cache& cache, std::mt19937_64& rng, std::int32_t chunks, std::string_view salt = "") {
+  PromptKeys save_prompt(Cache& cache, std::mt19937_64& rng, std::int32_t chunks,
+                         std::string_view salt = "") {
     const auto tokens = random_tokens(std::size_t(chunks) * kChunk, rng);
     auto keys = cache.keys(tokens, salt);
     EXPECT_TRUE(keys.ok());
@@ -157,7 +166,8 @@ class CacheTest : public BackendTest {
 };
 
 TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
-  for (TransferMode mode : {TransferMode::kAuto, TransferMode::kCopyEngine, TransferMode::kSmKernel}) {
+  for (TransferMode mode :
+       {TransferMode::kAuto, TransferMode::kCopyEngine, TransferMode::kSmKernel}) {
     SCOPED_TRACE(static_cast<int>(mode));
     auto cache = make_cache(16, mode);
     std::mt19937_64 rng(std::random_device{}());
@@ -180,7 +190,8 @@ TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
     ASSERT_OK_AND_ASSIGN(Load load, cache->load(load_request(keys, 0, m.host_tokens, fresh)));
     EXPECT_EQ(load.loaded_tokens(), 4 * kChunk);
     ASSERT_OK_AND_ASSIGN(auto compute, backend().create_stream());
-    for (std::int32_t l = 0; l < model_.num_layers; ++l) ASSERT_OK(load.wait_layer(l, *compute));
+    for (std::int32_t l = 0; l < model_.num_layers; ++l)
+      ASSERT_OK(load.wait_layer(l, *compute));
     ASSERT_OK(compute->synchronize());
     EXPECT_EQ(wrong_elements(*compute, keys, fresh, 0, fresh.size()), 0u);
     ASSERT_OK(load.wait());
@@ -200,7 +211,8 @@ TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
 TEST_P(CacheTest, IdentitiesNeverCross) {
   // Same tokens, same salt, other model revision or page layout: other keys.
   std::vector<std::int32_t> tokens(2 * kChunk);
-  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = std::int32_t(i * 7 % 1000);
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = std::int32_t(i * 7 % 1000);
   ModelSpec rev = model_;
   rev.identity.revision = "other-weights";
   auto base = make_cache(2);
@@ -234,11 +246,13 @@ TEST_P(CacheTest, HostBudgetHoldsUnderPressure) {
   auto cache = make_cache(3);
   std::mt19937_64 rng(std::random_device{}());
   std::vector<PromptKeys> saved;
-  for (int i = 0; i < 6; ++i) saved.push_back(save_prompt(*cache, rng, 1));
+  for (int i = 0; i < 6; ++i)
+    saved.push_back(save_prompt(*cache, rng, 1));
   const CacheStats st = cache->stats();
   EXPECT_LE(st.host_allocated_bytes, st.host_budget_bytes);
   EXPECT_EQ(st.host_ready_slots, 3);
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(cache->match(saved[std::size_t(i)]).host_tokens, i < 3 ? 0 : kChunk) << i;
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(cache->match(saved[std::size_t(i)]).host_tokens, i < 3 ? 0 : kChunk) << i;
 }
 
 TEST_P(CacheTest, PinnedChunksSurviveEvictionPressure) {
@@ -274,7 +288,8 @@ TEST_P(CacheTest, LoadThatLosesChunksSaysWhichTokensAreMissing) {
   ASSERT_EQ(cache->match(a).host_tokens, 4 * kChunk);
   ASSERT_OK_AND_ASSIGN(auto dst, pool_->allocate(16));
   {
-    ASSERT_OK_AND_ASSIGN(Load warm, cache->load(load_request(a, 0, 2 * kChunk, dst)));  // chunks 0, 1 now recent
+    ASSERT_OK_AND_ASSIGN(
+        Load warm, cache->load(load_request(a, 0, 2 * kChunk, dst)));  // chunks 0, 1 now recent
   }
   save_prompt(*cache, rng, 2);  // evicts chunks 2 and 3 of `a`
   ASSERT_OK_AND_ASSIGN(Load load, cache->load(load_request(a, 0, 4 * kChunk, dst)));
@@ -293,7 +308,8 @@ TEST_P(CacheTest, ConcurrentMatchLoadSaveEvict) {
   // Prompts share prefixes: a few bases, each extended by random chunks.
   std::mt19937_64 base_rng(std::random_device{}());
   std::vector<std::vector<std::int32_t>> bases;
-  for (int b = 0; b < 3; ++b) bases.push_back(random_tokens(2 * kChunk, base_rng));
+  for (int b = 0; b < 3; ++b)
+    bases.push_back(random_tokens(2 * kChunk, base_rng));
   std::atomic<std::size_t> wrong{0}, verified{0};
   std::atomic<int> failures{0};
   auto worker = [&](unsigned seed) {
@@ -330,8 +346,10 @@ TEST_P(CacheTest, ConcurrentMatchLoadSaveEvict) {
     }
   };
   std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) threads.emplace_back(worker, 1000u + unsigned(t));
-  for (auto& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back(worker, 1000u + unsigned(t));
+  for (auto& t : threads)
+    t.join();
   ASSERT_OK(cache->flush());
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(wrong.load(), 0u) << "wrong KV served";
@@ -348,14 +366,18 @@ TEST_P(CacheTest, BadRequestsAreErrors) {
   ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache->keys(tokens, ""));
   ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(8));
   const auto code = [&](const LoadRequest& r) { return cache->load(r).status().code(); };
-  EXPECT_EQ(code(load_request(keys, 16, kChunk, pages)), StatusCode::kInvalidArgument) << "misaligned";
-  EXPECT_EQ(code(load_request(keys, 0, 3 * kChunk, pages)), StatusCode::kInvalidArgument) << "past the prompt";
-  EXPECT_EQ(code(load_request(keys, 0, 2 * kChunk, std::span(pages).first(3))), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(load_request(keys, 16, kChunk, pages)), StatusCode::kInvalidArgument)
+      << "misaligned";
+  EXPECT_EQ(code(load_request(keys, 0, 3 * kChunk, pages)), StatusCode::kInvalidArgument)
+      << "past the prompt";
+  EXPECT_EQ(code(load_request(keys, 0, 2 * kChunk, std::span(pages).first(3))),
+            StatusCode::kInvalidArgument);
   LoadRequest wrong_view = load_request(keys, 0, kChunk, pages);
   wrong_view.dst.head_dim = 128;
   EXPECT_EQ(code(wrong_view), StatusCode::kInvalidArgument);
   LoadRequest other_layout = load_request(keys, 0, kChunk, pages);
-  other_layout.dst.strides = packed_strides(KvLayout::kHND, model_.page_tokens, model_.num_kv_heads, model_.head_dim);
+  other_layout.dst.strides =
+      packed_strides(KvLayout::kHND, model_.page_tokens, model_.num_kv_heads, model_.head_dim);
   EXPECT_EQ(code(other_layout), StatusCode::kInvalidArgument) << "in-page layout differs";
   EXPECT_EQ(code(LoadRequest{}), StatusCode::kInvalidArgument) << "no keys";
   SaveRequest no_producer = save_request(keys, pages, stream());

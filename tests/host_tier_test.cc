@@ -39,13 +39,16 @@ TEST_P(HostTierTest, BudgetIsNeverExceeded) {
   auto t = make(3 * kChunk + kChunk / 2);
   EXPECT_EQ(t->stats().slots, 3);
   EXPECT_EQ(t->stats().allocated_bytes, 3 * kChunk);
-  for (int i = 0; i < 10; ++i) put(*t, i);
+  for (int i = 0; i < 10; ++i)
+    put(*t, i);
   const HostTierStats s = t->stats();
   EXPECT_LE(s.allocated_bytes, s.budget_bytes);
   EXPECT_EQ(s.ready_slots, 3);
   EXPECT_EQ(s.evictions, 7u);
-  for (int i = 0; i < 7; ++i) EXPECT_FALSE(t->contains(key_of(i))) << i;
-  for (int i = 7; i < 10; ++i) EXPECT_TRUE(t->contains(key_of(i))) << i;
+  for (int i = 0; i < 7; ++i)
+    EXPECT_FALSE(t->contains(key_of(i))) << i;
+  for (int i = 7; i < 10; ++i)
+    EXPECT_TRUE(t->contains(key_of(i))) << i;
 }
 
 TEST_P(HostTierTest, ReservedChunksAreInvisibleUntilCommitted) {
@@ -53,7 +56,8 @@ TEST_P(HostTierTest, ReservedChunksAreInvisibleUntilCommitted) {
   ASSERT_OK_AND_ASSIGN(HostTier::Pin w, t->reserve(key_of(1)));
   EXPECT_FALSE(t->contains(key_of(1)));
   EXPECT_FALSE(t->pin(key_of(1)));
-  EXPECT_EQ(t->reserve(key_of(1)).status().code(), StatusCode::kAlreadyExists) << "one writer per chunk";
+  EXPECT_EQ(t->reserve(key_of(1)).status().code(), StatusCode::kAlreadyExists)
+      << "one writer per chunk";
   std::memset(w.data(), 7, kChunk);
   t->commit(std::move(w));
   HostTier::Pin r = t->pin(key_of(1));

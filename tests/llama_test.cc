@@ -36,14 +36,17 @@ Diff diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 std::vector<std::int32_t> random_prompt(std::size_t n, std::int32_t vocab, std::mt19937& rng) {
   std::vector<std::int32_t> t(n);
-  for (auto& x : t) x = std::int32_t(rng() % std::uint32_t(vocab));
+  for (auto& x : t)
+    x = std::int32_t(rng() % std::uint32_t(vocab));
   return t;
 }
 
 // Logits agree: exactly on the CPU backend, within bf16 rounding of the activations on CUDA.
-void expect_same_logits(BackendKind k, const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+void expect_same_logits(BackendKind k, const std::vector<float>& a, const std::vector<float>& b,
+                        const char* what) {
   ASSERT_EQ(a.size(), b.size()) << what;
-  for (float v : a) ASSERT_TRUE(std::isfinite(v)) << what;
+  for (float v : a)
+    ASSERT_TRUE(std::isfinite(v)) << what;
   if (k == BackendKind::kCpu) {
     EXPECT_EQ(a, b) << what;
   } else {
@@ -132,7 +135,8 @@ TEST_P(LlamaTest, BatchedDecodeMatchesDecodingAlone) {
     next_tokens.push_back(std::int32_t(rng() % std::uint32_t(model_.vocab)));
   }
   std::vector<Sequence*> batch;
-  for (auto& s : together) batch.push_back(&s);
+  for (auto& s : together)
+    batch.push_back(&s);
   std::vector<float> batched;
   std::vector<std::int32_t> greedy;
   ASSERT_OK(runner_->decode(batch, next_tokens, stream(), &batched, &greedy));
@@ -153,37 +157,46 @@ TEST_P(LlamaTest, BatchedDecodeMatchesDecodingAlone) {
 TEST_P(LlamaTest, BadRequestsAreErrors) {
   Sequence s = new_sequence(32);
   const std::vector<std::int32_t> out_of_vocab = {1, model_.vocab, 2};
-  EXPECT_EQ(runner_->prefill(s, out_of_vocab, 16, stream(), nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->prefill(s, out_of_vocab, 16, stream(), nullptr).code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(s.len, 0) << "a refused step changes nothing";
   const std::vector<std::int32_t> negative = {-1};
-  EXPECT_EQ(runner_->prefill(s, negative, 16, stream(), nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->prefill(s, negative, 16, stream(), nullptr).code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(runner_->prefill(s, {}, 16, stream(), nullptr).code(), StatusCode::kInvalidArgument);
   const std::vector<std::int32_t> too_long(33, 1);  // pages hold 32 tokens
-  EXPECT_EQ(runner_->prefill(s, too_long, 64, stream(), nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->prefill(s, too_long, 64, stream(), nullptr).code(),
+            StatusCode::kInvalidArgument);
   const std::vector<std::int32_t> huge_chunk(300, 1);
-  EXPECT_EQ(runner_->prefill_chunk(s, huge_chunk, stream(), nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->prefill_chunk(s, huge_chunk, stream(), nullptr).code(),
+            StatusCode::kInvalidArgument);
   Sequence far = new_sequence(32);
   far.len = model_.max_positions;  // past the model's context
   const std::vector<std::int32_t> one = {3};
   Sequence* batch[] = {&far};
-  EXPECT_EQ(runner_->decode(batch, one, stream(), nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->decode(batch, one, stream(), nullptr, nullptr).code(),
+            StatusCode::kInvalidArgument);
   const std::vector<std::int32_t> two = {3, 4};
-  EXPECT_EQ(runner_->decode(batch, two, stream(), nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->decode(batch, two, stream(), nullptr, nullptr).code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_P(LlamaTest, SafetensorsCheckpointRunsLikeTheWeightsItWasWrittenFrom) {
-  const auto dir = std::filesystem::temp_directory_path() / ("tierkv-llama-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tierkv-llama-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   ASSERT_OK_AND_ASSIGN(LlamaWeights original, random_llama_weights(backend(), stream(), model_, 7));
   ASSERT_OK(save_llama_weights(stream(), original, (dir / "model.safetensors").string()));
   ASSERT_OK_AND_ASSIGN(SafetensorsSet ckpt, SafetensorsSet::open_dir(dir.string()));
   ASSERT_OK_AND_ASSIGN(LlamaWeights loaded, load_llama_weights(backend(), stream(), model_, ckpt));
-  ASSERT_OK_AND_ASSIGN(auto from_file, LlamaRunner::create(backend(), std::move(loaded), pool_->view(), RunnerOptions{}));
+  ASSERT_OK_AND_ASSIGN(auto from_file, LlamaRunner::create(backend(), std::move(loaded),
+                                                           pool_->view(), RunnerOptions{}));
   std::mt19937 rng(std::random_device{}());
   const auto prompt = random_prompt(40, model_.vocab, rng);
   Sequence a = new_sequence(40), b = new_sequence(40);
   std::vector<float> la, lb;
-  ASSERT_OK(runner_->prefill(a, prompt, 16, stream(), &la));  // the fixture's runner: weights of seed 7
+  ASSERT_OK(
+      runner_->prefill(a, prompt, 16, stream(), &la));  // the fixture's runner: weights of seed 7
   ASSERT_OK(from_file->prefill(b, prompt, 16, stream(), &lb));
   EXPECT_EQ(la, lb) << "the same weights, the same arithmetic";
 
@@ -193,7 +206,8 @@ TEST_P(LlamaTest, SafetensorsCheckpointRunsLikeTheWeightsItWasWrittenFrom) {
   const auto refused = load_llama_weights(backend(), stream(), wider, ckpt);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("model.embed_tokens.weight"), std::string::npos) << refused.status().message();
+  EXPECT_NE(refused.status().message().find("model.embed_tokens.weight"), std::string::npos)
+      << refused.status().message();
   std::filesystem::remove_all(dir);
 }
 
@@ -213,7 +227,8 @@ TEST(LlamaCrossBackend, CudaRunnerMatchesCpuRunner) {
     po.num_pages = 64;
     ASSERT_OK_AND_ASSIGN(auto pool, PagePool::create(*backend, po));
     ASSERT_OK_AND_ASSIGN(LlamaWeights w, random_llama_weights(*backend, *stream, model, 11));
-    ASSERT_OK_AND_ASSIGN(auto runner, LlamaRunner::create(*backend, std::move(w), pool->view(), RunnerOptions{}));
+    ASSERT_OK_AND_ASSIGN(
+        auto runner, LlamaRunner::create(*backend, std::move(w), pool->view(), RunnerOptions{}));
     Sequence s;
     ASSERT_OK_AND_ASSIGN(s.pages, pool->allocate(16));
     std::vector<float> l;
@@ -231,7 +246,8 @@ TEST(Rope, Llama3ScalingRegimes) {
   EXPECT_FLOAT_EQ(f[0], 1.0f);  // short wavelength: unchanged
   const double raw_last = std::pow(500000.0, -126.0 / 128.0);
   EXPECT_NEAR(f[63], raw_last / 8.0, raw_last * 1e-6);  // long wavelength: divided by the factor
-  for (std::size_t i = 1; i < f.size(); ++i) EXPECT_LT(f[i], f[i - 1]) << "frequencies fall monotonically";
+  for (std::size_t i = 1; i < f.size(); ++i)
+    EXPECT_LT(f[i], f[i - 1]) << "frequencies fall monotonically";
   ModelSpec plain = m;
   plain.rope_scaling.factor = 0;
   EXPECT_NEAR(rope_inv_freq(plain)[63], raw_last, raw_last * 1e-6);

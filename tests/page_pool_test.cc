@@ -14,7 +14,8 @@ using test::BackendTest;
 
 Key key_of(int i) {
   Key k;
-  for (int b = 0; b < 4; ++b) k.bytes[std::size_t(b)] = static_cast<std::uint8_t>(i >> (8 * b));
+  for (int b = 0; b < 4; ++b)
+    k.bytes[std::size_t(b)] = static_cast<std::uint8_t>(i >> (8 * b));
   k.bytes[31] = 0x5a;
   return k;
 }
@@ -34,12 +35,13 @@ class PagePoolTest : public BackendTest {
 
 TEST_P(PagePoolTest, HandsOutWholeAlignedRunsFirst) {
   auto pool = make(32, 4);
-  ASSERT_OK_AND_ASSIGN(auto a, pool->allocate(2));   // breaks one run
-  ASSERT_OK_AND_ASSIGN(auto b, pool->allocate(8));   // two whole runs, contiguous and aligned
+  ASSERT_OK_AND_ASSIGN(auto a, pool->allocate(2));  // breaks one run
+  ASSERT_OK_AND_ASSIGN(auto b, pool->allocate(8));  // two whole runs, contiguous and aligned
   ASSERT_EQ(b.size(), 8u);
   for (std::size_t i = 0; i < 8; i += 4) {
     EXPECT_EQ(b[i] % 4, 0);
-    for (std::size_t j = 1; j < 4; ++j) EXPECT_EQ(b[i + j], b[i] + std::int32_t(j));
+    for (std::size_t j = 1; j < 4; ++j)
+      EXPECT_EQ(b[i + j], b[i] + std::int32_t(j));
   }
   ASSERT_OK_AND_ASSIGN(auto c, pool->allocate(2));  // fills the broken run before breaking another
   EXPECT_EQ(c[0] / 4, a[0] / 4);
@@ -53,7 +55,8 @@ TEST_P(PagePoolTest, HandsOutWholeAlignedRunsFirst) {
 TEST_P(PagePoolTest, CachedPagesAreReusedWithoutCopy) {
   auto pool = make(16);
   ASSERT_OK_AND_ASSIGN(auto pages, pool->allocate(3));
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(pool->publish(pages[std::size_t(i)], key_of(i)));
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(pool->publish(pages[std::size_t(i)], key_of(i)));
   EXPECT_FALSE(pool->publish(pages[0], key_of(7))) << "a page is named once";
   pool->release(pages);
   const std::vector<Key> keys = {key_of(0), key_of(1), key_of(2), key_of(3)};
@@ -78,7 +81,8 @@ TEST_P(PagePoolTest, PrefixStopsAtTheFirstMiss) {
 TEST_P(PagePoolTest, EvictsOnlyUnreferencedPagesTailFirst) {
   auto pool = make(8, 4);
   ASSERT_OK_AND_ASSIGN(auto seq, pool->allocate(4));
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(pool->publish(seq[std::size_t(i)], key_of(i)));
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(pool->publish(seq[std::size_t(i)], key_of(i)));
   pool->release(seq);  // cached; tail released first, so it is evicted first
   ASSERT_OK_AND_ASSIGN(auto held, pool->allocate(4));  // the free run
   ASSERT_OK_AND_ASSIGN(auto more, pool->allocate(2));  // must evict two cached pages

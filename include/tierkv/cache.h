@@ -68,11 +68,11 @@ struct TransferOptions {
 };
 
 struct CacheOptions {
-  ModelSpec model;                       // KV shape and identity; model.page_tokens per page
-  KvLayout page_layout = KvLayout::kNHD; // layout inside the engine's pages (part of the identity)
-  std::int32_t chunk_tokens = 256;       // unit of the tiers below the GPU; a multiple of page_tokens
-  std::size_t host_bytes = 0;            // pinned host tier budget, never exceeded; 0: no host tier
-  PagePool* gpu_pool = nullptr;          // optional tierkv page pool whose hits match() reports
+  ModelSpec model;                        // KV shape and identity; model.page_tokens per page
+  KvLayout page_layout = KvLayout::kNHD;  // layout inside the engine's pages (part of the identity)
+  std::int32_t chunk_tokens = 256;  // unit of the tiers below the GPU; a multiple of page_tokens
+  std::size_t host_bytes = 0;       // pinned host tier budget, never exceeded; 0: no host tier
+  PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
 };
 
@@ -121,8 +121,8 @@ class Load {
 
 struct SaveRequest {
   const PromptKeys* keys = nullptr;
-  std::int32_t num_tokens = 0;   // tokens whose KV is final; the full chunks among them are saved
-  PagedKvView src;               // the engine's KV
+  std::int32_t num_tokens = 0;  // tokens whose KV is final; the full chunks among them are saved
+  PagedKvView src;              // the engine's KV
   // Page ids of tokens [0, num_tokens), one per page (at least the full chunks' pages).
   std::span<const std::int32_t> src_pages;
   // The stream that wrote the KV: the save starts after the work queued on it so far.
@@ -156,7 +156,8 @@ class Save {
 struct CacheStats {
   std::uint64_t matches = 0;
   std::uint64_t loads = 0, loaded_tokens = 0, missing_tokens = 0;
-  std::uint64_t saves = 0, saved_chunks = 0, present_chunks = 0, dropped_chunks = 0, failed_chunks = 0;
+  std::uint64_t saves = 0, saved_chunks = 0, present_chunks = 0, dropped_chunks = 0,
+                failed_chunks = 0;
   std::uint64_t copy_engine_transfers = 0, sm_kernel_transfers = 0;
   std::uint64_t bytes_loaded = 0, bytes_saved = 0;
   std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;

@@ -30,10 +30,10 @@
 namespace tierkv {
 
 struct PagePoolOptions {
-  ModelSpec model;                    // KV shape; model.page_tokens tokens per page
-  std::int32_t num_pages = 0;         // pages per layer (K and V each)
-  std::int32_t pages_per_run = 16;    // allocation alignment: pages of one chunk
-  KvLayout layout = KvLayout::kNHD;   // layout inside a page
+  ModelSpec model;                   // KV shape; model.page_tokens tokens per page
+  std::int32_t num_pages = 0;        // pages per layer (K and V each)
+  std::int32_t pages_per_run = 16;   // allocation alignment: pages of one chunk
+  KvLayout layout = KvLayout::kNHD;  // layout inside a page
 };
 
 struct PagePoolStats {

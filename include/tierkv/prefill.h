@@ -43,14 +43,14 @@ Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const Paged
                                            std::span<const std::int32_t> seq_lens);
 
 struct PrefillAttentionArgs {
-  PagedKvLayer kv;                      // seq_lens[b] = L_b (prefix + chunk)
-  const void* q = nullptr;              // [total_q_tokens][num_q_heads][head_dim], contiguous
-  void* out = nullptr;                  // same shape
+  PagedKvLayer kv;                          // seq_lens[b] = L_b (prefix + chunk)
+  const void* q = nullptr;                  // [total_q_tokens][num_q_heads][head_dim], contiguous
+  void* out = nullptr;                      // same shape
   const std::int32_t* q_offsets = nullptr;  // [batch + 1], device-readable, q_offsets[0] = 0
   std::int32_t num_q_heads = 0;
   float sm_scale = 0.0f;
   PrefillPlan plan;
-  void* workspace = nullptr;            // >= plan.workspace_bytes
+  void* workspace = nullptr;  // >= plan.workspace_bytes
 };
 static_assert(std::is_trivially_copyable_v<PrefillAttentionArgs>);
 
@@ -60,7 +60,8 @@ bool prefill_group_supported(std::int32_t group);
 // Checks args against each other and the plan; the backends call it before a launch.
 Status validate(const PrefillAttentionArgs& args);
 
-// CPU references (exact two-pass softmax) in fp32 and fp64 accumulation; all pointers host-readable.
+// CPU references (exact two-pass softmax) in fp32 and fp64 accumulation; all pointers
+// host-readable.
 void prefill_attention_reference(const PrefillAttentionArgs& args);
 void prefill_attention_reference_f64(const PrefillAttentionArgs& args);
 

@@ -37,10 +37,18 @@ Load::~Load() {
   if (state_) wait().ignore();
 }
 
-std::int32_t Load::first_token() const { return state_->first_token; }
-std::int32_t Load::loaded_tokens() const { return state_->loaded_tokens; }
-std::int32_t Load::requested_tokens() const { return state_->requested_tokens; }
-CopyPath Load::path() const { return state_->path; }
+std::int32_t Load::first_token() const {
+  return state_->first_token;
+}
+std::int32_t Load::loaded_tokens() const {
+  return state_->loaded_tokens;
+}
+std::int32_t Load::requested_tokens() const {
+  return state_->requested_tokens;
+}
+CopyPath Load::path() const {
+  return state_->path;
+}
 
 Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
   if (state_->layer_done.empty()) return Status::Ok();
@@ -73,9 +81,15 @@ Save::Save(Save&&) noexcept = default;
 Save& Save::operator=(Save&&) noexcept = default;
 Save::~Save() = default;
 
-std::int32_t Save::queued_chunks() const { return state_->queued; }
-std::int32_t Save::present_chunks() const { return state_->present; }
-std::int32_t Save::dropped_chunks() const { return state_->dropped; }
+std::int32_t Save::queued_chunks() const {
+  return state_->queued;
+}
+std::int32_t Save::present_chunks() const {
+  return state_->present;
+}
+std::int32_t Save::dropped_chunks() const {
+  return state_->dropped;
+}
 bool Save::done() const {
   std::lock_guard lock(state_->mu);
   return state_->done;
@@ -98,11 +112,14 @@ struct PendingSave {
 
 struct Counters {  // statistics only: relaxed atomics
   std::atomic<std::uint64_t> matches{0}, loads{0}, loaded_tokens{0}, missing_tokens{0};
-  std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0}, failed_chunks{0};
+  std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0},
+      failed_chunks{0};
   std::atomic<std::uint64_t> bytes_loaded{0}, bytes_saved{0};
 };
 
-void add(std::atomic<std::uint64_t>& c, std::uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
+void add(std::atomic<std::uint64_t>& c, std::uint64_t v) {
+  c.fetch_add(v, std::memory_order_relaxed);
+}
 
 Digest cache_identity(const CacheOptions& o) {
   Sha256 h;
@@ -134,7 +151,8 @@ struct Cache::State {
   bool stopping = false;            // GUARDED_BY(pending_mu)
   std::thread completer;
 
-  State(Backend& b, const CacheOptions& o) : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
+  State(Backend& b, const CacheOptions& o)
+      : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
 
   void complete_saves();
   void finish(PendingSave& p);
@@ -163,7 +181,8 @@ void Cache::State::complete_saves() {
 void Cache::State::finish(PendingSave& p) {
   const Status landed = p.landed->synchronize();
   if (landed.ok()) {
-    for (HostTier::Pin& pin : p.reserved) host->commit(std::move(pin));
+    for (HostTier::Pin& pin : p.reserved)
+      host->commit(std::move(pin));
     add(counters.saved_chunks, p.reserved.size());
   } else {
     p.reserved.clear();
@@ -181,7 +200,8 @@ Result<std::unique_ptr<Cache>> Cache::create(Backend& backend, const CacheOption
   TIERKV_RETURN_IF_ERROR(o.model.validate());
   if (o.chunk_tokens <= 0 || o.chunk_tokens % o.model.page_tokens != 0) {
     return invalid_argument("cache: chunk_tokens (" + std::to_string(o.chunk_tokens) +
-                            ") must be a positive multiple of page_tokens (" + std::to_string(o.model.page_tokens) + ")");
+                            ") must be a positive multiple of page_tokens (" +
+                            std::to_string(o.model.page_tokens) + ")");
   }
   if (o.gpu_pool != nullptr) {
     const PagePoolOptions& p = o.gpu_pool->options();
@@ -191,7 +211,8 @@ Result<std::unique_ptr<Cache>> Cache::create(Backend& backend, const CacheOption
   }
   auto st = std::make_unique<State>(backend, o);
   if (o.host_bytes > 0) {
-    TIERKV_ASSIGN_OR_RETURN(st->host, HostTier::create(backend, o.host_bytes, st->geo.chunk_bytes()));
+    TIERKV_ASSIGN_OR_RETURN(st->host,
+                            HostTier::create(backend, o.host_bytes, st->geo.chunk_bytes()));
   }
   TIERKV_ASSIGN_OR_RETURN(st->transfer, TransferEngine::create(backend, o.transfer));
   TIERKV_ASSIGN_OR_RETURN(st->load_stream, backend.create_stream());
@@ -212,12 +233,17 @@ Cache::~Cache() {
   state_->completer.join();
 }
 
-const Digest& Cache::identity() const { return state_->identity; }
-const CacheOptions& Cache::options() const { return state_->opts; }
+const Digest& Cache::identity() const {
+  return state_->identity;
+}
+const CacheOptions& Cache::options() const {
+  return state_->opts;
+}
 
 Result<PromptKeys> Cache::keys(std::span<const std::int32_t> tokens, std::string_view salt) const {
   PromptKeys k;
-  TIERKV_RETURN_IF_ERROR(compute_page_keys(state_->identity, salt, tokens, state_->opts.model.page_tokens, k.pages));
+  TIERKV_RETURN_IF_ERROR(
+      compute_page_keys(state_->identity, salt, tokens, state_->opts.model.page_tokens, k.pages));
   k.tokens = static_cast<std::int32_t>(tokens.size());
   k.page_tokens = state_->opts.model.page_tokens;
   k.chunk_tokens = state_->opts.chunk_tokens;
@@ -228,7 +254,8 @@ MatchResult Cache::match(const PromptKeys& keys) {
   State& s = *state_;
   add(s.counters.matches, 1);
   MatchResult m;
-  if (s.opts.gpu_pool != nullptr) m.gpu_tokens = s.opts.gpu_pool->count_cached(keys.pages) * keys.page_tokens;
+  if (s.opts.gpu_pool != nullptr)
+    m.gpu_tokens = s.opts.gpu_pool->count_cached(keys.pages) * keys.page_tokens;
   std::int32_t c = 0;
   for (; c < keys.full_chunks(); ++c) {
     const bool on_gpu = (c + 1) * keys.chunk_tokens <= m.gpu_tokens;
@@ -268,7 +295,8 @@ Result<Load> Cache::load(const LoadRequest& r) {
   for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
     runs.clear();
     for (std::size_t c = 0; c < st->pins.size(); ++c) {
-      const auto pages = r.dst_pages.subspan(c * std::size_t(s.geo.pages_per_chunk), std::size_t(s.geo.pages_per_chunk));
+      const auto pages = r.dst_pages.subspan(c * std::size_t(s.geo.pages_per_chunk),
+                                             std::size_t(s.geo.pages_per_chunk));
       s.geo.append_runs(r.dst, l, pages, st->pins[c].data(), Direction::kToDevice, runs);
     }
     TIERKV_ASSIGN_OR_RETURN(st->path, s.transfer->copy(runs, r.compute_beside, *s.load_stream));
@@ -283,10 +311,12 @@ Result<Save> Cache::save(const SaveRequest& r) {
   TIERKV_RETURN_IF_ERROR(s.geo.check_keys(r.keys));
   if (r.producer == nullptr) return invalid_argument("save: the producer stream is required");
   if (r.num_tokens < 0 || r.num_tokens > r.keys->tokens) {
-    return invalid_argument("save: num_tokens " + std::to_string(r.num_tokens) + " outside the prompt");
+    return invalid_argument("save: num_tokens " + std::to_string(r.num_tokens) +
+                            " outside the prompt");
   }
   const std::int32_t chunks = r.num_tokens / s.opts.chunk_tokens;
-  TIERKV_RETURN_IF_ERROR(s.geo.check_view(r.src, r.src_pages, chunks * s.opts.chunk_tokens, "save"));
+  TIERKV_RETURN_IF_ERROR(
+      s.geo.check_view(r.src, r.src_pages, chunks * s.opts.chunk_tokens, "save"));
   auto state = std::make_shared<SaveState>();
   add(s.counters.saves, 1);
   PendingSave p;
@@ -314,7 +344,8 @@ Result<Save> Cache::save(const SaveRequest& r) {
 
   std::vector<CopyRun> runs;
   for (std::size_t i = 0; i < chunk_ids.size(); ++i) {
-    const auto pages = r.src_pages.subspan(std::size_t(chunk_ids[i]) * s.geo.pages_per_chunk, std::size_t(s.geo.pages_per_chunk));
+    const auto pages = r.src_pages.subspan(std::size_t(chunk_ids[i]) * s.geo.pages_per_chunk,
+                                           std::size_t(s.geo.pages_per_chunk));
     for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
       s.geo.append_runs(r.src, l, pages, p.reserved[i].data(), Direction::kToHost, runs);
     }

@@ -25,14 +25,17 @@ struct ChunkGeometry {
   std::size_t page_bytes = 0;         // one page of K (or V): page_tokens * kv_heads * head_dim
   std::size_t chunk_layer_bytes = 0;  // one chunk's K (or V) in one layer
 
-  std::size_t chunk_bytes() const { return 2 * chunk_layer_bytes * std::size_t(opts.model.num_layers); }
+  std::size_t chunk_bytes() const {
+    return 2 * chunk_layer_bytes * std::size_t(opts.model.num_layers);
+  }
 
   Status check_keys(const PromptKeys* keys) const;
   // [first, first + num) is chunk-aligned and inside the prompt's full chunks.
-  Status check_range(const PromptKeys& keys, std::int32_t first, std::int32_t num, const char* what) const;
+  Status check_range(const PromptKeys& keys, std::int32_t first, std::int32_t num,
+                     const char* what) const;
   // The view has this cache's shape and in-page layout, and `pages` covers `tokens` tokens.
-  Status check_view(const PagedKvView& view, std::span<const std::int32_t> pages, std::int32_t tokens,
-                    const char* what) const;
+  Status check_view(const PagedKvView& view, std::span<const std::int32_t> pages,
+                    std::int32_t tokens, const char* what) const;
 
   // Appends the runs that move layer `layer` of one chunk between `slot` (the chunk's host slot)
   // and the engine's `pages` (pages_per_chunk page ids). Consecutive page ids become one run when

@@ -32,7 +32,8 @@ void reference(const PrefillAttentionArgs& a) {
           const std::int64_t base = kv.offset(pages[t / kv.page_tokens], t % kv.page_tokens, kvh);
           Acc s = 0;
           for (std::int32_t i = 0; i < d; ++i) {
-            s += Acc(load_as_float(a.q, qo + i, kv.dtype)) * Acc(load_as_float(kv.k, base + i, kv.dtype));
+            s += Acc(load_as_float(a.q, qo + i, kv.dtype)) *
+                 Acc(load_as_float(kv.k, base + i, kv.dtype));
           }
           scores[t] = s * Acc(a.sm_scale);
           max_score = std::max(max_score, scores[t]);
@@ -43,9 +44,11 @@ void reference(const PrefillAttentionArgs& a) {
           const Acc p = std::exp(scores[t] - max_score);
           sum += p;
           const std::int64_t base = kv.offset(pages[t / kv.page_tokens], t % kv.page_tokens, kvh);
-          for (std::int32_t i = 0; i < d; ++i) acc[i] += p * Acc(load_as_float(kv.v, base + i, kv.dtype));
+          for (std::int32_t i = 0; i < d; ++i)
+            acc[i] += p * Acc(load_as_float(kv.v, base + i, kv.dtype));
         }
-        for (std::int32_t i = 0; i < d; ++i) store_from_float(a.out, qo + i, kv.dtype, static_cast<float>(acc[i] / sum));
+        for (std::int32_t i = 0; i < d; ++i)
+          store_from_float(a.out, qo + i, kv.dtype, static_cast<float>(acc[i] / sum));
       }
     }
   }
@@ -53,7 +56,11 @@ void reference(const PrefillAttentionArgs& a) {
 
 }  // namespace
 
-void prefill_attention_reference(const PrefillAttentionArgs& args) { reference<float>(args); }
-void prefill_attention_reference_f64(const PrefillAttentionArgs& args) { reference<double>(args); }
+void prefill_attention_reference(const PrefillAttentionArgs& args) {
+  reference<float>(args);
+}
+void prefill_attention_reference_f64(const PrefillAttentionArgs& args) {
+  reference<double>(args);
+}
 
 }  // namespace tierkv

@@ -12,13 +12,17 @@
 namespace tierkv {
 namespace {
 
-std::size_t bytes_of(DType t, std::size_t elems) { return elems * dtype_size(t); }
+std::size_t bytes_of(DType t, std::size_t elems) {
+  return elems * dtype_size(t);
+}
 
-Status fill(Backend& b, Stream& s, Buffer& buf, DType t, std::size_t elems, std::uint64_t seed, float lo, float hi) {
+Status fill(Backend& b, Stream& s, Buffer& buf, DType t, std::size_t elems, std::uint64_t seed,
+            float lo, float hi) {
   return b.fill_uniform(buf.data(), elems, t, seed, lo, hi, s);
 }
 
-Result<Buffer> random_matrix(Backend& b, Stream& s, DType t, std::size_t rows, std::size_t cols, std::uint64_t seed) {
+Result<Buffer> random_matrix(Backend& b, Stream& s, DType t, std::size_t rows, std::size_t cols,
+                             std::uint64_t seed) {
   TIERKV_ASSIGN_OR_RETURN(Buffer m, b.allocate(MemoryKind::kDevice, bytes_of(t, rows * cols)));
   const float bound = std::sqrt(3.0f / float(cols));  // variance 1 / fan_in
   TIERKV_RETURN_IF_ERROR(fill(b, s, m, t, rows * cols, seed, -bound, bound));
@@ -33,7 +37,8 @@ Result<Buffer> random_norm(Backend& b, Stream& s, DType t, std::size_t n, std::u
 
 }  // namespace
 
-Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec& m, std::uint64_t seed) {
+Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec& m,
+                                          std::uint64_t seed) {
   TIERKV_RETURN_IF_ERROR(m.validate());
   if (m.hidden <= 0 || m.intermediate <= 0 || m.vocab <= 0) {
     return invalid_argument("random weights: the model needs hidden, intermediate and vocab sizes");
@@ -45,7 +50,8 @@ Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec
   const std::size_t h = std::size_t(m.hidden), d = std::size_t(m.head_dim);
   const std::size_t q = std::size_t(m.num_q_heads) * d, kv = std::size_t(m.num_kv_heads) * d;
   std::uint64_t next = seed * 1000;
-  TIERKV_ASSIGN_OR_RETURN(w.embed, b.allocate(MemoryKind::kDevice, bytes_of(t, std::size_t(m.vocab) * h)));
+  TIERKV_ASSIGN_OR_RETURN(w.embed,
+                          b.allocate(MemoryKind::kDevice, bytes_of(t, std::size_t(m.vocab) * h)));
   TIERKV_RETURN_IF_ERROR(fill(b, s, w.embed, t, std::size_t(m.vocab) * h, next++, -1.0f, 1.0f));
   TIERKV_ASSIGN_OR_RETURN(w.final_norm, random_norm(b, s, t, h, next++));
   TIERKV_ASSIGN_OR_RETURN(w.lm_head, random_matrix(b, s, t, std::size_t(m.vocab), h, next++));
@@ -55,8 +61,10 @@ Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec
     TIERKV_ASSIGN_OR_RETURN(lw.qkv, random_matrix(b, s, t, q + 2 * kv, h, next++));
     TIERKV_ASSIGN_OR_RETURN(lw.o, random_matrix(b, s, t, h, q, next++));
     TIERKV_ASSIGN_OR_RETURN(lw.post_norm, random_norm(b, s, t, h, next++));
-    TIERKV_ASSIGN_OR_RETURN(lw.gate_up, random_matrix(b, s, t, 2 * std::size_t(m.intermediate), h, next++));
-    TIERKV_ASSIGN_OR_RETURN(lw.down, random_matrix(b, s, t, h, std::size_t(m.intermediate), next++));
+    TIERKV_ASSIGN_OR_RETURN(lw.gate_up,
+                            random_matrix(b, s, t, 2 * std::size_t(m.intermediate), h, next++));
+    TIERKV_ASSIGN_OR_RETURN(lw.down,
+                            random_matrix(b, s, t, h, std::size_t(m.intermediate), next++));
     w.layers.push_back(std::move(lw));
   }
   TIERKV_RETURN_IF_ERROR(s.synchronize());
@@ -108,8 +116,8 @@ struct LlamaRunner::State {
   Status ensure_workspace(std::size_t bytes, Stream& s);
   Status layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer, const void* attn_plan,
                bool prefill, Stream& s);
-  Status step(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, bool prefill, Stream& s,
-              std::vector<float>* logits, std::vector<std::int32_t>* next);
+  Status step(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, bool prefill,
+              Stream& s, std::vector<float>* logits, std::vector<std::int32_t>* next);
 };
 
 StepIndex LlamaRunner::State::index_at(void* base) const {
@@ -146,9 +154,11 @@ Status LlamaRunner::State::allocate() {
   TIERKV_RETURN_IF_ERROR(dev(logits, rows * std::size_t(s.vocab) * sizeof(float)));
   TIERKV_RETURN_IF_ERROR(dev(next, rows * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(dev(dev_index, index_elems() * sizeof(std::int32_t)));
-  TIERKV_ASSIGN_OR_RETURN(host_index, backend.allocate(MemoryKind::kPinnedHost, index_elems() * sizeof(std::int32_t)));
+  TIERKV_ASSIGN_OR_RETURN(
+      host_index, backend.allocate(MemoryKind::kPinnedHost, index_elems() * sizeof(std::int32_t)));
   TIERKV_ASSIGN_OR_RETURN(host_out, backend.allocate(MemoryKind::kPinnedHost,
-                                                     rows * (std::size_t(s.vocab) * sizeof(float) + sizeof(std::int32_t))));
+                                                     rows * (std::size_t(s.vocab) * sizeof(float) +
+                                                             sizeof(std::int32_t))));
   const std::vector<float> freq = rope_inv_freq(s);
   TIERKV_RETURN_IF_ERROR(dev(inv_freq, freq.size() * sizeof(float)));
   TIERKV_ASSIGN_OR_RETURN(staged, backend.create_event());
@@ -166,13 +176,14 @@ Status LlamaRunner::State::ensure_workspace(std::size_t bytes, Stream& s) {
 }
 
 // One transformer layer over the step's n tokens (rows of x).
-Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer, const void* attn_plan,
-                                 bool prefill, Stream& s) {
+Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer,
+                                 const void* attn_plan, bool prefill, Stream& s) {
   const ModelSpec& ms = m();
   const LayerWeights& lw = w.layers[std::size_t(l)];
   const std::int32_t h = ms.hidden, qd = ms.num_q_heads * ms.head_dim;
   const std::int32_t qkv_d = qd + 2 * ms.num_kv_heads * ms.head_dim;
-  TIERKV_RETURN_IF_ERROR(ops->rms_norm(x.data(), lw.input_norm.data(), xn.data(), n, h, ms.rms_eps, t, s));
+  TIERKV_RETURN_IF_ERROR(
+      ops->rms_norm(x.data(), lw.input_norm.data(), xn.data(), n, h, ms.rms_eps, t, s));
   TIERKV_RETURN_IF_ERROR(ops->linear(xn.data(), lw.qkv.data(), qkv.data(), n, qkv_d, h, t, t, s));
 
   RopeStoreArgs r;
@@ -181,7 +192,8 @@ Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLa
   const StepIndex dev_ix = index_at(dev_index.data());
   r.positions = dev_ix.positions;
   r.slots = dev_ix.slots;
-  r.kv = KvDestination{const_cast<void*>(kv_layer.k), const_cast<void*>(kv_layer.v), kv_layer.strides, kv_layer.page_tokens};
+  r.kv = KvDestination{const_cast<void*>(kv_layer.k), const_cast<void*>(kv_layer.v),
+                       kv_layer.strides, kv_layer.page_tokens};
   r.inv_freq = inv_freq.as<const float>();
   r.tokens = n;
   r.num_q_heads = ms.num_q_heads;
@@ -215,16 +227,21 @@ Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLa
   }
   TIERKV_RETURN_IF_ERROR(ops->linear(attn.data(), lw.o.data(), tmp.data(), n, h, qd, t, t, s));
   TIERKV_RETURN_IF_ERROR(ops->add(x.data(), tmp.data(), std::size_t(n) * h, t, s));
-  TIERKV_RETURN_IF_ERROR(ops->rms_norm(x.data(), lw.post_norm.data(), xn.data(), n, h, ms.rms_eps, t, s));
-  TIERKV_RETURN_IF_ERROR(ops->linear(xn.data(), lw.gate_up.data(), gate_up.data(), n, 2 * ms.intermediate, h, t, t, s));
+  TIERKV_RETURN_IF_ERROR(
+      ops->rms_norm(x.data(), lw.post_norm.data(), xn.data(), n, h, ms.rms_eps, t, s));
+  TIERKV_RETURN_IF_ERROR(ops->linear(xn.data(), lw.gate_up.data(), gate_up.data(), n,
+                                     2 * ms.intermediate, h, t, t, s));
   TIERKV_RETURN_IF_ERROR(ops->silu_mul(gate_up.data(), act.data(), n, ms.intermediate, t, s));
-  TIERKV_RETURN_IF_ERROR(ops->linear(act.data(), lw.down.data(), tmp.data(), n, h, ms.intermediate, t, t, s));
+  TIERKV_RETURN_IF_ERROR(
+      ops->linear(act.data(), lw.down.data(), tmp.data(), n, h, ms.intermediate, t, t, s));
   return ops->add(x.data(), tmp.data(), std::size_t(n) * h, t, s);
 }
 
 // A forward step. Prefill: one sequence, all of `tokens`. Decode: one token per sequence.
-Status LlamaRunner::State::step(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, bool prefill,
-                                Stream& s, std::vector<float>* logits_out, std::vector<std::int32_t>* next_out) {
+Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
+                                std::span<const std::int32_t> tokens, bool prefill, Stream& s,
+                                std::vector<float>* logits_out,
+                                std::vector<std::int32_t>* next_out) {
   const ModelSpec& ms = m();
   const std::int32_t n = std::int32_t(tokens.size()), batch = std::int32_t(seqs.size());
   const std::int32_t page = ms.page_tokens;
@@ -234,19 +251,23 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs, std::span<const
     const Sequence& sq = *seqs[std::size_t(b)];
     const std::int32_t end = sq.len + (prefill ? n : 1);
     if (end > ms.max_positions) {
-      return invalid_argument("sequence " + std::to_string(b) + " would reach position " + std::to_string(end) +
-                              ", beyond the model's " + std::to_string(ms.max_positions));
+      return invalid_argument("sequence " + std::to_string(b) + " would reach position " +
+                              std::to_string(end) + ", beyond the model's " +
+                              std::to_string(ms.max_positions));
     }
     if (std::int64_t(sq.pages.size()) * page < end) {
       return invalid_argument("sequence " + std::to_string(b) + " has pages for " +
-                              std::to_string(sq.pages.size() * std::size_t(page)) + " tokens, needs " + std::to_string(end));
+                              std::to_string(sq.pages.size() * std::size_t(page)) +
+                              " tokens, needs " + std::to_string(end));
     }
     table_stride = std::max(table_stride, (end + page - 1) / page);
   }
-  if (table_stride > opts.max_pages_per_seq) return invalid_argument("a sequence needs more pages than max_pages_per_seq");
+  if (table_stride > opts.max_pages_per_seq)
+    return invalid_argument("a sequence needs more pages than max_pages_per_seq");
   for (std::int32_t id : tokens) {
     if (id < 0 || id >= ms.vocab) {
-      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(ms.vocab) + ")");
+      return invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary (" +
+                              std::to_string(ms.vocab) + ")");
     }
   }
 
@@ -260,17 +281,20 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs, std::span<const
     ix.slots[i] = sq.pages[std::size_t(pos / page)] * page + pos % page;
   }
   ix.q_offsets[0] = 0;
-  std::vector<std::int32_t> q_lens(static_cast<std::size_t>(batch)), seq_lens(static_cast<std::size_t>(batch));
+  std::vector<std::int32_t> q_lens(static_cast<std::size_t>(batch)),
+      seq_lens(static_cast<std::size_t>(batch));
   for (std::int32_t b = 0; b < batch; ++b) {
     const Sequence& sq = *seqs[std::size_t(b)];
     q_lens[std::size_t(b)] = prefill ? n : 1;
     seq_lens[std::size_t(b)] = ix.seq_lens[b] = sq.len + q_lens[std::size_t(b)];
     ix.q_offsets[b + 1] = ix.q_offsets[b] + q_lens[std::size_t(b)];
     const std::int32_t used = (seq_lens[std::size_t(b)] + page - 1) / page;
-    std::memcpy(ix.block_table + std::size_t(b) * table_stride, sq.pages.data(), std::size_t(used) * sizeof(std::int32_t));
+    std::memcpy(ix.block_table + std::size_t(b) * table_stride, sq.pages.data(),
+                std::size_t(used) * sizeof(std::int32_t));
   }
   const StepIndex dev_ix = index_at(dev_index.data());
-  TIERKV_RETURN_IF_ERROR(s.copy(dev_index.data(), host_index.data(), index_elems() * sizeof(std::int32_t)));
+  TIERKV_RETURN_IF_ERROR(
+      s.copy(dev_index.data(), host_index.data(), index_elems() * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(s.record(*staged));
 
   PagedKvView view = kv;
@@ -282,48 +306,63 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs, std::span<const
   DecodePlan decode_plan;
   const DeviceInfo& dev = backend.info();
   if (prefill) {
-    TIERKV_ASSIGN_OR_RETURN(prefill_plan, plan_prefill_attention(dev, view.layer(0), ms.num_q_heads, q_lens, seq_lens));
+    TIERKV_ASSIGN_OR_RETURN(
+        prefill_plan, plan_prefill_attention(dev, view.layer(0), ms.num_q_heads, q_lens, seq_lens));
     TIERKV_RETURN_IF_ERROR(ensure_workspace(prefill_plan.workspace_bytes, s));
   } else {
-    TIERKV_ASSIGN_OR_RETURN(decode_plan, plan_decode_attention(dev, view.layer(0), ms.num_q_heads, seq_lens));
+    TIERKV_ASSIGN_OR_RETURN(decode_plan,
+                            plan_decode_attention(dev, view.layer(0), ms.num_q_heads, seq_lens));
     TIERKV_RETURN_IF_ERROR(ensure_workspace(decode_plan.workspace_bytes, s));
   }
-  const void* plan = prefill ? static_cast<const void*>(&prefill_plan) : static_cast<const void*>(&decode_plan);
+  const void* plan =
+      prefill ? static_cast<const void*>(&prefill_plan) : static_cast<const void*>(&decode_plan);
 
   TIERKV_RETURN_IF_ERROR(ops->embed(dev_ix.tokens, w.embed.data(), x.data(), n, ms.hidden, t, s));
-  for (std::int32_t l = 0; l < ms.num_layers; ++l) TIERKV_RETURN_IF_ERROR(layer(l, n, view.layer(l), plan, prefill, s));
-  for (Sequence* seq : seqs) seq->len += prefill ? n : 1;
+  for (std::int32_t l = 0; l < ms.num_layers; ++l)
+    TIERKV_RETURN_IF_ERROR(layer(l, n, view.layer(l), plan, prefill, s));
+  for (Sequence* seq : seqs)
+    seq->len += prefill ? n : 1;
   if (logits_out == nullptr && next_out == nullptr) return Status::Ok();
 
-  // Logits of the last token of each sequence: the last row for a prefill chunk, every row for decode.
+  // Logits of the last token of each sequence: the last row for a prefill chunk, every row for
+  // decode.
   const std::int32_t rows = prefill ? 1 : n;
   const std::size_t first = prefill ? std::size_t(n - 1) : 0;
   const void* last = x.as<std::uint8_t>() + bytes_of(t, first * std::size_t(ms.hidden));
-  TIERKV_RETURN_IF_ERROR(ops->rms_norm(last, w.final_norm.data(), xn.data(), rows, ms.hidden, ms.rms_eps, t, s));
-  TIERKV_RETURN_IF_ERROR(ops->linear(xn.data(), w.lm_head_weights(), logits.data(), rows, ms.vocab, ms.hidden, t, DType::kF32, s));
-  TIERKV_RETURN_IF_ERROR(ops->argmax(logits.as<const float>(), rows, ms.vocab, next.as<std::int32_t>(), s));
+  TIERKV_RETURN_IF_ERROR(
+      ops->rms_norm(last, w.final_norm.data(), xn.data(), rows, ms.hidden, ms.rms_eps, t, s));
+  TIERKV_RETURN_IF_ERROR(ops->linear(xn.data(), w.lm_head_weights(), logits.data(), rows, ms.vocab,
+                                     ms.hidden, t, DType::kF32, s));
+  TIERKV_RETURN_IF_ERROR(
+      ops->argmax(logits.as<const float>(), rows, ms.vocab, next.as<std::int32_t>(), s));
   const std::size_t logit_bytes = std::size_t(rows) * ms.vocab * sizeof(float);
   auto* host_logits = host_out.as<float>();
   auto* host_next = reinterpret_cast<std::int32_t*>(host_out.as<std::uint8_t>() + logit_bytes);
   TIERKV_RETURN_IF_ERROR(s.copy(host_logits, logits.data(), logit_bytes));
   TIERKV_RETURN_IF_ERROR(s.copy(host_next, next.data(), std::size_t(rows) * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(s.synchronize());
-  if (logits_out != nullptr) logits_out->assign(host_logits, host_logits + std::size_t(rows) * ms.vocab);
+  if (logits_out != nullptr)
+    logits_out->assign(host_logits, host_logits + std::size_t(rows) * ms.vocab);
   if (next_out != nullptr) next_out->assign(host_next, host_next + rows);
   return Status::Ok();
 }
 
-Result<std::unique_ptr<LlamaRunner>> LlamaRunner::create(Backend& backend, LlamaWeights weights, const PagedKvView& kv,
+Result<std::unique_ptr<LlamaRunner>> LlamaRunner::create(Backend& backend, LlamaWeights weights,
+                                                         const PagedKvView& kv,
                                                          const RunnerOptions& o) {
   const ModelSpec& m = weights.spec;
   TIERKV_RETURN_IF_ERROR(m.validate());
-  if (kv.num_layers() != m.num_layers || kv.num_kv_heads != m.num_kv_heads || kv.head_dim != m.head_dim ||
-      kv.page_tokens != m.page_tokens || kv.dtype != weights.dtype) {
-    return invalid_argument("runner: the KV view does not match the model (layers, KV heads, head dim, page size, dtype)");
+  if (kv.num_layers() != m.num_layers || kv.num_kv_heads != m.num_kv_heads ||
+      kv.head_dim != m.head_dim || kv.page_tokens != m.page_tokens || kv.dtype != weights.dtype) {
+    return invalid_argument(
+        "runner: the KV view does not match the model (layers, KV heads, head dim, page size, "
+        "dtype)");
   }
-  if (weights.layers.size() != std::size_t(m.num_layers)) return invalid_argument("runner: weights for another depth");
+  if (weights.layers.size() != std::size_t(m.num_layers))
+    return invalid_argument("runner: weights for another depth");
   if (o.max_step_tokens < 1 || o.max_batch < 1 || o.max_pages_per_seq < 1) {
-    return invalid_argument("runner: max_step_tokens, max_batch and max_pages_per_seq must be positive");
+    return invalid_argument(
+        "runner: max_step_tokens, max_batch and max_pages_per_seq must be positive");
   }
   auto st = std::make_unique<State>(backend, std::move(weights), kv, o);
   TIERKV_ASSIGN_OR_RETURN(st->ops, create_ops(backend));
@@ -334,38 +373,45 @@ Result<std::unique_ptr<LlamaRunner>> LlamaRunner::create(Backend& backend, Llama
 LlamaRunner::LlamaRunner(std::unique_ptr<State> s) : state_(std::move(s)) {}
 LlamaRunner::~LlamaRunner() = default;
 
-const ModelSpec& LlamaRunner::spec() const { return state_->m(); }
+const ModelSpec& LlamaRunner::spec() const {
+  return state_->m();
+}
 
-Status LlamaRunner::prefill_chunk(Sequence& seq, std::span<const std::int32_t> tokens, Stream& stream,
-                                  std::vector<float>* logits) {
+Status LlamaRunner::prefill_chunk(Sequence& seq, std::span<const std::int32_t> tokens,
+                                  Stream& stream, std::vector<float>* logits) {
   if (tokens.empty()) return invalid_argument("prefill: empty chunk");
   if (std::int64_t(tokens.size()) > state_->opts.max_step_tokens) {
-    return invalid_argument("prefill: a chunk of " + std::to_string(tokens.size()) + " tokens exceeds max_step_tokens (" +
+    return invalid_argument("prefill: a chunk of " + std::to_string(tokens.size()) +
+                            " tokens exceeds max_step_tokens (" +
                             std::to_string(state_->opts.max_step_tokens) + ")");
   }
   Sequence* one[] = {&seq};
   return state_->step(one, tokens, true, stream, logits, nullptr);
 }
 
-Status LlamaRunner::prefill(Sequence& seq, std::span<const std::int32_t> tokens, std::int32_t chunk_tokens,
-                            Stream& stream, std::vector<float>* logits) {
+Status LlamaRunner::prefill(Sequence& seq, std::span<const std::int32_t> tokens,
+                            std::int32_t chunk_tokens, Stream& stream, std::vector<float>* logits) {
   if (tokens.empty()) return invalid_argument("prefill: empty prompt");
   if (chunk_tokens < 1) return invalid_argument("prefill: chunk_tokens must be positive");
   for (std::size_t at = 0; at < tokens.size(); at += std::size_t(chunk_tokens)) {
     const std::size_t n = std::min(tokens.size() - at, std::size_t(chunk_tokens));
     const bool last = at + n == tokens.size();
-    TIERKV_RETURN_IF_ERROR(prefill_chunk(seq, tokens.subspan(at, n), stream, last ? logits : nullptr));
+    TIERKV_RETURN_IF_ERROR(
+        prefill_chunk(seq, tokens.subspan(at, n), stream, last ? logits : nullptr));
   }
   return Status::Ok();
 }
 
-Status LlamaRunner::decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, Stream& stream,
-                           std::vector<float>* logits, std::vector<std::int32_t>* next) {
+Status LlamaRunner::decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens,
+                           Stream& stream, std::vector<float>* logits,
+                           std::vector<std::int32_t>* next) {
   if (seqs.empty() || seqs.size() != tokens.size()) {
     return invalid_argument("decode: one token per sequence, and at least one sequence");
   }
-  if (std::int64_t(seqs.size()) > state_->opts.max_batch || std::int64_t(seqs.size()) > state_->opts.max_step_tokens) {
-    return invalid_argument("decode: a batch of " + std::to_string(seqs.size()) + " exceeds max_batch");
+  if (std::int64_t(seqs.size()) > state_->opts.max_batch ||
+      std::int64_t(seqs.size()) > state_->opts.max_step_tokens) {
+    return invalid_argument("decode: a batch of " + std::to_string(seqs.size()) +
+                            " exceeds max_batch");
   }
   return state_->step(seqs, tokens, false, stream, logits, next);
 }

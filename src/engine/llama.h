@@ -23,12 +23,12 @@
 namespace tierkv {
 
 struct LayerWeights {
-  Buffer input_norm;   // [hidden]
-  Buffer qkv;          // [(q_heads + 2 kv_heads) * head_dim][hidden]: q_proj, k_proj, v_proj rows
-  Buffer o;            // [hidden][q_heads * head_dim]
-  Buffer post_norm;    // [hidden]
-  Buffer gate_up;      // [2 * intermediate][hidden]: gate_proj rows, then up_proj rows
-  Buffer down;         // [hidden][intermediate]
+  Buffer input_norm;  // [hidden]
+  Buffer qkv;         // [(q_heads + 2 kv_heads) * head_dim][hidden]: q_proj, k_proj, v_proj rows
+  Buffer o;           // [hidden][q_heads * head_dim]
+  Buffer post_norm;   // [hidden]
+  Buffer gate_up;     // [2 * intermediate][hidden]: gate_proj rows, then up_proj rows
+  Buffer down;        // [hidden][intermediate]
 };
 
 struct LlamaWeights {
@@ -55,15 +55,17 @@ struct Sequence {
 };
 
 struct RunnerOptions {
-  std::int32_t max_step_tokens = 2048;  // tokens per forward step (a prefill chunk or a decode batch)
-  std::int32_t max_batch = 128;         // sequences per decode step
+  std::int32_t max_step_tokens =
+      2048;                      // tokens per forward step (a prefill chunk or a decode batch)
+  std::int32_t max_batch = 128;  // sequences per decode step
   std::int32_t max_pages_per_seq = 8192;
 };
 
 class LlamaRunner {
  public:
   // InvalidArgument when the view does not match the model (layers, heads, head dim, dtype).
-  static Result<std::unique_ptr<LlamaRunner>> create(Backend& backend, LlamaWeights weights, const PagedKvView& kv,
+  static Result<std::unique_ptr<LlamaRunner>> create(Backend& backend, LlamaWeights weights,
+                                                     const PagedKvView& kv,
                                                      const RunnerOptions& options);
   ~LlamaRunner();
 
@@ -75,13 +77,13 @@ class LlamaRunner {
                        std::vector<float>* logits);
 
   // prefill_chunk over `tokens` in chunks of `chunk_tokens`.
-  Status prefill(Sequence& seq, std::span<const std::int32_t> tokens, std::int32_t chunk_tokens, Stream& stream,
-                 std::vector<float>* logits);
+  Status prefill(Sequence& seq, std::span<const std::int32_t> tokens, std::int32_t chunk_tokens,
+                 Stream& stream, std::vector<float>* logits);
 
   // One decode step: sequence i takes tokens[i] at position seqs[i]->len. Fills `logits` (batch x
   // vocab) and `next` (greedy choice per sequence) when given.
-  Status decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, Stream& stream,
-                std::vector<float>* logits, std::vector<std::int32_t>* next);
+  Status decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens,
+                Stream& stream, std::vector<float>* logits, std::vector<std::int32_t>* next);
 
   const ModelSpec& spec() const;
 

@@ -9,13 +9,16 @@ namespace tierkv {
 namespace {
 
 // Copies `parts` (host views) back to back into one new device buffer.
-Result<Buffer> upload(Backend& backend, Stream& stream, std::initializer_list<const TensorView*> parts) {
+Result<Buffer> upload(Backend& backend, Stream& stream,
+                      std::initializer_list<const TensorView*> parts) {
   std::size_t bytes = 0;
-  for (const TensorView* p : parts) bytes += p->bytes.size();
+  for (const TensorView* p : parts)
+    bytes += p->bytes.size();
   TIERKV_ASSIGN_OR_RETURN(Buffer b, backend.allocate(MemoryKind::kDevice, bytes));
   std::size_t at = 0;
   for (const TensorView* p : parts) {
-    TIERKV_RETURN_IF_ERROR(stream.copy(b.as<std::uint8_t>() + at, p->bytes.data(), p->bytes.size()));
+    TIERKV_RETURN_IF_ERROR(
+        stream.copy(b.as<std::uint8_t>() + at, p->bytes.data(), p->bytes.size()));
     at += p->bytes.size();
   }
   return b;
@@ -25,7 +28,8 @@ Result<Buffer> upload(Backend& backend, Stream& stream, std::initializer_list<co
 
 Result<LlamaWeights> load_llama_weights(Backend& backend, Stream& stream, const ModelSpec& spec,
                                         const SafetensorsSet& checkpoint) {
-  TIERKV_ASSIGN_OR_RETURN(const LlamaCheckpoint ck, check_llama_weights(checkpoint, spec, spec.kv_dtype));
+  TIERKV_ASSIGN_OR_RETURN(const LlamaCheckpoint ck,
+                          check_llama_weights(checkpoint, spec, spec.kv_dtype));
   LlamaWeights w;
   w.spec = spec;
   w.dtype = spec.kv_dtype;
@@ -52,20 +56,28 @@ Status save_llama_weights(Stream& stream, const LlamaWeights& w, const std::stri
   const ModelSpec& m = w.spec;
   std::vector<std::vector<std::byte>> storage;  // host copies, alive until written
   std::vector<TensorToWrite> tensors;
-  const std::int64_t h = m.hidden, d = m.head_dim, q = std::int64_t(m.num_q_heads) * d, kv = std::int64_t(m.num_kv_heads) * d;
+  const std::int64_t h = m.hidden, d = m.head_dim, q = std::int64_t(m.num_q_heads) * d,
+                     kv = std::int64_t(m.num_kv_heads) * d;
   const std::int64_t inter = m.intermediate;
   // Downloads `rows` x `cols` elements starting at row `first` of `b` as tensor `name`.
-  auto add = [&](std::string name, const Buffer& b, std::int64_t first, std::int64_t rows, std::int64_t cols) -> Status {
+  auto add = [&](std::string name, const Buffer& b, std::int64_t first, std::int64_t rows,
+                 std::int64_t cols) -> Status {
     const std::size_t row_bytes = std::size_t(cols) * dtype_size(w.dtype);
     storage.emplace_back(std::size_t(rows) * row_bytes);
-    TIERKV_RETURN_IF_ERROR(stream.copy(storage.back().data(), b.as<std::uint8_t>() + std::size_t(first) * row_bytes,
+    TIERKV_RETURN_IF_ERROR(stream.copy(storage.back().data(),
+                                       b.as<std::uint8_t>() + std::size_t(first) * row_bytes,
                                        storage.back().size()));
-    tensors.push_back({std::move(name), w.dtype, cols == 1 ? std::vector<std::int64_t>{rows} : std::vector<std::int64_t>{rows, cols}, {}});
+    tensors.push_back(
+        {std::move(name),
+         w.dtype,
+         cols == 1 ? std::vector<std::int64_t>{rows} : std::vector<std::int64_t>{rows, cols},
+         {}});
     return Status::Ok();
   };
   TIERKV_RETURN_IF_ERROR(add("model.embed_tokens.weight", w.embed, 0, m.vocab, h));
   TIERKV_RETURN_IF_ERROR(add("model.norm.weight", w.final_norm, 0, h, 1));
-  if (!w.lm_head.empty()) TIERKV_RETURN_IF_ERROR(add(std::string(kLlamaLmHead), w.lm_head, 0, m.vocab, h));
+  if (!w.lm_head.empty())
+    TIERKV_RETURN_IF_ERROR(add(std::string(kLlamaLmHead), w.lm_head, 0, m.vocab, h));
   for (std::int32_t i = 0; i < m.num_layers; ++i) {
     const LayerWeights& l = w.layers[std::size_t(i)];
     const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -80,7 +92,8 @@ Status save_llama_weights(Stream& stream, const LlamaWeights& w, const std::stri
     TIERKV_RETURN_IF_ERROR(add(p + "mlp.down_proj.weight", l.down, 0, h, inter));
   }
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
-  for (std::size_t i = 0; i < tensors.size(); ++i) tensors[i].bytes = storage[i];
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    tensors[i].bytes = storage[i];
   return write_safetensors(path, tensors);
 }
 

@@ -27,14 +27,15 @@ struct PagePool::State {
   std::vector<std::uint8_t> is_free, named;
   std::vector<Key> keys;
   KeyMap<std::int32_t> index;
-  std::vector<std::int32_t> lru_prev, lru_next;  // intrusive list of cached pages
+  std::vector<std::int32_t> lru_prev, lru_next;     // intrusive list of cached pages
   std::int32_t lru_head = kNone, lru_tail = kNone;  // head: least recently released
   std::vector<std::int32_t> run_free;
   std::set<std::int32_t> full_runs, partial_runs;
   std::int32_t free_count = 0, cached_count = 0;
   std::uint64_t hit_pages = 0, evicted_pages = 0;
 
-  State(Backend& b, const PagePoolOptions& o) : backend(b), opts(o), index(std::size_t(o.num_pages)) {}
+  State(Backend& b, const PagePoolOptions& o)
+      : backend(b), opts(o), index(std::size_t(o.num_pages)) {}
 
   std::int32_t run_of(std::int32_t page) const { return page / opts.pages_per_run; }
   std::int32_t run_size(std::int32_t run) const {
@@ -107,8 +108,8 @@ Result<std::unique_ptr<PagePool>> PagePool::create(Backend& backend, const PageP
   if (o.num_pages <= 0) return invalid_argument("page pool: num_pages must be positive");
   if (o.pages_per_run <= 0) return invalid_argument("page pool: pages_per_run must be positive");
   auto st = std::make_unique<State>(backend, o);
-  const std::size_t page_bytes = std::size_t(o.model.page_tokens) * o.model.num_kv_heads * o.model.head_dim *
-                                 dtype_size(o.model.kv_dtype);
+  const std::size_t page_bytes = std::size_t(o.model.page_tokens) * o.model.num_kv_heads *
+                                 o.model.head_dim * dtype_size(o.model.kv_dtype);
   for (std::int32_t l = 0; l < o.model.num_layers; ++l) {
     for (auto* arrays : {&st->k, &st->v}) {
       auto buf = backend.allocate(MemoryKind::kDevice, page_bytes * std::size_t(o.num_pages));
@@ -126,14 +127,17 @@ Result<std::unique_ptr<PagePool>> PagePool::create(Backend& backend, const PageP
   st->lru_prev.assign(n, kNone);
   st->lru_next.assign(n, kNone);
   st->run_free.assign(std::size_t((o.num_pages + o.pages_per_run - 1) / o.pages_per_run), 0);
-  for (std::int32_t p = 0; p < o.num_pages; ++p) st->mark_free(p);
+  for (std::int32_t p = 0; p < o.num_pages; ++p)
+    st->mark_free(p);
   return std::unique_ptr<PagePool>(new PagePool(std::move(st)));
 }
 
 PagePool::PagePool(std::unique_ptr<State> state) : state_(std::move(state)) {}
 PagePool::~PagePool() = default;
 
-const PagePoolOptions& PagePool::options() const { return state_->opts; }
+const PagePoolOptions& PagePool::options() const {
+  return state_->opts;
+}
 
 PagedKvView PagePool::view() const {
   const ModelSpec& m = state_->opts.model;
@@ -178,14 +182,17 @@ Result<std::vector<std::int32_t>> PagePool::allocate(std::int32_t n) {
   std::lock_guard lock(s.mu);
   if (s.free_count + s.cached_count < n) {
     return resource_exhausted("page pool: " + std::to_string(n) + " pages wanted, " +
-                              std::to_string(s.free_count) + " free and " + std::to_string(s.cached_count) +
-                              " evictable of " + std::to_string(s.opts.num_pages));
+                              std::to_string(s.free_count) + " free and " +
+                              std::to_string(s.cached_count) + " evictable of " +
+                              std::to_string(s.opts.num_pages));
   }
-  while (s.free_count < n) s.evict_oldest();
+  while (s.free_count < n)
+    s.evict_oldest();
   std::vector<std::int32_t> out;
   out.reserve(std::size_t(n));
   std::int32_t left = n;
-  // Whole runs first, so each chunk lands contiguously; then partial runs, to keep whole runs whole.
+  // Whole runs first, so each chunk lands contiguously; then partial runs, to keep whole runs
+  // whole.
   while (left >= s.opts.pages_per_run && !s.full_runs.empty()) {
     const std::int32_t run = *s.full_runs.begin();
     const std::int32_t take = s.run_size(run);
@@ -223,7 +230,8 @@ void PagePool::release(std::span<const std::int32_t> pages) {
   for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
     const std::int32_t p = *it;
     if (p < 0 || p >= s.opts.num_pages || s.refs[p] <= 0) {
-      detail::abort_with("tierkv: PagePool::release of page " + std::to_string(p) + " that holds no reference");
+      detail::abort_with("tierkv: PagePool::release of page " + std::to_string(p) +
+                         " that holds no reference");
     }
     if (--s.refs[p] > 0) continue;
     if (s.named[p]) {

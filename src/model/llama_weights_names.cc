@@ -128,7 +128,7 @@ std::vector<LlamaTensorSpec> llama_tensor_specs(const ModelSpec& spec) {
 }
 
 Result<LlamaCheckpoint> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
-                                         DType expected) {
+                                            DType expected) {
   TIERKV_RETURN_IF_ERROR(check_spec(spec));
   // Taken in the order llama_tensor_specs() lists them.
   const std::vector<LlamaTensorSpec> specs = llama_tensor_specs(spec);

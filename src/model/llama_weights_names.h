@@ -53,9 +53,9 @@ struct LlamaCheckpointLayer {
 struct LlamaCheckpoint {
   TensorView embed_tokens;
   std::vector<LlamaCheckpointLayer> layers;  // spec.num_layers of them
-  TensorView final_norm;                  // model.norm
-  TensorView lm_head;                     // the embed_tokens view when tied
-  bool tied_embeddings = false;           // the checkpoint has no lm_head.weight
+  TensorView final_norm;                     // model.norm
+  TensorView lm_head;                        // the embed_tokens view when tied
+  bool tied_embeddings = false;              // the checkpoint has no lm_head.weight
 };
 
 // Finds every tensor of the layout in `weights` and checks its shape and that its dtype is
@@ -64,6 +64,6 @@ struct LlamaCheckpoint {
 // of the rest). Tensors outside the layout (say rotary_emb.inv_freq) are ignored.
 // InvalidArgument as well when `spec` fails validate() or lacks hidden, intermediate or vocab.
 Result<LlamaCheckpoint> check_llama_weights(const SafetensorsSet& weights, const ModelSpec& spec,
-                                         DType expected);
+                                            DType expected);
 
 }  // namespace tierkv

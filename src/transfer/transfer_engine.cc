@@ -8,13 +8,14 @@ namespace tierkv {
 namespace {
 
 constexpr std::size_t kCalibrationBytes = std::size_t{16} << 20;
-constexpr std::size_t kCalibrationRuns[] = {std::size_t{16} << 10, std::size_t{32} << 10, std::size_t{128} << 10,
-                                             std::size_t{1} << 20};
+constexpr std::size_t kCalibrationRuns[] = {std::size_t{16} << 10, std::size_t{32} << 10,
+                                            std::size_t{128} << 10, std::size_t{1} << 20};
 constexpr int kCalibrationReps = 3;
 
 std::size_t total_bytes(std::span<const CopyRun> runs) {
   std::size_t n = 0;
-  for (const CopyRun& r : runs) n += r.bytes;
+  for (const CopyRun& r : runs)
+    n += r.bytes;
   return n;
 }
 
@@ -22,15 +23,16 @@ std::size_t total_bytes(std::span<const CopyRun> runs) {
 // queued back to back between two events, so the host's work to issue one batch overlaps the
 // previous batch's transfer, as it does for the layers of a load.
 constexpr int kBatches = 4;
-Result<double> time_path(Backend& backend, Stream& stream, std::span<const CopyRun> runs, CopyPath path,
-                         int blocks) {
+Result<double> time_path(Backend& backend, Stream& stream, std::span<const CopyRun> runs,
+                         CopyPath path, int blocks) {
   TIERKV_ASSIGN_OR_RETURN(auto start, backend.create_event());
   TIERKV_ASSIGN_OR_RETURN(auto end, backend.create_event());
   TIERKV_RETURN_IF_ERROR(backend.copy_runs(runs, path, blocks, stream));  // warm-up
   std::vector<double> us;
   for (int i = 0; i < kCalibrationReps; ++i) {
     TIERKV_RETURN_IF_ERROR(stream.record(*start));
-    for (int b = 0; b < kBatches; ++b) TIERKV_RETURN_IF_ERROR(backend.copy_runs(runs, path, blocks, stream));
+    for (int b = 0; b < kBatches; ++b)
+      TIERKV_RETURN_IF_ERROR(backend.copy_runs(runs, path, blocks, stream));
     TIERKV_RETURN_IF_ERROR(stream.record(*end));
     TIERKV_RETURN_IF_ERROR(end->synchronize());
     TIERKV_ASSIGN_OR_RETURN(const double ms, backend.elapsed_ms(*start, *end));
@@ -47,7 +49,8 @@ double RunSizeCurve::gbps(double run_bytes) const {
   if (run_bytes <= points.front().first) return points.front().second;
   if (run_bytes >= points.back().first) return points.back().second;
   std::size_t i = 1;
-  while (points[i].first < run_bytes) ++i;
+  while (points[i].first < run_bytes)
+    ++i;
   const auto [x0, y0] = points[i - 1];
   const auto [x1, y1] = points[i];
   const double t = (std::log2(run_bytes) - std::log2(x0)) / (std::log2(x1) - std::log2(x0));
@@ -55,8 +58,8 @@ double RunSizeCurve::gbps(double run_bytes) const {
 }
 
 namespace {
-double path_us(const RunSizeCurve& curve, double fixed_us, double slowdown, std::size_t runs, std::size_t bytes,
-               bool compute_beside) {
+double path_us(const RunSizeCurve& curve, double fixed_us, double slowdown, std::size_t runs,
+               std::size_t bytes, bool compute_beside) {
   if (runs == 0 || bytes == 0) return 0.0;
   const double t = fixed_us + double(bytes) / (curve.gbps(double(bytes) / double(runs)) * 1e3);
   return compute_beside ? t * (1.0 + slowdown) : t;
@@ -64,11 +67,13 @@ double path_us(const RunSizeCurve& curve, double fixed_us, double slowdown, std:
 }  // namespace
 
 double PathCosts::copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
-  return path_us(copy_engine, copy_engine_fixed_us, copy_engine_compute_slowdown, runs, bytes, compute_beside);
+  return path_us(copy_engine, copy_engine_fixed_us, copy_engine_compute_slowdown, runs, bytes,
+                 compute_beside);
 }
 
 double PathCosts::sm_kernel_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
-  return path_us(sm_kernel, sm_kernel_fixed_us, sm_kernel_compute_slowdown, runs, bytes, compute_beside);
+  return path_us(sm_kernel, sm_kernel_fixed_us, sm_kernel_compute_slowdown, runs, bytes,
+                 compute_beside);
 }
 
 TransferEngine::TransferEngine(Backend& backend, const TransferOptions& options)
@@ -77,7 +82,8 @@ TransferEngine::TransferEngine(Backend& backend, const TransferOptions& options)
   costs_.sm_kernel_compute_slowdown = options.sm_kernel_compute_slowdown;
 }
 
-Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend, const TransferOptions& options) {
+Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend,
+                                                               const TransferOptions& options) {
   if (options.sm_blocks < 1) return invalid_argument("transfer: sm_blocks must be >= 1");
   if (options.copy_engine_compute_slowdown < 0 || options.sm_kernel_compute_slowdown < 0) {
     return invalid_argument("transfer: compute slowdown fractions must be >= 0");
@@ -90,7 +96,8 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend,
 // Measures each path's bandwidth at several run sizes (runs scattered in reverse order through
 // the device buffer, as pages of a pool are) and its fixed cost from one small run.
 Status TransferEngine::calibrate() {
-  TIERKV_ASSIGN_OR_RETURN(Buffer host, backend_.allocate(MemoryKind::kPinnedHost, kCalibrationBytes));
+  TIERKV_ASSIGN_OR_RETURN(Buffer host,
+                          backend_.allocate(MemoryKind::kPinnedHost, kCalibrationBytes));
   TIERKV_ASSIGN_OR_RETURN(Buffer dev, backend_.allocate(MemoryKind::kDevice, kCalibrationBytes));
   TIERKV_ASSIGN_OR_RETURN(auto stream, backend_.create_stream());
   const int blocks = options_.sm_blocks;
@@ -102,7 +109,8 @@ Status TransferEngine::calibrate() {
     runs.clear();
     const std::size_t n = kCalibrationBytes / run;
     for (std::size_t i = 0; i < n; ++i) {
-      runs.push_back({dev.as<std::uint8_t>() + (n - 1 - i) * run, host.as<std::uint8_t>() + i * run, run});
+      runs.push_back(
+          {dev.as<std::uint8_t>() + (n - 1 - i) * run, host.as<std::uint8_t>() + i * run, run});
     }
     for (const CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
       TIERKV_ASSIGN_OR_RETURN(const double us, time_path(backend_, *stream, runs, path, blocks));
@@ -112,10 +120,14 @@ Status TransferEngine::calibrate() {
   }
   const CopyRun tiny{dev.data(), host.data(), kCalibrationRuns[0]};
   for (const CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
-    TIERKV_ASSIGN_OR_RETURN(const double us, time_path(backend_, *stream, {&tiny, 1}, path, blocks));
-    const RunSizeCurve& curve = path == CopyPath::kCopyEngine ? measured.copy_engine : measured.sm_kernel;
-    const double fixed = std::max(0.0, us - double(tiny.bytes) / (curve.gbps(double(tiny.bytes)) * 1e3));
-    (path == CopyPath::kCopyEngine ? measured.copy_engine_fixed_us : measured.sm_kernel_fixed_us) = fixed;
+    TIERKV_ASSIGN_OR_RETURN(const double us,
+                            time_path(backend_, *stream, {&tiny, 1}, path, blocks));
+    const RunSizeCurve& curve =
+        path == CopyPath::kCopyEngine ? measured.copy_engine : measured.sm_kernel;
+    const double fixed =
+        std::max(0.0, us - double(tiny.bytes) / (curve.gbps(double(tiny.bytes)) * 1e3));
+    (path == CopyPath::kCopyEngine ? measured.copy_engine_fixed_us : measured.sm_kernel_fixed_us) =
+        fixed;
   }
   TIERKV_RETURN_IF_ERROR(stream->synchronize());
   costs_ = measured;
@@ -124,9 +136,12 @@ Status TransferEngine::calibrate() {
 
 CopyPath TransferEngine::choose(std::span<const CopyRun> runs, bool compute_beside) const {
   switch (options_.mode) {
-    case TransferMode::kCopyEngine: return CopyPath::kCopyEngine;
-    case TransferMode::kSmKernel: return CopyPath::kSmKernel;
-    case TransferMode::kAuto: break;
+    case TransferMode::kCopyEngine:
+      return CopyPath::kCopyEngine;
+    case TransferMode::kSmKernel:
+      return CopyPath::kSmKernel;
+    case TransferMode::kAuto:
+      break;
   }
   const std::size_t bytes = total_bytes(runs);
   const double ce = costs_.copy_engine_us(runs.size(), bytes, compute_beside);
@@ -134,7 +149,8 @@ CopyPath TransferEngine::choose(std::span<const CopyRun> runs, bool compute_besi
   return sm < ce ? CopyPath::kSmKernel : CopyPath::kCopyEngine;
 }
 
-Result<CopyPath> TransferEngine::copy(std::span<const CopyRun> runs, bool compute_beside, Stream& stream) {
+Result<CopyPath> TransferEngine::copy(std::span<const CopyRun> runs, bool compute_beside,
+                                      Stream& stream) {
   const CopyPath path = choose(runs, compute_beside);
   TIERKV_RETURN_IF_ERROR(backend_.copy_runs(runs, path, options_.sm_blocks, stream));
   (path == CopyPath::kSmKernel ? sm_count_ : ce_count_).fetch_add(1, std::memory_order_relaxed);

@@ -56,7 +56,8 @@ struct TransferCounters {
 class TransferEngine {
  public:
   // With options.calibrate, measures the paths on `backend` first (a few milliseconds).
-  static Result<std::unique_ptr<TransferEngine>> create(Backend& backend, const TransferOptions& options);
+  static Result<std::unique_ptr<TransferEngine>> create(Backend& backend,
+                                                        const TransferOptions& options);
 
   CopyPath choose(std::span<const CopyRun> runs, bool compute_beside) const;
   // Queues the runs on `stream` through the chosen path (or the forced one); returns that path.

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "measure.h"
+#include "common/measure.h"
 #include "options.h"
 #include "tierkv/attention.h"
 

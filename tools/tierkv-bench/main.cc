@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/measure.h"
 #include "decode_bench.h"
-#include "measure.h"
 #include "options.h"
 #include "report.h"
 #include "results.h"
@@ -23,7 +23,7 @@ int fail(const Status& s) {
 }
 
 Status run_sections(Backend& backend, Stream& stream, const Options& opts, BenchData& data) {
-  Progress progress(opts.quiet);
+  Progress progress("tierkv-bench", opts.quiet);
   int total = 0;
   if (opts.has_section("decode")) total += static_cast<int>(opts.kv_lens.size());
   if (opts.has_section("batched")) total += static_cast<int>(opts.batches.size());

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "common/shape_flags.h"
 #include "synth/paged_batch.h"
 
 namespace tierkv::bench {
@@ -35,19 +36,8 @@ int parse_options(int argc, char** argv, Options& opts) {
       "this machine and printed as a report (with every figure also written as JSON Lines).\n"
       "Timing: device events, warm-up runs, medians; decode is replayed from captured graphs that\n"
       "rotate through input sets larger than the L2 cache."};
-  std::string backend = "auto", layout = "nhd";
-  app.add_option("--backend", backend, "cpu, cuda, or auto (cuda when a GPU is visible)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--device", opts.device, "CUDA device index")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  std::string presets;
-  for (std::string_view n : model_preset_names())
-    presets += (presets.empty() ? "" : ", ") + std::string(n);
-  app.add_option("--model", opts.model_name,
-                 "model preset whose KV shape is measured (" + presets + ")")
-      ->capture_default_str();
+  ShapeFlags shape;
+  add_shape_flags(app, shape);
   app.add_option("--kv-lens", opts.kv_lens,
                  "KV lengths of the batch-1 sweep and the transfers, comma separated "
                  "[cuda: 512..32768, cpu: 128..1024]")
@@ -60,12 +50,6 @@ int parse_options(int argc, char** argv, Options& opts) {
   app.add_option("--batch-kv", opts.batch_kv,
                  "KV length of the batched sweep [cuda: 2048, cpu: 512]")
       ->check(CLI::Range(1, kMaxKvTokens));
-  int page_tokens = 0;
-  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")
-      ->check(CLI::Range(1, 1024));
-  app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"nhd", "hnd"}));
   app.add_option("--grid-batches", opts.grid_batches,
                  "batch sizes of the grid section, comma separated [cuda: 1,4,8,16,32,64,128]")
       ->delimiter(',')
@@ -132,18 +116,17 @@ int parse_options(int argc, char** argv, Options& opts) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  if (backend == "auto") {
-    opts.backend = cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu;
-  } else {
-    opts.backend = *parse_backend_kind(backend);
-    opts.backend_from_flag = true;
-  }
-  auto model = model_preset(opts.model_name);
-  if (!model.ok()) {
-    std::fprintf(stderr, "tierkv-bench: --model: %s\n", model.status().message().c_str());
+  auto resolved = resolve_shape(shape);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "tierkv-bench: %s\n", resolved.status().message().c_str());
     return 2;
   }
-  opts.model = *model;
+  opts.backend = resolved->backend;
+  opts.backend_from_flag = resolved->backend_from_flag;
+  opts.device = shape.device;
+  opts.model_name = shape.model;
+  opts.model = resolved->model;
+  opts.layout = resolved->layout;
   opts.plan.splits = splits;
   if (merge == "none") opts.plan.merge = DecodeMerge::kNone;
   if (merge == "cluster") opts.plan.merge = DecodeMerge::kCluster;
@@ -152,12 +135,6 @@ int parse_options(int argc, char** argv, Options& opts) {
   if (heads_per_block > 0) opts.plan.heads_per_block = heads_per_block;
   if (l2 != "auto") opts.plan.l2_prefetch = l2 == "on";
   if (pdl != "auto") opts.plan.programmatic_launch = pdl == "on";
-  if (page_tokens > 0) opts.model.page_tokens = page_tokens;
-  opts.layout = layout == "hnd" ? KvLayout::kHND : KvLayout::kNHD;
-  if (const Status s = opts.model.validate(); !s.ok()) {
-    std::fprintf(stderr, "tierkv-bench: %s\n", s.message().c_str());
-    return 2;
-  }
   if (!decode_head_dim_supported(opts.model.head_dim) ||
       !decode_group_supported(opts.model.gqa_group())) {
     std::fprintf(stderr,

@@ -85,12 +85,7 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
   r.card = device.name;
   r.backend = std::string(backend_kind_name(backend));
   r.device = device;
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &utc);
-  r.date = buf;
+  r.date = utc_date();
   return r;
 }
 
@@ -109,16 +104,6 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const
       lines.push_back(transfer_json(run, opts, m).dump());
   }
   return lines;
-}
-
-Status write_lines(const std::string& path, const std::vector<std::string>& lines) {
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) return io_error("cannot open '" + path + "' for writing");
-  for (const std::string& l : lines)
-    out << l << '\n';
-  out.flush();
-  if (!out) return io_error("writing '" + path + "' failed");
-  return Status::Ok();
 }
 
 }  // namespace tierkv::bench

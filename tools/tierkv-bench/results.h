@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bench_io.h"
 #include "decode_bench.h"
 #include "options.h"
 #include "transfer_bench.h"
@@ -31,6 +32,5 @@ struct BenchData {
 
 // One JSON object per measured figure.
 std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const BenchData& data);
-Status write_lines(const std::string& path, const std::vector<std::string>& lines);
 
 }  // namespace tierkv::bench

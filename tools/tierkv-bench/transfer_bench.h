@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "measure.h"
+#include "common/measure.h"
 #include "options.h"
 
 namespace tierkv::bench {

@@ -32,7 +32,8 @@ int run(int argc, char** argv) {
   if (!stream.ok()) return fail(stream.status());
 
   std::vector<Measurement> ms;
-  Progress progress(opts.quiet, static_cast<int>(opts.chunks.size() * opts.prefixes.size()));
+  bench::Progress progress("tierkv-prefill-bench", opts.quiet);
+  progress.set_total(static_cast<int>(opts.chunks.size() * opts.prefixes.size()));
   for (std::int32_t prefix : opts.prefixes) {
     for (std::int32_t chunk : opts.chunks) {
       progress.step("chunk " + std::to_string(chunk) + " over prefix " + std::to_string(prefix));
@@ -47,10 +48,10 @@ int run(int argc, char** argv) {
   std::fputs(table.c_str(), stdout);
   std::fflush(stdout);
   if (!opts.report_path.empty()) {
-    if (const Status s = write_lines(opts.report_path, {table}); !s.ok()) return fail(s);
+    if (const Status s = bench::write_lines(opts.report_path, {table}); !s.ok()) return fail(s);
   }
   if (!opts.json_path.empty()) {
-    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, ms)); !s.ok())
+    if (const Status s = bench::write_lines(opts.json_path, to_jsonl(info, opts, ms)); !s.ok())
       return fail(s);
     if (!opts.quiet)
       std::fprintf(stderr, "tierkv-prefill-bench: figures written to %s\n", opts.json_path.c_str());

@@ -172,11 +172,4 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   return m;
 }
 
-void Progress::step(const std::string& what) {
-  ++done_;
-  if (quiet_) return;
-  std::fprintf(stderr, "[tierkv-prefill-bench %d/%d] %s\n", done_, total_, what.c_str());
-  std::fflush(stderr);
-}
-
 }  // namespace tierkv::prefill_bench

@@ -29,16 +29,4 @@ double prefill_flops(const ModelSpec& model, std::int32_t chunk, std::int32_t pr
 Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Options& opts,
                                     std::int32_t chunk, std::int32_t prefix);
 
-// One progress line per step on stderr.
-class Progress {
- public:
-  Progress(bool quiet, int total) : quiet_(quiet), total_(total) {}
-  void step(const std::string& what);
-
- private:
-  bool quiet_;
-  int total_;
-  int done_ = 0;
-};
-
 }  // namespace tierkv::prefill_bench

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/shape_flags.h"
 #include "tierkv/prefill.h"
 
 namespace tierkv::prefill_bench {
@@ -26,19 +27,8 @@ int parse_options(int argc, char** argv, Options& opts) {
       "graph that rotates through input sets larger than the L2 cache, warm-up first, medians.\n"
       "Each case is checked against the CPU reference on sampled rows. Prints a table and writes\n"
       "one JSON object per case (bench: prefill_attention)."};
-  std::string backend = "auto", layout = "nhd";
-  app.add_option("--backend", backend, "cpu, cuda, or auto (cuda when a GPU is visible)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--device", opts.device, "CUDA device index")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  std::string presets;
-  for (std::string_view n : model_preset_names())
-    presets += (presets.empty() ? "" : ", ") + std::string(n);
-  app.add_option("--model", opts.model_name,
-                 "model preset whose KV shape is measured (" + presets + ")")
-      ->capture_default_str();
+  bench::ShapeFlags shape;
+  bench::add_shape_flags(app, shape);
   app.add_option("--chunks", opts.chunks,
                  "new tokens per case, comma separated [cuda: 256,512,1024,2048; cpu: 16,64]")
       ->delimiter(',')
@@ -47,12 +37,6 @@ int parse_options(int argc, char** argv, Options& opts) {
                  "cached tokens before the chunk, comma separated [cuda: 0,4096,16384; cpu: 0,128]")
       ->delimiter(',')
       ->check(CLI::Range(0, kMaxTokens));
-  int page_tokens = 0;
-  app.add_option("--page-tokens", page_tokens, "tokens per KV page [the model's, 16]")
-      ->check(CLI::Range(1, 1024));
-  app.add_option("--layout", layout, "page layout: nhd ([page][token][head][dim]) or hnd")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"nhd", "hnd"}));
   app.add_option("--warmup", opts.warmup, "untimed graph replays before each measurement")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
@@ -76,21 +60,16 @@ int parse_options(int argc, char** argv, Options& opts) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  opts.backend = backend == "auto"
-                     ? (cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu)
-                     : *parse_backend_kind(backend);
-  auto model = model_preset(opts.model_name);
-  if (!model.ok()) {
-    std::fprintf(stderr, "tierkv-prefill-bench: --model: %s\n", model.status().message().c_str());
+  auto resolved = bench::resolve_shape(shape);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "tierkv-prefill-bench: %s\n", resolved.status().message().c_str());
     return 2;
   }
-  opts.model = *model;
-  if (page_tokens > 0) opts.model.page_tokens = page_tokens;
-  opts.layout = layout == "hnd" ? KvLayout::kHND : KvLayout::kNHD;
-  if (const Status s = opts.model.validate(); !s.ok()) {
-    std::fprintf(stderr, "tierkv-prefill-bench: %s\n", s.message().c_str());
-    return 2;
-  }
+  opts.backend = resolved->backend;
+  opts.device = shape.device;
+  opts.model_name = shape.model;
+  opts.model = resolved->model;
+  opts.layout = resolved->layout;
   if (!prefill_head_dim_supported(opts.model.head_dim) ||
       !prefill_group_supported(opts.model.gqa_group())) {
     std::fprintf(

@@ -11,12 +11,7 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
   RunInfo r;
   r.card = device.name;
   r.backend = std::string(backend_kind_name(backend));
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &utc);
-  r.date = buf;
+  r.date = bench::utc_date();
   return r;
 }
 
@@ -80,16 +75,6 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
     lines.push_back(j.dump());
   }
   return lines;
-}
-
-Status write_lines(const std::string& path, const std::vector<std::string>& lines) {
-  std::ofstream f(path, std::ios::trunc);
-  if (!f) return invalid_argument("cannot open " + path + " for writing");
-  for (const std::string& l : lines)
-    f << l << '\n';
-  f.close();
-  if (!f) return internal_error("writing " + path + " failed");
-  return Status::Ok();
 }
 
 }  // namespace tierkv::prefill_bench

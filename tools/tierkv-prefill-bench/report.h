@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "common/bench_io.h"
+#include "common/measure.h"
 #include "measure.h"
 #include "options.h"
 
@@ -20,6 +22,5 @@ std::string render_table(const RunInfo& run, const Options& opts,
                          const std::vector<Measurement>& ms);
 std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                                   const std::vector<Measurement>& ms);
-Status write_lines(const std::string& path, const std::vector<std::string>& lines);
 
 }  // namespace tierkv::prefill_bench

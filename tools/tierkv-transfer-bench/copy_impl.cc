@@ -27,7 +27,8 @@ std::string_view ImplSpec::path() const {
 
 ImplSpec ImplSpec::resolved_for(std::span<const CopyRun> runs) const {
   ImplSpec r = *this;
-  if (impl == CopyImpl::kEngine && engine != nullptr) r.chosen = engine->choose(runs, compute_beside);
+  if (impl == CopyImpl::kEngine && engine != nullptr)
+    r.chosen = engine->choose(runs, compute_beside);
   return r;
 }
 

@@ -21,7 +21,7 @@ enum class CopyImpl : std::uint8_t {
 
 struct ImplSpec {
   CopyImpl impl = CopyImpl::kCopyEngine;
-  int blocks = 0;  // SM kernel blocks; 0 for the others
+  int blocks = 0;                    // SM kernel blocks; 0 for the others
   TransferEngine* engine = nullptr;  // kEngine: the engine that chooses
   bool compute_beside = false;       // kEngine: what the engine is told about compute beside it
 

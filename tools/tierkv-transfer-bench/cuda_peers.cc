@@ -96,8 +96,8 @@ Status LtGemm::make_descriptors() {
       lt_.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(lt_.handle, lt_.op, lt_.a, lt_.b, lt_.c,
-                                                            lt_.c, lt_.pref, 1, &result, &found));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(
+      lt_.handle, lt_.op, lt_.a, lt_.b, lt_.c, lt_.c, lt_.pref, 1, &result, &found));
   if (found == 0) return unimplemented("cuBLASLt has no algorithm for the bf16 GEMM");
   algo_ = result.algo;
   return Status::Ok();
@@ -106,9 +106,9 @@ Status LtGemm::make_descriptors() {
 Status LtGemm::enqueue(Stream& stream) {
   TIERKV_ASSIGN_OR_RETURN(cudaStream_t s, cuda_stream(stream));
   const float alpha = 1.0f, beta = 0.0f;
-  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(lt_.handle, lt_.op, &alpha, a_.data(), lt_.a, b_.data(),
-                                            lt_.b, &beta, c_.data(), lt_.c, c_.data(), lt_.c,
-                                            &algo_, workspace_.data(), workspace_.size(), s));
+  TIERKV_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
+      lt_.handle, lt_.op, &alpha, a_.data(), lt_.a, b_.data(), lt_.b, &beta, c_.data(), lt_.c,
+      c_.data(), lt_.c, &algo_, workspace_.data(), workspace_.size(), s));
   return Status::Ok();
 }
 

@@ -11,9 +11,9 @@
 #include <span>
 #include <thread>
 
+#include "common/measure.h"
 #include "overlap.h"
 #include "sections.h"
-#include "tierkv-bench/measure.h"
 
 namespace tierkv::transfer_bench {
 namespace {

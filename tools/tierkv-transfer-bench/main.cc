@@ -37,7 +37,7 @@ Status run(Backend& backend, const Options& opts, Results& r) {
   TIERKV_ASSIGN_OR_RETURN(auto other, backend.create_stream());
   TIERKV_ASSIGN_OR_RETURN(
       Arena arena, make_arena(backend, *stream, opts.total_bytes(), opts.pool_bytes(), opts.seed));
-  Progress progress(opts.quiet);
+  bench::Progress progress("tierkv-transfer-bench", opts.quiet);
   TIERKV_ASSIGN_OR_RETURN(auto engine, TransferEngine::create(backend, TransferOptions{}));
   r.engine_costs = engine->costs();
   Bench b{backend, *stream, *other, opts, arena, progress, engine.get()};
@@ -64,7 +64,7 @@ int main_impl(int argc, char** argv) {
   std::fputs(render_report(info, opts, results).c_str(), stdout);
   std::fflush(stdout);
   if (!opts.json_path.empty()) {
-    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, results)); !s.ok())
+    if (const Status s = bench::write_lines(opts.json_path, to_jsonl(info, opts, results)); !s.ok())
       return fail(s);
     if (!opts.quiet)
       std::fprintf(stderr, "tierkv-transfer-bench: figures written to %s\n",

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/measure.h"
 #include "sections.h"
-#include "tierkv-bench/measure.h"
 
 namespace tierkv::transfer_bench {
 
@@ -34,20 +34,6 @@ const TransferRow* Results::find(const LayoutSpec& l, const ImplSpec& i, bool to
       return &t;
   }
   return nullptr;
-}
-
-Progress::Progress(bool quiet) : quiet_(quiet), tty_(isatty(STDERR_FILENO) != 0) {}
-
-void Progress::step(const std::string& what) {
-  ++done_;
-  if (quiet_) return;
-  std::fprintf(stderr, "%s[tierkv-transfer-bench %d/%d] %s%s", tty_ ? "\r\033[K" : "", done_,
-               total_, what.c_str(), tty_ ? "" : "\n");
-  std::fflush(stderr);
-}
-
-void Progress::finish() {
-  if (!quiet_ && tty_) std::fprintf(stderr, "\r\033[K");
 }
 
 Result<double> median_us(Bench& b, Stream& stream, const std::function<Status()>& enqueue) {

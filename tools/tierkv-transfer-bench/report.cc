@@ -62,8 +62,10 @@ void header(std::string& out, const RunInfo& run, const Options& opts, const Res
   add(out, "Transfer engine's calibration (h2d GB/s by run size; fixed cost):\n");
   for (const auto* curve : {&c.copy_engine, &c.sm_kernel}) {
     add(out, "  %-12s", curve == &c.copy_engine ? "copy engine" : "SM kernel");
-    for (const auto& [bytes, gbps] : curve->points) add(out, "  %s: %.1f", size_label(std::size_t(bytes)).c_str(), gbps);
-    add(out, "; %.1f us\n", curve == &c.copy_engine ? c.copy_engine_fixed_us : c.sm_kernel_fixed_us);
+    for (const auto& [bytes, gbps] : curve->points)
+      add(out, "  %s: %.1f", size_label(std::size_t(bytes)).c_str(), gbps);
+    add(out, "; %.1f us\n",
+        curve == &c.copy_engine ? c.copy_engine_fixed_us : c.sm_kernel_fixed_us);
   }
 }
 

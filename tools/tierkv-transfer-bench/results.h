@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bench_io.h"
 #include "sections.h"
 
 namespace tierkv::transfer_bench {
@@ -18,7 +19,6 @@ RunInfo make_run_info(const DeviceInfo& device);
 
 // One JSON object per measured figure.
 std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const Results& r);
-Status write_lines(const std::string& path, const std::vector<std::string>& lines);
 
 // The report: fixed-width tables, each row against the same run's one large copy, then the
 // targets of shared/TARGETS.md with met / missed.

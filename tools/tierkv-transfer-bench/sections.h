@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/measure.h"
 #include "copy_impl.h"
 #include "layout.h"
 #include "options.h"
@@ -78,21 +79,6 @@ struct Results {
   const TransferRow* find(const LayoutSpec& l, const ImplSpec& i, bool to_device) const;
 };
 
-// A progress line on stderr, rewritten in place on a terminal.
-class Progress {
- public:
-  explicit Progress(bool quiet);
-  void set_total(int total) { total_ = total; }
-  void step(const std::string& what);
-  void finish();
-
- private:
-  bool quiet_;
-  bool tty_;
-  int total_ = 0;
-  int done_ = 0;
-};
-
 // What every section works with.
 struct Bench {
   Backend& backend;
@@ -100,7 +86,7 @@ struct Bench {
   Stream& other;   // a second stream: saves beside loads, the GEMM beside a load
   const Options& opts;
   Arena& arena;
-  Progress& progress;
+  bench::Progress& progress;
   TransferEngine* engine;  // calibrated on this machine; chooses a path per transfer
 };
 

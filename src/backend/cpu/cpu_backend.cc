@@ -4,10 +4,10 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "backend/cpu/cpu_stream.h"
 #include "core/counter_rng.h"
@@ -111,21 +111,27 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
-  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks, Stream& stream) override {
+  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks,
+                   Stream& stream) override {
     CpuStream* s = as_cpu(stream);
     if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
     // The same contract as the CUDA backend, so that CI catches what a GPU would refuse.
-    if (path == CopyPath::kSmKernel && sm_blocks < 1) return invalid_argument("copy_runs: sm_blocks must be >= 1");
+    if (path == CopyPath::kSmKernel && sm_blocks < 1)
+      return invalid_argument("copy_runs: sm_blocks must be >= 1");
     for (const CopyRun& r : runs) {
-      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr)) return invalid_argument("copy_runs: null pointer");
-      const auto bits = reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
+      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr))
+        return invalid_argument("copy_runs: null pointer");
+      const auto bits = reinterpret_cast<std::uintptr_t>(r.dst) |
+                        reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
       if (path == CopyPath::kSmKernel && bits % 16 != 0) {
-        return invalid_argument("copy_runs (sm-kernel): a run is not 16-byte aligned in address or size");
+        return invalid_argument(
+            "copy_runs (sm-kernel): a run is not 16-byte aligned in address or size");
       }
     }
     if (runs.empty()) return Status::Ok();
     s->enqueue([copies = std::vector<CopyRun>(runs.begin(), runs.end())] {
-      for (const CopyRun& r : copies) std::memcpy(r.dst, r.src, r.bytes);
+      for (const CopyRun& r : copies)
+        std::memcpy(r.dst, r.src, r.bytes);
       return Status::Ok();
     });
     return Status::Ok();

@@ -15,22 +15,26 @@ Result<CpuStream*> cpu_stream(Stream& s) {
   return c;
 }
 
-float silu(float g) { return g / (1.0f + std::exp(-g)); }
+float silu(float g) {
+  return g / (1.0f + std::exp(-g));
+}
 
 class CpuOps final : public Ops {
  public:
-  Status linear(const void* x, const void* w, void* y, std::int32_t m, std::int32_t n, std::int32_t k, DType in,
-                DType out, Stream& stream) override {
+  Status linear(const void* x, const void* w, void* y, std::int32_t m, std::int32_t n,
+                std::int32_t k, DType in, DType out, Stream& stream) override {
     if (m < 0 || n <= 0 || k <= 0) return invalid_argument("linear: bad shape");
     TIERKV_ASSIGN_OR_RETURN(CpuStream * s, cpu_stream(stream));
     s->enqueue([=] {
       std::vector<float> row(static_cast<std::size_t>(k));
       for (std::int32_t i = 0; i < m; ++i) {
-        for (std::int32_t c = 0; c < k; ++c) row[std::size_t(c)] = load_as_float(x, std::size_t(i) * k + c, in);
+        for (std::int32_t c = 0; c < k; ++c)
+          row[std::size_t(c)] = load_as_float(x, std::size_t(i) * k + c, in);
         for (std::int32_t j = 0; j < n; ++j) {
           float acc = 0.0f;
           const std::size_t wj = std::size_t(j) * k;
-          for (std::int32_t c = 0; c < k; ++c) acc += row[std::size_t(c)] * load_as_float(w, wj + c, in);
+          for (std::int32_t c = 0; c < k; ++c)
+            acc += row[std::size_t(c)] * load_as_float(w, wj + c, in);
           store_from_float(y, std::size_t(i) * n + j, out, acc);
         }
       }
@@ -39,8 +43,8 @@ class CpuOps final : public Ops {
     return Status::Ok();
   }
 
-  Status rms_norm(const void* x, const void* w, void* y, std::int32_t rows, std::int32_t dim, float eps, DType t,
-                  Stream& stream) override {
+  Status rms_norm(const void* x, const void* w, void* y, std::int32_t rows, std::int32_t dim,
+                  float eps, DType t, Stream& stream) override {
     TIERKV_ASSIGN_OR_RETURN(CpuStream * s, cpu_stream(stream));
     s->enqueue([=] {
       for (std::int32_t r = 0; r < rows; ++r) {
@@ -52,7 +56,8 @@ class CpuOps final : public Ops {
         }
         const float inv = 1.0f / std::sqrt(ss / float(dim) + eps);
         for (std::int32_t i = 0; i < dim; ++i) {
-          store_from_float(y, base + i, t, load_as_float(x, base + i, t) * inv * load_as_float(w, i, t));
+          store_from_float(y, base + i, t,
+                           load_as_float(x, base + i, t) * inv * load_as_float(w, i, t));
         }
       }
       return Status::Ok();
@@ -63,7 +68,8 @@ class CpuOps final : public Ops {
   Status add(void* x, const void* r, std::size_t n, DType t, Stream& stream) override {
     TIERKV_ASSIGN_OR_RETURN(CpuStream * s, cpu_stream(stream));
     s->enqueue([=] {
-      for (std::size_t i = 0; i < n; ++i) store_from_float(x, i, t, load_as_float(x, i, t) + load_as_float(r, i, t));
+      for (std::size_t i = 0; i < n; ++i)
+        store_from_float(x, i, t, load_as_float(x, i, t) + load_as_float(r, i, t));
       return Status::Ok();
     });
     return Status::Ok();
@@ -95,9 +101,11 @@ class CpuOps final : public Ops {
         }
         for (std::int32_t h = 0; h < a.num_kv_heads; ++h) {
           const std::size_t src = in + std::size_t(a.num_q_heads + a.num_kv_heads + h) * d;
-          const std::int64_t out = page * a.kv.strides.page + off * a.kv.strides.token + std::int64_t(h) * a.kv.strides.head;
+          const std::int64_t out = page * a.kv.strides.page + off * a.kv.strides.token +
+                                   std::int64_t(h) * a.kv.strides.head;
           std::memcpy(static_cast<std::uint8_t*>(a.kv.v) + out * dtype_size(a.dtype),
-                      static_cast<const std::uint8_t*>(a.qkv) + src * dtype_size(a.dtype), std::size_t(d) * dtype_size(a.dtype));
+                      static_cast<const std::uint8_t*>(a.qkv) + src * dtype_size(a.dtype),
+                      std::size_t(d) * dtype_size(a.dtype));
         }
       }
       return Status::Ok();
@@ -112,7 +120,8 @@ class CpuOps final : public Ops {
       for (std::int32_t r = 0; r < rows; ++r) {
         const std::size_t in = std::size_t(r) * 2 * inter;
         for (std::int32_t i = 0; i < inter; ++i) {
-          const float g = load_as_float(gate_up, in + i, t), u = load_as_float(gate_up, in + inter + i, t);
+          const float g = load_as_float(gate_up, in + i, t),
+                      u = load_as_float(gate_up, in + inter + i, t);
           store_from_float(out, std::size_t(r) * inter + i, t, silu(g) * u);
         }
       }
@@ -121,8 +130,8 @@ class CpuOps final : public Ops {
     return Status::Ok();
   }
 
-  Status embed(const std::int32_t* tokens, const void* table, void* out, std::int32_t n, std::int32_t hidden,
-               DType t, Stream& stream) override {
+  Status embed(const std::int32_t* tokens, const void* table, void* out, std::int32_t n,
+               std::int32_t hidden, DType t, Stream& stream) override {
     TIERKV_ASSIGN_OR_RETURN(CpuStream * s, cpu_stream(stream));
     s->enqueue([=] {
       const std::size_t row = std::size_t(hidden) * dtype_size(t);
@@ -135,7 +144,8 @@ class CpuOps final : public Ops {
     return Status::Ok();
   }
 
-  Status argmax(const float* logits, std::int32_t rows, std::int32_t vocab, std::int32_t* out, Stream& stream) override {
+  Status argmax(const float* logits, std::int32_t rows, std::int32_t vocab, std::int32_t* out,
+                Stream& stream) override {
     TIERKV_ASSIGN_OR_RETURN(CpuStream * s, cpu_stream(stream));
     s->enqueue([=] {
       for (std::int32_t r = 0; r < rows; ++r) {
@@ -154,6 +164,8 @@ class CpuOps final : public Ops {
 
 }  // namespace
 
-std::unique_ptr<Ops> create_cpu_ops() { return std::make_unique<CpuOps>(); }
+std::unique_ptr<Ops> create_cpu_ops() {
+  return std::make_unique<CpuOps>();
+}
 
 }  // namespace tierkv::cpu

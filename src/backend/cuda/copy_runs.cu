@@ -23,11 +23,13 @@ struct RunBatch {
   CopyRun runs[kMaxRunsPerLaunch];
 };
 
-__global__ void __launch_bounds__(kThreads) copy_runs_kernel(const __grid_constant__ RunBatch batch) {
+__global__ void __launch_bounds__(kThreads)
+    copy_runs_kernel(const __grid_constant__ RunBatch batch) {
   const std::uint32_t tiles = batch.tile_begin[batch.count];
   int run = 0;
   for (std::uint32_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    while (batch.tile_begin[run + 1] <= tile) ++run;  // tiles only grow: the search moves forward
+    while (batch.tile_begin[run + 1] <= tile)
+      ++run;  // tiles only grow: the search moves forward
     const CopyRun& r = batch.runs[run];
     const std::size_t base = std::size_t(tile - batch.tile_begin[run]) * kTileBytes;
     const std::size_t left = r.bytes - base;
@@ -55,7 +57,8 @@ Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaSt
   // Check every run before queueing anything: a failed call copies nothing.
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const CopyRun& r = runs[i];
-    const auto bits = reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
+    const auto bits =
+        reinterpret_cast<std::uintptr_t>(r.dst) | reinterpret_cast<std::uintptr_t>(r.src) | r.bytes;
     if (bits % 16 != 0) {
       return invalid_argument("copy_runs (sm-kernel): run " + std::to_string(i) +
                               " is not 16-byte aligned in address or size");
@@ -76,7 +79,8 @@ Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaSt
       batch.tile_begin[++batch.count] = static_cast<std::uint32_t>(tiles);
     }
     if (batch.count == 0) break;
-    const unsigned grid = static_cast<unsigned>(std::min<std::uint64_t>(std::uint64_t(blocks), tiles));
+    const unsigned grid =
+        static_cast<unsigned>(std::min<std::uint64_t>(std::uint64_t(blocks), tiles));
     copy_runs_kernel<<<grid, kThreads, 0, stream>>>(batch);
     TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   }

@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
@@ -229,11 +229,13 @@ class CudaBackend final : public Backend {
     return launch_fill_uniform(dst, count, dtype, seed, lo, hi, s->get());
   }
 
-  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks, Stream& stream) override {
+  Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks,
+                   Stream& stream) override {
     auto* s = dynamic_cast<CudaStream*>(&stream);
     if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
     for (const CopyRun& r : runs) {
-      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr)) return invalid_argument("copy_runs: null pointer");
+      if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr))
+        return invalid_argument("copy_runs: null pointer");
     }
     if (runs.empty()) return Status::Ok();
     TIERKV_RETURN_IF_ERROR(use_device(device_));
@@ -280,8 +282,10 @@ class CudaBackend final : public Backend {
     }
     // Pinned memory of exactly the pages asked for (no power-of-two rounding): mmap, then register
     // with the driver so the DMA engines and kernels can reach it.
-    void* m = mmap(nullptr, round_to_pages(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return resource_exhausted("mmap failed: " + std::string(std::strerror(errno)));
+    void* m = mmap(nullptr, round_to_pages(bytes), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+      return resource_exhausted("mmap failed: " + std::string(std::strerror(errno)));
     const cudaError_t e = cudaHostRegister(m, round_to_pages(bytes), cudaHostRegisterPortable);
     if (e != cudaSuccess) {
       munmap(m, round_to_pages(bytes));
@@ -290,7 +294,9 @@ class CudaBackend final : public Backend {
     *p = m;
     return Status::Ok();
   }
-  static std::size_t round_to_pages(std::size_t bytes) { return (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment; }
+  static std::size_t round_to_pages(std::size_t bytes) {
+    return (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+  }
 
   // The copy-engine path: every run in one cudaMemcpyBatchAsync. The pointer arrays are per-thread
   // scratch that only grows, so steady-state calls allocate nothing.
@@ -312,8 +318,8 @@ class CudaBackend final : public Backend {
     attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
     attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
     std::size_t attr_index = 0;
-    TIERKV_CUDA_RETURN_IF_ERROR(cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(), dsts.size(),
-                                                     &attr, &attr_index, 1, stream));
+    TIERKV_CUDA_RETURN_IF_ERROR(cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(),
+                                                     dsts.size(), &attr, &attr_index, 1, stream));
     return Status::Ok();
   }
   static Status with_size(Status s, std::size_t bytes, MemoryKind kind) {

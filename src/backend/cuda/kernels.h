@@ -10,8 +10,8 @@
 
 #include "tierkv/attention.h"
 #include "tierkv/backend.h"
-#include "tierkv/prefill.h"
 #include "tierkv/dtype.h"
+#include "tierkv/prefill.h"
 #include "tierkv/status.h"
 
 namespace tierkv::cuda {
@@ -23,7 +23,8 @@ Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint6
 Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaStream_t stream);
 
 // REQUIRES: validate(args).ok().
-Status launch_prefill_attention(const PrefillAttentionArgs& args, int sm_count, cudaStream_t stream);
+Status launch_prefill_attention(const PrefillAttentionArgs& args, int sm_count,
+                                cudaStream_t stream);
 
 // REQUIRES: validate(args).ok().
 Status launch_decode_attention(const DecodeAttentionArgs& args, int sm_count, cudaStream_t stream);

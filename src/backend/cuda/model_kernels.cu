@@ -38,17 +38,20 @@ constexpr int kThreads = 256;
 
 __device__ float block_sum(float v) {
   __shared__ float warp_sums[kThreads / 32];
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
   __syncthreads();
   float total = 0.0f;
-  for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  for (int w = 0; w < kThreads / 32; ++w)
+    total += warp_sums[w];
   __syncthreads();
   return total;
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* x, const T* w, T* y, int dim, float eps) {
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_kernel(const T* x, const T* w, T* y, int dim, float eps) {
   const std::size_t base = std::size_t(blockIdx.x) * dim;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < dim; i += kThreads) {
@@ -56,12 +59,14 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const T* x, const T*
     ss += v * v;
   }
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(dim) + eps);
-  for (int i = threadIdx.x; i < dim; i += kThreads) y[base + i] = from_f<T>(to_f(x[base + i]) * inv * to_f(w[i]));
+  for (int i = threadIdx.x; i < dim; i += kThreads)
+    y[base + i] = from_f<T>(to_f(x[base + i]) * inv * to_f(w[i]));
 }
 
 template <typename T>
 __global__ void add_kernel(T* x, const T* r, std::size_t n) {
-  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x) {
     x[i] = from_f<T>(to_f(x[i]) + to_f(r[i]));
   }
 }
@@ -78,12 +83,14 @@ __global__ void rope_store_kernel(const RopeStoreArgs a) {
     const int i = int(idx % half);
     const int h = int((idx / half) % heads);
     const int t = int(idx / (std::size_t(half) * heads));
-    const T* in = static_cast<const T*>(a.qkv) + std::size_t(t) * heads * a.head_dim + std::size_t(h) * a.head_dim;
+    const T* in = static_cast<const T*>(a.qkv) + std::size_t(t) * heads * a.head_dim +
+                  std::size_t(h) * a.head_dim;
     const int slot = a.slots[t];
     const std::int64_t page = slot / a.kv.page_tokens, off = slot % a.kv.page_tokens;
     if (h >= a.num_q_heads + a.num_kv_heads) {  // v: stored as is
       const int vh = h - a.num_q_heads - a.num_kv_heads;
-      T* dst = static_cast<T*>(a.kv.v) + page * a.kv.strides.page + off * a.kv.strides.token + std::int64_t(vh) * a.kv.strides.head;
+      T* dst = static_cast<T*>(a.kv.v) + page * a.kv.strides.page + off * a.kv.strides.token +
+               std::int64_t(vh) * a.kv.strides.head;
       dst[i] = in[i];
       dst[i + half] = in[i + half];
       continue;
@@ -114,12 +121,16 @@ __global__ void silu_mul_kernel(const T* gu, T* out, int rows, int inter) {
   }
 }
 
-__global__ void embed_kernel(const std::int32_t* tokens, const uint4* table, uint4* out, int row_vecs) {
-  const std::size_t src = std::size_t(tokens[blockIdx.x]) * row_vecs, dst = std::size_t(blockIdx.x) * row_vecs;
-  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) out[dst + i] = table[src + i];
+__global__ void embed_kernel(const std::int32_t* tokens, const uint4* table, uint4* out,
+                             int row_vecs) {
+  const std::size_t src = std::size_t(tokens[blockIdx.x]) * row_vecs,
+                    dst = std::size_t(blockIdx.x) * row_vecs;
+  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x)
+    out[dst + i] = table[src + i];
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, int vocab, std::int32_t* out) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const float* logits, int vocab, std::int32_t* out) {
   const float* l = logits + std::size_t(blockIdx.x) * vocab;
   float best = -FLT_MAX;
   int index = vocab;
@@ -143,14 +154,22 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, i
   }
 }
 
-unsigned grid_for(std::size_t n) { return unsigned(std::min<std::size_t>((n + kThreads - 1) / kThreads, 65536)); }
+unsigned grid_for(std::size_t n) {
+  return unsigned(std::min<std::size_t>((n + kThreads - 1) / kThreads, 65536));
+}
 
 template <typename F>
 Status by_dtype(DType t, const char* op, F&& f) {
   switch (t) {
-    case DType::kBF16: f(__nv_bfloat16{}); break;
-    case DType::kF16: f(__half{}); break;
-    default: return unimplemented(std::string(op) + ": dtype " + std::string(dtype_name(t)) + " (bf16, f16 supported)");
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      break;
+    case DType::kF16:
+      f(__half{});
+      break;
+    default:
+      return unimplemented(std::string(op) + ": dtype " + std::string(dtype_name(t)) +
+                           " (bf16, f16 supported)");
   }
   TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   return Status::Ok();
@@ -158,11 +177,13 @@ Status by_dtype(DType t, const char* op, F&& f) {
 
 }  // namespace
 
-Status launch_rms_norm(const void* x, const void* w, void* y, int rows, int dim, float eps, DType t, cudaStream_t s) {
+Status launch_rms_norm(const void* x, const void* w, void* y, int rows, int dim, float eps, DType t,
+                       cudaStream_t s) {
   if (rows == 0) return Status::Ok();
   return by_dtype(t, "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<rows, kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), dim, eps);
+    rms_norm_kernel<T><<<rows, kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                                 static_cast<T*>(y), dim, eps);
   });
 }
 
@@ -176,23 +197,29 @@ Status launch_add(void* x, const void* r, std::size_t n, DType t, cudaStream_t s
 
 Status launch_rope_store(const RopeStoreArgs& a, cudaStream_t s) {
   if (a.tokens == 0) return Status::Ok();
-  const std::size_t n = std::size_t(a.tokens) * (a.num_q_heads + 2 * a.num_kv_heads) * (a.head_dim / 2);
-  return by_dtype(a.dtype, "rope_store", [&](auto tag) { rope_store_kernel<decltype(tag)><<<grid_for(n), kThreads, 0, s>>>(a); });
+  const std::size_t n =
+      std::size_t(a.tokens) * (a.num_q_heads + 2 * a.num_kv_heads) * (a.head_dim / 2);
+  return by_dtype(a.dtype, "rope_store", [&](auto tag) {
+    rope_store_kernel<decltype(tag)><<<grid_for(n), kThreads, 0, s>>>(a);
+  });
 }
 
 Status launch_silu_mul(const void* gu, void* out, int rows, int inter, DType t, cudaStream_t s) {
   if (rows == 0) return Status::Ok();
   return by_dtype(t, "silu_mul", [&](auto tag) {
     using T = decltype(tag);
-    silu_mul_kernel<T><<<grid_for(std::size_t(rows) * inter), kThreads, 0, s>>>(static_cast<const T*>(gu), static_cast<T*>(out), rows, inter);
+    silu_mul_kernel<T><<<grid_for(std::size_t(rows) * inter), kThreads, 0, s>>>(
+        static_cast<const T*>(gu), static_cast<T*>(out), rows, inter);
   });
 }
 
-Status launch_embed(const std::int32_t* tokens, const void* table, void* out, int n, int hidden, DType t, cudaStream_t s) {
+Status launch_embed(const std::int32_t* tokens, const void* table, void* out, int n, int hidden,
+                    DType t, cudaStream_t s) {
   const std::size_t row = std::size_t(hidden) * dtype_size(t);
   if (row % 16 != 0) return invalid_argument("embed: a row must be a multiple of 16 bytes");
   if (n == 0) return Status::Ok();
-  embed_kernel<<<n, 128, 0, s>>>(tokens, static_cast<const uint4*>(table), static_cast<uint4*>(out), int(row / 16));
+  embed_kernel<<<n, 128, 0, s>>>(tokens, static_cast<const uint4*>(table), static_cast<uint4*>(out),
+                                 int(row / 16));
   TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   return Status::Ok();
 }

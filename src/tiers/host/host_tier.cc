@@ -20,12 +20,13 @@ void HostTier::Pin::reset() {
   tier_ = nullptr;
 }
 
-Result<std::unique_ptr<HostTier>> HostTier::create(Backend& backend, std::size_t budget, std::size_t chunk_bytes) {
+Result<std::unique_ptr<HostTier>> HostTier::create(Backend& backend, std::size_t budget,
+                                                   std::size_t chunk_bytes) {
   if (chunk_bytes == 0) return invalid_argument("host tier: chunk size is zero");
   const std::size_t slots = budget / chunk_bytes;
   if (slots == 0) {
-    return invalid_argument("host tier: a budget of " + std::to_string(budget) + " bytes holds no chunk of " +
-                            std::to_string(chunk_bytes) + " bytes");
+    return invalid_argument("host tier: a budget of " + std::to_string(budget) +
+                            " bytes holds no chunk of " + std::to_string(chunk_bytes) + " bytes");
   }
   if (slots > INT32_MAX) return invalid_argument("host tier: more than 2^31 slots");
   auto slab = backend.allocate(MemoryKind::kPinnedHost, slots * chunk_bytes);
@@ -46,7 +47,8 @@ HostTier::HostTier(Buffer slab, std::size_t budget, std::size_t chunk_bytes, std
       next_(std::size_t(slots), -1),
       index_(std::size_t(slots)) {
   free_.reserve(std::size_t(slots));
-  for (std::int32_t s = slots - 1; s >= 0; --s) free_.push_back(s);
+  for (std::int32_t s = slots - 1; s >= 0; --s)
+    free_.push_back(s);
 }
 
 HostTier::~HostTier() = default;
@@ -73,7 +75,8 @@ HostTier::Pin HostTier::pin(const Key& key) {
 
 Result<HostTier::Pin> HostTier::reserve(const Key& key) {
   std::lock_guard lock(mu_);
-  if (index_.find(key) != nullptr) return already_exists("host tier: chunk " + key.hex() + " is present");
+  if (index_.find(key) != nullptr)
+    return already_exists("host tier: chunk " + key.hex() + " is present");
   std::int32_t slot = -1;
   if (!free_.empty()) {
     slot = free_.back();
@@ -100,7 +103,8 @@ void HostTier::commit(Pin pin) {
     std::lock_guard lock(mu_);
     const std::int32_t s = pin.slot_;
     if (pin.tier_ != this || state_[s] != SlotState::kWriting) {
-      detail::abort_with("tierkv: HostTier::commit of a pin that is not a reservation of this tier");
+      detail::abort_with(
+          "tierkv: HostTier::commit of a pin that is not a reservation of this tier");
     }
     state_[s] = SlotState::kReady;
     lru_push_back(s);

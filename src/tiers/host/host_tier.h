@@ -56,7 +56,8 @@ class HostTier {
 
    private:
     friend class HostTier;
-    Pin(HostTier* tier, std::int32_t slot, std::uint8_t* data) : tier_(tier), slot_(slot), data_(data) {}
+    Pin(HostTier* tier, std::int32_t slot, std::uint8_t* data)
+        : tier_(tier), slot_(slot), data_(data) {}
     HostTier* tier_ = nullptr;
     std::int32_t slot_ = -1;
     std::uint8_t* data_ = nullptr;
@@ -75,7 +76,8 @@ class HostTier {
   // A slot to write `chunk_key` into. AlreadyExists when the chunk is here or being written;
   // ResourceExhausted when every slot is pinned.
   Result<Pin> reserve(const Key& chunk_key);
-  // Publishes a reserved slot (its bytes complete) and unpins it. REQUIRES: `pin` came from reserve().
+  // Publishes a reserved slot (its bytes complete) and unpins it. REQUIRES: `pin` came from
+  // reserve().
   void commit(Pin pin);
   // Drops a committed chunk unless it is pinned; returns whether it was dropped.
   bool erase(const Key& chunk_key);
@@ -96,14 +98,14 @@ class HostTier {
   const std::int32_t slots_;
 
   mutable std::mutex mu_;
-  std::vector<SlotState> state_;       // GUARDED_BY(mu_)
-  std::vector<std::int32_t> pins_;     // GUARDED_BY(mu_)
-  std::vector<Key> keys_;              // GUARDED_BY(mu_)
-  std::vector<std::int32_t> free_;     // GUARDED_BY(mu_) free slot stack
+  std::vector<SlotState> state_;           // GUARDED_BY(mu_)
+  std::vector<std::int32_t> pins_;         // GUARDED_BY(mu_)
+  std::vector<Key> keys_;                  // GUARDED_BY(mu_)
+  std::vector<std::int32_t> free_;         // GUARDED_BY(mu_) free slot stack
   std::vector<std::int32_t> prev_, next_;  // GUARDED_BY(mu_) LRU of ready slots; head = oldest
   std::int32_t head_ = -1, tail_ = -1;     // GUARDED_BY(mu_)
-  KeyMap<std::int32_t> index_;         // GUARDED_BY(mu_) key -> slot, ready or writing
-  HostTierStats counters_;             // GUARDED_BY(mu_) hits, misses, ...
+  KeyMap<std::int32_t> index_;             // GUARDED_BY(mu_) key -> slot, ready or writing
+  HostTierStats counters_;                 // GUARDED_BY(mu_) hits, misses, ...
 };
 
 }  // namespace tierkv

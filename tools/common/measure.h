@@ -28,12 +28,13 @@ Result<Timing> time_events(Backend& backend, Stream& stream, int warmup, int rep
 // One progress line on stderr, rewritten in place on a terminal.
 class Progress {
  public:
-  explicit Progress(bool quiet);
+  Progress(std::string tool, bool quiet);
   void set_total(int total) { total_ = total; }
   void step(const std::string& what);
   void finish();
 
  private:
+  std::string tool_;
   bool quiet_;
   bool tty_;
   int total_ = 0;

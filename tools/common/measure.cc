@@ -1,10 +1,12 @@
-#include "measure.h"
+#include "common/measure.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <string>
+#include <utility>
 
 namespace tierkv::bench {
 
@@ -47,12 +49,13 @@ Result<Timing> time_events(Backend& backend, Stream& stream, int warmup, int rep
   return t;
 }
 
-Progress::Progress(bool quiet) : quiet_(quiet), tty_(isatty(STDERR_FILENO) != 0) {}
+Progress::Progress(std::string tool, bool quiet)
+    : tool_(std::move(tool)), quiet_(quiet), tty_(isatty(STDERR_FILENO) != 0) {}
 
 void Progress::step(const std::string& what) {
   ++done_;
   if (quiet_) return;
-  std::fprintf(stderr, "%s[tierkv-bench %d/%d] %s%s", tty_ ? "\r\033[K" : "", done_, total_,
+  std::fprintf(stderr, "%s[%s %d/%d] %s%s", tty_ ? "\r\033[K" : "", tool_.c_str(), done_, total_,
                what.c_str(), tty_ ? "" : "\n");
   std::fflush(stderr);
 }
