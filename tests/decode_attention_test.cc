@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_checks.h"
 #include "backends.h"
 #include "synth/paged_batch.h"
 #include "tierkv/attention.h"
@@ -25,47 +26,7 @@ using synth::HostBatch;
 using synth::PagedBatch;
 using synth::PagedBatchSpec;
 using test::BackendTest;
-
-struct Tolerance {
-  double rel_l2;       // ||out - ref|| / ||ref||
-  double max_abs_rel;  // max |out - ref| / max |ref|
-};
-Tolerance tolerance_for(DType t) {
-  return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512};
-}
-
-struct Comparison {
-  double rel_l2 = 0, max_abs_rel = 0;
-  std::size_t non_finite = 0;
-};
-
-Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
-                   DType t) {
-  const std::size_t n = got.size() / dtype_size(t);
-  double diff2 = 0, ref2 = 0, max_diff = 0, max_ref = 0;
-  Comparison c;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double g = load_as_float(got.data(), i, t);
-    const double r = load_as_float(ref.data(), i, t);
-    if (!std::isfinite(g)) ++c.non_finite;
-    diff2 += (g - r) * (g - r);
-    ref2 += r * r;
-    max_diff = std::max(max_diff, std::abs(g - r));
-    max_ref = std::max(max_ref, std::abs(r));
-  }
-  c.rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
-  c.max_abs_rel = max_diff / std::max(max_ref, 1e-30);
-  return c;
-}
-
-void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
-                  DType t, const std::string& what) {
-  const Comparison c = compare(got, ref, t);
-  const Tolerance tol = tolerance_for(t);
-  EXPECT_EQ(c.non_finite, 0u) << what << ": NaN/inf in the output (unwritten or broken)";
-  EXPECT_LE(c.rel_l2, tol.rel_l2) << what;
-  EXPECT_LE(c.max_abs_rel, tol.max_abs_rel) << what;
-}
+using test::expect_close;
 
 struct Case {
   DType dtype = DType::kBF16;

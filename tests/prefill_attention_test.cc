@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "attention_checks.h"
 #include "backends.h"
 #include "synth/paged_batch.h"
 #include "tierkv/prefill.h"
@@ -23,56 +24,17 @@ using synth::PagedBatch;
 using synth::PagedBatchSpec;
 using test::BackendTest;
 
-// Against a reference rounded to the storage type. The kernels round the softmax weights to the
-// storage type before P V (as FlashAttention does) and sum in another order, so a few rounding
-// steps of the output type separate them.
-struct Tolerance {
-  double rel_l2;       // ||out - ref|| / ||ref|| over one sequence's rows
-  double max_abs_rel;  // max |out - ref| / max |ref| over one sequence's rows
-};
-Tolerance tolerance_for(DType t) {
-  return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512};
-}
-
-struct Comparison {
-  double rel_l2 = 0, max_abs_rel = 0;
-  std::size_t non_finite = 0;
-};
-
-// Compares elements [first, last) of two outputs.
-Comparison compare(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
-                   DType t, std::size_t first, std::size_t last) {
-  double diff2 = 0, ref2 = 0, max_diff = 0, max_ref = 0;
-  Comparison c;
-  for (std::size_t i = first; i < last; ++i) {
-    const double g = load_as_float(got.data(), i, t);
-    const double r = load_as_float(ref.data(), i, t);
-    if (!std::isfinite(g)) ++c.non_finite;
-    diff2 += (g - r) * (g - r);
-    ref2 += r * r;
-    max_diff = std::max(max_diff, std::abs(g - r));
-    max_ref = std::max(max_ref, std::abs(r));
-  }
-  c.rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
-  c.max_abs_rel = max_diff / std::max(max_ref, 1e-30);
-  return c;
-}
-
 // Checks every sequence of the batch separately.
 void expect_close(const HostBatch& host, const std::vector<std::uint8_t>& got,
                   const std::vector<std::uint8_t>& ref, std::int32_t num_q_heads,
                   const std::string& what) {
-  const DType t = host.layer.dtype;
-  const Tolerance tol = tolerance_for(t);
   const std::size_t row = std::size_t(num_q_heads) * host.layer.head_dim;
   for (std::size_t b = 0; b + 1 < host.q_offsets.size(); ++b) {
-    const Comparison c = compare(got, ref, t, host.q_offsets[b] * row, host.q_offsets[b + 1] * row);
     const std::string seq = what + ", sequence " + std::to_string(b) + " (" +
                             std::to_string(host.q_offsets[b + 1] - host.q_offsets[b]) + " new of " +
                             std::to_string(host.seq_lens[b]) + ")";
-    EXPECT_EQ(c.non_finite, 0u) << seq << ": NaN/inf in the output (unwritten or broken)";
-    EXPECT_LE(c.rel_l2, tol.rel_l2) << seq;
-    EXPECT_LE(c.max_abs_rel, tol.max_abs_rel) << seq;
+    test::expect_close(got, ref, host.layer.dtype, host.q_offsets[b] * row,
+                       host.q_offsets[b + 1] * row, seq);
   }
 }
 

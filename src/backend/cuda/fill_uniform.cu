@@ -3,27 +3,13 @@
 
 #include <string>
 
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 #include "core/counter_rng.h"
 
 namespace tierkv::cuda {
 namespace {
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 template <typename T>
 __global__ void fill_uniform_kernel(T* dst, std::size_t count, std::uint64_t seed, float lo,

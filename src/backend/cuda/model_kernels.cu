@@ -7,32 +7,12 @@
 #include <cfloat>
 #include <string>
 
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/model_kernels.h"
 
 namespace tierkv::cuda {
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) {
-  return __half2float(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
 
 constexpr int kThreads = 256;
 
@@ -55,19 +35,19 @@ __global__ void __launch_bounds__(kThreads)
   const std::size_t base = std::size_t(blockIdx.x) * dim;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < dim; i += kThreads) {
-    const float v = to_f(x[base + i]);
+    const float v = to_float(x[base + i]);
     ss += v * v;
   }
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(dim) + eps);
   for (int i = threadIdx.x; i < dim; i += kThreads)
-    y[base + i] = from_f<T>(to_f(x[base + i]) * inv * to_f(w[i]));
+    y[base + i] = from_float<T>(to_float(x[base + i]) * inv * to_float(w[i]));
 }
 
 template <typename T>
 __global__ void add_kernel(T* x, const T* r, std::size_t n) {
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
-    x[i] = from_f<T>(to_f(x[i]) + to_f(r[i]));
+    x[i] = from_float<T>(to_float(x[i]) + to_float(r[i]));
   }
 }
 
@@ -97,7 +77,7 @@ __global__ void rope_store_kernel(const RopeStoreArgs a) {
     }
     float sn, c;
     sincosf(float(a.positions[t]) * a.inv_freq[i], &sn, &c);
-    const float x1 = to_f(in[i]), x2 = to_f(in[i + half]);
+    const float x1 = to_float(in[i]), x2 = to_float(in[i + half]);
     T* dst;
     if (h < a.num_q_heads) {
       dst = static_cast<T*>(a.q_out) + (std::size_t(t) * a.num_q_heads + h) * a.head_dim;
@@ -105,8 +85,8 @@ __global__ void rope_store_kernel(const RopeStoreArgs a) {
       dst = static_cast<T*>(a.kv.k) + page * a.kv.strides.page + off * a.kv.strides.token +
             std::int64_t(h - a.num_q_heads) * a.kv.strides.head;
     }
-    dst[i] = from_f<T>(x1 * c - x2 * sn);
-    dst[i + half] = from_f<T>(x2 * c + x1 * sn);
+    dst[i] = from_float<T>(x1 * c - x2 * sn);
+    dst[i + half] = from_float<T>(x2 * c + x1 * sn);
   }
 }
 
@@ -116,8 +96,8 @@ __global__ void silu_mul_kernel(const T* gu, T* out, int rows, int inter) {
   for (std::size_t idx = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += std::size_t(gridDim.x) * blockDim.x) {
     const std::size_t r = idx / inter, i = idx % inter;
-    const float g = to_f(gu[r * 2 * inter + i]), u = to_f(gu[r * 2 * inter + inter + i]);
-    out[idx] = from_f<T>(g / (1.0f + expf(-g)) * u);
+    const float g = to_float(gu[r * 2 * inter + i]), u = to_float(gu[r * 2 * inter + inter + i]);
+    out[idx] = from_float<T>(g / (1.0f + expf(-g)) * u);
   }
 }
 

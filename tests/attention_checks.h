@@ -1,0 +1,68 @@
+// How attention kernels are checked against the references: outputs compared in the storage
+// type, with tolerances of a few rounding steps of that type, and no NaN or infinity anywhere.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tierkv/dtype.h"
+
+namespace tierkv::test {
+
+// The kernels sum in another order than the references (and may round softmax weights to the
+// storage type before P V, as FlashAttention does): a few rounding steps of the output type.
+struct Tolerance {
+  double rel_l2;       // ||out - ref|| / ||ref||
+  double max_abs_rel;  // max |out - ref| / max |ref|
+};
+inline Tolerance tolerance_for(DType t) {
+  return t == DType::kBF16 ? Tolerance{1e-2, 1.0 / 64} : Tolerance{2e-3, 1.0 / 512};
+}
+
+struct Comparison {
+  double rel_l2 = 0, max_abs_rel = 0;
+  std::size_t non_finite = 0;
+};
+
+// Compares elements [first, last) of two outputs of type `t`.
+inline Comparison compare(const std::vector<std::uint8_t>& got,
+                          const std::vector<std::uint8_t>& ref, DType t, std::size_t first,
+                          std::size_t last) {
+  double diff2 = 0, ref2 = 0, max_diff = 0, max_ref = 0;
+  Comparison c;
+  for (std::size_t i = first; i < last; ++i) {
+    const double g = load_as_float(got.data(), i, t);
+    const double r = load_as_float(ref.data(), i, t);
+    if (!std::isfinite(g)) ++c.non_finite;
+    diff2 += (g - r) * (g - r);
+    ref2 += r * r;
+    max_diff = std::max(max_diff, std::abs(g - r));
+    max_ref = std::max(max_ref, std::abs(r));
+  }
+  c.rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
+  c.max_abs_rel = max_diff / std::max(max_ref, 1e-30);
+  return c;
+}
+
+// Expects elements [first, last) to agree within tolerance_for(t), with no NaN or infinity.
+inline void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
+                         DType t, std::size_t first, std::size_t last, const std::string& what) {
+  const Comparison c = compare(got, ref, t, first, last);
+  const Tolerance tol = tolerance_for(t);
+  EXPECT_EQ(c.non_finite, 0u) << what << ": NaN/inf in the output (unwritten or broken)";
+  EXPECT_LE(c.rel_l2, tol.rel_l2) << what;
+  EXPECT_LE(c.max_abs_rel, tol.max_abs_rel) << what;
+}
+
+// The whole of two outputs.
+inline void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
+                         DType t, const std::string& what) {
+  expect_close(got, ref, t, 0, got.size() / dtype_size(t), what);
+}
+
+}  // namespace tierkv::test
