@@ -244,4 +244,22 @@ PrefillAttentionArgs HostBatch::prefill_args(std::int32_t num_q_heads, void* out
   return a;
 }
 
+Result<std::vector<PagedBatch>> rotating_batches(Backend& backend, Stream& stream,
+                                                 PagedBatchSpec spec, std::size_t rotate_bytes,
+                                                 std::uint64_t seed, int max_sets) {
+  TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
+  const std::size_t set_bytes = spec.device_bytes();
+  const std::size_t by_cache = rotate_bytes == 0 ? 1 : (rotate_bytes + set_bytes - 1) / set_bytes;
+  const std::size_t by_memory = std::max<std::size_t>(1, free / 2 / set_bytes);
+  const int sets = static_cast<int>(
+      std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, std::size_t(max_sets)));
+  std::vector<PagedBatch> out;
+  for (int i = 0; i < sets; ++i) {
+    spec.seed = seed + static_cast<std::uint64_t>(i);
+    TIERKV_ASSIGN_OR_RETURN(PagedBatch b, PagedBatch::create(backend, stream, spec));
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 }  // namespace tierkv::synth

@@ -85,4 +85,11 @@ class PagedBatch {
   Buffer k_, v_, q_, out_, block_table_, seq_lens_, q_offsets_;
 };
 
+// Copies of a batch (seeds seed, seed + 1, ...) to rotate through when timing, so that every run
+// reads its inputs from device memory rather than the cache: enough sets to cover
+// `rotate_bytes` (one when 0), at most `max_sets`, and no more than half the free memory holds.
+Result<std::vector<PagedBatch>> rotating_batches(Backend& backend, Stream& stream,
+                                                 PagedBatchSpec spec, std::size_t rotate_bytes,
+                                                 std::uint64_t seed, int max_sets);
+
 }  // namespace tierkv::synth

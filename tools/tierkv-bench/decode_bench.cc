@@ -147,20 +147,10 @@ Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const
 Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const Options& opts,
                                          const std::vector<std::int32_t>& seq_lens) {
   synth::PagedBatchSpec spec = spec_for(opts, seq_lens);
-  TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
-  const std::size_t set_bytes = spec.device_bytes();
-  const std::size_t by_cache =
-      opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
-  const std::size_t by_memory = std::max<std::size_t>(1, free / 2 / set_bytes);
-  const int sets =
-      static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
-
-  std::vector<synth::PagedBatch> inputs;
-  for (int i = 0; i < sets; ++i) {
-    spec.seed = opts.seed * 1000003 + static_cast<std::uint64_t>(i);
-    TIERKV_ASSIGN_OR_RETURN(synth::PagedBatch b, synth::PagedBatch::create(backend, stream, spec));
-    inputs.push_back(std::move(b));
-  }
+  TIERKV_ASSIGN_OR_RETURN(std::vector<synth::PagedBatch> inputs,
+                          synth::rotating_batches(backend, stream, spec, opts.rotate_bytes,
+                                                  opts.seed * 1000003, kMaxSets));
+  const int sets = static_cast<int>(inputs.size());
   TIERKV_ASSIGN_OR_RETURN(const DecodePlan plan,
                           plan_decode_attention(backend.info(), inputs[0].layer(), spec.num_q_heads,
                                                 spec.seq_lens, opts.plan));

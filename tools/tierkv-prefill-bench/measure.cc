@@ -98,18 +98,10 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
                               " MiB of device memory; " + std::to_string(free >> 20) +
                               " MiB are free");
   }
-  const std::size_t by_cache =
-      opts.rotate_bytes == 0 ? 1 : (opts.rotate_bytes + set_bytes - 1) / set_bytes;
-  const std::size_t by_memory = std::max<std::size_t>(1, free / 2 / set_bytes);
-  const int sets =
-      static_cast<int>(std::clamp<std::size_t>(std::min(by_cache, by_memory), 1, kMaxSets));
-
-  std::vector<synth::PagedBatch> inputs;
-  for (int i = 0; i < sets; ++i) {
-    spec.seed = opts.seed * 1000003 + static_cast<std::uint64_t>(i);
-    TIERKV_ASSIGN_OR_RETURN(synth::PagedBatch b, synth::PagedBatch::create(backend, stream, spec));
-    inputs.push_back(std::move(b));
-  }
+  TIERKV_ASSIGN_OR_RETURN(std::vector<synth::PagedBatch> inputs,
+                          synth::rotating_batches(backend, stream, spec, opts.rotate_bytes,
+                                                  opts.seed * 1000003, kMaxSets));
+  const int sets = static_cast<int>(inputs.size());
   TIERKV_ASSIGN_OR_RETURN(const PrefillPlan plan,
                           plan_prefill_attention(backend.info(), inputs[0].layer(),
                                                  spec.num_q_heads, spec.q_lens, spec.seq_lens));
