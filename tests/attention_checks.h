@@ -1,5 +1,6 @@
 // How attention kernels are checked against the references: outputs compared in the storage
-// type, with tolerances of a few rounding steps of that type, and no NaN or infinity anywhere.
+// type, with tolerances of a few rounding steps of that type, and no NaN or infinity anywhere;
+// and the shapes the plan tests reason about.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -10,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "tierkv/backend.h"
 #include "tierkv/dtype.h"
+#include "tierkv/paged_kv.h"
 
 namespace tierkv::test {
 
@@ -63,6 +66,26 @@ inline void expect_close(const std::vector<std::uint8_t>& got, const std::vector
 inline void expect_close(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& ref,
                          DType t, const std::string& what) {
   expect_close(got, ref, t, 0, got.size() / dtype_size(t), what);
+}
+
+// One layer of Llama-3.1-8B's KV (8 heads of 128, pages of 16) for `batch` sequences: the shape
+// fields only, which is all a plan reads.
+inline PagedKvLayer llama_kv_shape(std::int32_t batch) {
+  PagedKvLayer kv;
+  kv.batch = batch;
+  kv.num_kv_heads = 8;
+  kv.head_dim = 128;
+  kv.page_tokens = 16;
+  kv.block_table_stride = 4096;
+  return kv;
+}
+
+// What a plan needs to know of the H100 test machine.
+inline DeviceInfo h100_device() {
+  DeviceInfo d;
+  d.backend = BackendKind::kCuda;
+  d.compute_units = 132;
+  return d;
 }
 
 }  // namespace tierkv::test

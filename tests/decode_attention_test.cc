@@ -364,27 +364,12 @@ TEST_P(DecodeAttention, RejectsBadArguments) {
 
 TIERKV_INSTANTIATE_BACKENDS(DecodeAttention);
 
-PagedKvLayer llama_layer(std::int32_t batch) {
-  PagedKvLayer kv;
-  kv.batch = batch;
-  kv.num_kv_heads = 8;
-  kv.head_dim = 128;
-  kv.page_tokens = 16;
-  kv.block_table_stride = 4096;
-  return kv;
-}
-
-DeviceInfo h100() {
-  DeviceInfo d;
-  d.backend = BackendKind::kCuda;
-  d.compute_units = 132;
-  return d;
-}
-
 TEST(DecodePlan, SplitsFillTheDeviceOnlyWhenItWouldIdle) {
   // Batch 1: 8 (sequence, KV head) pairs on 132 multiprocessors: split.
   const std::vector<std::int32_t> one = {4096};
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p1, plan_decode_attention(h100(), llama_layer(1), 32, one));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan p1,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, one));
   EXPECT_GE(p1.num_splits, 8);
   EXPECT_LE(p1.num_splits * 8, 132);
   EXPECT_NE(p1.merge, DecodeMerge::kNone);
@@ -393,23 +378,26 @@ TEST(DecodePlan, SplitsFillTheDeviceOnlyWhenItWouldIdle) {
   EXPECT_EQ(p1.workspace_bytes > 0, p1.merge == DecodeMerge::kWorkspace);
   // Short: still split, never below 64 tokens a split.
   const std::vector<std::int32_t> short_one = {256};
-  ASSERT_OK_AND_ASSIGN(const DecodePlan ps,
-                       plan_decode_attention(h100(), llama_layer(1), 32, short_one));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan ps,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, short_one));
   EXPECT_GE(ps.num_splits, 2);
   EXPECT_GE(ps.tokens_per_split, 64);
 
   // Batch 4: two splits, merged by clusters of two blocks in the same launch.
   const std::vector<std::int32_t> four(4, 8192);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p4,
-                       plan_decode_attention(h100(), llama_layer(4), 32, four));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan p4,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(4), 32, four));
   EXPECT_EQ(p4.num_splits, 2);
   EXPECT_EQ(p4.merge, DecodeMerge::kCluster);
   EXPECT_EQ(p4.workspace_bytes, 0u);
 
   // Batch 32: 256 pairs, two waves of blocks: no split, two blocks per multiprocessor.
   const std::vector<std::int32_t> mid(32, 2048);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan pm,
-                       plan_decode_attention(h100(), llama_layer(32), 32, mid));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan pm,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(32), 32, mid));
   EXPECT_EQ(pm.num_splits, 1);
   EXPECT_EQ(pm.merge, DecodeMerge::kNone);
   EXPECT_EQ(pm.pipeline, 2);
@@ -417,15 +405,17 @@ TEST(DecodePlan, SplitsFillTheDeviceOnlyWhenItWouldIdle) {
 
   // Batch 128: 128 blocks of 8 KV heads each fill the device: no split, head-fused blocks.
   const std::vector<std::int32_t> many(128, 2048);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p2,
-                       plan_decode_attention(h100(), llama_layer(128), 32, many));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan p2,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(128), 32, many));
   EXPECT_EQ(p2.num_splits, 1);
   EXPECT_EQ(p2.merge, DecodeMerge::kNone);
   EXPECT_EQ(p2.workspace_bytes, 0u);
   EXPECT_EQ(p2.heads_per_block, 8);
 
   DeviceInfo cpu;  // the CPU backend never splits
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p3, plan_decode_attention(cpu, llama_layer(1), 32, one));
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p3,
+                       plan_decode_attention(cpu, test::llama_kv_shape(1), 32, one));
   EXPECT_EQ(p3.num_splits, 1);
   EXPECT_EQ(p3.merge, DecodeMerge::kNone);
 }
@@ -435,8 +425,9 @@ TEST(DecodePlan, OneLongSequenceAmongShortOnesGetsFixedSplits) {
   // streaming alone long after the rest; fixed splits cut it into many.
   std::vector<std::int32_t> lens(32, 300);
   lens[7] = 32768;
-  PagedKvLayer kv = llama_layer(32);
-  ASSERT_OK_AND_ASSIGN(const DecodePlan p, plan_decode_attention(h100(), kv, 32, lens));
+  PagedKvLayer kv = test::llama_kv_shape(32);
+  ASSERT_OK_AND_ASSIGN(const DecodePlan p,
+                       plan_decode_attention(test::h100_device(), kv, 32, lens));
   EXPECT_EQ(p.merge, DecodeMerge::kWorkspace);
   EXPECT_GT(p.num_splits, 4);
   EXPECT_GT(p.workspace_bytes, 0u);
@@ -446,16 +437,18 @@ TEST(DecodePlan, OptionsOverrideTheChoice) {
   const std::vector<std::int32_t> one = {4096};
   DecodePlanOptions o;
   o.splits = 40;
-  ASSERT_OK_AND_ASSIGN(const DecodePlan w,
-                       plan_decode_attention(h100(), llama_layer(1), 32, one, o));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan w,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, one, o));
   EXPECT_EQ(w.merge, DecodeMerge::kWorkspace);  // more than a cluster holds
   EXPECT_GE(std::int64_t{w.num_splits} * w.tokens_per_split, 4096);
   EXPECT_GT(w.workspace_bytes, 0u);
   o.splits = 6;
   o.pipeline = 1;
   o.programmatic_launch = false;
-  ASSERT_OK_AND_ASSIGN(const DecodePlan c,
-                       plan_decode_attention(h100(), llama_layer(1), 32, one, o));
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan c,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, one, o));
   EXPECT_EQ(c.merge, DecodeMerge::kCluster);
   EXPECT_EQ(c.num_splits, 6);
   EXPECT_EQ(c.pipeline, 1);

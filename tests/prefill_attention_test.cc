@@ -385,21 +385,9 @@ TEST_P(PrefillAttention, RejectsBadArguments) {
 
 TIERKV_INSTANTIATE_BACKENDS(PrefillAttention);
 
-PagedKvLayer llama_layer(std::int32_t batch) {
-  PagedKvLayer kv;
-  kv.batch = batch;
-  kv.num_kv_heads = 8;
-  kv.head_dim = 128;
-  kv.page_tokens = 16;
-  kv.block_table_stride = 4096;
-  return kv;
-}
-
 TEST(PrefillPlan, SplitsTheKvOnlyWhenTheTilesLeaveTheDeviceIdle) {
-  DeviceInfo h100;
-  h100.backend = BackendKind::kCuda;
-  h100.compute_units = 132;
-  const PagedKvLayer kv = llama_layer(1);
+  const DeviceInfo h100 = test::h100_device();
+  const PagedKvLayer kv = test::llama_kv_shape(1);
   // 256 new tokens x 4 heads = 8 tiles of 128 rows per KV head: 64 CTAs, a quarter of 2 per SM.
   ASSERT_OK_AND_ASSIGN(const PrefillPlan small,
                        plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{256},
@@ -432,7 +420,7 @@ TEST(PrefillPlan, SplitsTheKvOnlyWhenTheTilesLeaveTheDeviceIdle) {
 
 TEST(PrefillPlan, RaggedBatchesCoverTheLongestChunkForEverySequence) {
   DeviceInfo cpu;
-  const PagedKvLayer kv = llama_layer(3);
+  const PagedKvLayer kv = test::llama_kv_shape(3);
   ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
                        plan_prefill_attention(cpu, kv, 32, std::vector<std::int32_t>{1, 100, 33},
                                               std::vector<std::int32_t>{1, 5000, 33}));

@@ -75,7 +75,8 @@ Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec
 
 namespace {
 
-// Host-side inputs of one forward step, staged in pinned memory and copied to the device.
+// The inputs of one forward step, packed back to back (staged in pinned memory, then copied to
+// the device in one copy of exactly `elems` integers).
 struct StepIndex {
   std::int32_t* tokens;
   std::int32_t* positions;
@@ -83,7 +84,22 @@ struct StepIndex {
   std::int32_t* block_table;
   std::int32_t* seq_lens;
   std::int32_t* q_offsets;
+  std::size_t elems;
 };
+
+// Layout for n tokens of `batch` sequences whose block-table rows hold `stride` pages.
+StepIndex index_at(void* base, std::size_t n, std::size_t batch, std::size_t stride) {
+  auto* p = static_cast<std::int32_t*>(base);
+  StepIndex ix;
+  ix.tokens = p;
+  ix.positions = p + n;
+  ix.slots = p + 2 * n;
+  ix.seq_lens = p + 3 * n;
+  ix.q_offsets = ix.seq_lens + batch;
+  ix.block_table = ix.q_offsets + batch + 1;
+  ix.elems = 3 * n + 2 * batch + 1 + batch * stride;
+  return ix;
+}
 
 }  // namespace
 
@@ -101,6 +117,7 @@ struct LlamaRunner::State {
   // Step inputs: device copies and their pinned staging.
   Buffer dev_index, host_index, host_out;
   std::unique_ptr<Event> staged;  // the last upload of host_index finished
+  StepIndex dev_ix{};             // the current step's inputs on the device
 
   State(Backend& b, LlamaWeights weights, const PagedKvView& view, const RunnerOptions& o)
       : backend(b), w(std::move(weights)), kv(view), opts(o), t(w.dtype) {}
@@ -110,7 +127,6 @@ struct LlamaRunner::State {
     const std::size_t n = std::size_t(opts.max_step_tokens), b = std::size_t(opts.max_batch);
     return 3 * n + b * std::size_t(opts.max_pages_per_seq) + 2 * b + 1;
   }
-  StepIndex index_at(void* base) const;
 
   Status allocate();
   Status ensure_workspace(std::size_t bytes, Stream& s);
@@ -119,19 +135,6 @@ struct LlamaRunner::State {
   Status step(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, bool prefill,
               Stream& s, std::vector<float>* logits, std::vector<std::int32_t>* next);
 };
-
-StepIndex LlamaRunner::State::index_at(void* base) const {
-  auto* p = static_cast<std::int32_t*>(base);
-  const std::size_t n = std::size_t(opts.max_step_tokens), b = std::size_t(opts.max_batch);
-  StepIndex ix;
-  ix.tokens = p;
-  ix.positions = p + n;
-  ix.slots = p + 2 * n;
-  ix.block_table = p + 3 * n;
-  ix.seq_lens = ix.block_table + b * std::size_t(opts.max_pages_per_seq);
-  ix.q_offsets = ix.seq_lens + b;
-  return ix;
-}
 
 Status LlamaRunner::State::allocate() {
   const ModelSpec& s = m();
@@ -189,7 +192,6 @@ Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLa
   RopeStoreArgs r;
   r.qkv = qkv.data();
   r.q_out = q.data();
-  const StepIndex dev_ix = index_at(dev_index.data());
   r.positions = dev_ix.positions;
   r.slots = dev_ix.slots;
   r.kv = KvDestination{const_cast<void*>(kv_layer.k), const_cast<void*>(kv_layer.v),
@@ -272,7 +274,8 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
   }
 
   TIERKV_RETURN_IF_ERROR(staged->synchronize());  // the previous step's upload has left host_index
-  const StepIndex ix = index_at(host_index.data());
+  const StepIndex ix =
+      index_at(host_index.data(), std::size_t(n), std::size_t(batch), std::size_t(table_stride));
   std::memcpy(ix.tokens, tokens.data(), tokens.size() * sizeof(std::int32_t));
   for (std::int32_t i = 0; i < n; ++i) {
     const Sequence& sq = *seqs[prefill ? 0 : std::size_t(i)];
@@ -292,9 +295,10 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
     std::memcpy(ix.block_table + std::size_t(b) * table_stride, sq.pages.data(),
                 std::size_t(used) * sizeof(std::int32_t));
   }
-  const StepIndex dev_ix = index_at(dev_index.data());
+  dev_ix =
+      index_at(dev_index.data(), std::size_t(n), std::size_t(batch), std::size_t(table_stride));
   TIERKV_RETURN_IF_ERROR(
-      s.copy(dev_index.data(), host_index.data(), index_elems() * sizeof(std::int32_t)));
+      s.copy(dev_index.data(), host_index.data(), ix.elems * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(s.record(*staged));
 
   PagedKvView view = kv;
