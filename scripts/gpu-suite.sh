@@ -2,14 +2,15 @@
 # One command for the H100 test machine: runs the GPU test suite, tierkv-bench and the PyTorch
 # peers, and collects the reports in one folder.
 #   scripts/gpu-suite.sh [OUT_DIR]          (default: $OUT, else out/)
-# Binaries come from .gpu-bin/ (scripts/stage-gpu.sh, on the build machine) or, when that is
-# missing, from a build made here (needs the build dependencies). Environment: BENCH_ARGS and
+# Binaries come from .gpu-bin/ or .gpu-bin.tgz (scripts/stage-gpu.sh, on the build machine) or, when
+# both are missing, from a build made here (needs the build dependencies). Environment: BENCH_ARGS and
 # PEER_ARGS add flags to tierkv-bench and torch_peers.py; SKIP_TESTS=1 / SKIP_BENCH=1 skip parts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-out}}
 mkdir -p "$out"
 bin=.gpu-bin
+[[ ! -x $bin/tierkv-bench && -f .gpu-bin.tgz ]] && tar xzf .gpu-bin.tgz
 if [[ ! -x $bin/tierkv-bench ]]; then
   scripts/build.sh >/dev/null || { echo "gpu-suite: no .gpu-bin and the build failed" >&2; exit 1; }
   bin=build/bin-staged && mkdir -p $bin && cp build/tests/tierkv_all_tests build/tools/*/tierkv-*bench $bin/
