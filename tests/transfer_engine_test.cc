@@ -44,12 +44,42 @@ TEST_P(TransferEngineTest, ChoosesFromCostsNotAConstant) {
   EXPECT_EQ(engine->choose(runs_of(32, 512 << 10), false), CopyPath::kCopyEngine);
   // 16 KiB pages scattered, nothing beside: the copy engines starve on small runs; the kernel.
   EXPECT_EQ(engine->choose(runs_of(4096, 16 << 10), false), CopyPath::kSmKernel);
+  // 64 and 128 KiB pages: past the copy engines' knee they fill the link; no SMs needed.
+  EXPECT_EQ(engine->choose(runs_of(4096, 64 << 10), false), CopyPath::kCopyEngine);
+  EXPECT_EQ(engine->choose(runs_of(2048, 128 << 10), false), CopyPath::kCopyEngine);
   // The stolen compute can flip a choice: make the kernel expensive beside compute.
   TransferOptions heavy = o;
   heavy.sm_kernel_compute_slowdown = 5.0;
   ASSERT_OK_AND_ASSIGN(auto careful, TransferEngine::create(backend(), heavy));
   EXPECT_EQ(careful->choose(runs_of(4096, 16 << 10), true), CopyPath::kCopyEngine);
   EXPECT_EQ(careful->choose(runs_of(4096, 16 << 10), false), CopyPath::kSmKernel);
+}
+
+TEST_P(TransferEngineTest, KernelMustWinByTheMargin) {
+  TransferOptions o;
+  o.calibrate = false;
+  o.sm_kernel_min_gain = 0.10;
+  ASSERT_OK_AND_ASSIGN(auto engine, TransferEngine::create(backend(), o));
+  const PathCosts& c = engine->costs();
+  // Run sizes where the kernel is a little (< 8%) and clearly (> 25%) cheaper than the copy engines
+  // alone.
+  const auto gain = [&](std::size_t run) {
+    return 1.0 -
+           c.sm_kernel_us(1024, 1024 * run, false) / c.copy_engine_us(1024, 1024 * run, false);
+  };
+  std::size_t near = 0, clear = 0;
+  for (std::size_t run = 16 << 10; run <= (1u << 20); run += 1024) {
+    const double g = gain(run);
+    if (near == 0 && g > 0.0 && g < 0.08) near = run;
+    if (clear == 0 && g > 0.25) clear = run;
+  }
+  ASSERT_GT(clear, 0u);
+  ASSERT_GT(near, 0u);
+  EXPECT_EQ(engine->choose(runs_of(1024, clear), false), CopyPath::kSmKernel);
+  EXPECT_EQ(engine->choose(runs_of(1024, near), false), CopyPath::kCopyEngine);
+  o.sm_kernel_min_gain = 0.0;
+  ASSERT_OK_AND_ASSIGN(auto eager, TransferEngine::create(backend(), o));
+  EXPECT_EQ(eager->choose(runs_of(1024, near), false), CopyPath::kSmKernel);
 }
 
 TEST_P(TransferEngineTest, ForcedModesAndCounters) {
@@ -72,7 +102,7 @@ TEST_P(TransferEngineTest, CalibrationMeasuresEveryPath) {
   ASSERT_OK_AND_ASSIGN(auto engine, TransferEngine::create(backend(), TransferOptions{}));
   const PathCosts& c = engine->costs();
   for (const RunSizeCurve* curve : {&c.copy_engine, &c.sm_kernel}) {
-    ASSERT_EQ(curve->points.size(), 4u);
+    ASSERT_EQ(curve->points.size(), 6u);
     for (const auto& [bytes, gbps] : curve->points) {
       EXPECT_GT(bytes, 0.0);
       EXPECT_GT(gbps, 0.01);
@@ -87,6 +117,9 @@ TEST_P(TransferEngineTest, RejectsBadOptions) {
   EXPECT_EQ(TransferEngine::create(backend(), o).status().code(), StatusCode::kInvalidArgument);
   o.sm_blocks = 4;
   o.sm_kernel_compute_slowdown = -1;
+  EXPECT_EQ(TransferEngine::create(backend(), o).status().code(), StatusCode::kInvalidArgument);
+  o.sm_kernel_compute_slowdown = 0.5;
+  o.sm_kernel_min_gain = 1.0;
   EXPECT_EQ(TransferEngine::create(backend(), o).status().code(), StatusCode::kInvalidArgument);
 }
 

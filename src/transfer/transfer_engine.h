@@ -12,6 +12,8 @@
 // (measured by tierkv-transfer-bench). So a load beside prefill goes to the copy engines, and a
 // scatter of small pages with nothing running beside it to the kernel.
 //
+// The SM kernel must also beat the copy engines by TransferOptions::sm_kernel_min_gain.
+//
 // Thread safety: choose() and costs() may be called from any thread; copy() takes a stream that
 // the caller uses from one thread at a time.
 #pragma once
@@ -38,8 +40,8 @@ struct RunSizeCurve {
 
 struct PathCosts {
   // Defaults: the H100 test machine (PCIe Gen5 x16), pages scattered through a device pool.
-  RunSizeCurve copy_engine{{{16384, 15.8}, {32768, 54.0}, {1 << 20, 55.0}}};
-  RunSizeCurve sm_kernel{{{16384, 50.5}, {1 << 20, 50.5}}};
+  RunSizeCurve copy_engine{{{16384, 9.0}, {32768, 34.4}, {65536, 54.9}, {1 << 20, 55.0}}};
+  RunSizeCurve sm_kernel{{{16384, 49.1}, {1 << 20, 49.7}}};
   double copy_engine_fixed_us = 8.0;
   double sm_kernel_fixed_us = 5.0;
   double copy_engine_compute_slowdown = 0.023;
