@@ -12,6 +12,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention_checks.h"
@@ -63,8 +64,33 @@ PagedBatchSpec spec_of(const Case& c, std::vector<std::int32_t> lens, std::uint6
   return spec;
 }
 
+// The last-block merge counts in the first plan.workspace_counter_bytes of the workspace; the
+// contract (tierkv/attention.h) wants them zero before the first run and leaves them zero after
+// each.
 class DecodeAttention : public BackendTest {
  protected:
+  // A workspace for `plan` as the contract asks for it: the counters zero, the rest garbage (which
+  // must not matter: every run rewrites what it reads).
+  void make_workspace(const DecodePlan& plan, Buffer& workspace) {
+    if (plan.workspace_bytes == 0) return;
+    ASSERT_OK_AND_ASSIGN(workspace, backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
+    ASSERT_OK(stream().fill(workspace.data(), 0x5a, plan.workspace_bytes));
+    if (plan.workspace_counter_bytes > 0)
+      ASSERT_OK(stream().fill(workspace.data(), 0, plan.workspace_counter_bytes));
+  }
+
+  // Every run must leave the counters zero, or the next run on the workspace (or graph replay)
+  // would count from the wrong start.
+  void expect_counters_zero(const DecodePlan& plan, const Buffer& workspace) {
+    if (plan.workspace_counter_bytes == 0) return;
+    std::vector<std::uint8_t> counters(plan.workspace_counter_bytes);
+    ASSERT_OK(stream().copy(counters.data(), workspace.data(), counters.size()));
+    ASSERT_OK(stream().synchronize());
+    EXPECT_EQ(std::count(counters.begin(), counters.end(), std::uint8_t{0}),
+              static_cast<std::ptrdiff_t>(counters.size()))
+        << "the last-block merge left counters set";
+  }
+
   // Runs one decode on the backend and checks it against both references; all checks are
   // expectations. The output starts as NaN (PagedBatch poisons it), so an unwritten element fails.
   void run_and_check(const Case& c, std::vector<std::int32_t> lens, std::uint64_t seed,
@@ -76,16 +102,12 @@ class DecodeAttention : public BackendTest {
         plan_decode_attention(plan_device ? *plan_device : backend().info(), batch.layer(),
                               spec.num_q_heads, spec.seq_lens, c.options));
     Buffer workspace;
-    if (plan.workspace_bytes > 0) {
-      ASSERT_OK_AND_ASSIGN(workspace,
-                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
-      // Workspace keeps no state between runs: garbage in it must not matter.
-      ASSERT_OK(stream().fill(workspace.data(), 0x5a, plan.workspace_bytes));
-    }
+    make_workspace(plan, workspace);
     ASSERT_OK(backend().decode_attention(batch.decode_args(plan, workspace.data()), stream()));
     HostBatch host;
     ASSERT_OK(batch.download(stream(), host));
     check_against_references(c, spec, host, plan);
+    expect_counters_zero(plan, workspace);
   }
 
   void check_against_references(const Case& c, const PagedBatchSpec& spec, const HostBatch& host,
@@ -95,7 +117,8 @@ class DecodeAttention : public BackendTest {
     decode_attention_reference_f64(host.decode_args(spec.num_q_heads, ref64.data()));
     const std::string what = case_name(c) + " plan: " + std::to_string(plan.num_splits) + " " +
                              std::string(decode_merge_name(plan.merge)) + " pipeline " +
-                             std::to_string(plan.pipeline);
+                             std::to_string(plan.pipeline) + " heads per block " +
+                             std::to_string(plan.heads_per_block);
     expect_close(host.out, ref32, c.dtype, what + " vs fp32 reference");
     expect_close(host.out, ref64, c.dtype, what + " vs fp64 reference");
     expect_close(ref32, ref64, c.dtype, what + " fp32 reference vs fp64");
@@ -118,7 +141,7 @@ TEST_P(DecodeAttention, EveryDtypeHeadDimPageSizeAndMerge) {
   for (DType t : {DType::kBF16, DType::kF16}) {
     for (std::int32_t d : {64, 128, 256}) {
       for (std::int32_t page : {16, 32, 64}) {
-        for (int merge = 0; merge < 4; ++merge, ++n) {
+        for (int merge = 0; merge < 5; ++merge, ++n) {
           Case c{t, d, 2, groups[n % 4], page, n % 3 == 0 ? KvLayout::kHND : KvLayout::kNHD, {}};
           if (backend().kind() == BackendKind::kCuda) {
             c.options.pipeline = n % 4;
@@ -126,6 +149,8 @@ TEST_P(DecodeAttention, EveryDtypeHeadDimPageSizeAndMerge) {
             if (merge == 2) c.options.merge = DecodeMerge::kCluster, c.options.splits = 3 + n % 14;
             if (merge == 3)
               c.options.merge = DecodeMerge::kWorkspace, c.options.splits = 5 + n % 40;
+            if (merge == 4)
+              c.options.merge = DecodeMerge::kWorkspaceLast, c.options.splits = 2 + n % 40;
           }
           SCOPED_TRACE(case_name(c));
           run_and_check(c, edge_lengths(page, rng), rng());
@@ -135,23 +160,34 @@ TEST_P(DecodeAttention, EveryDtypeHeadDimPageSizeAndMerge) {
   }
 }
 
-// Blocks that stream 8 KV heads together (whole pages), with and without splits.
+// Blocks that stream 2, 4 or 8 KV heads together (whole token rows of their heads), without
+// splits and with either workspace merge; the heads per block rotate so that every (heads, merge)
+// pair meets every dtype and head dim.
 TEST_P(DecodeAttention, HeadFusedBlocks) {
   std::mt19937_64 rng(std::random_device{}());
+  const std::int32_t heads_per_block[] = {2, 4, 8};
   int n = 0;
   for (DType t : {DType::kBF16, DType::kF16}) {
     for (std::int32_t d : {64, 128}) {
       for (std::int32_t page : {16, 32, 64, 8}) {
-        for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kWorkspace}) {
+        for (DecodeMerge merge :
+             {DecodeMerge::kNone, DecodeMerge::kWorkspace, DecodeMerge::kWorkspaceLast}) {
+          const std::int32_t hb = heads_per_block[(n + n / 3) % 3];
+          // The CPU backend ignores both: one merge per case is enough there.
+          if (backend().kind() != BackendKind::kCuda && merge != DecodeMerge::kNone) {
+            ++n;
+            continue;
+          }
+          const std::int32_t kv_heads[] = {8, hb, 16, 2 * hb};  // one block of heads, or more
           Case c{t,
                  d,
-                 n % 3 == 2 ? 16 : 8,
+                 kv_heads[n % 4],
                  n % 2 == 0 ? 4 : 1,
                  page,
                  n % 4 == 3 ? KvLayout::kHND : KvLayout::kNHD,
                  {}};
           if (backend().kind() == BackendKind::kCuda) {
-            c.options.heads_per_block = 8;
+            c.options.heads_per_block = hb;
             c.options.merge = merge;
             c.options.splits = merge == DecodeMerge::kNone ? 1 : 2 + n % 9;
             c.options.pipeline = n % 2;
@@ -168,7 +204,8 @@ TEST_P(DecodeAttention, HeadFusedBlocks) {
 TEST_P(DecodeAttention, PagesSmallerThanATileOrNotAPowerOfTwo) {
   std::mt19937_64 rng(std::random_device{}());
   for (std::int32_t page : {1, 8, 24, 48}) {
-    for (DecodeMerge merge : {DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+    for (DecodeMerge merge :
+         {DecodeMerge::kCluster, DecodeMerge::kWorkspace, DecodeMerge::kWorkspaceLast}) {
       Case c{DType::kBF16, 128, 2, 4, page, KvLayout::kNHD, {}};
       if (backend().kind() == BackendKind::kCuda) {
         c.options.merge = merge;
@@ -198,11 +235,94 @@ TEST_P(DecodeAttention, RaggedBatchesFromASkewedDistribution) {
     lens[0] = 1;
     Case c{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}};
     if (backend().kind() == BackendKind::kCuda && round % 2 == 1) {
-      c.options.merge = round % 4 == 1 ? DecodeMerge::kWorkspace : DecodeMerge::kCluster;
-      c.options.splits = round % 4 == 1 ? 24 : 16;
+      c.options.merge = round == 1   ? DecodeMerge::kWorkspace
+                        : round == 3 ? DecodeMerge::kCluster
+                                     : DecodeMerge::kWorkspaceLast;
+      c.options.splits = round == 3 ? 16 : 24;
     }
     SCOPED_TRACE(case_name(c));
     run_and_check(c, lens, rng());
+  }
+}
+
+// The last-block merge, per head and head-fused, on ragged batches from the skewed distribution
+// (one token, lengths ending mid-page, short sequences with fewer splits than the longest),
+// several runs on one workspace with fresh inputs each: a counter left set by a run would make the
+// next one skip its merge (its output stays poisoned) or merge too early.
+TEST_P(DecodeAttention, LastBlockMergeRunsAgainOnTheSameWorkspace) {
+  std::mt19937_64 rng(std::random_device{}());
+  std::lognormal_distribution<double> skew(6.0, 1.5);  // median ~400 tokens, long tail
+  const bool cuda = backend().kind() == BackendKind::kCuda;
+  const std::int32_t groups[] = {4, 1, 8, 3};
+  int n = 0;
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (std::int32_t d : {64, 128}) {
+      for (std::int32_t page : {16, 32, 64}) {
+        for (std::int32_t hb : {1, 2, 4, 8}) {
+          // The CPU reference has no splits or heads per block: a few cases show it takes the
+          // repeated runs.
+          if (!cuda && (hb != 1 || page != 16 || d != 128)) continue;
+          Case c{t, d, 8, groups[n % 4], page, KvLayout::kNHD, {}};
+          if (cuda) {
+            c.options.merge = DecodeMerge::kWorkspaceLast;
+            c.options.splits = 3 + n % 14;
+            c.options.heads_per_block = hb;
+            c.options.pipeline = n % 2;
+          }
+          std::vector<std::int32_t> lens(static_cast<std::size_t>(4 + n % 9));
+          for (auto& l : lens)
+            l = std::clamp<std::int32_t>(static_cast<std::int32_t>(skew(rng)), 1, 5000);
+          lens[0] = 1;
+          lens[1] = 3 * page + page / 2;  // ends mid-page
+          lens[2] = 5000;                 // the longest: every split
+          ++n;
+          SCOPED_TRACE(case_name(c));
+          Buffer workspace;
+          DecodePlan first;
+          for (int run = 0; run < 3; ++run) {
+            SCOPED_TRACE("run " + std::to_string(run));
+            const PagedBatchSpec spec = spec_of(c, lens, rng());
+            ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
+            ASSERT_OK_AND_ASSIGN(const DecodePlan plan,
+                                 plan_decode_attention(backend().info(), batch.layer(),
+                                                       spec.num_q_heads, spec.seq_lens, c.options));
+            if (run == 0) {
+              first = plan;
+              make_workspace(plan, workspace);
+              if (cuda) {
+                ASSERT_EQ(plan.merge, DecodeMerge::kWorkspaceLast);
+                ASSERT_EQ(plan.heads_per_block, hb);
+              }
+            }
+            ASSERT_EQ(plan.workspace_bytes, first.workspace_bytes);
+            const DecodeAttentionArgs args = batch.decode_args(plan, workspace.data());
+            ASSERT_OK(backend().decode_attention(args, stream()));
+            // The last run goes twice in a row (the second waits for the first as a programmatic
+            // dependent): it must find the counters the first left.
+            if (run == 2) ASSERT_OK(backend().decode_attention(args, stream()));
+            HostBatch host;
+            ASSERT_OK(batch.download(stream(), host));
+            check_against_references(c, spec, host, plan);
+            expect_counters_zero(plan, workspace);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A plan made for the H100 with the last-block merge runs on every backend (the CPU reference
+// ignores the splits).
+TEST_P(DecodeAttention, APlanWithTheLastBlockMergeRunsOnEveryBackend) {
+  std::mt19937_64 seeds(std::random_device{}());
+  const DeviceInfo h100 = test::h100_device();
+  for (std::int32_t hb : {1, 4}) {
+    Case c{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}};
+    c.options.merge = DecodeMerge::kWorkspaceLast;
+    c.options.splits = 8;
+    c.options.heads_per_block = hb;
+    SCOPED_TRACE(case_name(c));
+    run_and_check(c, {2000, 1, 777}, seeds(), &h100);
   }
 }
 
@@ -218,13 +338,22 @@ TEST_P(DecodeAttention, ManySplitsWithShortSequencesInTheBatch) {
 
 // A graph captured for some lengths is replayed after the lengths on the device shrank: the kernel
 // reads them at every run.
+// Replays twice, the output poisoned before each, so that the second replay must merge too (the
+// last-block merge's counters must be back at zero after the first).
 TEST_P(DecodeAttention, GraphReplayAfterTheLengthsChange) {
   std::mt19937_64 rng(std::random_device{}());
-  for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+  const std::pair<DecodeMerge, std::int32_t> variants[] = {
+      {DecodeMerge::kNone, 1},          {DecodeMerge::kCluster, 1},
+      {DecodeMerge::kWorkspace, 1},     {DecodeMerge::kWorkspaceLast, 1},
+      {DecodeMerge::kWorkspace, 2},     {DecodeMerge::kWorkspaceLast, 4},
+      {DecodeMerge::kWorkspaceLast, 8},
+  };
+  for (const auto& [merge, hb] : variants) {
     Case c{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD, {}};
     if (backend().kind() == BackendKind::kCuda) {
       c.options.merge = merge;
       c.options.splits = merge == DecodeMerge::kNone ? 1 : 6;
+      if (hb > 1) c.options.heads_per_block = hb;
     }
     SCOPED_TRACE(case_name(c));
     const std::vector<std::int32_t> planned = {3000, 17, 1500};
@@ -234,10 +363,7 @@ TEST_P(DecodeAttention, GraphReplayAfterTheLengthsChange) {
                          plan_decode_attention(backend().info(), batch.layer(), spec.num_q_heads,
                                                spec.seq_lens, c.options));
     Buffer workspace;
-    if (plan.workspace_bytes > 0) {
-      ASSERT_OK_AND_ASSIGN(workspace,
-                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
-    }
+    make_workspace(plan, workspace);
     const DecodeAttentionArgs args = batch.decode_args(plan, workspace.data());
     ASSERT_OK(backend().decode_attention(args, stream()));  // outside the capture first
     ASSERT_OK(stream().begin_capture());
@@ -251,16 +377,19 @@ TEST_P(DecodeAttention, GraphReplayAfterTheLengthsChange) {
                             shorter.size() * sizeof(std::int32_t)));
     ASSERT_OK(stream().fill(batch.out(), 0xff, batch.out_bytes()));
     ASSERT_OK((*graph)->launch(stream()));
+    ASSERT_OK(stream().fill(batch.out(), 0xff, batch.out_bytes()));
     ASSERT_OK((*graph)->launch(stream()));  // twice: a replay leaves nothing behind
     HostBatch host;
     ASSERT_OK(batch.download(stream(), host));
     spec.seq_lens = shorter;
     check_against_references(c, spec, host, plan);
+    expect_counters_zero(plan, workspace);
   }
 }
 
 TEST_P(DecodeAttention, OneTokenReturnsItsValueExactly) {
-  for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kCluster, DecodeMerge::kWorkspace}) {
+  for (DecodeMerge merge : {DecodeMerge::kNone, DecodeMerge::kCluster, DecodeMerge::kWorkspace,
+                            DecodeMerge::kWorkspaceLast}) {
     PagedBatchSpec spec;
     spec.seq_lens = {1, 1, 1};
     spec.num_kv_heads = 8;
@@ -276,10 +405,7 @@ TEST_P(DecodeAttention, OneTokenReturnsItsValueExactly) {
         const DecodePlan plan,
         plan_decode_attention(backend().info(), batch.layer(), 32, spec.seq_lens, options));
     Buffer workspace;
-    if (plan.workspace_bytes > 0) {
-      ASSERT_OK_AND_ASSIGN(workspace,
-                           backend().allocate(MemoryKind::kDevice, plan.workspace_bytes));
-    }
+    make_workspace(plan, workspace);
     ASSERT_OK(backend().decode_attention(batch.decode_args(plan, workspace.data()), stream()));
     HostBatch host;
     ASSERT_OK(batch.download(stream(), host));
@@ -335,6 +461,20 @@ TEST_P(DecodeAttention, RejectsBadArguments) {
   no_workspace.plan.workspace_bytes = 4096;
   EXPECT_EQ(backend().decode_attention(no_workspace, stream()).code(),
             StatusCode::kInvalidArgument);
+  // The kernels lay the workspace out from the shape: a plan claiming less is refused.
+  ASSERT_OK_AND_ASSIGN(Buffer small, backend().allocate(MemoryKind::kDevice, 4096));
+  DecodeAttentionArgs small_workspace = good;
+  small_workspace.workspace = small.data();
+  small_workspace.plan.num_splits = 2;
+  small_workspace.plan.tokens_per_split = 16;
+  small_workspace.plan.merge = DecodeMerge::kWorkspaceLast;
+  small_workspace.plan.workspace_bytes = 64;
+  small_workspace.plan.workspace_counter_bytes = 64;
+  EXPECT_EQ(backend().decode_attention(small_workspace, stream()).code(),
+            StatusCode::kInvalidArgument);
+  DecodeAttentionArgs odd_fused = good;
+  odd_fused.plan.heads_per_block = 3;
+  EXPECT_EQ(backend().decode_attention(odd_fused, stream()).code(), StatusCode::kInvalidArgument);
 
   const std::vector<std::int32_t> zero_len = {0, 20};
   EXPECT_EQ(plan_decode_attention(backend().info(), batch.layer(), 32, zero_len).status().code(),
@@ -453,6 +593,104 @@ TEST(DecodePlan, OptionsOverrideTheChoice) {
   EXPECT_EQ(c.num_splits, 6);
   EXPECT_EQ(c.pipeline, 1);
   EXPECT_FALSE(c.programmatic_launch);
+}
+
+TEST(DecodePlan, TheLastBlockMergeOnlyWhenAskedFor) {
+  // The planner keeps the measured second-kernel merge by itself.
+  const std::vector<std::int32_t> one = {4096};
+  ASSERT_OK_AND_ASSIGN(const DecodePlan w, plan_decode_attention(test::h100_device(),
+                                                                 test::llama_kv_shape(1), 32, one));
+  EXPECT_EQ(w.merge, DecodeMerge::kWorkspace);
+  EXPECT_EQ(w.workspace_counter_bytes, 0u);
+
+  // Asked for alone: the planner's split count, merged by the last blocks; the counters (one per
+  // sequence and KV head, 256-byte aligned) lead the workspace.
+  DecodePlanOptions o;
+  o.merge = DecodeMerge::kWorkspaceLast;
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan l,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, one, o));
+  EXPECT_EQ(l.merge, DecodeMerge::kWorkspaceLast);
+  EXPECT_EQ(l.num_splits, w.num_splits);
+  EXPECT_EQ(l.tokens_per_split, w.tokens_per_split);
+  EXPECT_EQ(l.workspace_counter_bytes, 256u);
+  EXPECT_EQ(l.workspace_bytes, w.workspace_bytes);  // kWorkspace reserves the same bytes
+  EXPECT_EQ(decode_merge_name(l.merge), "last");
+
+  // With splits and with head-fused blocks.
+  o.splits = 16;
+  o.heads_per_block = 4;
+  const std::vector<std::int32_t> sixteen(16, 2048);
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan f,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(16), 32, sixteen, o));
+  EXPECT_EQ(f.merge, DecodeMerge::kWorkspaceLast);
+  EXPECT_EQ(f.num_splits, 16);
+  EXPECT_EQ(f.heads_per_block, 4);
+  EXPECT_EQ(f.workspace_counter_bytes, 16u * 8 * 4);  // a multiple of 256 already
+  const std::size_t rows = 16u * 32 * 16;
+  EXPECT_EQ(f.workspace_bytes, f.workspace_counter_bytes + rows * 128 * 4 + rows * 4);
+
+  // Skewed lengths keep the planner's fixed splits, merged the asked way.
+  std::vector<std::int32_t> lens(32, 300);
+  lens[7] = 32768;
+  DecodePlanOptions last;
+  last.merge = DecodeMerge::kWorkspaceLast;
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan r,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(32), 32, lens, last));
+  EXPECT_EQ(r.merge, DecodeMerge::kWorkspaceLast);
+  EXPECT_GT(r.num_splits, 4);
+
+  // One split needs no merge.
+  last.splits = 1;
+  last.merge.reset();
+  ASSERT_OK_AND_ASSIGN(
+      const DecodePlan s1,
+      plan_decode_attention(test::h100_device(), test::llama_kv_shape(1), 32, one, last));
+  EXPECT_EQ(s1.merge, DecodeMerge::kNone);
+  EXPECT_EQ(s1.workspace_bytes, 0u);
+}
+
+TEST(DecodePlan, HeadFusedBlocksOf2_4And8Heads) {
+  const std::vector<std::int32_t> lens(32, 4096);
+  for (std::int32_t hb : {2, 4, 8}) {
+    DecodePlanOptions o;
+    o.heads_per_block = hb;
+    ASSERT_OK_AND_ASSIGN(
+        const DecodePlan p,
+        plan_decode_attention(test::h100_device(), test::llama_kv_shape(32), 32, lens, o));
+    EXPECT_EQ(p.heads_per_block, hb);
+    EXPECT_EQ(p.num_splits, 1);
+    EXPECT_EQ(p.merge, DecodeMerge::kNone);
+    o.splits = 4;
+    ASSERT_OK_AND_ASSIGN(
+        const DecodePlan s,
+        plan_decode_attention(test::h100_device(), test::llama_kv_shape(32), 32, lens, o));
+    EXPECT_EQ(s.merge, DecodeMerge::kWorkspace);  // no cluster merge for head-fused blocks
+    EXPECT_EQ(s.num_splits, 4);
+    o.merge = DecodeMerge::kCluster;
+    EXPECT_EQ(plan_decode_attention(test::h100_device(), test::llama_kv_shape(32), 32, lens, o)
+                  .status()
+                  .code(),
+              StatusCode::kInvalidArgument);
+  }
+  // Not a divisor of the KV heads, not built, or a head dim beyond 128.
+  PagedKvLayer two_heads = test::llama_kv_shape(32);
+  two_heads.num_kv_heads = 2;
+  PagedKvLayer wide = test::llama_kv_shape(32);
+  wide.head_dim = 256;
+  const std::pair<std::int32_t, PagedKvLayer> bad[] = {
+      {4, two_heads}, {3, test::llama_kv_shape(32)}, {16, test::llama_kv_shape(32)}, {2, wide}};
+  for (const auto& [hb, kv] : bad) {
+    DecodePlanOptions o;
+    o.heads_per_block = hb;
+    EXPECT_EQ(plan_decode_attention(test::h100_device(), kv, kv.num_kv_heads * 4, lens, o)
+                  .status()
+                  .code(),
+              StatusCode::kInvalidArgument)
+        << hb << " heads per block, " << kv.num_kv_heads << " KV heads, head dim " << kv.head_dim;
+  }
 }
 
 }  // namespace

@@ -140,12 +140,13 @@ class PrefillAttention : public BackendTest {
   bool thorough() const { return GetParam() != BackendKind::kCpu; }
 
   // Runs one prefill on the backend and checks it against both references. With
-  // `plan_device`, the plan is made for that device instead (to force or forbid KV splits).
-  // Returns the output (empty after a failed assertion).
+  // `plan_device`, the plan is made for that device instead (to force or forbid KV splits);
+  // `options` override the planner. Returns the output (empty after a failed assertion).
   std::vector<std::uint8_t> run_and_check(const Case& c, const std::vector<Seq>& seqs,
                                           std::uint64_t seed,
                                           const DeviceInfo* plan_device = nullptr,
-                                          View view = View::kPacked, float sm_scale = 0.0f) {
+                                          View view = View::kPacked, float sm_scale = 0.0f,
+                                          const PrefillPlanOptions& options = {}) {
     const bool subset = view == View::kHeadSubset;
     PagedBatchSpec spec;
     for (const Seq& s : seqs) {
@@ -161,7 +162,7 @@ class PrefillAttention : public BackendTest {
     spec.spare_pages = 3;
     spec.seed = seed;
     std::vector<std::uint8_t> out;
-    run_and_check_impl(c, spec, plan_device, subset, sm_scale, out);
+    run_and_check_impl(c, spec, plan_device, subset, sm_scale, options, out);
     return out;
   }
 
@@ -177,13 +178,20 @@ class PrefillAttention : public BackendTest {
 
   // sm_scale 0: the batch's 1/sqrt(head_dim).
   void run_and_check_impl(const Case& c, const PagedBatchSpec& spec, const DeviceInfo* plan_device,
-                          bool subset, float sm_scale, std::vector<std::uint8_t>& out) {
+                          bool subset, float sm_scale, const PrefillPlanOptions& options,
+                          std::vector<std::uint8_t>& out) {
     ASSERT_OK_AND_ASSIGN(PagedBatch batch, PagedBatch::create(backend(), stream(), spec));
     const PagedKvLayer layer = subset ? subset_view(batch.layer()) : batch.layer();
     ASSERT_OK_AND_ASSIGN(
         const PrefillPlan plan,
         plan_prefill_attention(plan_device ? *plan_device : backend().info(), layer,
-                               spec.num_q_heads, spec.q_lens, spec.seq_lens));
+                               spec.num_q_heads, spec.q_lens, spec.seq_lens, options));
+    if (options.tile_rows > 0) {
+      EXPECT_EQ(plan.tile_rows, options.tile_rows);
+    }
+    if (options.splits > 0) {
+      EXPECT_EQ(prefill_kv_splits(plan, layer.num_kv_heads), options.splits);
+    }
     Buffer workspace;
     if (plan.workspace_bytes > 0) {
       ASSERT_OK_AND_ASSIGN(workspace,
@@ -201,6 +209,7 @@ class PrefillAttention : public BackendTest {
     run_reference(prefill_attention_reference, host, spec.num_q_heads, args.sm_scale, ref32);
     run_reference(prefill_attention_reference_f64, host, spec.num_q_heads, args.sm_scale, ref64);
     const std::string what = case_name(c) + (subset ? " head-subset view" : "") +
+                             " tile_rows=" + std::to_string(plan.tile_rows) +
                              " work_items=" + std::to_string(plan.work_items) +
                              " workspace=" + std::to_string(plan.workspace_bytes);
     expect_close(host, host.out, ref32, spec.num_q_heads, what + " vs fp32 reference");
@@ -296,6 +305,52 @@ TEST_P(PrefillAttention, RaggedBatchesWithScatteredPages) {
   }
 }
 
+// Both query tiles (64 and 128 packed rows), each unsplit, split by the planner and split in 3,
+// over odd chunk lengths and prefixes that end mid-page, so that the 64-row tile meets its
+// diagonal, padding and empty-split cases at every group (64 rows are 64, 16 or 8 positions).
+TEST_P(PrefillAttention, BothQueryTilesWithForcedSplits) {
+  std::mt19937_64 seeds(std::random_device{}());
+  // Pages of 16: the prefixes 5, 9, 63 and 1000 end inside a page.
+  const std::vector<Seq> seqs = {{1, 0}, {15, 9}, {17, 63}, {63, 1000}, {129, 5}, {255, 0}};
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (std::int32_t d : {64, 128}) {
+      for (std::int32_t g : {1, 4, 8}) {
+        const Case c{t, d, 2, g, 16, KvLayout::kNHD};
+        for (std::int32_t tile : {64, 128}) {
+          for (std::int32_t splits : {0, 1, 3}) {
+            // The CPU backend runs the reference whatever the tile: one case checks the API.
+            if (!thorough() && !(t == DType::kBF16 && d == 128 && g == 4 && splits == 3)) continue;
+            SCOPED_TRACE(case_name(c) + " tile " + std::to_string(tile) + " splits " +
+                         std::to_string(splits));
+            run_and_check(c, seqs, seeds(), nullptr, View::kPacked, 0.0f,
+                          PrefillPlanOptions{.splits = splits, .tile_rows = tile});
+          }
+        }
+      }
+    }
+  }
+}
+
+// The 64-row tile over the full grid in the paged layout with head-major pages, split in 4, and
+// at Llama's shape with no prefix (the case it is planned for): the same inputs give the same
+// bits twice.
+TEST_P(PrefillAttention, SixtyFourRowTilesOverTheFullGrid) {
+  std::mt19937_64 seeds(std::random_device{}());
+  const Case hnd{DType::kBF16, 128, 2, 4, 16, KvLayout::kHND};
+  run_and_check(hnd, full_grid(), seeds(), nullptr, View::kPacked, 0.0f,
+                PrefillPlanOptions{.splits = 4, .tile_rows = 64});
+  if (!thorough()) return;
+  const Case llama{DType::kBF16, 128, 8, 4, 16, KvLayout::kNHD};
+  const std::uint64_t seed = seeds();
+  const PrefillPlanOptions small{.splits = 0, .tile_rows = 64};
+  const std::vector<std::uint8_t> first =
+      run_and_check(llama, {{511, 0}}, seed, nullptr, View::kPacked, 0.0f, small);
+  const std::vector<std::uint8_t> again =
+      run_and_check(llama, {{511, 0}}, seed, nullptr, View::kPacked, 0.0f, small);
+  EXPECT_TRUE(first == again) << "two runs on the same inputs differ: a race";
+  run_and_check(llama, {{300, 0}, {57, 7}}, seeds(), nullptr, View::kHeadSubset);
+}
+
 // One new token with no prefix attends to itself alone: its output is its V row, exactly.
 TEST_P(PrefillAttention, FirstTokenReturnsItsValueExactly) {
   PagedBatchSpec spec;
@@ -353,6 +408,9 @@ TEST_P(PrefillAttention, RejectsBadArguments) {
   PrefillAttentionArgs no_scale = good;
   no_scale.sm_scale = NAN;
   EXPECT_EQ(code(no_scale), StatusCode::kInvalidArgument);
+  PrefillAttentionArgs bad_tile = good;
+  bad_tile.plan.tile_rows = 96;
+  EXPECT_EQ(code(bad_tile), StatusCode::kInvalidArgument);
   PrefillAttentionArgs no_workspace = good;
   no_workspace.plan.workspace_bytes = 1024;
   EXPECT_EQ(code(no_workspace), StatusCode::kInvalidArgument);
@@ -380,6 +438,15 @@ TEST_P(PrefillAttention, RejectsBadArguments) {
   PagedKvLayer odd_dim = layer;
   odd_dim.head_dim = 96;
   EXPECT_EQ(plan_code(odd_dim, 32, {4, 20}, {10, 20}), StatusCode::kUnimplemented);
+  const std::vector<std::int32_t> q_lens{4, 20}, seq_lens{10, 20};
+  for (const PrefillPlanOptions& o :
+       {PrefillPlanOptions{.splits = -1}, PrefillPlanOptions{.splits = 33},
+        PrefillPlanOptions{.tile_rows = 96}, PrefillPlanOptions{.tile_rows = -64}}) {
+    EXPECT_EQ(
+        plan_prefill_attention(backend().info(), layer, 32, q_lens, seq_lens, o).status().code(),
+        StatusCode::kInvalidArgument)
+        << o.splits << " splits, " << o.tile_rows << " rows";
+  }
   ASSERT_OK(stream().synchronize());
 }
 
@@ -395,17 +462,21 @@ TEST(PrefillPlan, SplitsTheKvOnlyWhenTheTilesLeaveTheDeviceIdle) {
   EXPECT_EQ(small.work_items, 64 * 4);
   EXPECT_EQ(small.workspace_bytes, (std::size_t(4) * 256 * 32 * 128 * 4 + 255) / 256 * 256 +
                                        std::size_t(4) * 256 * 32 * 4);
-  // With no prefix there are too few KV tiles to split.
+  EXPECT_EQ(small.tile_rows, 128);
+  EXPECT_EQ(prefill_kv_splits(small, kv.num_kv_heads), 4);
+  // With no prefix there are too few KV tiles to split: 64-row tiles instead, 128 CTAs.
   ASSERT_OK_AND_ASSIGN(const PrefillPlan no_prefix,
                        plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{256},
                                               std::vector<std::int32_t>{256}));
-  EXPECT_EQ(no_prefix.work_items, 64);
+  EXPECT_EQ(no_prefix.tile_rows, 64);
+  EXPECT_EQ(no_prefix.work_items, 128);
   EXPECT_EQ(no_prefix.workspace_bytes, 0u);
   // 2048 new tokens: 512 CTAs, two waves: no split.
   ASSERT_OK_AND_ASSIGN(const PrefillPlan big,
                        plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{2048},
                                               std::vector<std::int32_t>{16384 + 2048}));
   EXPECT_EQ(big.work_items, 512);
+  EXPECT_EQ(big.tile_rows, 128);
   EXPECT_EQ(big.workspace_bytes, 0u);
   EXPECT_EQ(big.total_q_tokens, 2048);
   EXPECT_EQ(big.max_seq_len, 16384 + 2048);
@@ -415,7 +486,80 @@ TEST(PrefillPlan, SplitsTheKvOnlyWhenTheTilesLeaveTheDeviceIdle) {
                        plan_prefill_attention(cpu, kv, 32, std::vector<std::int32_t>{256},
                                               std::vector<std::int32_t>{16384 + 256}));
   EXPECT_EQ(on_cpu.work_items, 64);
+  EXPECT_EQ(on_cpu.tile_rows, 128);
   EXPECT_EQ(on_cpu.workspace_bytes, 0u);
+}
+
+// The benchmark grid at Llama's shape on an H100: 64-row tiles exactly where the 128-row grid is
+// below a wave (264 CTAs) and the KV is at most 16 tiles: the causal chunks up to 1024 with no
+// prefix. Everything else keeps v3's plan.
+TEST(PrefillPlan, SixtyFourRowTilesForSmallGridsOverShortKv) {
+  const DeviceInfo h100 = test::h100_device();
+  const PagedKvLayer kv = test::llama_kv_shape(1);
+  struct Want {
+    std::int32_t chunk, prefix, tile_rows, splits;
+  };
+  const Want wants[] = {
+      {256, 0, 64, 1},
+      {512, 0, 64, 1},
+      {1024, 0, 64, 1},
+      {2048, 0, 128, 1},
+      {256, 4096, 128, 4},
+      {512, 4096, 128, 2},
+      {1024, 4096, 128, 1},
+      {2048, 4096, 128, 1},
+      {256, 16384, 128, 4},
+      {512, 16384, 128, 2},
+      {1024, 16384, 128, 1},
+      {2048, 16384, 128, 1},
+      // A prefix that keeps the KV within 16 tiles, and one that does not.
+      {512, 500, 64, 1},
+      {512, 600, 128, 2},
+  };
+  for (const Want& w : wants) {
+    SCOPED_TRACE(std::to_string(w.chunk) + " over " + std::to_string(w.prefix));
+    ASSERT_OK_AND_ASSIGN(const PrefillPlan plan,
+                         plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{w.chunk},
+                                                std::vector<std::int32_t>{w.prefix + w.chunk}));
+    EXPECT_EQ(plan.tile_rows, w.tile_rows);
+    EXPECT_EQ(prefill_kv_splits(plan, kv.num_kv_heads), w.splits);
+    EXPECT_EQ(plan.work_items, w.chunk * 4 / w.tile_rows * 8 * w.splits);
+    EXPECT_EQ(plan.workspace_bytes > 0, w.splits > 1);
+  }
+}
+
+TEST(PrefillPlan, OptionsForceTheTileAndTheSplits) {
+  const DeviceInfo h100 = test::h100_device();
+  const PagedKvLayer kv = test::llama_kv_shape(1);
+  const std::vector<std::int32_t> q_lens{512}, seq_lens{512};
+  const auto plan = [&](PrefillPlanOptions o) {
+    return plan_prefill_attention(h100, kv, 32, q_lens, seq_lens, o);
+  };
+  // 128-row tiles alone: v3's plan, split in two parts of 4 KV tiles.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan large, plan({.tile_rows = 128}));
+  EXPECT_EQ(large.tile_rows, 128);
+  EXPECT_EQ(large.work_items, 16 * 8 * 2);
+  EXPECT_EQ(prefill_kv_splits(large, 8), 2);
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan unsplit, plan({.splits = 1, .tile_rows = 128}));
+  EXPECT_EQ(unsplit.work_items, 16 * 8);
+  EXPECT_EQ(unsplit.workspace_bytes, 0u);
+  // 64-row tiles split in 4 (more parts than the 8 KV tiles fill evenly is allowed).
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan split, plan({.splits = 4, .tile_rows = 64}));
+  EXPECT_EQ(split.tile_rows, 64);
+  EXPECT_EQ(split.work_items, 32 * 8 * 4);
+  EXPECT_EQ(prefill_kv_splits(split, 8), 4);
+  EXPECT_EQ(split.workspace_bytes, (std::size_t(4) * 512 * 32 * 128 * 4 + 255) / 256 * 256 +
+                                       std::size_t(4) * 512 * 32 * 4);
+  // Splits alone leave the tile to the planner.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan three, plan({.splits = 3}));
+  EXPECT_EQ(three.tile_rows, 64);
+  EXPECT_EQ(prefill_kv_splits(three, 8), 3);
+  // Overrides hold on any device, so a CPU run can check the plan a GPU run would use.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan on_cpu,
+                       plan_prefill_attention(DeviceInfo{}, kv, 32, q_lens, seq_lens,
+                                              {.splits = 2, .tile_rows = 64}));
+  EXPECT_EQ(on_cpu.work_items, 32 * 8 * 2);
+  EXPECT_GT(on_cpu.workspace_bytes, 0u);
 }
 
 TEST(PrefillPlan, RaggedBatchesCoverTheLongestChunkForEverySequence) {
@@ -427,6 +571,13 @@ TEST(PrefillPlan, RaggedBatchesCoverTheLongestChunkForEverySequence) {
   EXPECT_EQ(plan.total_q_tokens, 134);
   EXPECT_EQ(plan.max_q_tokens, 100);
   EXPECT_EQ(plan.work_items, 4 * 3 * 8);  // ceil(100 * 4 / 128) tiles x 3 sequences x 8 heads
+  // With 64-row tiles, ceil(100 * 4 / 64) = 7 tiles: the last has 16 rows.
+  ASSERT_OK_AND_ASSIGN(
+      const PrefillPlan small,
+      plan_prefill_attention(cpu, kv, 32, std::vector<std::int32_t>{1, 100, 33},
+                             std::vector<std::int32_t>{1, 5000, 33}, {.tile_rows = 64}));
+  EXPECT_EQ(small.work_items, 7 * 3 * 8);
+  EXPECT_EQ(prefill_kv_splits(small, 8), 1);
 }
 
 }  // namespace

@@ -15,17 +15,21 @@
 // grown up to L: the kernels read the lengths from the device at every run).
 //
 // How the CUDA backend splits the work (docs/decode-attention-notes.md has the measurements): each
-// block streams one (sequence, KV head, split) through shared memory, or with heads_per_block = 8
-// one (sequence, 8 KV heads, split) as whole pages, and runs the GQA group's query heads against
-// every K/V tile with tensor-core products. A sequence cut into several splits is merged in one of
-// two ways, both without a second pass over the KV:
-//   kCluster    the splits of a (sequence, KV head) form one thread-block cluster (at most 16
-//               blocks) and merge through distributed shared memory inside the same launch; each
-//               block takes an equal share of that sequence's tokens. No workspace.
-//   kWorkspace  each split writes its partial result and log-sum-exp to the workspace and a
-//               second, small kernel merges them (started early as a programmatic dependent
-//               launch). Splits have a fixed length, so a long sequence in a ragged batch gets
-//               many splits and a short one few.
+// block streams one (sequence, KV head, split) through shared memory, or with heads_per_block = 2,
+// 4 or 8 one (sequence, that many KV heads, split) as whole token rows of those heads, and runs the
+// GQA group's query heads against every K/V tile with tensor-core products. A sequence cut into
+// several splits is merged in one of three ways, none with a second pass over the KV:
+//   kCluster        the splits of a (sequence, KV head) form one thread-block cluster (at most 16
+//                   blocks) and merge through distributed shared memory inside the same launch;
+//                   each block takes an equal share of that sequence's tokens. No workspace.
+//   kWorkspace      each split writes its partial result and log-sum-exp to the workspace and a
+//                   second, small kernel merges them (started early as a programmatic dependent
+//                   launch). Splits have a fixed length, so a long sequence in a ragged batch gets
+//                   many splits and a short one few.
+//   kWorkspaceLast  the same fixed splits and partials, in one launch: the last block to finish
+//                   for a (sequence, KV head or head group) merges that group's partials. Blocks
+//                   count their arrivals in counters kept in the workspace (see
+//                   DecodeAttentionArgs::workspace for what that asks of the caller).
 #pragma once
 
 #include <cstddef>
@@ -43,11 +47,13 @@ namespace tierkv {
 
 // How the splits of one sequence are combined (see the top of this file).
 enum class DecodeMerge : std::uint8_t {
-  kNone = 0,       // one split per sequence: each block writes its output rows
-  kCluster = 1,    // 2..16 splits, merged inside one launch through distributed shared memory
-  kWorkspace = 2,  // any number of splits, merged by a second kernel from the workspace
+  kNone = 0,           // one split per sequence: each block writes its output rows
+  kCluster = 1,        // 2..16 splits, merged inside one launch through distributed shared memory
+  kWorkspace = 2,      // any number of splits, merged by a second kernel from the workspace
+  kWorkspaceLast = 3,  // any number of splits, merged from the workspace by each group's last
+                       // block, in the same launch
 };
-std::string_view decode_merge_name(DecodeMerge m);  // "none", "cluster", "workspace"
+std::string_view decode_merge_name(DecodeMerge m);  // "none", "cluster", "workspace", "last"
 
 struct DecodePlan {
   std::int32_t batch = 0;
@@ -57,13 +63,17 @@ struct DecodePlan {
                                       // share of the longest sequence (each sequence is cut
                                       // into num_splits equal shares, multiples of 16 tokens)
   std::int32_t num_splits = 0;        // splits of the longest sequence; 1 = no split
-  std::size_t workspace_bytes = 0;    // what the run needs in `workspace` (0 unless kWorkspace)
+  std::size_t workspace_bytes = 0;    // what the run needs in `workspace` (0 unless a workspace
+                                      // merge)
+  std::size_t workspace_counter_bytes = 0;  // kWorkspaceLast: the first bytes of `workspace`
+                                            // are arrival counters (see DecodeAttentionArgs)
   DecodeMerge merge = DecodeMerge::kNone;
   std::int32_t pipeline = 0;         // CUDA pipeline depth: 0 deep (one block per multiprocessor),
                                      // 1 shallow, 2 middle (two blocks), 3 deepest (one block)
-  std::int32_t heads_per_block = 1;  // CUDA: 1, a block streams one KV head; 8, a block streams
-                                     // 8 KV heads together (whole pages; needs a multiple of 8
-                                     // KV heads, head_dim <= 128, no cluster merge)
+  std::int32_t heads_per_block = 1;  // CUDA: 1, a block streams one KV head; 2, 4 or 8, a block
+                                     // streams that many KV heads together (one contiguous run
+                                     // per token in NHD; needs num_kv_heads a multiple of it,
+                                     // head_dim <= 128, no cluster merge)
   bool l2_prefetch = true;           // CUDA: K/V copies ask L2 for whole 256-byte lines
   bool programmatic_launch = false;  // CUDA: launch as a programmatic dependent of the previous
                                      // kernel on the stream (the kernel waits for it to finish
@@ -75,10 +85,11 @@ static_assert(std::is_trivially_copyable_v<DecodePlan>);
 struct DecodePlanOptions {
   std::int32_t splits = 0;               // > 0: exactly this many splits of the longest sequence
   std::optional<DecodeMerge> merge;      // with splits: how to merge them (default: kCluster
-                                         // up to 16 splits, kWorkspace beyond)
+                                         // up to 16 splits, kWorkspace beyond); the planner
+                                         // picks kWorkspaceLast only when asked here
   std::optional<std::int32_t> pipeline;  // 0 deep, 1 shallow, 2 middle, 3 deepest
   std::optional<bool> l2_prefetch;       // see DecodePlan
-  std::optional<std::int32_t> heads_per_block;  // 1 or 8 (see DecodePlan)
+  std::optional<std::int32_t> heads_per_block;  // 1, 2, 4 or 8 (see DecodePlan)
   std::optional<bool> programmatic_launch;      // see DecodePlan
 };
 
@@ -101,9 +112,15 @@ struct DecodeAttentionArgs {
   std::int32_t num_q_heads = 0;
   float sm_scale = 0.0f;  // usually 1 / sqrt(head_dim)
   DecodePlan plan;
-  void* workspace = nullptr;  // >= plan.workspace_bytes, device memory, not shared by runs in
-                              // flight; no state is kept in it between runs, so it may be any
-                              // memory (for example another kernel's scratch) between them
+  // >= plan.workspace_bytes of device memory, not shared by runs in flight. Its first
+  // plan.workspace_counter_bytes bytes (kWorkspaceLast) are arrival counters: they must be zero
+  // before a run, and every run leaves them zero, so zeroing the workspace once when it is
+  // allocated covers every later run and graph replay on it. The rest is scratch, rewritten by
+  // every run. Decode runs of any plan for the same or a larger batch (same KV head count) leave
+  // those bytes zero (kWorkspace reserves them unused); anything else that writes there between
+  // runs (a plan for a smaller batch, another kernel's scratch) must be followed by zeroing them
+  // again.
+  void* workspace = nullptr;
 };
 static_assert(std::is_trivially_copyable_v<DecodeAttentionArgs>);
 

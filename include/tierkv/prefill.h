@@ -31,16 +31,34 @@ struct PrefillPlan {
   std::int32_t max_q_tokens = 0;    // largest n_b
   std::int32_t max_seq_len = 0;     // largest L_b
   std::int32_t work_items = 0;      // kernel-specific: tiles the run launches
+  std::int32_t tile_rows = 128;     // packed query rows per CUDA tile: 64 or 128
   std::size_t workspace_bytes = 0;  // device workspace the run needs (may be 0)
 };
 static_assert(std::is_trivially_copyable_v<PrefillPlan>);
 
+// Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose.
+struct PrefillPlanOptions {
+  std::int32_t splits = 0;     // > 0: exactly this many KV splits per query tile (1..32)
+  std::int32_t tile_rows = 0;  // > 0: query tiles of this many packed rows (64 or 128)
+};
+
 // InvalidArgument for a bad shape, q_lens[b] < 1, q_lens[b] > seq_lens[b], spans whose size is
-// not kv.batch; Unimplemented for an unsupported head dim, group or dtype.
+// not kv.batch, or options out of range; Unimplemented for an unsupported head dim, group or
+// dtype. The CUDA plan depends on device.compute_units (tile size and KV splits fill the
+// multiprocessors).
 Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const PagedKvLayer& kv,
                                            std::int32_t num_q_heads,
                                            std::span<const std::int32_t> q_lens,
                                            std::span<const std::int32_t> seq_lens);
+Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const PagedKvLayer& kv,
+                                           std::int32_t num_q_heads,
+                                           std::span<const std::int32_t> q_lens,
+                                           std::span<const std::int32_t> seq_lens,
+                                           const PrefillPlanOptions& options);
+
+// The KV splits per query tile that a plan from plan_prefill_attention launches (1: unsplit),
+// read back from its work items.
+std::int32_t prefill_kv_splits(const PrefillPlan& plan, std::int32_t num_kv_heads);
 
 struct PrefillAttentionArgs {
   PagedKvLayer kv;                          // seq_lens[b] = L_b (prefix + chunk)

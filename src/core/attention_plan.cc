@@ -16,9 +16,30 @@ constexpr std::size_t kSmemPerSm = 228 * 1024;  // H100 / H200 shared memory per
 constexpr std::size_t kSmemReserved = 1024;     // per block, kept by the driver
 constexpr std::size_t kWorkspaceAlign = 256;
 
-// Whether head-fused blocks of `heads` KV heads can run this layer (8 heads are built).
+// Whether head-fused blocks of `heads` KV heads can run this layer (2, 4 and 8 heads are built).
 bool fused_fits(std::int32_t heads, const PagedKvLayer& kv) {
-  return heads == 8 && kv.num_kv_heads % heads == 0 && kv.head_dim <= 128;
+  return (heads == 2 || heads == 4 || heads == 8) && kv.num_kv_heads % heads == 0 &&
+         kv.head_dim <= 128;
+}
+
+// The workspace of the workspace merges, mirrored by partials_of() in the CUDA kernels: arrival
+// counters first (one per (sequence, KV head): enough for any heads_per_block), then the partial
+// outputs [batch][q_heads][splits][head_dim] and their log-sum-exps [batch][q_heads][splits]. The
+// counters come first and their size depends only on the batch, so that the plans of one layer
+// shape, whatever their splits, never write partials over another plan's counters.
+std::size_t align_up(std::size_t bytes) {
+  return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
+}
+std::size_t counter_bytes(const PagedKvLayer& kv) {
+  return align_up(std::size_t(kv.batch) * kv.num_kv_heads * sizeof(std::uint32_t));
+}
+std::size_t workspace_bytes(const PagedKvLayer& kv, std::int32_t num_q_heads, std::int32_t splits) {
+  const std::size_t rows = std::size_t(kv.batch) * num_q_heads * splits;
+  return counter_bytes(kv) + align_up(rows * kv.head_dim * sizeof(float)) + rows * sizeof(float);
+}
+
+bool workspace_merge(DecodeMerge m) {
+  return m == DecodeMerge::kWorkspace || m == DecodeMerge::kWorkspaceLast;
 }
 
 // Blocks of the per-head kernel one multiprocessor holds at once, by shared memory: deep (4
@@ -63,8 +84,13 @@ Choice choose(const DeviceInfo& device, const PagedKvLayer& kv, std::span<const 
   const std::int64_t units = std::int64_t(kv.batch) * kv.num_kv_heads;
   const std::int32_t most_splits = std::max(1, max_len / 64);  // at least 64 tokens a split
   Choice c;
+  // Fixed-length splits merge through the workspace: by a second kernel unless the last-block
+  // merge was asked for (it is not measured yet, so the planner does not pick it by itself).
+  const DecodeMerge by_workspace = opt.merge == DecodeMerge::kWorkspaceLast
+                                       ? DecodeMerge::kWorkspaceLast
+                                       : DecodeMerge::kWorkspace;
   const auto fixed = [&](std::int32_t splits) {
-    c.merge = splits > 1 ? DecodeMerge::kWorkspace : DecodeMerge::kNone;
+    c.merge = splits > 1 ? by_workspace : DecodeMerge::kNone;
     c.tokens_per_split = round_up((max_len + splits - 1) / splits, kTile);
     c.splits = (max_len + c.tokens_per_split - 1) / c.tokens_per_split;
     if (c.splits == 1) c.merge = DecodeMerge::kNone;
@@ -119,7 +145,7 @@ Choice choose(const DeviceInfo& device, const PagedKvLayer& kv, std::span<const 
   }
   c.pipeline = opt.pipeline.value_or(0);
   const bool clusters_fit = units <= sms / 2;  // clusters of 2 at one block per SM
-  if ((splits == 2 && clusters_fit && opt.merge != DecodeMerge::kWorkspace) ||
+  if ((splits == 2 && clusters_fit && !(opt.merge && workspace_merge(*opt.merge))) ||
       opt.merge == DecodeMerge::kCluster) {
     c.merge = DecodeMerge::kCluster;
     c.splits = splits;
@@ -140,6 +166,8 @@ std::string_view decode_merge_name(DecodeMerge m) {
       return "cluster";
     case DecodeMerge::kWorkspace:
       return "workspace";
+    case DecodeMerge::kWorkspaceLast:
+      return "last";
   }
   return "unknown";
 }
@@ -189,7 +217,7 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
   if (options.heads_per_block && !fused_fits(*options.heads_per_block, kv) &&
       *options.heads_per_block != 1) {
     return invalid_argument(
-        "decode plan: heads_per_block must be 1, or 8 with a multiple of 8 KV heads and "
+        "decode plan: heads_per_block must be 1, or 2, 4 or 8 dividing the KV heads with "
         "head_dim <= 128");
   }
   if (options.heads_per_block.value_or(1) > 1 && options.merge == DecodeMerge::kCluster) {
@@ -229,11 +257,9 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
   plan.heads_per_block = c.heads_per_block;
   plan.l2_prefetch = options.l2_prefetch.value_or(true);
   plan.programmatic_launch = options.programmatic_launch.value_or(true);
-  if (plan.merge == DecodeMerge::kWorkspace) {
-    const std::size_t rows = std::size_t(kv.batch) * num_q_heads * plan.num_splits;
-    plan.workspace_bytes = (rows * kv.head_dim * sizeof(float) + kWorkspaceAlign - 1) /
-                               kWorkspaceAlign * kWorkspaceAlign +
-                           rows * sizeof(float);
+  if (workspace_merge(plan.merge)) {
+    plan.workspace_bytes = workspace_bytes(kv, num_q_heads, plan.num_splits);
+    if (plan.merge == DecodeMerge::kWorkspaceLast) plan.workspace_counter_bytes = counter_bytes(kv);
   }
   return plan;
 }
@@ -253,11 +279,11 @@ Status validate(const DecodeAttentionArgs& a) {
     return invalid_argument("decode attention: the plan was made for another batch or head count");
   }
   const DecodePlan& p = a.plan;
-  const bool consistent = (p.merge == DecodeMerge::kNone && p.num_splits == 1) ||
-                          (p.merge == DecodeMerge::kCluster && p.num_splits >= 2 &&
-                           p.num_splits <= kMaxClusterSplits) ||
-                          (p.merge == DecodeMerge::kWorkspace && p.tokens_per_split > 0 &&
-                           p.tokens_per_split % kTile == 0);
+  const bool consistent =
+      (p.merge == DecodeMerge::kNone && p.num_splits == 1) ||
+      (p.merge == DecodeMerge::kCluster && p.num_splits >= 2 &&
+       p.num_splits <= kMaxClusterSplits) ||
+      (workspace_merge(p.merge) && p.tokens_per_split > 0 && p.tokens_per_split % kTile == 0);
   if (!consistent) {
     return invalid_argument("decode attention: the plan's merge (" +
                             std::string(decode_merge_name(p.merge)) + ") does not fit its " +
@@ -275,6 +301,15 @@ Status validate(const DecodeAttentionArgs& a) {
   if (p.workspace_bytes > 0 && a.workspace == nullptr) {
     return invalid_argument("decode attention: the plan needs " +
                             std::to_string(p.workspace_bytes) + " bytes of workspace");
+  }
+  // The kernels lay the workspace out from the shape, not from the plan's byte counts.
+  if (workspace_merge(p.merge) &&
+      (p.workspace_bytes < workspace_bytes(a.kv, a.num_q_heads, p.num_splits) ||
+       (p.merge == DecodeMerge::kWorkspaceLast &&
+        p.workspace_counter_bytes != counter_bytes(a.kv)))) {
+    return invalid_argument("decode attention: the plan's workspace (" +
+                            std::to_string(p.workspace_bytes) + " bytes) does not fit its " +
+                            std::to_string(p.num_splits) + " splits");
   }
   // 16-byte vector access: pointers and strides aligned to 8 elements of 2 bytes.
   const auto misaligned = [](const void* ptr) {

@@ -175,7 +175,9 @@ Status LlamaRunner::State::ensure_workspace(std::size_t bytes, Stream& s) {
   TIERKV_RETURN_IF_ERROR(s.synchronize());  // the old workspace may still be in use
   workspace.reset();
   TIERKV_ASSIGN_OR_RETURN(workspace, backend.allocate(MemoryKind::kDevice, bytes));
-  return Status::Ok();
+  // Zeroed once: decode's last-block merge counts in the workspace and needs its counters zero
+  // (tierkv/attention.h).
+  return s.fill(workspace.data(), 0, bytes);
 }
 
 // One transformer layer over the step's n tokens (rows of x).
@@ -317,6 +319,12 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
     TIERKV_ASSIGN_OR_RETURN(decode_plan,
                             plan_decode_attention(dev, view.layer(0), ms.num_q_heads, seq_lens));
     TIERKV_RETURN_IF_ERROR(ensure_workspace(decode_plan.workspace_bytes, s));
+    // The workspace is also prefill's scratch and that of decode plans of other batch sizes,
+    // which may lie over the last-block merge's counters: zero them once per step (the layers'
+    // runs then leave them zero for each other).
+    if (decode_plan.workspace_counter_bytes > 0) {
+      TIERKV_RETURN_IF_ERROR(s.fill(workspace.data(), 0, decode_plan.workspace_counter_bytes));
+    }
   }
   const void* plan =
       prefill ? static_cast<const void*>(&prefill_plan) : static_cast<const void*>(&decode_plan);

@@ -157,6 +157,9 @@ Result<DecodeMeasurement> measure_decode(Backend& backend, Stream& stream, const
   Buffer workspace;  // calls on one stream run one after another: one workspace serves them all
   if (plan.workspace_bytes > 0) {
     TIERKV_ASSIGN_OR_RETURN(workspace, backend.allocate(MemoryKind::kDevice, plan.workspace_bytes));
+    // Zeroed once: the last-block merge's counters must start at zero, and every run leaves them
+    // so (tierkv/attention.h).
+    TIERKV_RETURN_IF_ERROR(stream.fill(workspace.data(), 0, plan.workspace_bytes));
   }
   // Enough calls per replay for the events to resolve it, and every set at least once.
   const double est_us = static_cast<double>(spec.kv_bytes_read()) / 2.5e6 + 3.0;

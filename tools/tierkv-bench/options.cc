@@ -70,9 +70,11 @@ int parse_options(int argc, char** argv, Options& opts) {
   app.add_option("--splits", splits, "decode plan override: splits per sequence (0 = planner's)")
       ->capture_default_str()
       ->check(CLI::Range(0, 4096));
-  app.add_option("--merge", merge, "decode plan override: auto, none, cluster, workspace")
+  app.add_option("--merge", merge,
+                 "decode plan override: auto, none, cluster, workspace (a second kernel merges), "
+                 "last (each group's last block merges, one launch)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "none", "cluster", "workspace"}));
+      ->check(CLI::IsMember({"auto", "none", "cluster", "workspace", "last"}));
   app.add_option("--pipeline", pipeline,
                  "decode plan override: 0 deep, 1 shallow, 2 middle, 3 deepest (-1 = planner's)")
       ->capture_default_str()
@@ -83,9 +85,9 @@ int parse_options(int argc, char** argv, Options& opts) {
       ->check(CLI::IsMember({"auto", "on", "off"}));
   int heads_per_block = 0;
   app.add_option("--heads-per-block", heads_per_block,
-                 "decode plan override: 1 or 8 KV heads per block (0 = planner's)")
+                 "decode plan override: 1, 2, 4 or 8 KV heads per block (0 = planner's)")
       ->capture_default_str()
-      ->check(CLI::IsMember({0, 1, 8}));
+      ->check(CLI::IsMember({0, 1, 2, 4, 8}));
   app.add_option("--pdl", pdl, "decode plan override: programmatic dependent launch on, off, auto")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
@@ -131,6 +133,7 @@ int parse_options(int argc, char** argv, Options& opts) {
   if (merge == "none") opts.plan.merge = DecodeMerge::kNone;
   if (merge == "cluster") opts.plan.merge = DecodeMerge::kCluster;
   if (merge == "workspace") opts.plan.merge = DecodeMerge::kWorkspace;
+  if (merge == "last") opts.plan.merge = DecodeMerge::kWorkspaceLast;
   if (pipeline >= 0) opts.plan.pipeline = pipeline;
   if (heads_per_block > 0) opts.plan.heads_per_block = heads_per_block;
   if (l2 != "auto") opts.plan.l2_prefetch = l2 == "on";

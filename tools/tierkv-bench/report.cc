@@ -121,7 +121,8 @@ std::string pct(double gbps, double ceiling) {
 std::string plan_cell(const DecodePlan& p) {
   static const char* const kPipelines[] = {"deep", "shallow", "middle", "deepest"};
   return fmt("%d %s %s%s%s", p.num_splits, std::string(decode_merge_name(p.merge)).c_str(),
-             kPipelines[std::clamp(p.pipeline, 0, 3)], p.heads_per_block > 1 ? " fused" : "",
+             kPipelines[std::clamp(p.pipeline, 0, 3)],
+             p.heads_per_block > 1 ? fmt(" fused%d", p.heads_per_block).c_str() : "",
              p.programmatic_launch ? " pdl" : "");
 }
 

@@ -102,9 +102,10 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
                           synth::rotating_batches(backend, stream, spec, opts.rotate_bytes,
                                                   opts.seed * 1000003, kMaxSets));
   const int sets = static_cast<int>(inputs.size());
-  TIERKV_ASSIGN_OR_RETURN(const PrefillPlan plan,
-                          plan_prefill_attention(backend.info(), inputs[0].layer(),
-                                                 spec.num_q_heads, spec.q_lens, spec.seq_lens));
+  TIERKV_ASSIGN_OR_RETURN(
+      const PrefillPlan plan,
+      plan_prefill_attention(backend.info(), inputs[0].layer(), spec.num_q_heads, spec.q_lens,
+                             spec.seq_lens, opts.plan));
   Buffer workspace;  // calls on one stream run one after another: one workspace serves them all
   if (plan.workspace_bytes > 0) {
     TIERKV_ASSIGN_OR_RETURN(workspace, backend.allocate(MemoryKind::kDevice, plan.workspace_bytes));
@@ -154,6 +155,8 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   m.sets = sets;
   m.calls = calls;
   m.work_items = plan.work_items;
+  m.tile_rows = plan.tile_rows;
+  m.splits = prefill_kv_splits(plan, spec.num_kv_heads);
   m.workspace_bytes = plan.workspace_bytes;
   auto checked = verify(stream, inputs[0]);
   if (checked.ok()) {

@@ -37,6 +37,14 @@ int parse_options(int argc, char** argv, Options& opts) {
                  "cached tokens before the chunk, comma separated [cuda: 0,4096,16384; cpu: 0,128]")
       ->delimiter(',')
       ->check(CLI::Range(0, kMaxTokens));
+  app.add_option("--tile-rows", opts.plan.tile_rows,
+                 "packed query rows per CUDA tile: 64, 128, or 0 for the planner's choice")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 64, 128}));
+  app.add_option("--splits", opts.plan.splits,
+                 "KV splits per query tile: 1..32, or 0 for the planner's choice")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 32));
   app.add_option("--warmup", opts.warmup, "untimed graph replays before each measurement")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));

@@ -8,6 +8,7 @@
 #include "tierkv/backend.h"
 #include "tierkv/model_spec.h"
 #include "tierkv/paged_kv.h"
+#include "tierkv/prefill.h"
 
 namespace tierkv::prefill_bench {
 
@@ -19,6 +20,7 @@ struct Options {
   KvLayout layout = KvLayout::kNHD;
   std::vector<std::int32_t> chunks;    // new tokens per case [cuda: 256,512,1024,2048]
   std::vector<std::int32_t> prefixes;  // cached tokens per case [cuda: 0,4096,16384]
+  PrefillPlanOptions plan;             // overrides of the prefill planner (tuning)
   int warmup = 3;
   int reps = 0;                  // timed graph replays per case (median reported)
   int min_calls = 0;             // launches per graph replay, at least

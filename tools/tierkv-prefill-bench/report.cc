@@ -4,6 +4,7 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace tierkv::prefill_bench {
 
@@ -29,12 +30,21 @@ std::string render_table(const RunInfo& run, const Options& opts,
                 opts.model.page_tokens, opts.layout == KvLayout::kNHD ? "nhd" : "hnd",
                 opts.peak_tflops, opts.reps);
   out += line;
-  out += "  chunk  prefix      GFLOP      us  TFLOP/s  floor us  x floor  CTAs  sets  rel err\n";
+  if (opts.plan.tile_rows > 0 || opts.plan.splits > 0) {
+    std::snprintf(line, sizeof line, "plan overridden: tile rows %s, splits %s\n\n",
+                  opts.plan.tile_rows > 0 ? std::to_string(opts.plan.tile_rows).c_str() : "auto",
+                  opts.plan.splits > 0 ? std::to_string(opts.plan.splits).c_str() : "auto");
+    out += line;
+  }
+  out +=
+      "  chunk  prefix      GFLOP      us  TFLOP/s  floor us  x floor  tile  splits  CTAs  sets  "
+      "rel err\n";
   for (const Measurement& m : ms) {
     const double floor_us = m.flops / (opts.peak_tflops * 1e6);
-    std::snprintf(line, sizeof line, "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %5d %8.1e\n",
-                  m.chunk, m.prefix, m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us,
-                  m.work_items, m.sets, m.rel_l2_error);
+    std::snprintf(line, sizeof line,
+                  "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %7d %5d %5d %8.1e\n", m.chunk,
+                  m.prefix, m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us, m.tile_rows,
+                  m.splits, m.work_items, m.sets, m.rel_l2_error);
     out += line;
     if (!m.error.empty()) out += "        ^ WRONG OUTPUT: " + m.error + "\n";
   }
@@ -62,6 +72,8 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                      {"layout", opts.layout == KvLayout::kNHD ? "nhd" : "hnd"},
                      {"graph", true},
                      {"work_items", m.work_items},
+                     {"tile_rows", m.tile_rows},
+                     {"kv_splits", m.splits},
                      {"workspace_bytes", m.workspace_bytes},
                      {"sets", m.sets},
                      {"calls", m.calls},
@@ -71,6 +83,10 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                      {"tflops", m.tflops()},
                      {"floor_us", m.flops / (opts.peak_tflops * 1e6)},
                      {"rel_l2_error", m.rel_l2_error}};
+    // Set only when the run overrode the planner (0: its choice).
+    if (opts.plan.tile_rows > 0 || opts.plan.splits > 0) {
+      j["plan_override"] = {{"tile_rows", opts.plan.tile_rows}, {"splits", opts.plan.splits}};
+    }
     if (!m.error.empty()) j["error"] = m.error;
     lines.push_back(j.dump());
   }

@@ -13,12 +13,14 @@
 // product, so the probabilities never leave registers. V^T comes from ldmatrix.trans. The online
 // softmax works in base 2 (scores scaled by sm_scale * log2 e). At the end the warps of a block
 // merge through shared memory; the splits of a sequence then merge either inside the launch
-// through a thread-block cluster (distributed shared memory) or through the workspace and a small
-// second kernel started as a programmatic dependent launch.
+// through a thread-block cluster (distributed shared memory), or through the workspace: by a
+// small second kernel started as a programmatic dependent launch, or by the last block to finish
+// for the (sequence, KV head or head group), in the same launch (see last_to_arrive()).
 //
-// A second kernel, head-fused, gives each warp a whole KV head and a block 8 heads of one
-// sequence: the block copies whole pages (all heads of 16 tokens) per stage, the read a dense
-// layout would make; it wins once the batch alone fills the device (batch 128 of Llama-8B).
+// A second kernel, head-fused, gives each warp a whole KV head and a block 2, 4 or 8 heads of one
+// sequence: the block copies whole token rows of its heads (with 8 heads of Llama-8B, whole
+// pages) per stage, the read a dense layout would make; with 8 heads it wins once the batch alone
+// fills the device (batch 128 of Llama-8B).
 //
 // Both kernels start with griddepcontrol.wait (no memory is touched before the previous grid on
 // the stream has finished) and may be launched as programmatic dependents, so their blocks are
@@ -50,7 +52,7 @@ constexpr int kMaxClusterSplits = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-enum Mode : int { kSingle = 0, kClusterMerge = 1, kWorkspaceMerge = 2 };
+enum Mode : int { kSingle = 0, kClusterMerge = 1, kWorkspaceMerge = 2, kLastMerge = 3 };
 
 // Per-launch values derived on the host.
 struct Params {
@@ -155,17 +157,93 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return u;
 }
 
-// Partial-result workspace (kWorkspace): o[batch][q_heads][splits][head_dim], then
-// lse[batch][q_heads][splits] (base 2). The planner sizes it with the same formula.
+// Workspace of the workspace merges: counters[batch][kv_heads] (kLastMerge; zero between runs),
+// then o[batch][q_heads][splits][head_dim] and lse[batch][q_heads][splits] (base 2), each part
+// 256-byte aligned. The planner sizes it with the same formulas (src/core/attention_plan.cc).
 struct Partials {
+  unsigned* counters;
   float* o;
   float* lse;
 };
 __host__ __device__ inline Partials partials_of(const DecodeAttentionArgs& a) {
+  const auto align = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const std::size_t counter_bytes =
+      align(std::size_t(a.plan.batch) * a.kv.num_kv_heads * sizeof(unsigned));
   const std::size_t rows = std::size_t(a.plan.batch) * a.num_q_heads * a.plan.num_splits;
-  const std::size_t o_bytes = (rows * a.kv.head_dim * sizeof(float) + 255) / 256 * 256;
+  const std::size_t o_bytes = align(rows * a.kv.head_dim * sizeof(float));
   auto* base = static_cast<char*>(a.workspace);
-  return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + o_bytes)};
+  return {reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + counter_bytes),
+          reinterpret_cast<float*>(base + counter_bytes + o_bytes)};
+}
+
+// Splits of fixed length `tps` that a sequence of `len` tokens has: the blocks of the later
+// splits return at once, and the merges read only these.
+__device__ __forceinline__ int splits_of(int len, int tps, int planned) {
+  return min(planned, (len + tps - 1) / tps);
+}
+
+// kLastMerge, called by every thread of a block once its partials are written: counts the block
+// in `counter` and tells all its threads whether it was the last of `arrivals` blocks, the one
+// that merges. Memory ordering (PTX memory model, the pattern of cooperative_groups' grid sync):
+//  - release: each thread's partial stores, then its fence.sc.gpu (__threadfence); bar.sync
+//    orders every thread's stores and fences before thread 0's fence and atomic, and a fence is
+//    cumulative over what is ordered before it, so once the atomic's increment is visible at GPU
+//    scope, so are all the partials of the block;
+//  - acquire: thread 0 of the last block reads the full count with its atomic (the atomics on one
+//    counter form a single modification order, so it has read every other block's increment),
+//    fences, and bar.sync hands that on to its threads, which then read the partials with
+//    ld.global.cg: L2, the point of coherence, never a possibly stale L1 line.
+// The last block sets the counter back to 0 itself: every block of the group has counted by
+// then, so nothing else touches it in this run, and the next run (a programmatic dependent too)
+// reads it only after griddepcontrol.wait, when this grid's memory operations are complete.
+__device__ __forceinline__ bool last_to_arrive(unsigned* counter, int arrivals) {
+  __threadfence();
+  __syncthreads();
+  int last = 0;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1u) == unsigned(arrivals - 1);
+    if (last) {
+      *counter = 0u;
+      __threadfence();
+    }
+  }
+  return __syncthreads_or(last) != 0;
+}
+
+// The output rows [row0, row0 + rows) of a sequence from its `splits` partials in the workspace
+// (normalized outputs and base-2 log-sum-exps): one thread per 4 floats of a row.
+template <typename T, int D>
+__device__ __forceinline__ void merge_partials(const DecodeAttentionArgs& a, const Partials& parts,
+                                               std::size_t row0, int rows, int splits) {
+  constexpr int kVecs = D / 4;
+  const int planned = a.plan.num_splits;
+  for (int v = threadIdx.x; v < rows * kVecs; v += blockDim.x) {
+    const std::size_t r = row0 + v / kVecs;
+    const int d0 = (v % kVecs) * 4;
+    const float* lse = parts.lse + r * planned;
+    const float* o = parts.o + r * planned * D + d0;
+    float mx = -INFINITY;
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s)
+      mx = fmaxf(mx, __ldcg(lse + s));  // finite: every counted split has tokens
+    float sum = 0.0f;
+    float acc[4] = {0, 0, 0, 0};
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s) {
+      const float w = exp2f(__ldcg(lse + s) - mx);
+      const float4 x = __ldcg(reinterpret_cast<const float4*>(o + std::size_t(s) * D));
+      sum += w;
+      acc[0] = fmaf(w, x.x, acc[0]);
+      acc[1] = fmaf(w, x.y, acc[1]);
+      acc[2] = fmaf(w, x.z, acc[2]);
+      acc[3] = fmaf(w, x.w, acc[3]);
+    }
+    const float inv = 1.0f / sum;
+    uint2 u;
+    u.x = Mma<T>::pack(acc[0] * inv, acc[1] * inv);
+    u.y = Mma<T>::pack(acc[2] * inv, acc[3] * inv);
+    *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + r * D + d0) = u;
+  }
 }
 
 // Shared-memory layout of one block.
@@ -293,9 +371,12 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   const int len = kv.seq_lens[b];
 
   int end;
-  if (p.mode == kWorkspaceMerge) {
-    if (begin >= len) return;  // the merge kernel reads only the splits a sequence has
+  // A sequence with one fixed split (kLastMerge) writes its output directly: nothing to merge.
+  bool direct = p.mode == kSingle;
+  if (p.mode == kWorkspaceMerge || p.mode == kLastMerge) {
+    if (begin >= len) return;  // the merges read only the splits a sequence has
     end = min(len, begin + a.plan.tokens_per_split);
+    direct = p.mode == kLastMerge && len <= a.plan.tokens_per_split;
   } else if (p.mode == kSingle) {
     end = len;
   } else {
@@ -461,7 +542,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     for (int i = 0; i < 8; ++i)
       acc[i] *= inv;
     const std::size_t qrow = std::size_t(b) * a.num_q_heads + kvh * group + g;
-    if (p.mode == kSingle) {
+    if (direct) {
       *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + qrow * D + d0) = pack8<T>(acc);
     } else if (p.mode == kClusterMerge) {
       float4* dst = reinterpret_cast<float4*>(res_o + g * D + d0);
@@ -476,6 +557,14 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
       if (d0 == 0) parts.lse[slot] = mx_all + log2f(sum);  // this split has tokens: sum > 0
     }
+  }
+  if (p.mode == kLastMerge && !direct) {
+    const Partials parts = partials_of(a);
+    const int splits = splits_of(len, a.plan.tokens_per_split, a.plan.num_splits);
+    if (last_to_arrive(parts.counters + b * kv.num_kv_heads + kvh, splits)) {
+      merge_partials<T, D>(a, parts, std::size_t(b) * a.num_q_heads + kvh * group, group, splits);
+    }
+    return;
   }
   if (p.mode != kClusterMerge) return;
 
@@ -534,10 +623,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
 // heads (in NHD one contiguous run of HB * 256 bytes per token; at HB = 8 and 8 KV heads, a whole
 // page per 16 tokens) into a block-wide ring of stages, so DRAM sees long sequential runs; each
 // warp then runs tile_step on its head. No merge inside the block: each warp writes its own
-// output rows, or its partials (kWorkspace).
-// Heads per block of the head-fused kernel. The kernel is written for any HB; 8 is the one built
-// and measured (one page of Llama-8B's 8 KV heads per 16 tokens).
-constexpr int kFusedHeads = 8;
+// output rows, or its partials (kWorkspace, kLastMerge); with kLastMerge the last block of the
+// (sequence, head group) then merges all HB heads' rows.
+// Built for HB = 2, 4 and 8 (dispatch_fused has the stage counts of each).
 
 template <int D, int STAGES, int HB>
 struct FusedLayout {
@@ -596,8 +684,10 @@ __global__ void __launch_bounds__(HB * 32, 1)
   std::int32_t pages_cur = load_pages(0, hint_tiles);
   std::int32_t pages_next = hint_tiles > 32 ? load_pages(1, hint_tiles) : 0;
   const int len = kv.seq_lens[b];
-  if (begin >= len) return;  // kWorkspace only: the merge reads the splits a sequence has
+  if (begin >= len) return;  // workspace merges only: they read the splits a sequence has
   const int end = min(len, begin + tps);
+  // A sequence with one fixed split (kLastMerge) writes its output directly: nothing to merge.
+  const bool direct = p.mode == kSingle || (p.mode == kLastMerge && len <= tps);
   const int n_tiles = (end - begin + kTile - 1) / kTile;
   if (n_tiles > hint_tiles) {
     pages_cur = load_pages(0, n_tiles);
@@ -692,7 +782,7 @@ __global__ void __launch_bounds__(HB * 32, 1)
   const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
   const std::size_t row_lo = std::size_t(b) * a.num_q_heads + kvh * group + g_lo;
   const std::size_t row_hi = row_lo + 1;
-  if (p.mode == kSingle) {
+  if (direct) {
     T* out = static_cast<T*>(a.out);
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
@@ -727,6 +817,14 @@ __global__ void __launch_bounds__(HB * 32, 1)
       if (g_hi < group) parts.lse[slot_hi] = m_hi + log2f(l_hi);
     }
   }
+  if (p.mode == kLastMerge && !direct) {
+    const Partials parts = partials_of(a);
+    const int splits = splits_of(len, tps, a.plan.num_splits);
+    if (last_to_arrive(parts.counters + b * kv.num_kv_heads + head0, splits)) {
+      merge_partials<T, D>(a, parts, std::size_t(b) * a.num_q_heads + head0 * group, HB * group,
+                           splits);
+    }
+  }
 }
 
 // kWorkspace: one block per (sequence, query head), one thread per output element.
@@ -737,8 +835,7 @@ __global__ void __launch_bounds__(D) decode_merge_kernel(const DecodeAttentionAr
   allow_dependent_grid();
   const int b = blockIdx.x / a.num_q_heads;
   const std::size_t row_id = blockIdx.x;
-  const int tps = a.plan.tokens_per_split;
-  const int splits = min(a.plan.num_splits, (a.kv.seq_lens[b] + tps - 1) / tps);
+  const int splits = splits_of(a.kv.seq_lens[b], a.plan.tokens_per_split, a.plan.num_splits);
   const Partials p = partials_of(a);
   const float* lse = p.lse + row_id * a.plan.num_splits;
   float mx = -INFINITY;
@@ -790,7 +887,8 @@ Status prepare_kernel(Kernel kernel, int smem_bytes, std::atomic<std::uint64_t>&
   return Status::Ok();
 }
 
-// Launches `kernel` (the per-head or the head-fused one) and, for kWorkspace, the merge.
+// Launches `kernel` (the per-head or the head-fused one) and, for kWorkspace, the merge; the
+// kLastMerge blocks merge themselves.
 template <typename T, int D, typename Kernel>
 Status launch_with_merge(Kernel kernel, dim3 grid, dim3 block, int smem_bytes,
                          std::atomic<std::uint64_t>& prepared, const DecodeAttentionArgs& a,
@@ -853,28 +951,43 @@ Status launch_fused(const DecodeAttentionArgs& a, const Params& p, cudaStream_t 
                                  FusedLayout<D, STAGES, HB>::kBytes, prepared, a, p, stream);
 }
 
-// Head-fused stages: pipeline 0 three block-wide stages (192 KiB for 8 heads at head dim 128,
-// one block per multiprocessor), any other value two.
-template <typename T, int D, int HB>
+// Head-fused block-wide stages (a stage: K and V of 16 tokens of HB heads, HB x 8 KiB at head dim
+// 128, half that at 64). Pipeline 0, deep: one block per multiprocessor with 128-192 KiB, keeping
+// 112-128 KiB in flight per multiprocessor like the per-head deep pipeline (96 KiB) and the
+// measured 8-head one. Any other value, shallow: 2-3 blocks per multiprocessor, so one block's
+// prologue, epilogue and merge hide behind another's stream, and 2- and 4-warp blocks, which
+// may not compute fast enough alone to keep 47 GB/s streaming, share the multiprocessor.
+//   HB  deep                     shallow
+//   8   3 stages, 192 KiB        2 stages, 128 KiB (one block)
+//   4   5 stages, 160 KiB        3 stages,  96 KiB (two blocks)
+//   2   8 stages, 128 KiB        4 stages,  64 KiB (three blocks)
+template <typename T, int D, int HB, int DEEP, int SHALLOW>
 Status dispatch_fused(const DecodeAttentionArgs& a, const Params& p, cudaStream_t stream) {
-  if (a.plan.pipeline == 0) return launch_fused<T, D, 3, HB>(a, p, stream);
-  return launch_fused<T, D, 2, HB>(a, p, stream);
+  if (a.plan.pipeline == 0) return launch_fused<T, D, DEEP, HB>(a, p, stream);
+  return launch_fused<T, D, SHALLOW, HB>(a, p, stream);
 }
 
 // Pipeline depths of the per-head kernel at head dim 128: 0 deep (4 stages per warp, 128 KiB, one
 // block per multiprocessor), 1 shallow (2 stages, three blocks), 2 middle (3 stages, two blocks),
-// 3 deepest (6 stages, 192 KiB, one block). The head-fused kernel: 0 three block-wide stages
-// (192 KiB), 1 two.
+// 3 deepest (6 stages, 192 KiB, one block). The head-fused kernel: see dispatch_fused.
 template <typename T, int D>
 Status dispatch_pipeline(const DecodeAttentionArgs& a, const Params& p, cudaStream_t stream) {
   if (a.plan.heads_per_block > 1) {
     if constexpr (D <= 128) {
-      if (a.plan.heads_per_block == kFusedHeads)
-        return dispatch_fused<T, D, kFusedHeads>(a, p, stream);
+      switch (a.plan.heads_per_block) {
+        case 2:
+          return dispatch_fused<T, D, 2, 8, 4>(a, p, stream);
+        case 4:
+          return dispatch_fused<T, D, 4, 5, 3>(a, p, stream);
+        case 8:
+          return dispatch_fused<T, D, 8, 3, 2>(a, p, stream);
+        default:
+          break;
+      }
     }
     return unimplemented("decode attention: head-fused blocks of " +
                          std::to_string(a.plan.heads_per_block) + " heads at head_dim " +
-                         std::to_string(D) + " (8 heads, head_dim <= 128)");
+                         std::to_string(D) + " (2, 4 or 8 heads, head_dim <= 128)");
   }
   constexpr int kDeep = D >= 256 ? 3 : 4;
   if (a.plan.pipeline == 0) return launch_main<T, D, kDeep, 1>(a, p, stream);
@@ -920,12 +1033,16 @@ Status launch_decode_attention(const DecodeAttentionArgs& args, int /*sm_count*/
       p.mode = kClusterMerge;
       break;
     case DecodeMerge::kWorkspace:
+    case DecodeMerge::kWorkspaceLast:
       if (plan.tokens_per_split <= 0 || plan.tokens_per_split % kTile != 0) {
         return invalid_argument(
             "decode attention: workspace splits must be positive multiples of " +
             std::to_string(kTile) + " tokens");
       }
-      p.mode = kWorkspaceMerge;
+      if (args.workspace == nullptr) {
+        return invalid_argument("decode attention: a workspace merge needs the workspace");
+      }
+      p.mode = plan.merge == DecodeMerge::kWorkspace ? kWorkspaceMerge : kLastMerge;
       break;
     default:
       return invalid_argument("decode attention: unknown merge kind");
@@ -935,11 +1052,11 @@ Status launch_decode_attention(const DecodeAttentionArgs& args, int /*sm_count*/
   }
   p.l2_prefetch = plan.l2_prefetch ? 1 : 0;
   const int hb = plan.heads_per_block;
-  if (hb != 1 && (hb != kFusedHeads || args.kv.num_kv_heads % hb != 0 ||
-                  plan.merge == DecodeMerge::kCluster)) {
+  if (hb != 1 && ((hb != 2 && hb != 4 && hb != 8) || args.kv.num_kv_heads % hb != 0 ||
+                  args.kv.head_dim > 128 || plan.merge == DecodeMerge::kCluster)) {
     return invalid_argument(
-        "decode attention: head-fused blocks take 8 KV heads each (a multiple "
-        "of 8 KV heads) and no cluster merge");
+        "decode attention: head-fused blocks take 2, 4 or 8 KV heads each (dividing the KV "
+        "heads, head_dim <= 128) and no cluster merge");
   }
   const int pt = args.kv.page_tokens;
   p.page_shift = (pt & (pt - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(pt)) : -1;

@@ -3,7 +3,8 @@
 // FlashAttention-2 style on the tensor cores (mma.sync m16n8k16, fp32 accumulation). The query
 // rows of one sequence and one KV head are packed as (chunk position, head in group) pairs:
 // packed row r is position r / G of the chunk, query head kv_head * G + r % G. A CTA of 4 warps
-// owns kBlockM = 128 packed rows (32 per warp, two m16 tiles), so every K/V tile it gathers from
+// owns BLOCK_M = 128 packed rows (32 per warp, two m16 tiles), or 64 (16 per warp, one m16 tile)
+// when the plan finds too few 128-row tiles to fill the device, so every K/V tile it gathers from
 // the pages serves all G query heads of the group. It walks KV tiles of kBlockN = 64 tokens up to
 // the causal frontier of its last row: Q, K and V arrive by 16-byte cp.async into swizzled shared
 // memory, K and V double buffered so the next tile's loads overlap this tile's math; S = Q K^T
@@ -12,6 +13,10 @@
 // tokens in the pages are computed two tiles ahead, from block-table entries that cp.async
 // fetched a tile before that, into a small shared table that the K and V loads of the tile both
 // read: no block-table read or division sits on the load path.
+//
+// The 64-row tile halves the math per KV tile (the critical path of a short causal chunk) and
+// doubles the CTAs, at the cost of twice the shared-memory fragment traffic per multiply: each K
+// and V fragment feeds one m16 tile instead of two. The plan picks it only for small grids.
 //
 // When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
 // covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
@@ -33,11 +38,11 @@ namespace {
 // The tiling; src/core/prefill_plan.cc plans with the same numbers.
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kBlockM = 128;              // packed query rows per CTA
-constexpr int kBlockN = 64;               // KV tokens per tile
-constexpr int kWarpM = kBlockM / kWarps;  // rows per warp
-constexpr int kMTiles = kWarpM / 16;
+constexpr int kBlockN = 64;  // KV tokens per tile
 constexpr int kNTiles = kBlockN / 8;
+// Packed query rows per CTA (the kernels' BLOCK_M): 64 or 128, as the plan's tile_rows says.
+constexpr int kSmallBlockM = 64;
+constexpr int kLargeBlockM = 128;
 constexpr int kMaxSplits = 32;
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -131,10 +136,10 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-template <int D>
+template <int D, int BLOCK_M>
 constexpr int smem_bytes() {
   // Q, K[2], V[2], then the token offsets [2][kBlockN] and their pages [2][kBlockN].
-  return (kBlockM + 4 * kBlockN) * D * 2 +
+  return (BLOCK_M + 4 * kBlockN) * D * 2 +
          2 * kBlockN * int(sizeof(std::int64_t) + sizeof(std::int32_t));
 }
 
@@ -146,14 +151,14 @@ struct Tile {
   int pos_hi;         // position of the CTA's last real row: keys 0..pos_hi are needed
 };
 
-template <typename T, int D>
+template <typename T, int D, int BLOCK_M>
 __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
   constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
   const int chunk = threadIdx.x % kChunks;
   const T* q = static_cast<const T*>(p.a.q);
   const int rows = t.n * p.group;
 #pragma unroll
-  for (int i = 0; i < kBlockM / kRowsPerPass; ++i) {
+  for (int i = 0; i < BLOCK_M / kRowsPerPass; ++i) {
     const int r = threadIdx.x / kChunks + i * kRowsPerPass;
     const int packed = t.row0 + r;
     const bool valid = packed < rows;
@@ -223,11 +228,19 @@ __device__ __forceinline__ void load_kv(const char* src, const std::int64_t* tab
 
 // POSITIVE_SCALE: scores are scaled inside the exponent (one FFMA) and the row maxima taken on
 // raw scores; otherwise the scores are scaled first.
-template <typename T, int D, bool POSITIVE_SCALE>
+template <typename T, int D, int BLOCK_M, bool POSITIVE_SCALE>
 __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
+  constexpr int kWarpM = BLOCK_M / kWarps;  // rows per warp
+  constexpr int kMTiles = kWarpM / 16;
+  static_assert(kWarpM % 16 == 0 && kMTiles >= 1);
+  // The 64-row kernels run where the time is the critical path of single CTAs (small grids): they
+  // read the three lengths in one round trip and send Q before reading the block table. The
+  // 128-row kernels keep the order they were measured with (their allocation sits at 254 of 255
+  // registers, and the early start moved it).
+  constexpr bool kEarlyStart = BLOCK_M == kSmallBlockM;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq = reinterpret_cast<T*>(smem_raw);
-  T* const sk = sq + kBlockM * D;
+  T* const sk = sq + BLOCK_M * D;
   T* const sv = sk + 2 * kBlockN * D;
   // Pipeline of the KV gather, per 64-token tile j of the loop: its pages are copied into
   // s_page[j & 1] (cp.async, with K of tile j - 2), turned into byte offsets in s_off[j & 1] two
@@ -246,12 +259,16 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     t.kv_head = (x / p.splits) % a.kv.num_kv_heads;
     t.b = x / (p.splits * a.kv.num_kv_heads);
   }
-  t.row0 = (p.m_blocks - 1 - int(blockIdx.z)) * kBlockM;  // longest-running tiles first
+  t.row0 = (p.m_blocks - 1 - int(blockIdx.z)) * BLOCK_M;  // longest-running tiles first
   t.q0 = a.q_offsets[t.b];
   t.n = a.q_offsets[t.b + 1] - t.q0;
+  int len = 0;
+  // Read before the exit test, the length need not wait for the offsets.
+  if constexpr (kEarlyStart) len = a.kv.seq_lens[t.b];
   if (t.row0 >= t.n * p.group) return;
-  t.prefix = a.kv.seq_lens[t.b] - t.n;
-  t.pos_hi = t.prefix + min((t.row0 + kBlockM - 1) / p.group, t.n - 1);
+  if constexpr (!kEarlyStart) len = a.kv.seq_lens[t.b];
+  t.prefix = len - t.n;
+  t.pos_hi = t.prefix + min((t.row0 + BLOCK_M - 1) / p.group, t.n - 1);
 
   const int tiles_all = t.pos_hi / kBlockN + 1;
   int tile_begin = 0, tile_end = tiles_all;
@@ -287,6 +304,9 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   const char* const gv = static_cast<const char*>(a.kv.v) + chunk_bytes;
   const int num_tiles = tile_end - tile_begin;
   if (num_tiles > 0) {
+    // Q needs only the offsets: with an early start its copies fly while the block table is
+    // read. Either way they complete with K's group.
+    if constexpr (kEarlyStart) load_q<T, D, BLOCK_M>(p, t, sq);
     // Offsets of iteration j's tile live in s_off[j & 1], written two iterations ahead.
     if (threadIdx.x < kBlockN) {
       store_offset<T>(p, t, s_off, tile_begin, *page_entry(p, t, tile_begin));
@@ -294,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
         store_offset<T>(p, t, s_off + kBlockN, tile_begin + 1, *page_entry(p, t, tile_begin + 1));
     }
     __syncthreads();
-    load_q<T, D>(p, t, sq);
+    if constexpr (!kEarlyStart) load_q<T, D, BLOCK_M>(p, t, sq);
     load_kv<T, D>(gk, s_off, sk);
     if (num_tiles > 2 && threadIdx.x < kBlockN)
       prefetch_page(p, t, s_page + threadIdx.x, tile_begin + 2);
@@ -315,7 +335,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     }
     cp_async_commit();
 
-    // S = Q K^T for this warp's 32 rows x 64 keys.
+    // S = Q K^T for this warp's kWarpM rows x 64 keys.
     float s[kMTiles][kNTiles][4];
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
@@ -600,36 +620,43 @@ __global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
 }
 
 // Raises the kernel's dynamic shared-memory limit once per device.
-template <typename T, int D, bool POSITIVE_SCALE>
+template <typename T, int D, int BLOCK_M, bool POSITIVE_SCALE>
 Status allow_smem() {
   static std::atomic<std::uint64_t> done{0};
   int device = 0;
   TIERKV_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   const std::uint64_t bit = device < 64 ? (std::uint64_t{1} << device) : 0;
   if (bit != 0 && (done.load(std::memory_order_relaxed) & bit) != 0) return Status::Ok();
-  TIERKV_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(prefill_kernel<T, D, POSITIVE_SCALE>,
+  TIERKV_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(prefill_kernel<T, D, BLOCK_M, POSITIVE_SCALE>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   smem_bytes<D>()));
+                                                   smem_bytes<D, BLOCK_M>()));
   done.fetch_or(bit, std::memory_order_relaxed);  // a repeat of the idempotent call is harmless
   return Status::Ok();
 }
 
-template <typename T, int D, bool POSITIVE_SCALE>
+template <typename T, int D, int BLOCK_M, bool POSITIVE_SCALE>
 Status launch_main(const Params& p, cudaStream_t stream) {
-  TIERKV_RETURN_IF_ERROR((allow_smem<T, D, POSITIVE_SCALE>()));
+  TIERKV_RETURN_IF_ERROR((allow_smem<T, D, BLOCK_M, POSITIVE_SCALE>()));
   const dim3 grid(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
                   static_cast<unsigned>(p.m_blocks));
-  prefill_kernel<T, D, POSITIVE_SCALE><<<grid, kThreads, smem_bytes<D>(), stream>>>(p);
+  prefill_kernel<T, D, BLOCK_M, POSITIVE_SCALE>
+      <<<grid, kThreads, smem_bytes<D, BLOCK_M>(), stream>>>(p);
   TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
   return Status::Ok();
 }
 
+template <typename T, int D, int BLOCK_M>
+Status launch_tile(const Params& p, cudaStream_t stream) {
+  if (p.scale_log2 > 0) return launch_main<T, D, BLOCK_M, true>(p, stream);
+  return launch_main<T, D, BLOCK_M, false>(p, stream);
+}
+
 template <typename T, int D>
 Status launch(const Params& p, cudaStream_t stream) {
-  if (p.scale_log2 > 0) {
-    TIERKV_RETURN_IF_ERROR((launch_main<T, D, true>(p, stream)));
+  if (p.a.plan.tile_rows == kSmallBlockM) {
+    TIERKV_RETURN_IF_ERROR((launch_tile<T, D, kSmallBlockM>(p, stream)));
   } else {
-    TIERKV_RETURN_IF_ERROR((launch_main<T, D, false>(p, stream)));
+    TIERKV_RETURN_IF_ERROR((launch_tile<T, D, kLargeBlockM>(p, stream)));
   }
   if (p.splits > 1) {
     const auto blocks = static_cast<unsigned>((p.rows + 3) / 4);
@@ -664,9 +691,14 @@ Status launch_prefill_attention(const PrefillAttentionArgs& args, int /*sm_count
                          " (1..8 supported)");
   }
   p.scale_log2 = args.sm_scale * kLog2e;
+  const std::int64_t block_m = args.plan.tile_rows;
+  if (block_m != kSmallBlockM && block_m != kLargeBlockM) {
+    return invalid_argument("prefill attention: the plan's tile_rows (" + std::to_string(block_m) +
+                            ") is neither 64 nor 128");
+  }
   // The plan records the grid: m_blocks x batch x kv_heads x splits CTAs.
   const std::int64_t m_blocks =
-      (std::int64_t{args.plan.max_q_tokens} * p.group + kBlockM - 1) / kBlockM;
+      (std::int64_t{args.plan.max_q_tokens} * p.group + block_m - 1) / block_m;
   const std::int64_t base = m_blocks * args.kv.batch * args.kv.num_kv_heads;
   if (m_blocks < 1 || m_blocks > 65535 || args.plan.work_items < base ||
       args.plan.work_items % base != 0 || args.plan.work_items / base > kMaxSplits) {
