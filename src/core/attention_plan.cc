@@ -76,7 +76,9 @@ struct Choice {
 //    blocks per multiprocessor, so one block's prologue hides behind another's stream) beyond,
 //    and head-fused blocks of 8 heads (whole pages, 1-2% faster) once they alone fill the device.
 //  - Skewed lengths: the longest sequence in 16 fixed splits, middle pipeline, so that no block
-//    of a long sequence streams alone at the end.
+//    of a long sequence streams alone at the end; the last block of a sequence's splits merges
+//    them (1-1.5% faster than the second kernel at batch 8 / 32 / 128). Uniform batches keep the
+//    second kernel: at batch 1 the two merges are within 1% (docs/decode-attention-notes.md, V4).
 Choice choose(const DeviceInfo& device, const PagedKvLayer& kv, std::span<const std::int32_t> lens,
               std::int32_t max_len, const DecodePlanOptions& opt) {
   const std::int32_t sms = std::max(device.compute_units, 1);
@@ -84,12 +86,10 @@ Choice choose(const DeviceInfo& device, const PagedKvLayer& kv, std::span<const 
   const std::int64_t units = std::int64_t(kv.batch) * kv.num_kv_heads;
   const std::int32_t most_splits = std::max(1, max_len / 64);  // at least 64 tokens a split
   Choice c;
-  // Fixed-length splits merge through the workspace: by a second kernel unless the last-block
-  // merge was asked for (it is not measured yet, so the planner does not pick it by itself).
-  const DecodeMerge by_workspace = opt.merge == DecodeMerge::kWorkspaceLast
-                                       ? DecodeMerge::kWorkspaceLast
-                                       : DecodeMerge::kWorkspace;
-  const auto fixed = [&](std::int32_t splits) {
+  // Fixed-length splits merge through the workspace: by a second kernel, or by the last block of
+  // each sequence's splits where that measured faster (skewed batches) or was asked for.
+  const auto fixed = [&](std::int32_t splits, DecodeMerge by_workspace = DecodeMerge::kWorkspace) {
+    if (opt.merge && workspace_merge(*opt.merge)) by_workspace = *opt.merge;
     c.merge = splits > 1 ? by_workspace : DecodeMerge::kNone;
     c.tokens_per_split = round_up((max_len + splits - 1) / splits, kTile);
     c.splits = (max_len + c.tokens_per_split - 1) / c.tokens_per_split;
@@ -120,7 +120,7 @@ Choice choose(const DeviceInfo& device, const PagedKvLayer& kv, std::span<const 
   mean /= static_cast<double>(lens.size());
   if (max_len > 1.5 * mean && opt.merge != DecodeMerge::kNone &&
       opt.merge != DecodeMerge::kCluster) {
-    fixed(std::min(16, most_splits));
+    fixed(std::min(16, most_splits), DecodeMerge::kWorkspaceLast);
     c.pipeline = opt.pipeline.value_or(2);
     return c;
   }
