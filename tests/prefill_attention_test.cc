@@ -320,10 +320,17 @@ TEST_P(PrefillAttention, BothQueryTilesWithForcedSplits) {
           for (std::int32_t splits : {0, 1, 3}) {
             // The CPU backend runs the reference whatever the tile: one case checks the API.
             if (!thorough() && !(t == DType::kBF16 && d == 128 && g == 4 && splits == 3)) continue;
+            // Both tile orders and launches, alternating over the cases.
+            const bool balanced = (splits + tile / 64 + g) % 2 == 0;
+            const bool pdl = (splits + d / 64) % 2 == 0;
             SCOPED_TRACE(case_name(c) + " tile " + std::to_string(tile) + " splits " +
-                         std::to_string(splits));
+                         std::to_string(splits) + (balanced ? " balanced" : " longest first") +
+                         (pdl ? " pdl" : ""));
             run_and_check(c, seqs, seeds(), nullptr, View::kPacked, 0.0f,
-                          PrefillPlanOptions{.splits = splits, .tile_rows = tile});
+                          PrefillPlanOptions{.splits = splits,
+                                             .tile_rows = tile,
+                                             .balanced_order = balanced,
+                                             .programmatic_launch = pdl});
           }
         }
       }
@@ -525,7 +532,21 @@ TEST(PrefillPlan, SixtyFourRowTilesForSmallGridsOverShortKv) {
     EXPECT_EQ(prefill_kv_splits(plan, kv.num_kv_heads), w.splits);
     EXPECT_EQ(plan.work_items, w.chunk * 4 / w.tile_rows * 8 * w.splits);
     EXPECT_EQ(plan.workspace_bytes > 0, w.splits > 1);
+    // The grids resident at once (at most two CTAs per multiprocessor) pair long tiles with short.
+    EXPECT_EQ(plan.balanced_order, plan.work_items <= 2 * h100.compute_units);
+    EXPECT_TRUE(plan.programmatic_launch);
   }
+  // 512 over 0 is one such grid: 256 CTAs of 64 rows on 132 multiprocessors.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan small,
+                       plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{512},
+                                              std::vector<std::int32_t>{512}));
+  EXPECT_TRUE(small.balanced_order);
+  // The CPU backend launches nothing: neither applies.
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan cpu,
+                       plan_prefill_attention(DeviceInfo{}, kv, 32, std::vector<std::int32_t>{512},
+                                              std::vector<std::int32_t>{512}));
+  EXPECT_FALSE(cpu.balanced_order);
+  EXPECT_FALSE(cpu.programmatic_launch);
 }
 
 TEST(PrefillPlan, OptionsForceTheTileAndTheSplits) {

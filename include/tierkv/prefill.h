@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <type_traits>
 
@@ -33,13 +34,24 @@ struct PrefillPlan {
   std::int32_t work_items = 0;      // kernel-specific: tiles the run launches
   std::int32_t tile_rows = 128;     // packed query rows per CUDA tile: 64 or 128
   std::size_t workspace_bytes = 0;  // device workspace the run needs (may be 0)
+  // CUDA: the order the query tiles start in. false: longest first (best when the grid takes
+  // several waves); true, for grids resident at once: the longer half longest first, then the
+  // shorter half shortest first, so that the two CTAs sharing a multiprocessor (CTA i and CTA
+  // i + SMs in the block scheduler's breadth-first placement) have about equal work together.
+  bool balanced_order = false;
+  // CUDA: launch as a programmatic dependent of the previous kernel on the stream. The kernels
+  // wait for it to finish before touching memory, so stream order is kept; their launch and
+  // block placement overlap its tail.
+  bool programmatic_launch = false;
 };
 static_assert(std::is_trivially_copyable_v<PrefillPlan>);
 
 // Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose.
 struct PrefillPlanOptions {
-  std::int32_t splits = 0;     // > 0: exactly this many KV splits per query tile (1..32)
-  std::int32_t tile_rows = 0;  // > 0: query tiles of this many packed rows (64 or 128)
+  std::int32_t splits = 0;             // > 0: exactly this many KV splits per query tile (1..32)
+  std::int32_t tile_rows = 0;          // > 0: query tiles of this many packed rows (64 or 128)
+  std::optional<bool> balanced_order;  // see PrefillPlan
+  std::optional<bool> programmatic_launch;  // see PrefillPlan
 };
 
 // InvalidArgument for a bad shape, q_lens[b] < 1, q_lens[b] > seq_lens[b], spans whose size is

@@ -164,6 +164,10 @@ Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const Paged
   const std::int64_t items = m_blocks * kv.batch * kv.num_kv_heads * splits;
   if (items > INT32_MAX) return out_of_range("prefill plan: more than 2^31 work items");
   plan.work_items = static_cast<std::int32_t>(items);
+  const bool cuda = device.backend == BackendKind::kCuda && device.compute_units > 0;
+  plan.balanced_order = options.balanced_order.value_or(
+      cuda && items <= kCtasPerSm * std::int64_t{device.compute_units});
+  plan.programmatic_launch = options.programmatic_launch.value_or(cuda);
   if (splits > 1) {
     const std::size_t rows = std::size_t(total) * std::size_t(num_q_heads) * std::size_t(splits);
     const std::size_t o_bytes = (rows * std::size_t(kv.head_dim) * sizeof(float) + 255) / 256 * 256;

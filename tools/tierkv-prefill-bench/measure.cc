@@ -157,6 +157,8 @@ Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Opti
   m.work_items = plan.work_items;
   m.tile_rows = plan.tile_rows;
   m.splits = prefill_kv_splits(plan, spec.num_kv_heads);
+  m.balanced_order = plan.balanced_order;
+  m.programmatic_launch = plan.programmatic_launch;
   m.workspace_bytes = plan.workspace_bytes;
   auto checked = verify(stream, inputs[0]);
   if (checked.ok()) {

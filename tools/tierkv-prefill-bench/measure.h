@@ -18,8 +18,10 @@ struct Measurement {
   int sets = 0;   // input sets rotated through
   int calls = 0;  // launches per replay
   std::int32_t work_items = 0;
-  std::int32_t tile_rows = 0;  // packed query rows per tile of the plan
-  std::int32_t splits = 0;     // KV splits per query tile of the plan
+  std::int32_t tile_rows = 0;        // packed query rows per tile of the plan
+  std::int32_t splits = 0;           // KV splits per query tile of the plan
+  bool balanced_order = false;       // the plan's tile order
+  bool programmatic_launch = false;  // the plan's launch
   std::size_t workspace_bytes = 0;
   double rel_l2_error = 0;  // sampled rows against the CPU reference
   std::string error;        // why the output failed its check (the timing is kept)

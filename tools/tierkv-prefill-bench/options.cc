@@ -45,6 +45,15 @@ int parse_options(int argc, char** argv, Options& opts) {
                  "KV splits per query tile: 1..32, or 0 for the planner's choice")
       ->capture_default_str()
       ->check(CLI::Range(0, 32));
+  std::string order = "auto", pdl = "auto";
+  app.add_option("--order", order,
+                 "query tiles start longest first (longest), paired long with short "
+                 "(balanced), or as planned (auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "longest", "balanced"}));
+  app.add_option("--pdl", pdl, "programmatic dependent launch on, off, or as planned (auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--warmup", opts.warmup, "untimed graph replays before each measurement")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
@@ -67,6 +76,8 @@ int parse_options(int argc, char** argv, Options& opts) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  if (order != "auto") opts.plan.balanced_order = order == "balanced";
+  if (pdl != "auto") opts.plan.programmatic_launch = pdl == "on";
 
   auto resolved = bench::resolve_shape(shape);
   if (!resolved.ok()) {

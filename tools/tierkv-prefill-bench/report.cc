@@ -4,9 +4,15 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace tierkv::prefill_bench {
+namespace {
+bool overridden(const PrefillPlanOptions& o) {
+  return o.tile_rows > 0 || o.splits > 0 || o.balanced_order || o.programmatic_launch;
+}
+}  // namespace
 
 RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
   RunInfo r;
@@ -30,10 +36,16 @@ std::string render_table(const RunInfo& run, const Options& opts,
                 opts.model.page_tokens, opts.layout == KvLayout::kNHD ? "nhd" : "hnd",
                 opts.peak_tflops, opts.reps);
   out += line;
-  if (opts.plan.tile_rows > 0 || opts.plan.splits > 0) {
-    std::snprintf(line, sizeof line, "plan overridden: tile rows %s, splits %s\n\n",
+  if (overridden(opts.plan)) {
+    const auto flag = [](const std::optional<bool>& v, const char* on, const char* off) {
+      return v ? (*v ? on : off) : "auto";
+    };
+    std::snprintf(line, sizeof line,
+                  "plan overridden: tile rows %s, splits %s, order %s, dependent launch %s\n\n",
                   opts.plan.tile_rows > 0 ? std::to_string(opts.plan.tile_rows).c_str() : "auto",
-                  opts.plan.splits > 0 ? std::to_string(opts.plan.splits).c_str() : "auto");
+                  opts.plan.splits > 0 ? std::to_string(opts.plan.splits).c_str() : "auto",
+                  flag(opts.plan.balanced_order, "balanced", "longest"),
+                  flag(opts.plan.programmatic_launch, "on", "off"));
     out += line;
   }
   out +=
@@ -74,6 +86,8 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                      {"work_items", m.work_items},
                      {"tile_rows", m.tile_rows},
                      {"kv_splits", m.splits},
+                     {"balanced_order", m.balanced_order},
+                     {"programmatic_launch", m.programmatic_launch},
                      {"workspace_bytes", m.workspace_bytes},
                      {"sets", m.sets},
                      {"calls", m.calls},
@@ -84,8 +98,13 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                      {"floor_us", m.flops / (opts.peak_tflops * 1e6)},
                      {"rel_l2_error", m.rel_l2_error}};
     // Set only when the run overrode the planner (0: its choice).
-    if (opts.plan.tile_rows > 0 || opts.plan.splits > 0) {
+    if (overridden(opts.plan)) {
       j["plan_override"] = {{"tile_rows", opts.plan.tile_rows}, {"splits", opts.plan.splits}};
+      if (opts.plan.balanced_order)
+        j["plan_override"]["balanced_order"] = *opts.plan.balanced_order;
+      if (opts.plan.programmatic_launch) {
+        j["plan_override"]["programmatic_launch"] = *opts.plan.programmatic_launch;
+      }
     }
     if (!m.error.empty()) j["error"] = m.error;
     lines.push_back(j.dump());

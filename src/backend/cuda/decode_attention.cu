@@ -37,6 +37,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace tierkv::cuda {
@@ -136,15 +137,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr)
                : "memory");
-}
-
-// Programmatic dependent launch: wait for the grid this one depends on (a no-op when the launch
-// had no such dependency), and let the next grid start its blocks early.
-__device__ __forceinline__ void wait_for_prerequisite_grid() {
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-}
-__device__ __forceinline__ void allow_dependent_grid() {
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
 template <typename T>
@@ -908,11 +900,7 @@ Status launch_with_merge(Kernel kernel, dim3 grid, dim3 block, int smem_bytes,
     attrs[n].val.clusterDim.z = 1;
     ++n;
   }
-  if (a.plan.programmatic_launch) {
-    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
+  if (a.plan.programmatic_launch) attrs[n++] = programmatic_launch_attribute();
   cfg.attrs = attrs;
   cfg.numAttrs = n;
   TIERKV_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, a, p));
@@ -923,9 +911,7 @@ Status launch_with_merge(Kernel kernel, dim3 grid, dim3 block, int smem_bytes,
   mcfg.gridDim = dim3(static_cast<unsigned>(a.kv.batch * a.num_q_heads));
   mcfg.blockDim = dim3(D);
   mcfg.stream = stream;
-  cudaLaunchAttribute pdl;
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute pdl = programmatic_launch_attribute();
   mcfg.attrs = &pdl;
   mcfg.numAttrs = 1;
   TIERKV_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&mcfg, merge, a));

@@ -30,6 +30,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace tierkv::cuda {
@@ -52,6 +53,7 @@ struct Params {
   int group = 0;              // query heads per KV head
   int splits = 1;             // KV splits per tile
   int m_blocks = 0;           // CTAs along the longest chunk's packed rows
+  int balanced = 0;           // PrefillPlan::balanced_order
   int page_shift = -1;        // log2(page_tokens) when a power of two, else -1
   std::int64_t rows = 0;      // total_q_tokens * num_q_heads
   float* part_o = nullptr;    // [splits][rows][head_dim] when splits > 1
@@ -252,6 +254,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   constexpr int kDTiles = D / 8;                             // n8 tiles of the output
 
   const PrefillAttentionArgs& a = p.a;
+  wait_for_prerequisite_grid();  // nothing before this line touches global memory
+  allow_dependent_grid();
   Tile t;
   {
     const int x = blockIdx.x;
@@ -259,7 +263,13 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     t.kv_head = (x / p.splits) % a.kv.num_kv_heads;
     t.b = x / (p.splits * a.kv.num_kv_heads);
   }
-  t.row0 = (p.m_blocks - 1 - int(blockIdx.z)) * BLOCK_M;  // longest-running tiles first
+  {
+    // Longest-running tiles first; balanced: the longer half longest first, then the shorter
+    // half shortest first (see PrefillPlan::balanced_order).
+    const int z = blockIdx.z, half = (p.m_blocks + 1) / 2;
+    const int tile = !p.balanced || z < half ? p.m_blocks - 1 - z : z - half;
+    t.row0 = tile * BLOCK_M;
+  }
   t.q0 = a.q_offsets[t.b];
   t.n = a.q_offsets[t.b + 1] - t.q0;
   int len = 0;
@@ -589,6 +599,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 template <typename T, int D>
 __global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
   constexpr int kPer = D / 32;
+  wait_for_prerequisite_grid();
+  allow_dependent_grid();
   const std::int64_t row = std::int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
   if (row >= p.rows) return;
   const int lane = threadIdx.x % 32;
@@ -637,11 +649,17 @@ Status allow_smem() {
 template <typename T, int D, int BLOCK_M, bool POSITIVE_SCALE>
 Status launch_main(const Params& p, cudaStream_t stream) {
   TIERKV_RETURN_IF_ERROR((allow_smem<T, D, BLOCK_M, POSITIVE_SCALE>()));
-  const dim3 grid(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
-                  static_cast<unsigned>(p.m_blocks));
-  prefill_kernel<T, D, BLOCK_M, POSITIVE_SCALE>
-      <<<grid, kThreads, smem_bytes<D, BLOCK_M>(), stream>>>(p);
-  TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(p.a.kv.batch * p.a.kv.num_kv_heads * p.splits), 1,
+                     static_cast<unsigned>(p.m_blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem_bytes<D, BLOCK_M>();
+  cfg.stream = stream;
+  cudaLaunchAttribute pdl = programmatic_launch_attribute();
+  cfg.attrs = &pdl;
+  cfg.numAttrs = p.a.plan.programmatic_launch ? 1 : 0;
+  TIERKV_CUDA_RETURN_IF_ERROR(
+      cudaLaunchKernelEx(&cfg, prefill_kernel<T, D, BLOCK_M, POSITIVE_SCALE>, p));
   return Status::Ok();
 }
 
@@ -659,9 +677,14 @@ Status launch(const Params& p, cudaStream_t stream) {
     TIERKV_RETURN_IF_ERROR((launch_tile<T, D, kLargeBlockM>(p, stream)));
   }
   if (p.splits > 1) {
-    const auto blocks = static_cast<unsigned>((p.rows + 3) / 4);
-    prefill_merge_kernel<T, D><<<blocks, 128, 0, stream>>>(p);
-    TIERKV_CUDA_RETURN_IF_LAUNCH_ERROR();
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>((p.rows + 3) / 4));
+    cfg.blockDim = dim3(128);
+    cfg.stream = stream;
+    cudaLaunchAttribute pdl = programmatic_launch_attribute();
+    cfg.attrs = &pdl;
+    cfg.numAttrs = 1;  // it waits for the main kernel before reading the partials
+    TIERKV_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, prefill_merge_kernel<T, D>, p));
   }
   return Status::Ok();
 }
@@ -707,6 +730,7 @@ Status launch_prefill_attention(const PrefillAttentionArgs& args, int /*sm_count
         ") do not match this kernel's tiling; make the plan with plan_prefill_attention");
   }
   p.m_blocks = static_cast<int>(m_blocks);
+  p.balanced = args.plan.balanced_order ? 1 : 0;
   p.splits = static_cast<int>(args.plan.work_items / base);
   p.rows = std::int64_t{args.plan.total_q_tokens} * args.num_q_heads;
   const int pt = args.kv.page_tokens;
