@@ -534,13 +534,25 @@ TEST(PrefillPlan, SixtyFourRowTilesForSmallGridsOverShortKv) {
     EXPECT_EQ(plan.workspace_bytes > 0, w.splits > 1);
     // The grids resident at once (at most two CTAs per multiprocessor) pair long tiles with short.
     EXPECT_EQ(plan.balanced_order, plan.work_items <= 2 * h100.compute_units);
-    EXPECT_TRUE(plan.programmatic_launch);
+    // No dependent launch where the pairing decides the time (it would undo it).
+    EXPECT_EQ(plan.programmatic_launch,
+              !(plan.balanced_order && plan.work_items > h100.compute_units));
   }
-  // 512 over 0 is one such grid: 256 CTAs of 64 rows on 132 multiprocessors.
-  ASSERT_OK_AND_ASSIGN(const PrefillPlan small,
-                       plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{512},
-                                              std::vector<std::int32_t>{512}));
+  // 512 over 0 is one such grid: 256 CTAs of 64 rows on 132 multiprocessors; 256 over 0 has a
+  // multiprocessor per CTA and keeps the dependent launch; 1024 over 0 takes two waves.
+  const auto plan_of = [&](std::int32_t chunk) {
+    return plan_prefill_attention(h100, kv, 32, std::vector<std::int32_t>{chunk},
+                                  std::vector<std::int32_t>{chunk});
+  };
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan small, plan_of(512));
   EXPECT_TRUE(small.balanced_order);
+  EXPECT_FALSE(small.programmatic_launch);
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan tiny, plan_of(256));
+  EXPECT_TRUE(tiny.balanced_order);
+  EXPECT_TRUE(tiny.programmatic_launch);
+  ASSERT_OK_AND_ASSIGN(const PrefillPlan waves, plan_of(1024));
+  EXPECT_FALSE(waves.balanced_order);
+  EXPECT_TRUE(waves.programmatic_launch);
   // The CPU backend launches nothing: neither applies.
   ASSERT_OK_AND_ASSIGN(const PrefillPlan cpu,
                        plan_prefill_attention(DeviceInfo{}, kv, 32, std::vector<std::int32_t>{512},
