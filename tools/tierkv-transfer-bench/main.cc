@@ -1,6 +1,7 @@
 // tierkv-transfer-bench: KV page moves between pinned host memory and a device page pool through
 // every copy path, both directions at once, and a prefill GEMM beside a load. Prints a report and
 // writes JSON Lines (--json).
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -38,7 +39,10 @@ Status run(Backend& backend, const Options& opts, Results& r) {
   TIERKV_ASSIGN_OR_RETURN(
       Arena arena, make_arena(backend, *stream, opts.total_bytes(), opts.pool_bytes(), opts.seed));
   bench::Progress progress("tierkv-transfer-bench", opts.quiet);
+  const auto created = std::chrono::steady_clock::now();
   TIERKV_ASSIGN_OR_RETURN(auto engine, TransferEngine::create(backend, TransferOptions{}));
+  r.engine_create_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - created).count();
   r.engine_costs = engine->costs();
   Bench b{backend, *stream, *other, opts, arena, progress, engine.get()};
   const Status s = run_sections(b, r);

@@ -59,7 +59,8 @@ void header(std::string& out, const RunInfo& run, const Options& opts, const Res
   add(out, "\nOne large copy (%zu MiB, the ceiling): h2d %.2f GB/s, d2h %.2f GB/s\n",
       opts.total_mib, r.large_gbps(true), r.large_gbps(false));
   const PathCosts& c = r.engine_costs;
-  add(out, "Transfer engine's calibration (h2d GB/s by run size; fixed cost):\n");
+  add(out, "Transfer engine's calibration (h2d GB/s by run size; fixed cost; %.0f ms in all):\n",
+      r.engine_create_ms);
   for (const auto* curve : {&c.copy_engine, &c.sm_kernel}) {
     add(out, "  %-12s", curve == &c.copy_engine ? "copy engine" : "SM kernel");
     for (const auto& [bytes, gbps] : curve->points)

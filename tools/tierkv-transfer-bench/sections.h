@@ -70,8 +70,9 @@ struct Results {
   std::vector<BidirRow> bidir;
   std::optional<GemmAlone> gemm;
   std::vector<GemmRow> gemm_rows;
-  std::string gemm_skipped;  // why the GEMM section did not run, when it did not
-  PathCosts engine_costs;    // what the transfer engine measured when it was created
+  std::string gemm_skipped;     // why the GEMM section did not run, when it did not
+  PathCosts engine_costs;       // what the transfer engine measured when it was created
+  double engine_create_ms = 0;  // wall time of creating it, calibration included
 
   // GB/s of the one large copy in that direction (0 when not measured).
   double large_gbps(bool to_device) const;
