@@ -255,6 +255,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 
   const PrefillAttentionArgs& a = p.a;
   wait_for_prerequisite_grid();  // nothing before this line touches global memory
+  allow_dependent_grid();
   Tile t;
   {
     const int x = blockIdx.x;
@@ -529,10 +530,6 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
     // previous iteration, and the next iteration's first barrier publishes the new ones.
   }
-  // A dependent launch may place its CTAs once every CTA here is past its loop: late enough that
-  // they do not take the slots of this grid's first short tiles (which would undo the balanced
-  // pairing), early enough to hide the launch behind the last tiles' epilogues.
-  allow_dependent_grid();
 
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi) {
