@@ -32,13 +32,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <string>
-#include <type_traits>
 
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace tierkv::cuda {
 namespace {
@@ -66,78 +66,6 @@ struct Params {
 };
 
 // ---------------------------------------------------------------- device helpers
-
-template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    return u;
-  }
-};
-template <>
-struct Mma<__half> {
-  static __device__ __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    return u;
-  }
-};
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; zero-fills when !valid (src is then not read).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-// The same, asking L2 to fetch the surrounding 256 bytes (a whole head row at dim 128).
-__device__ __forceinline__ void cp_async16_l2_256(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
 
 template <typename T>
 __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
@@ -629,17 +557,6 @@ struct FusedLayout {
   static constexpr int kPerThread = kTile * HB * kChunks / kThreads;
 };
 
-template <typename T>
-__device__ __forceinline__ void store_one(T* dst, float v);
-template <>
-__device__ __forceinline__ void store_one<__nv_bfloat16>(__nv_bfloat16* dst, float v) {
-  *dst = __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ void store_one<__half>(__half* dst, float v) {
-  *dst = __float2half_rn(v);
-}
-
 template <typename T, int D, int STAGES, int HB>
 __global__ void __launch_bounds__(HB * 32, 1)
     decode_fused_kernel(const DecodeAttentionArgs a, const Params p) {
@@ -780,12 +697,12 @@ __global__ void __launch_bounds__(HB * 32, 1)
     for (int mt = 0; mt < kMTiles; ++mt) {
       const int d = 16 * mt + row;
       if (g_lo < group) {
-        store_one(out + row_lo * D + d, o[mt][0] * inv_lo);
-        store_one(out + row_lo * D + d + 8, o[mt][2] * inv_lo);
+        out[row_lo * D + d] = from_float<T>(o[mt][0] * inv_lo);
+        out[row_lo * D + d + 8] = from_float<T>(o[mt][2] * inv_lo);
       }
       if (g_hi < group) {
-        store_one(out + row_hi * D + d, o[mt][1] * inv_hi);
-        store_one(out + row_hi * D + d + 8, o[mt][3] * inv_hi);
+        out[row_hi * D + d] = from_float<T>(o[mt][1] * inv_hi);
+        out[row_hi * D + d + 8] = from_float<T>(o[mt][3] * inv_hi);
       }
     }
   } else {
@@ -854,11 +771,7 @@ __global__ void __launch_bounds__(D) decode_merge_kernel(const DecodeAttentionAr
     out = fmaf(w, o[std::size_t(s) * D], out);
   }
   const float v = out / sum;
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    static_cast<T*>(a.out)[row_id * D + threadIdx.x] = __float2bfloat16_rn(v);
-  } else {
-    static_cast<T*>(a.out)[row_id * D + threadIdx.x] = __float2half_rn(v);
-  }
+  static_cast<T*>(a.out)[row_id * D + threadIdx.x] = from_float<T>(v);
 }
 
 // ---------------------------------------------------------------- launchers

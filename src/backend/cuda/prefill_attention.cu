@@ -29,9 +29,11 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 
 namespace tierkv::cuda {
 namespace {
@@ -59,71 +61,6 @@ struct Params {
   float* part_o = nullptr;    // [splits][rows][head_dim] when splits > 1
   float* part_lse = nullptr;  // [splits][rows], base 2
 };
-
-template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4],
-                                             std::uint32_t b0, std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) {
-    return __float2bfloat16_rn(v);
-  }
-};
-template <>
-struct Mma<__half> {
-  static __device__ __forceinline__ void run(float (&c)[4], const std::uint32_t (&a)[4],
-                                             std::uint32_t b0, std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const std::uint32_t*>(&v);
-  }
-  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
-};
-
-__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; zero-fills the destination when !valid (src unread).
-__device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 
 __device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
   float y;
@@ -170,7 +107,7 @@ __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
       src =
           q + (std::int64_t(t.q0 + j) * p.a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
     }
-    cp_async_16(smem_addr(sq + swizzle<D>(r, chunk)), src, valid);
+    cp_async16(smem_addr(sq + swizzle<D>(r, chunk)), src, valid);
   }
 }
 
@@ -363,12 +300,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       std::uint32_t qa[kMTiles][4];
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi) {
-        ldmatrix_x4(qa[mi], q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4));
+        ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qa[mi]);
       }
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         std::uint32_t kb[4];
-        ldmatrix_x4(kb, k_base + np * 16 * D * 2 + (((2 * kk + ((lane >> 3) & 1)) ^ sw) << 4));
+        ldmatrix_x4(k_base + np * 16 * D * 2 + (((2 * kk + ((lane >> 3) & 1)) ^ sw) << 4), kb);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
           Mma<T>::run(s[mi][2 * np], qa[mi], kb[0], kb[1]);
@@ -519,7 +456,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 #pragma unroll
       for (int np = 0; np < kDTiles / 2; ++np) {
         std::uint32_t vb[4];
-        ldmatrix_x4_trans(vb, v_base + kk * 16 * D * 2 + (((2 * np + (lane >> 4)) ^ sw) << 4));
+        ldmatrix_x4_trans(v_base + kk * 16 * D * 2 + (((2 * np + (lane >> 4)) ^ sw) << 4), vb);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
           Mma<T>::run(o[mi][2 * np], pa[mi], vb[0], vb[1]);
@@ -628,7 +565,7 @@ __global__ void __launch_bounds__(128) prefill_merge_kernel(const Params p) {
   const float inv = 1.0f / sum;
 #pragma unroll
   for (int i = 0; i < kPer; ++i)
-    dst[i] = Mma<T>::from_float(acc[i] * inv);
+    dst[i] = from_float<T>(acc[i] * inv);
 }
 
 // Raises the kernel's dynamic shared-memory limit once per device.
