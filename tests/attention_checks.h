@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "synth/paged_batch.h"
 #include "tierkv/backend.h"
 #include "tierkv/dtype.h"
 #include "tierkv/paged_kv.h"
@@ -78,6 +79,29 @@ inline PagedKvLayer llama_kv_shape(std::int32_t batch) {
   kv.page_tokens = 16;
   kv.block_table_stride = 4096;
   return kv;
+}
+
+// For sequences whose query sees a single token (the first of its first page), each query head's
+// output is that token's V row of its KV head, bit for bit: softmax of one score is exactly 1.
+inline void expect_outputs_are_first_value(const synth::HostBatch& host, std::int32_t sequences,
+                                           std::int32_t num_q_heads, const std::string& what) {
+  const PagedKvLayer& kv = host.layer;
+  const std::int32_t group = num_q_heads / kv.num_kv_heads;
+  for (std::int32_t b = 0; b < sequences; ++b) {
+    const std::int32_t page = host.block_table[std::size_t(b) * kv.block_table_stride];
+    for (std::int32_t h = 0; h < num_q_heads; ++h) {
+      for (std::int32_t d = 0; d < kv.head_dim; ++d) {
+        const float v = load_as_float(host.v.data(), kv.offset(page, 0, h / group) + d, kv.dtype);
+        const float o = load_as_float(
+            host.out.data(), (std::size_t(b) * num_q_heads + h) * kv.head_dim + d, kv.dtype);
+        if (o != v) {
+          ADD_FAILURE() << what << ": sequence " << b << " head " << h << " dim " << d << ": " << o
+                        << " != " << v;
+          return;
+        }
+      }
+    }
+  }
 }
 
 // What a plan needs to know of the H100 test machine.
