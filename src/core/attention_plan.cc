@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/decode_workspace.h"
 #include "tierkv/attention.h"
 
 namespace tierkv {
@@ -14,7 +15,6 @@ constexpr std::int32_t kBlockWarps = 4;  // warps per block of the per-head kern
 constexpr std::int32_t kMaxClusterSplits = 16;
 constexpr std::size_t kSmemPerSm = 228 * 1024;  // H100 / H200 shared memory per multiprocessor
 constexpr std::size_t kSmemReserved = 1024;     // per block, kept by the driver
-constexpr std::size_t kWorkspaceAlign = 256;
 
 // Whether head-fused blocks of `heads` KV heads can run this layer (2, 4 and 8 heads are built).
 bool fused_fits(std::int32_t heads, const PagedKvLayer& kv) {
@@ -22,20 +22,10 @@ bool fused_fits(std::int32_t heads, const PagedKvLayer& kv) {
          kv.head_dim <= 128;
 }
 
-// The workspace of the workspace merges, mirrored by partials_of() in the CUDA kernels: arrival
-// counters first (one per (sequence, KV head): enough for any heads_per_block), then the partial
-// outputs [batch][q_heads][splits][head_dim] and their log-sum-exps [batch][q_heads][splits]. The
-// counters come first and their size depends only on the batch, so that the plans of one layer
-// shape, whatever their splits, never write partials over another plan's counters.
-std::size_t align_up(std::size_t bytes) {
-  return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
-}
-std::size_t counter_bytes(const PagedKvLayer& kv) {
-  return align_up(std::size_t(kv.batch) * kv.num_kv_heads * sizeof(std::uint32_t));
-}
-std::size_t workspace_bytes(const PagedKvLayer& kv, std::int32_t num_q_heads, std::int32_t splits) {
-  const std::size_t rows = std::size_t(kv.batch) * num_q_heads * splits;
-  return counter_bytes(kv) + align_up(rows * kv.head_dim * sizeof(float)) + rows * sizeof(float);
+// The workspace merges' layout (core/decode_workspace.h), for a layer shape and a split count.
+DecodeWorkspaceLayout workspace_layout(const PagedKvLayer& kv, std::int32_t num_q_heads,
+                                       std::int32_t splits) {
+  return decode_workspace_layout(kv.batch, kv.num_kv_heads, num_q_heads, splits, kv.head_dim);
 }
 
 bool workspace_merge(DecodeMerge m) {
@@ -258,8 +248,10 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
   plan.l2_prefetch = options.l2_prefetch.value_or(true);
   plan.programmatic_launch = options.programmatic_launch.value_or(true);
   if (workspace_merge(plan.merge)) {
-    plan.workspace_bytes = workspace_bytes(kv, num_q_heads, plan.num_splits);
-    if (plan.merge == DecodeMerge::kWorkspaceLast) plan.workspace_counter_bytes = counter_bytes(kv);
+    const DecodeWorkspaceLayout layout = workspace_layout(kv, num_q_heads, plan.num_splits);
+    plan.workspace_bytes = layout.bytes;
+    if (plan.merge == DecodeMerge::kWorkspaceLast)
+      plan.workspace_counter_bytes = layout.counter_bytes;
   }
   return plan;
 }
@@ -303,10 +295,10 @@ Status validate(const DecodeAttentionArgs& a) {
                             std::to_string(p.workspace_bytes) + " bytes of workspace");
   }
   // The kernels lay the workspace out from the shape, not from the plan's byte counts.
+  const DecodeWorkspaceLayout layout = workspace_layout(a.kv, a.num_q_heads, p.num_splits);
   if (workspace_merge(p.merge) &&
-      (p.workspace_bytes < workspace_bytes(a.kv, a.num_q_heads, p.num_splits) ||
-       (p.merge == DecodeMerge::kWorkspaceLast &&
-        p.workspace_counter_bytes != counter_bytes(a.kv)))) {
+      (p.workspace_bytes < layout.bytes || (p.merge == DecodeMerge::kWorkspaceLast &&
+                                            p.workspace_counter_bytes != layout.counter_bytes))) {
     return invalid_argument("decode attention: the plan's workspace (" +
                             std::to_string(p.workspace_bytes) + " bytes) does not fit its " +
                             std::to_string(p.num_splits) + " splits");

@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define TIERKV_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define TIERKV_HOST_DEVICE inline
-#endif
+#include "core/host_device.h"
 
 namespace tierkv {
 

@@ -39,6 +39,7 @@
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
+#include "core/decode_workspace.h"
 
 namespace tierkv::cuda {
 namespace {
@@ -77,23 +78,20 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return u;
 }
 
-// Workspace of the workspace merges: counters[batch][kv_heads] (kLastMerge; zero between runs),
-// then o[batch][q_heads][splits][head_dim] and lse[batch][q_heads][splits] (base 2), each part
-// 256-byte aligned. The planner sizes it with the same formulas (src/core/attention_plan.cc).
+// The workspace merges' parts, laid out by core/decode_workspace.h (which the planner sizes by):
+// counters[batch][kv_heads] (kLastMerge; zero between runs), o[batch][q_heads][splits][head_dim],
+// lse[batch][q_heads][splits] (base 2).
 struct Partials {
   unsigned* counters;
   float* o;
   float* lse;
 };
-__host__ __device__ inline Partials partials_of(const DecodeAttentionArgs& a) {
-  const auto align = [](std::size_t bytes) { return (bytes + 255) / 256 * 256; };
-  const std::size_t counter_bytes =
-      align(std::size_t(a.plan.batch) * a.kv.num_kv_heads * sizeof(unsigned));
-  const std::size_t rows = std::size_t(a.plan.batch) * a.num_q_heads * a.plan.num_splits;
-  const std::size_t o_bytes = align(rows * a.kv.head_dim * sizeof(float));
+__device__ __forceinline__ Partials partials_of(const DecodeAttentionArgs& a) {
+  const DecodeWorkspaceLayout l = decode_workspace_layout(
+      a.plan.batch, a.kv.num_kv_heads, a.num_q_heads, a.plan.num_splits, a.kv.head_dim);
   auto* base = static_cast<char*>(a.workspace);
-  return {reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + counter_bytes),
-          reinterpret_cast<float*>(base + counter_bytes + o_bytes)};
+  return {reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + l.counter_bytes),
+          reinterpret_cast<float*>(base + l.lse_offset)};
 }
 
 // Splits of fixed length `tps` that a sequence of `len` tokens has: the blocks of the later
