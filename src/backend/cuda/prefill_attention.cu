@@ -16,7 +16,9 @@
 //
 // The 64-row tile halves the math per KV tile (the critical path of a short causal chunk) and
 // doubles the CTAs, at the cost of twice the shared-memory fragment traffic per multiply: each K
-// and V fragment feeds one m16 tile instead of two. The plan picks it only for small grids.
+// and V fragment feeds one m16 tile instead of two. The plan picks it only for small grids. Its
+// kernels have the registers to hold their Q fragments for the whole walk, which takes the Q
+// reads out of every tile.
 //
 // When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
 // covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
@@ -270,11 +272,27 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     cp_async_commit();
   }
   const std::uint32_t q_base = smem_addr(sq) + ((warp * kWarpM + (lane & 15)) * D) * 2;
+  // The 64-row kernels keep their Q fragments in registers (D / 4 per thread), read from shared
+  // memory once, when Q has landed; the 128-row kernels have no registers to spare and read them
+  // again for every KV tile.
+  constexpr bool kQInRegisters = BLOCK_M == kSmallBlockM;
+  std::uint32_t qf[kQInRegisters ? D / 16 : 1][kMTiles][4];
   for (int it = 0; it < num_tiles; ++it) {
     const int tile = tile_begin + it;
     const int stage = it & 1;
     cp_async_wait<1>();  // K[it] (and Q) landed
     __syncthreads();     // ... for every thread; and all are done with K[it - 1]
+    if constexpr (kQInRegisters) {
+      if (it == 0) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+          for (int mi = 0; mi < kMTiles; ++mi) {
+            ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qf[kk][mi]);
+          }
+        }
+      }
+    }
     const std::int64_t* next_off = s_off + (stage ^ 1) * kBlockN;
     if (it + 1 < num_tiles) load_kv<T, D>(gk, next_off, sk + (stage ^ 1) * kBlockN * D);
     if (it + 3 < num_tiles && threadIdx.x < kBlockN) {
@@ -300,7 +318,13 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       std::uint32_t qa[kMTiles][4];
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi) {
-        ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qa[mi]);
+        if constexpr (kQInRegisters) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            qa[mi][e] = qf[kk][mi][e];
+        } else {
+          ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qa[mi]);
+        }
       }
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
