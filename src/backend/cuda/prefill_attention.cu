@@ -36,6 +36,7 @@
 #include "backend/cuda/dependent_launch.cuh"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/wgmma.cuh"
 
 namespace tierkv::cuda {
 namespace {
@@ -79,9 +80,17 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
 
 template <int D, int BLOCK_M>
 constexpr int smem_bytes() {
-  // Q, K[2], V[2], then the token offsets [2][kBlockN] and their pages [2][kBlockN].
+  // Q, K[2], V[2], then the token offsets [2][kBlockN] and their pages [2][kBlockN]; 1 KB of slack
+  // to start Q at a 1024-byte boundary (the swizzle atom of the wgmma operands).
   return (BLOCK_M + 4 * kBlockN) * D * 2 +
-         2 * kBlockN * int(sizeof(std::int64_t) + sizeof(std::int32_t));
+         2 * kBlockN * int(sizeof(std::int64_t) + sizeof(std::int32_t)) + 1024;
+}
+
+// Whether the kernels compute S = Q K^T and O += P V with wgmma (built for sm_90a): Q, K and V
+// then sit in the 128-byte-swizzled layout of wgmma.cuh, else in that of swizzle().
+template <int BLOCK_M>
+__device__ constexpr bool uses_wgmma() {
+  return TIERKV_WGMMA && BLOCK_M % 64 == 0;
 }
 
 // Everything a CTA knows about its tile of packed rows.
@@ -94,6 +103,7 @@ struct Tile {
 
 template <typename T, int D, int BLOCK_M>
 __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
+  constexpr bool kSw128 = uses_wgmma<BLOCK_M>();
   constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
   const int chunk = threadIdx.x % kChunks;
   const T* q = static_cast<const T*>(p.a.q);
@@ -109,7 +119,8 @@ __device__ __forceinline__ void load_q(const Params& p, const Tile& t, T* sq) {
       src =
           q + (std::int64_t(t.q0 + j) * p.a.num_q_heads + t.kv_head * p.group + h) * D + chunk * 8;
     }
-    cp_async16(smem_addr(sq + swizzle<D>(r, chunk)), src, valid);
+    cp_async16(smem_addr(sq + (kSw128 ? sw128_offset<BLOCK_M>(r, chunk) : swizzle<D>(r, chunk))),
+               src, valid);
   }
 }
 
@@ -153,8 +164,8 @@ __device__ __forceinline__ void store_offset(const Params& p, const Tile& t, std
 }
 
 // Gathers a KV tile from the pages: `src` is K or V advanced by this thread's 16-byte chunk,
-// `table` the tile's byte offsets.
-template <typename T, int D>
+// `table` the tile's byte offsets; SW128: in the wgmma operand layout, else swizzle()'s.
+template <typename T, int D, bool SW128 = false>
 __device__ __forceinline__ void load_kv(const char* src, const std::int64_t* table, T* dst) {
   constexpr int kChunks = D / 8, kRowsPerPass = kThreads / kChunks;
   const int chunk = threadIdx.x % kChunks;
@@ -162,7 +173,8 @@ __device__ __forceinline__ void load_kv(const char* src, const std::int64_t* tab
   for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
     const int r = threadIdx.x / kChunks + i * kRowsPerPass;
     asm volatile(
-        "cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst + swizzle<D>(r, chunk))),
+        "cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+            smem_addr(dst + (SW128 ? sw128_offset<kBlockN>(r, chunk) : swizzle<D>(r, chunk)))),
         "l"(src + table[r]));
   }
 }
@@ -174,13 +186,18 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   constexpr int kWarpM = BLOCK_M / kWarps;  // rows per warp
   constexpr int kMTiles = kWarpM / 16;
   static_assert(kWarpM % 16 == 0 && kMTiles >= 1);
+  // With wgmma, warp w holds rows 16w..16w+15 of each 64-row half (m tile mi = half); with
+  // mma.sync, its kWarpM consecutive rows. kRowStep: rows from one of its m tiles to the next.
+  constexpr bool kWgmma = uses_wgmma<BLOCK_M>();
+  static_assert(!kWgmma || BLOCK_M % 64 == 0);
+  constexpr int kRowStep = kWgmma ? 64 : 16;
   // The 64-row kernels run where the time is the critical path of single CTAs (small grids): they
   // read the three lengths in one round trip and send Q before reading the block table. The
   // 128-row kernels keep the order they were measured with (their allocation sits at 254 of 255
   // registers, and the early start moved it).
   constexpr bool kEarlyStart = BLOCK_M == kSmallBlockM;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* const sq = reinterpret_cast<T*>(smem_raw);
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  T* const sq = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
   T* const sk = sq + BLOCK_M * D;
   T* const sv = sk + 2 * kBlockN * D;
   // Pipeline of the KV gather, per 64-token tile j of the loop: its pages are copied into
@@ -229,7 +246,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sw = lane & 7;  // every ldmatrix row below is congruent to lane mod 8
-  const int warp_pos_lo = t.prefix + min((t.row0 + warp * kWarpM) / p.group, t.n - 1);
+  const int warp_row0 = kWgmma ? warp * 16 : warp * kWarpM;  // the warp's first row in the CTA
+  const int warp_pos_lo = t.prefix + min((t.row0 + warp_row0) / p.group, t.n - 1);
 
   float o[kMTiles][kDTiles][4];
   float m[kMTiles][2], l[kMTiles][2];
@@ -264,23 +282,24 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     }
     __syncthreads();
     if constexpr (!kEarlyStart) load_q<T, D, BLOCK_M>(p, t, sq);
-    load_kv<T, D>(gk, s_off, sk);
+    load_kv<T, D, kWgmma>(gk, s_off, sk);
     if (num_tiles > 2 && threadIdx.x < kBlockN)
       prefetch_page(p, t, s_page + threadIdx.x, tile_begin + 2);
     cp_async_commit();
-    load_kv<T, D>(gv, s_off, sv);
+    load_kv<T, D, kWgmma>(gv, s_off, sv);
     cp_async_commit();
   }
   const std::uint32_t q_base = smem_addr(sq) + ((warp * kWarpM + (lane & 15)) * D) * 2;
   // The 64-row kernels keep their Q fragments in registers (D / 4 per thread), read from shared
   // memory once, when Q has landed; the 128-row kernels have no registers to spare and read them
   // again for every KV tile.
-  constexpr bool kQInRegisters = BLOCK_M == kSmallBlockM;
+  constexpr bool kQInRegisters = !kWgmma && BLOCK_M == kSmallBlockM;
   std::uint32_t qf[kQInRegisters ? D / 16 : 1][kMTiles][4];
   for (int it = 0; it < num_tiles; ++it) {
     const int tile = tile_begin + it;
     const int stage = it & 1;
     cp_async_wait<1>();  // K[it] (and Q) landed
+    if constexpr (kWgmma) fence_proxy_async_shared();  // ... for wgmma's reads too
     __syncthreads();     // ... for every thread; and all are done with K[it - 1]
     if constexpr (kQInRegisters) {
       if (it == 0) {
@@ -294,46 +313,71 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       }
     }
     const std::int64_t* next_off = s_off + (stage ^ 1) * kBlockN;
-    if (it + 1 < num_tiles) load_kv<T, D>(gk, next_off, sk + (stage ^ 1) * kBlockN * D);
+    if (it + 1 < num_tiles) load_kv<T, D, kWgmma>(gk, next_off, sk + (stage ^ 1) * kBlockN * D);
     if (it + 3 < num_tiles && threadIdx.x < kBlockN) {
       prefetch_page(p, t, s_page + (stage ^ 1) * kBlockN + threadIdx.x, tile + 3);
     }
     cp_async_commit();
 
-    // S = Q K^T for this warp's kWarpM rows x 64 keys.
+    // S = Q K^T for this warp's rows x 64 keys.
     float s[kMTiles][kNTiles][4];
+    if constexpr (kWgmma) {
+      // Each m tile is one 64-row wgmma per 16 dims, with Q and K read from shared memory.
+      const std::uint32_t q_at = smem_addr(sq), k_at = smem_addr(sk + stage * kBlockN * D);
+      wgmma_fence();  // the previous tile's reads of s come first
 #pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[mi][nt][e] = 0.0f;
-      }
-    }
-    const std::uint32_t k_base =
-        smem_addr(sk + stage * kBlockN * D) + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      std::uint32_t qa[kMTiles][4];
-#pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi) {
-        if constexpr (kQInRegisters) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            qa[mi][e] = qf[kk][mi][e];
-        } else {
-          ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qa[mi]);
-        }
-      }
-#pragma unroll
-      for (int np = 0; np < kNTiles / 2; ++np) {
-        std::uint32_t kb[4];
-        ldmatrix_x4(k_base + np * 16 * D * 2 + (((2 * kk + ((lane >> 3) & 1)) ^ sw) << 4), kb);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint64_t b = sw128_desc(k_at + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
-          Mma<T>::run(s[mi][2 * np], qa[mi], kb[0], kb[1]);
-          Mma<T>::run(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+          const std::uint64_t a =
+              sw128_desc(q_at + (kk / 4) * (BLOCK_M * 128) + mi * 64 * 128 + (kk % 4) * 32);
+          if (kk == 0) {
+            wgmma_m64n64k16_ss<T, false>(s[mi], a, b);
+          } else {
+            wgmma_m64n64k16_ss<T, true>(s[mi], a, b);
+          }
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi)
+        wgmma_pin(s[mi]);
+    } else {
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[mi][nt][e] = 0.0f;
+        }
+      }
+      const std::uint32_t k_base =
+          smem_addr(sk + stage * kBlockN * D) + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t qa[kMTiles][4];
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+          if constexpr (kQInRegisters) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              qa[mi][e] = qf[kk][mi][e];
+          } else {
+            ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qa[mi]);
+          }
+        }
+#pragma unroll
+        for (int np = 0; np < kNTiles / 2; ++np) {
+          std::uint32_t kb[4];
+          ldmatrix_x4(k_base + np * 16 * D * 2 + (((2 * kk + ((lane >> 3) & 1)) ^ sw) << 4), kb);
+#pragma unroll
+          for (int mi = 0; mi < kMTiles; ++mi) {
+            Mma<T>::run(s[mi][2 * np], qa[mi], kb[0], kb[1]);
+            Mma<T>::run(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+          }
         }
       }
     }
@@ -360,7 +404,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
         for (int r = 0; r < 2; ++r) {
           // The row's position (padding rows past the chunk repeat the last one, so they stay
           // finite), as the last key column of this tile that it sees.
-          const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+          const int packed = t.row0 + warp_row0 + mi * kRowStep + (lane >> 2) + r * 8;
           const int last = t.prefix + min(packed / p.group, t.n - 1) - t0 - (lane & 3) * 2;
 #pragma unroll
           for (int nt = 0; nt < kNTiles; ++nt) {
@@ -454,8 +498,9 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     }
 
     cp_async_wait<1>();  // V[it] landed
+    if constexpr (kWgmma) fence_proxy_async_shared();
     __syncthreads();     // ... for every thread; and all are done with V[it - 1]
-    if (it + 1 < num_tiles) load_kv<T, D>(gv, next_off, sv + (stage ^ 1) * kBlockN * D);
+    if (it + 1 < num_tiles) load_kv<T, D, kWgmma>(gv, next_off, sv + (stage ^ 1) * kBlockN * D);
     cp_async_commit();
     // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
     // previous iteration, and the next iteration's first barrier publishes the new ones. Its pages
@@ -466,25 +511,50 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     }
 
     // O += P V: the weights in the S accumulators' layout are the A fragments of P.
-    const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
+    if constexpr (kWgmma) {
+      const std::uint32_t v_at = smem_addr(sv + stage * kBlockN * D);
+      wgmma_fence();  // P written and O rescaled
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      std::uint32_t pa[kMTiles][4];
-#pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi) {
-        pa[mi][0] = pp[mi][2 * kk][0];
-        pa[mi][1] = pp[mi][2 * kk][1];
-        pa[mi][2] = pp[mi][2 * kk + 1][0];
-        pa[mi][3] = pp[mi][2 * kk + 1][1];
-      }
-#pragma unroll
-      for (int np = 0; np < kDTiles / 2; ++np) {
-        std::uint32_t vb[4];
-        ldmatrix_x4_trans(v_base + kk * 16 * D * 2 + (((2 * np + (lane >> 4)) ^ sw) << 4), vb);
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        const std::uint32_t at = v_at + kk * 16 * 128;
+        const std::uint64_t b = sw128_desc_mn(at, kBlockN * 128);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
-          Mma<T>::run(o[mi][2 * np], pa[mi], vb[0], vb[1]);
-          Mma<T>::run(o[mi][2 * np + 1], pa[mi], vb[2], vb[3]);
+          const std::uint32_t pa[4] = {pp[mi][2 * kk][0], pp[mi][2 * kk][1], pp[mi][2 * kk + 1][0],
+                                       pp[mi][2 * kk + 1][1]};
+          if constexpr (D == 128) {
+            wgmma_m64n128k16_rs<T>(o[mi], pa, b);
+          } else {
+            wgmma_m64n64k16_rs<T>(o[mi], pa, b);
+          }
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int mi = 0; mi < kMTiles; ++mi)
+        wgmma_pin(o[mi]);
+    } else {
+      const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        std::uint32_t pa[kMTiles][4];
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+          pa[mi][0] = pp[mi][2 * kk][0];
+          pa[mi][1] = pp[mi][2 * kk][1];
+          pa[mi][2] = pp[mi][2 * kk + 1][0];
+          pa[mi][3] = pp[mi][2 * kk + 1][1];
+        }
+#pragma unroll
+        for (int np = 0; np < kDTiles / 2; ++np) {
+          std::uint32_t vb[4];
+          ldmatrix_x4_trans(v_base + kk * 16 * D * 2 + (((2 * np + (lane >> 4)) ^ sw) << 4), vb);
+#pragma unroll
+          for (int mi = 0; mi < kMTiles; ++mi) {
+            Mma<T>::run(o[mi][2 * np], pa[mi], vb[0], vb[1]);
+            Mma<T>::run(o[mi][2 * np + 1], pa[mi], vb[2], vb[3]);
+          }
         }
       }
     }
@@ -503,11 +573,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   const int rows = t.n * p.group;
   if (p.splits == 1) {
     // Stage the warp's rows in its own part of the Q tile, then store 16 bytes per lane.
+    if constexpr (kWgmma) __syncthreads();  // every wgmma read of Q is done
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int row = warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+        const int row = warp_row0 + mi * kRowStep + (lane >> 2) + r * 8;
         const float inv = 1.0f / l[mi][r];  // l >= 1: key 0 is in every row's range
 #pragma unroll
         for (int dn = 0; dn < kDTiles; ++dn) {
@@ -521,7 +592,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     T* const out = static_cast<T*>(a.out);
 #pragma unroll
     for (int i = lane; i < kWarpM * kChunks; i += 32) {
-      const int row = warp * kWarpM + i / kChunks, chunk = i % kChunks;
+      const int j = i / kChunks, chunk = i % kChunks;  // j: the warp's j-th row
+      const int row = warp_row0 + (j / 16) * kRowStep + j % 16;
       const int packed = t.row0 + row;
       if (packed < rows) {
         const int j = packed / p.group, h = packed - j * p.group;
@@ -536,7 +608,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int packed = t.row0 + warp * kWarpM + mi * 16 + (lane >> 2) + r * 8;
+        const int packed = t.row0 + warp_row0 + mi * kRowStep + (lane >> 2) + r * 8;
         if (packed >= rows) continue;
         const int j = packed / p.group, h = packed - j * p.group;
         const std::int64_t row_id =
