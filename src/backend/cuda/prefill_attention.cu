@@ -1,24 +1,27 @@
 // Causal prefill attention over paged KV (see tierkv/prefill.h for the contract).
 //
-// FlashAttention-2 style on the tensor cores (mma.sync m16n8k16, fp32 accumulation). The query
-// rows of one sequence and one KV head are packed as (chunk position, head in group) pairs:
-// packed row r is position r / G of the chunk, query head kv_head * G + r % G. A CTA of 4 warps
-// owns BLOCK_M = 128 packed rows (32 per warp, two m16 tiles), or 64 (16 per warp, one m16 tile)
-// when the plan finds too few 128-row tiles to fill the device, so every K/V tile it gathers from
-// the pages serves all G query heads of the group. It walks KV tiles of kBlockN = 64 tokens up to
-// the causal frontier of its last row: Q, K and V arrive by 16-byte cp.async into swizzled shared
-// memory, K and V double buffered so the next tile's loads overlap this tile's math; S = Q K^T
-// and O += P V run from ldmatrix fragments; the online softmax (base-2 exponents) stays in
-// registers; only tiles that cross the diagonal are masked. The byte offsets of a tile's 64
-// tokens in the pages are computed two tiles ahead, from block-table entries that cp.async
-// fetched a tile before that, into a small shared table that the K and V loads of the tile both
-// read: no block-table read or division sits on the load path.
+// FlashAttention structure on the tensor cores with fp32 accumulation. The query rows of one
+// sequence and one KV head are packed as (chunk position, head in group) pairs: packed row r is
+// position r / G of the chunk, query head kv_head * G + r % G. A CTA of 4 warps owns BLOCK_M = 128
+// packed rows, or 64 when the plan finds too few 128-row tiles to fill the device, so every K/V
+// tile it gathers from the pages serves all G query heads of the group. It walks KV tiles of
+// kBlockN = 64 tokens up to the causal frontier of its last row: Q, K and V arrive by 16-byte
+// cp.async into swizzled shared memory, K and V double buffered so the next tile's loads overlap
+// this tile's math; the online softmax (base-2 exponents) stays in registers; only tiles that
+// cross the diagonal are masked. The byte offsets of a tile's 64 tokens in the pages are computed
+// two tiles ahead, from block-table entries that cp.async fetched a tile before that, into a small
+// shared table that the K and V loads of the tile both read: no block-table read or division sits
+// on the load path.
+//
+// The products, built for sm_90a (TIERKV_WGMMA): the 4 warps are one warpgroup; S = Q K^T is one
+// wgmma.m64n64k16 per 64 rows and 16 dims with Q and K read from shared memory, O += P V one
+// wgmma.m64n{D}k16 per 64 rows and 16 keys with the weights in registers (warp w holds rows
+// 16w..16w+15 of each 64-row half). Q, K and V then sit in wgmma.cuh's 128-byte-swizzled layout.
+// Built for other architectures, mma.sync m16n8k16 from ldmatrix fragments (warp w holds
+// BLOCK_M / 4 consecutive rows), with the 64-row kernels keeping Q's fragments in registers.
 //
 // The 64-row tile halves the math per KV tile (the critical path of a short causal chunk) and
-// doubles the CTAs, at the cost of twice the shared-memory fragment traffic per multiply: each K
-// and V fragment feeds one m16 tile instead of two. The plan picks it only for small grids. Its
-// kernels have the registers to hold their Q fragments for the whole walk, which takes the Q
-// reads out of every tile.
+// doubles the CTAs; the plan picks it only for small grids.
 //
 // When the plan splits the KV range (the CTAs alone would leave SMs idle), split s of a tile
 // covers KV tiles [s * per, (s + 1) * per) of its sequence and writes a normalized fp32 partial
@@ -172,10 +175,9 @@ __device__ __forceinline__ void load_kv(const char* src, const std::int64_t* tab
 #pragma unroll
   for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
     const int r = threadIdx.x / kChunks + i * kRowsPerPass;
-    asm volatile(
-        "cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-            smem_addr(dst + (SW128 ? sw128_offset<kBlockN>(r, chunk) : swizzle<D>(r, chunk)))),
-        "l"(src + table[r]));
+    const int at = SW128 ? sw128_offset<kBlockN>(r, chunk) : swizzle<D>(r, chunk);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst + at)),
+                 "l"(src + table[r]));
   }
 }
 
@@ -290,24 +292,25 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     cp_async_commit();
   }
   const std::uint32_t q_base = smem_addr(sq) + ((warp * kWarpM + (lane & 15)) * D) * 2;
-  // The 64-row kernels keep their Q fragments in registers (D / 4 per thread), read from shared
-  // memory once, when Q has landed; the 128-row kernels have no registers to spare and read them
-  // again for every KV tile.
+  // On mma.sync, the 64-row kernels keep their Q fragments in registers (D / 4 per thread), read
+  // from shared memory once, when Q has landed; the 128-row kernels have no registers to spare and
+  // read them again for every KV tile. wgmma reads Q from shared memory itself.
   constexpr bool kQInRegisters = !kWgmma && BLOCK_M == kSmallBlockM;
   std::uint32_t qf[kQInRegisters ? D / 16 : 1][kMTiles][4];
   for (int it = 0; it < num_tiles; ++it) {
     const int tile = tile_begin + it;
     const int stage = it & 1;
-    cp_async_wait<1>();  // K[it] (and Q) landed
+    cp_async_wait<1>();                                // K[it] (and Q) landed
     if constexpr (kWgmma) fence_proxy_async_shared();  // ... for wgmma's reads too
-    __syncthreads();     // ... for every thread; and all are done with K[it - 1]
+    __syncthreads();  // ... for every thread; and all are done with K[it - 1]
     if constexpr (kQInRegisters) {
       if (it == 0) {
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
           for (int mi = 0; mi < kMTiles; ++mi) {
-            ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4), qf[kk][mi]);
+            ldmatrix_x4(q_base + mi * 16 * D * 2 + (((2 * kk + (lane >> 4)) ^ sw) << 4),
+                        qf[kk][mi]);
           }
         }
       }
@@ -499,7 +502,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
 
     cp_async_wait<1>();  // V[it] landed
     if constexpr (kWgmma) fence_proxy_async_shared();
-    __syncthreads();     // ... for every thread; and all are done with V[it - 1]
+    __syncthreads();  // ... for every thread; and all are done with V[it - 1]
     if (it + 1 < num_tiles) load_kv<T, D, kWgmma>(gv, next_off, sv + (stage ^ 1) * kBlockN * D);
     cp_async_commit();
     // Tile it + 2's offsets go where tile it's were: every thread issued those loads in the
