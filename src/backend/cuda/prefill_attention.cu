@@ -343,10 +343,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
         }
       }
       wgmma_commit();
-      wgmma_wait<0>();
+      wgmma_wait<0>();  // and the previous tile's P V, left in flight
 #pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi)
+      for (int mi = 0; mi < kMTiles; ++mi) {
         wgmma_pin(s[mi]);
+        wgmma_pin(o[mi]);
+      }
     } else {
 #pragma unroll
       for (int mi = 0; mi < kMTiles; ++mi) {
@@ -532,11 +534,9 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
           }
         }
       }
+      // Left in flight: it runs through the next tile's barrier and loads into that tile's Q K^T,
+      // whose wait covers it (before the softmax touches O or P); after the loop, the wait below.
       wgmma_commit();
-      wgmma_wait<0>();
-#pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi)
-        wgmma_pin(o[mi]);
     } else {
       const std::uint32_t v_base = smem_addr(sv + stage * kBlockN * D) + ((lane & 15) * D) * 2;
 #pragma unroll
@@ -565,6 +565,12 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
     // previous iteration, and the next iteration's first barrier publishes the new ones.
   }
 
+  if constexpr (kWgmma) {
+    wgmma_wait<0>();  // the last tile's P V
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi)
+      wgmma_pin(o[mi]);
+  }
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
