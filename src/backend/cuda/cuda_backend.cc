@@ -353,6 +353,7 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(int device) {
   TIERKV_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   TIERKV_CUDA_RETURN_IF_ERROR(cudaFree(nullptr));  // create the context now, not in a timed region
   TIERKV_ASSIGN_OR_RETURN(DeviceInfo info, probe(device));
+  TIERKV_RETURN_IF_ERROR(check_kernel_image(info.name, info.cc_major, info.cc_minor));
   return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(device, std::move(info)));
 }
 

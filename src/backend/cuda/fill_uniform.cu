@@ -48,4 +48,19 @@ Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint6
   return invalid_argument("fill_uniform: unknown dtype " + std::to_string(static_cast<int>(dtype)));
 }
 
+Status check_kernel_image(const std::string& device_name, int cc_major, int cc_minor) {
+  cudaFuncAttributes attributes{};
+  const cudaError_t e = cudaFuncGetAttributes(&attributes, fill_uniform_kernel<float>);
+  if (e == cudaSuccess) return Status::Ok();
+  (void)cudaGetLastError();
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) {
+    const std::string cc = std::to_string(cc_major) + std::to_string(cc_minor);
+    return failed_precondition(
+        "tierkv's CUDA kernels were built for " TIERKV_CUDA_ARCHS " and have no code for " +
+        device_name + " (compute capability " + std::to_string(cc_major) + "." +
+        std::to_string(cc_minor) + "); rebuild with -DTIERKV_CUDA_ARCHITECTURES=" + cc + "-real");
+  }
+  return cuda_error(e, "cudaFuncGetAttributes(fill_uniform_kernel)", __FILE__, __LINE__);
+}
+
 }  // namespace tierkv::cuda

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "tierkv/attention.h"
 #include "tierkv/backend.h"
@@ -18,6 +19,12 @@ namespace tierkv::cuda {
 
 Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed, float lo,
                            float hi, cudaStream_t stream);
+
+// Whether this build holds machine code for the current device: FailedPrecondition naming the
+// build's architectures and the device's compute capability when it does not (a build for
+// 90a-real, say, run on an sm_89 card), so that the backend refuses at creation instead of failing
+// at its first launch.
+Status check_kernel_image(const std::string& device_name, int cc_major, int cc_minor);
 
 // Copies the runs with a kernel of `blocks` blocks (the SM path of Backend::copy_runs).
 Status launch_copy_runs_kernel(std::span<const CopyRun> runs, int blocks, cudaStream_t stream);
