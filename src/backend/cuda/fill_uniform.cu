@@ -54,11 +54,17 @@ Status check_kernel_image(const std::string& device_name, int cc_major, int cc_m
   if (e == cudaSuccess) return Status::Ok();
   (void)cudaGetLastError();
   if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) {
-    const std::string cc = std::to_string(cc_major) + std::to_string(cc_minor);
-    return failed_precondition(
-        "tierkv's CUDA kernels were built for " TIERKV_CUDA_ARCHS " and have no code for " +
-        device_name + " (compute capability " + std::to_string(cc_major) + "." +
-        std::to_string(cc_minor) + "); rebuild with -DTIERKV_CUDA_ARCHITECTURES=" + cc + "-real");
+    const std::string what = "tierkv's CUDA kernels were built for " TIERKV_CUDA_ARCHS
+                             " and have no code for " +
+                             device_name + " (compute capability " + std::to_string(cc_major) +
+                             "." + std::to_string(cc_minor) + ")";
+    if (cc_major < 9) {
+      return failed_precondition(what +
+                                 "; they need compute capability 9.0 or later (thread-block "
+                                 "clusters, programmatic dependent launch)");
+    }
+    return failed_precondition(what + "; rebuild with -DTIERKV_CUDA_ARCHITECTURES=" +
+                               std::to_string(cc_major) + std::to_string(cc_minor) + "-real");
   }
   return cuda_error(e, "cudaFuncGetAttributes(fill_uniform_kernel)", __FILE__, __LINE__);
 }

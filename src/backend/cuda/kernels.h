@@ -21,9 +21,9 @@ Status launch_fill_uniform(void* dst, std::size_t count, DType dtype, std::uint6
                            float hi, cudaStream_t stream);
 
 // Whether this build holds machine code for the current device: FailedPrecondition naming the
-// build's architectures and the device's compute capability when it does not (a build for
-// 90a-real, say, run on an sm_89 card), so that the backend refuses at creation instead of failing
-// at its first launch.
+// build's architectures and the device's compute capability when it does not (an sm_89 card, or a
+// 90a-real build on a later architecture), so that the backend refuses at creation instead of
+// failing at its first launch.
 Status check_kernel_image(const std::string& device_name, int cc_major, int cc_minor);
 
 // Copies the runs with a kernel of `blocks` blocks (the SM path of Backend::copy_runs).
