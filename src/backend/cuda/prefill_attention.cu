@@ -195,8 +195,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
   constexpr int kRowStep = kWgmma ? 64 : 16;
   // The 64-row kernels run where the time is the critical path of single CTAs (small grids): they
   // read the three lengths in one round trip and send Q before reading the block table. The
-  // 128-row kernels keep the order they were measured with (their allocation sits at 254 of 255
-  // registers, and the early start moved it).
+  // 128-row kernels keep the order they were measured with (on mma.sync their allocation sat at
+  // 254 of 255 registers, and the early start moved it).
   constexpr bool kEarlyStart = BLOCK_M == kSmallBlockM;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   T* const sq = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
