@@ -78,6 +78,24 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return u;
 }
 
+// acc += wt * src[0..7] (two float4 loads), and the 8 floats stored back as two float4.
+__device__ __forceinline__ void add_weighted8(float (&acc)[8], const float4* src, float wt) {
+  const float4 x = src[0], y = src[1];
+  acc[0] = fmaf(x.x, wt, acc[0]);
+  acc[1] = fmaf(x.y, wt, acc[1]);
+  acc[2] = fmaf(x.z, wt, acc[2]);
+  acc[3] = fmaf(x.w, wt, acc[3]);
+  acc[4] = fmaf(y.x, wt, acc[4]);
+  acc[5] = fmaf(y.y, wt, acc[5]);
+  acc[6] = fmaf(y.z, wt, acc[6]);
+  acc[7] = fmaf(y.w, wt, acc[7]);
+}
+__device__ __forceinline__ void store8(float* dst, const float (&v)[8]) {
+  float4* d = reinterpret_cast<float4*>(dst);
+  d[0] = make_float4(v[0], v[1], v[2], v[3]);
+  d[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
 // The workspace merges' parts, laid out by core/decode_workspace.h (which the planner sizes by):
 // counters[batch][kv_heads] (kLastMerge; zero between runs), o[batch][q_heads][splits][head_dim],
 // lse[batch][q_heads][splits] (base 2).
@@ -442,17 +460,8 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       for (int w = 0; w < kWarps; ++w) {
         const float wt = exp2f(scr_m[w * kMaxGroup + g] - mx_all);  // 0 for a warp with no tile
         sum = fmaf(scr_l[w * kMaxGroup + g], wt, sum);
-        const float4* src =
-            reinterpret_cast<const float4*>(scr_o + (w * kMaxGroup + g) * L::kPitch + d0);
-        const float4 x = src[0], y = src[1];
-        acc[0] = fmaf(x.x, wt, acc[0]);
-        acc[1] = fmaf(x.y, wt, acc[1]);
-        acc[2] = fmaf(x.z, wt, acc[2]);
-        acc[3] = fmaf(x.w, wt, acc[3]);
-        acc[4] = fmaf(y.x, wt, acc[4]);
-        acc[5] = fmaf(y.y, wt, acc[5]);
-        acc[6] = fmaf(y.z, wt, acc[6]);
-        acc[7] = fmaf(y.w, wt, acc[7]);
+        add_weighted8(
+            acc, reinterpret_cast<const float4*>(scr_o + (w * kMaxGroup + g) * L::kPitch + d0), wt);
       }
     }
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
@@ -463,16 +472,12 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     if (direct) {
       *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + qrow * D + d0) = pack8<T>(acc);
     } else if (p.mode == kClusterMerge) {
-      float4* dst = reinterpret_cast<float4*>(res_o + g * D + d0);
-      dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-      dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+      store8(res_o + g * D + d0, acc);
       if (d0 == 0) res_lse[g] = sum > 0.0f ? mx_all + log2f(sum) : -INFINITY;
     } else {
       const Partials parts = partials_of(a);
       const std::size_t slot = qrow * a.plan.num_splits + split;
-      float4* dst = reinterpret_cast<float4*>(parts.o + slot * D + d0);
-      dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-      dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+      store8(parts.o + slot * D + d0, acc);
       if (d0 == 0) parts.lse[slot] = mx_all + log2f(sum);  // this split has tokens: sum > 0
     }
   }
@@ -511,17 +516,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       if (r < nranks && lse[r] != -INFINITY) {
         const float wt = exp2f(lse[r] - mx_all);
         sum += wt;
-        const float4* src =
-            reinterpret_cast<const float4*>(cluster.map_shared_rank(res_o + g * D + d0, r));
-        const float4 x = src[0], y = src[1];
-        acc[0] = fmaf(x.x, wt, acc[0]);
-        acc[1] = fmaf(x.y, wt, acc[1]);
-        acc[2] = fmaf(x.z, wt, acc[2]);
-        acc[3] = fmaf(x.w, wt, acc[3]);
-        acc[4] = fmaf(y.x, wt, acc[4]);
-        acc[5] = fmaf(y.y, wt, acc[5]);
-        acc[6] = fmaf(y.z, wt, acc[6]);
-        acc[7] = fmaf(y.w, wt, acc[7]);
+        add_weighted8(
+            acc, reinterpret_cast<const float4*>(cluster.map_shared_rank(res_o + g * D + d0, r)),
+            wt);
       }
     }
     const float inv = 1.0f / sum;

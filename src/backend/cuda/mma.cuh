@@ -7,57 +7,48 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace tierkv::cuda {
 
 // D += A B with mma.sync.m16n8k16: A (16x16, row-major) in four registers, B (16x8, col-major) in
-// two, fp32 accumulators; pack() makes one register of two values in T.
+// two, fp32 accumulators; pack() makes one register of two values in T (bf16 or fp16).
+#define TIERKV_MMA_M16N8K16(types)                                            \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." types                 \
+               ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n" \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])               \
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
 template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
+struct Mma {
+  static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>);
+  static constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+
   static __device__ __forceinline__ void run(float (&d)[4], std::uint32_t a0, std::uint32_t a1,
                                              std::uint32_t a2, std::uint32_t a3, std::uint32_t b0,
                                              std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    if constexpr (kBf16) {
+      TIERKV_MMA_M16N8K16("bf16.bf16");
+    } else {
+      TIERKV_MMA_M16N8K16("f16.f16");
+    }
   }
   static __device__ __forceinline__ void run(float (&d)[4], const std::uint32_t (&a)[4],
                                              std::uint32_t b0, std::uint32_t b1) {
     run(d, a[0], a[1], a[2], a[3], b0, b1);
   }
   static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     std::uint32_t u;
-    std::memcpy(&u, &v, 4);
+    if constexpr (kBf16) {
+      const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+      std::memcpy(&u, &v, 4);
+    } else {
+      const __half2 v = __floats2half2_rn(lo, hi);
+      std::memcpy(&u, &v, 4);
+    }
     return u;
   }
 };
-template <>
-struct Mma<__half> {
-  static __device__ __forceinline__ void run(float (&d)[4], std::uint32_t a0, std::uint32_t a1,
-                                             std::uint32_t a2, std::uint32_t a3, std::uint32_t b0,
-                                             std::uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-  static __device__ __forceinline__ void run(float (&d)[4], const std::uint32_t (&a)[4],
-                                             std::uint32_t b0, std::uint32_t b1) {
-    run(d, a[0], a[1], a[2], a[3], b0, b1);
-  }
-  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    std::uint32_t u;
-    std::memcpy(&u, &v, 4);
-    return u;
-  }
-};
+#undef TIERKV_MMA_M16N8K16
 
 __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));

@@ -521,17 +521,13 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const Params p) {
       wgmma_fence();  // P written and O rescaled
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const std::uint32_t at = v_at + kk * 16 * 128;
-        const std::uint64_t b = sw128_desc_mn(at, kBlockN * 128);
+        // V is MN-major: its two 64-dim column blocks kBlockN rows apart.
+        const std::uint64_t b = sw128_desc(v_at + kk * 16 * 128, kBlockN * 128);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
           const std::uint32_t pa[4] = {pp[mi][2 * kk][0], pp[mi][2 * kk][1], pp[mi][2 * kk + 1][0],
                                        pp[mi][2 * kk + 1][1]};
-          if constexpr (D == 128) {
-            wgmma_m64n128k16_rs<T>(o[mi], pa, b);
-          } else {
-            wgmma_m64n64k16_rs<T>(o[mi], pa, b);
-          }
+          wgmma_m64nNk16_rs<T, D>(o[mi], pa, b);
         }
       }
       // Left in flight: it runs through the next tile's barrier and loads into that tile's Q K^T,

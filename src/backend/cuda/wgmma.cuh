@@ -30,11 +30,14 @@ __device__ __forceinline__ int sw128_offset(int row, int chunk) {
   return (chunk >> 3) * (ROWS * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
 }
 
-// Descriptor of a K-major, 128-byte-swizzled operand whose first row sits at shared address
-// `addr` (within an atom: + 32 bytes per 16 elements of K): 8-row groups 1024 bytes apart.
-__device__ __forceinline__ std::uint64_t sw128_desc(std::uint32_t addr) {
-  return std::uint64_t((addr & 0x3FFFF) >> 4) | (std::uint64_t{1} << 16) |
-         (std::uint64_t{1024 >> 4} << 32) | (std::uint64_t{1} << 62);
+// Descriptor of a 128-byte-swizzled operand whose first row sits at shared address `addr`, 8-row
+// groups 1024 bytes apart. K-major (Q, K): `leading_bytes` is unused (within an atom, + 32 bytes
+// per 16 elements of K). MN-major (V): the distance between its 64-element column blocks.
+__device__ __forceinline__ std::uint64_t sw128_desc(std::uint32_t addr,
+                                                    std::uint32_t leading_bytes = 16) {
+  return std::uint64_t((addr & 0x3FFFF) >> 4) |
+         (std::uint64_t((leading_bytes >> 4) & 0x3FFF) << 16) | (std::uint64_t{1024 >> 4} << 32) |
+         (std::uint64_t{1} << 62);
 }
 
 // The helpers below exist in every compilation so that kernels can name them under
@@ -84,34 +87,6 @@ __device__ __forceinline__ void wgmma_pin(float (&d)[N][4]) {
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 
-// D (64 x 64, fp32) = A B (ACCUMULATE: D += A B), A 64 x 16 and B 16 x 64 both K-major in shared
-// memory. Warp w of the warpgroup holds rows 16w..16w+15 of D in the layout of 8 mma.sync m16n8
-// accumulators: d[j] covers columns 8j..8j+7.
-template <typename T, bool ACCUMULATE>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64_t a,
-                                                   std::uint64_t b) {
-  static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>);
-#if TIERKV_WGMMA
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TIERKV_WGMMA_D32_REGS
-        ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : TIERKV_WGMMA_D32(d)
-        : "l"(a), "l"(b), "n"(ACCUMULATE ? 1 : 0));
-  } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " TIERKV_WGMMA_D32_REGS
-        ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : TIERKV_WGMMA_D32(d)
-        : "l"(a), "l"(b), "n"(ACCUMULATE ? 1 : 0));
-  }
-#else
-  __trap();  // kernels call this only where TIERKV_WGMMA is 1
-#endif
-}
-
 #define TIERKV_WGMMA_D64(d)                                                                       \
   "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),       \
       "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),   \
@@ -131,65 +106,77 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64
   " %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55," \
   " %56, %57, %58, %59, %60, %61, %62, %63}"
 
-// O (64 x N, fp32) += A B, N = 64 or 128: A (64 x 16) in registers, four per thread in the
-// layout of an mma.sync m16n8k16 A fragment (warp w: rows 16w..16w+15); B (16 x N) in shared
-// memory MN-major (N contiguous: the 128-byte-swizzled layout with the N blocks `n_block_bytes`
-// apart and 8-row K groups 1024 bytes apart). d as for wgmma_m64n64k16_ss, N / 8 tiles.
-__device__ __forceinline__ std::uint64_t sw128_desc_mn(std::uint32_t addr,
-                                                       std::uint32_t n_block_bytes) {
-  return std::uint64_t((addr & 0x3FFFF) >> 4) |
-         (std::uint64_t((n_block_bytes >> 4) & 0x3FFF) << 16) | (std::uint64_t{1024 >> 4} << 32) |
-         (std::uint64_t{1} << 62);
-}
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4],
-                                                    std::uint64_t b) {
-  static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>);
-#if TIERKV_WGMMA
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " TIERKV_WGMMA_D64_REGS
-        ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : TIERKV_WGMMA_D64(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-  } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " TIERKV_WGMMA_D64_REGS
-        ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : TIERKV_WGMMA_D64(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-  }
-#else
-  __trap();
-#endif
-}
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[8][4], const std::uint32_t (&a)[4],
+// One wgmma with the predicate scale-d (D += A B when set, D = A B when clear) taken from operand
+// `pred`: `instr` names shape and types, REGS the accumulators' placeholders, `tail` the operands
+// after them; DOPS the macro that lists the accumulators of `d` as operands, then the inputs.
+#define TIERKV_WGMMA_ASM(pred, instr, REGS, tail, DOPS, ...)                \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " pred                     \
+               ", 0;\n"                                                     \
+               "wgmma.mma_async.sync.aligned." instr " " REGS tail ";\n}\n" \
+               : DOPS(d)                                                    \
+               : __VA_ARGS__)
+
+// D (64 x 64, fp32) = A B (ACCUMULATE: D += A B), A 64 x 16 and B 16 x 64 both K-major in shared
+// memory. Warp w of the warpgroup holds rows 16w..16w+15 of D in the layout of 8 mma.sync m16n8
+// accumulators: d[j] covers columns 8j..8j+7.
+template <typename T, bool ACCUMULATE>
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64_t a,
                                                    std::uint64_t b) {
   static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>);
 #if TIERKV_WGMMA
+#define TIERKV_SS(types)                                                          \
+  TIERKV_WGMMA_ASM("%34", "m64n64k16.f32." types, TIERKV_WGMMA_D32_REGS,          \
+                   ", %32, %33, p, 1, 1, 0, 0", TIERKV_WGMMA_D32, "l"(a), "l"(b), \
+                   "n"(ACCUMULATE ? 1 : 0))
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " TIERKV_WGMMA_D32_REGS
-        ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-        : TIERKV_WGMMA_D32(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    TIERKV_SS("bf16.bf16");
   } else {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " TIERKV_WGMMA_D32_REGS
-        ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-        : TIERKV_WGMMA_D32(d)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    TIERKV_SS("f16.f16");
   }
+#undef TIERKV_SS
+#else
+  __trap();  // kernels call this only where TIERKV_WGMMA is 1
+#endif
+}
+
+// O (64 x N, fp32) += A B, N = 64 or 128: A (64 x 16) in registers, four per thread in the
+// layout of an mma.sync m16n8k16 A fragment (warp w: rows 16w..16w+15); B (16 x N) in shared
+// memory MN-major (N contiguous: sw128_desc with the column blocks' distance). d as for
+// wgmma_m64n64k16_ss, N / 8 tiles.
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[N / 8][4], const std::uint32_t (&a)[4],
+                                                  std::uint64_t b) {
+  static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>);
+  static_assert(N == 64 || N == 128);
+#if TIERKV_WGMMA
+#define TIERKV_RS(pred, instr, REGS, tail, DOPS)                                              \
+  TIERKV_WGMMA_ASM(pred, instr, REGS, tail, DOPS, "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), \
+                   "l"(b), "r"(1))
+#define TIERKV_RS128(types)                                        \
+  TIERKV_RS("%69", "m64n128k16.f32." types, TIERKV_WGMMA_D64_REGS, \
+            ", {%64, %65, %66, %67}, %68, p, 1, 1, 1", TIERKV_WGMMA_D64)
+#define TIERKV_RS64(types)                                        \
+  TIERKV_RS("%37", "m64n64k16.f32." types, TIERKV_WGMMA_D32_REGS, \
+            ", {%32, %33, %34, %35}, %36, p, 1, 1, 1", TIERKV_WGMMA_D32)
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  if constexpr (N == 128 && kBf16) {
+    TIERKV_RS128("bf16.bf16");
+  } else if constexpr (N == 128) {
+    TIERKV_RS128("f16.f16");
+  } else if constexpr (kBf16) {
+    TIERKV_RS64("bf16.bf16");
+  } else {
+    TIERKV_RS64("f16.f16");
+  }
+#undef TIERKV_RS64
+#undef TIERKV_RS128
+#undef TIERKV_RS
 #else
   __trap();
 #endif
 }
 
+#undef TIERKV_WGMMA_ASM
 #undef TIERKV_WGMMA_D64
 #undef TIERKV_WGMMA_D64_REGS
 #undef TIERKV_WGMMA_D32
