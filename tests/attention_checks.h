@@ -104,6 +104,29 @@ inline void expect_outputs_are_first_value(const synth::HostBatch& host, std::in
   }
 }
 
+// A test case's head shape and pages, as both attention tests describe them (C has dtype, head_dim,
+// num_kv_heads, group, page_tokens and layout): its name, and a batch spec of that shape with 3
+// spare pages in the pool; the caller adds the lengths.
+template <typename C>
+std::string shape_name(const C& c) {
+  return std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
+         std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
+         (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+}
+template <typename C>
+synth::PagedBatchSpec shape_spec(const C& c, std::uint64_t seed) {
+  synth::PagedBatchSpec spec;
+  spec.num_kv_heads = c.num_kv_heads;
+  spec.num_q_heads = c.num_kv_heads * c.group;
+  spec.head_dim = c.head_dim;
+  spec.page_tokens = c.page_tokens;
+  spec.dtype = c.dtype;
+  spec.layout = c.layout;
+  spec.spare_pages = 3;
+  spec.seed = seed;
+  return spec;
+}
+
 // What a plan needs to know of the H100 test machine.
 inline DeviceInfo h100_device() {
   DeviceInfo d;

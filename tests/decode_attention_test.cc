@@ -40,9 +40,7 @@ struct Case {
 };
 
 std::string case_name(const Case& c) {
-  std::string s = std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
-                  std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
-                  (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+  std::string s = test::shape_name(c);
   if (c.options.splits > 0) s += "_s" + std::to_string(c.options.splits);
   if (c.options.merge) s += "_" + std::string(decode_merge_name(*c.options.merge));
   if (c.options.pipeline) s += "_pipe" + std::to_string(*c.options.pipeline);
@@ -51,16 +49,8 @@ std::string case_name(const Case& c) {
 }
 
 PagedBatchSpec spec_of(const Case& c, std::vector<std::int32_t> lens, std::uint64_t seed) {
-  PagedBatchSpec spec;
+  PagedBatchSpec spec = test::shape_spec(c, seed);
   spec.seq_lens = std::move(lens);
-  spec.num_kv_heads = c.num_kv_heads;
-  spec.num_q_heads = c.num_kv_heads * c.group;
-  spec.head_dim = c.head_dim;
-  spec.page_tokens = c.page_tokens;
-  spec.dtype = c.dtype;
-  spec.layout = c.layout;
-  spec.spare_pages = 3;
-  spec.seed = seed;
   return spec;
 }
 

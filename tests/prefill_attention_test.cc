@@ -96,9 +96,7 @@ struct Case {
 };
 
 std::string case_name(const Case& c) {
-  return std::string(dtype_name(c.dtype)) + "_d" + std::to_string(c.head_dim) + "_g" +
-         std::to_string(c.group) + "_p" + std::to_string(c.page_tokens) +
-         (c.layout == KvLayout::kNHD ? "_nhd" : "_hnd");
+  return test::shape_name(c);
 }
 
 // A sequence of the batch: `chunk` new tokens after `prefix` cached ones.
@@ -148,19 +146,12 @@ class PrefillAttention : public BackendTest {
                                           View view = View::kPacked, float sm_scale = 0.0f,
                                           const PrefillPlanOptions& options = {}) {
     const bool subset = view == View::kHeadSubset;
-    PagedBatchSpec spec;
+    PagedBatchSpec spec = test::shape_spec(c, seed);
     for (const Seq& s : seqs) {
       spec.seq_lens.push_back(s.prefix + s.chunk);
       spec.q_lens.push_back(s.chunk);
     }
-    spec.num_kv_heads = subset ? 2 * c.num_kv_heads : c.num_kv_heads;
-    spec.num_q_heads = c.num_kv_heads * c.group;
-    spec.head_dim = c.head_dim;
-    spec.page_tokens = c.page_tokens;
-    spec.dtype = c.dtype;
-    spec.layout = c.layout;
-    spec.spare_pages = 3;
-    spec.seed = seed;
+    if (subset) spec.num_kv_heads = 2 * c.num_kv_heads;  // the layer views every other head
     std::vector<std::uint8_t> out;
     run_and_check_impl(c, spec, plan_device, subset, sm_scale, options, out);
     return out;
