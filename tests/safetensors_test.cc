@@ -1,15 +1,20 @@
 #include "model/safetensors.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
 #include <string>
 #include <vector>
@@ -229,6 +234,10 @@ TEST_F(SafetensorsTest, WriterRejectsMalformedTensorsAndWritesNothing) {
       {"negative dim", {{"a", DType::kF32, {-2}, eight}}, {}, "negative"},
       {"byte count", {{"a", DType::kF32, {3}, eight}}, {}, "needs 12"},
       {"overflow", {{"a", DType::kF32, {1LL << 40, 1LL << 40}, eight}}, {}, "overflows"},
+      {"overflow around a zero",
+       {{"a", DType::kF32, {1LL << 40, 0, 1LL << 40}, {}}},
+       {},
+       "overflows"},
       {"not UTF-8", {{"a\xff", DType::kF16, {4}, eight}}, {}, "UTF-8"},
       {"metadata not UTF-8", {{"a", DType::kF16, {4}, eight}}, {{"k", "\xc3"}}, "UTF-8"},
   };
@@ -352,6 +361,17 @@ std::vector<Corruption> corruptions() {
       {"duplicate field",
        raw_file(one(R"({"dtype":"F32","dtype":"F16","shape":[2],"data_offsets":[0,8]})"), d8),
        "duplicate key 'dtype'"},
+      {"duplicate tensor far apart",
+       raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},)"
+                R"("a":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}})",
+                d8),
+       "duplicate key 'a'"},
+      {"dims overflow around a zero",
+       raw_file(one(R"({"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]})"),
+                ""),
+       "overflows"},
+      {"nesting too deep", raw_file(std::string(100, '[') + std::string(100, ']'), ""), "deeper"},
       {"metadata not an object", raw_file(R"({"__metadata__":[1]})", ""), "not an object"},
       {"metadata value not a string", raw_file(R"({"__metadata__":{"k":1}})", ""), "not a string"},
   };
@@ -579,6 +599,127 @@ TEST_F(SafetensorsTest, SetOfAnEmptyOrMissingDirectoryFails) {
                "no .safetensors files");
   const std::string missing = dir_.file("missing");
   expect_error(SafetensorsSet::open_dir(missing).status(), StatusCode::kIoError, missing);
+}
+
+// ---- special files, NUL bytes and large headers -------------------------------------------------
+
+// Runs `open` on a thread and returns its status, failing the test (instead of hanging it) when
+// it is not back within two seconds: it is then taken to be blocked in open() on one of `fifos`
+// waiting for a writer, and each is opened for writing until it returns.
+template <typename Open>
+Status status_within_deadline(const std::vector<std::string>& fifos, Open open) {
+  std::future<Status> done = std::async(std::launch::async, [&] { return open().status(); });
+  if (done.wait_for(std::chrono::seconds(2)) == std::future_status::ready) return done.get();
+  ADD_FAILURE() << "still not back after 2 s: blocked on a FIFO?";
+  while (done.wait_for(std::chrono::milliseconds(10)) != std::future_status::ready) {
+    for (const std::string& fifo : fifos) {
+      const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  return done.get();
+}
+
+void make_fifo(const std::string& path) {
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path << ": " << std::strerror(errno);
+}
+
+TEST_F(SafetensorsTest, OpenRefusesSpecialFilesWithoutBlocking) {
+  const std::string fifo = dir_.file("model.safetensors");
+  make_fifo(fifo);
+  const Status s = status_within_deadline({fifo}, [&] { return SafetensorsFile::open(fifo); });
+  expect_error(s, StatusCode::kInvalidArgument, fifo);
+  expect_error(s, StatusCode::kInvalidArgument, "is a FIFO, not a regular file");
+  expect_error(SafetensorsFile::open("/dev/null").status(), StatusCode::kInvalidArgument,
+               "/dev/null is a character device, not a regular file");
+}
+
+TEST_F(SafetensorsTest, SetRefusesAFifoNamedLikeAShard) {
+  write_shards(dir_, some_tensors(rng_), 2);
+  const std::string fifo = dir_.file("model-00003-of-00003.safetensors");
+  make_fifo(fifo);
+  const Status s =
+      status_within_deadline({fifo}, [&] { return SafetensorsSet::open_dir(dir_.str()); });
+  expect_error(s, StatusCode::kInvalidArgument, fifo);
+  expect_error(s, StatusCode::kInvalidArgument, "FIFO");
+}
+
+TEST_F(SafetensorsTest, SetRefusesAnIndexThatIsNotARegularFile) {
+  write_shards(dir_, some_tensors(rng_), 2);
+  const std::string index = dir_.file("model.safetensors.index.json");
+  make_fifo(index);
+  const Status s =
+      status_within_deadline({index}, [&] { return SafetensorsSet::open_dir(dir_.str()); });
+  expect_error(s, StatusCode::kInvalidArgument, index);
+  expect_error(s, StatusCode::kInvalidArgument, "is a FIFO, not a regular file");
+
+  fs::remove(index);
+  fs::create_directory(index);
+  expect_error(SafetensorsSet::open_dir(dir_.str()).status(), StatusCode::kInvalidArgument,
+               index + " is a directory, not a regular file");
+}
+
+// The format pads a header with spaces; a NUL would end the JSON text early for a parser that
+// reads C strings, so whatever follows it would be ignored by some readers and not others.
+TEST_F(SafetensorsTest, HeaderMayEndInSpacesButHoldsNoNul) {
+  const std::string object = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  const std::string d8(8, '\x11');
+  const std::string path = dir_.file("nul.safetensors");
+  write_bytes(path, raw_file(object + "   ", d8));
+  EXPECT_OK(SafetensorsFile::open(path).status());
+
+  const std::string nul(1, '\0');
+  for (const std::string& header :
+       {object + nul + nul + nul, object + nul + R"(,"b":"ignored?"})", nul + object,
+        R"({"a":{"dtype":"F32","shape":[2],)" + nul + R"("data_offsets":[0,8]}})"}) {
+    write_bytes(path, raw_file(header, d8));
+    const Status s = SafetensorsFile::open(path).status();
+    expect_error(s, StatusCode::kDataLoss,
+                 "NUL byte at offset " + std::to_string(header.find('\0')));
+    expect_error(s, StatusCode::kDataLoss, path);
+  }
+}
+
+TEST_F(SafetensorsTest, SetRefusesAnIndexWithANulByte) {
+  const Tensors t = some_tensors(rng_);
+  write_index(dir_, t, write_shards(dir_, t, 2));
+  const std::string index = dir_.file("model.safetensors.index.json");
+  write_bytes(index, read_bytes(index) + std::string(1, '\0') + "{}");
+  expect_error(SafetensorsSet::open_dir(dir_.str()).status(), StatusCode::kDataLoss, "NUL byte");
+}
+
+// A header of `n` one-byte tensors "t000000"...; the last is named `last` when given.
+std::string many_tensors_header(int n, std::string_view last = {}) {
+  std::string header = "{";
+  char name[16];
+  for (int i = 0; i < n; ++i) {
+    std::snprintf(name, sizeof name, "t%06d", i);
+    const std::string_view key = i == n - 1 && !last.empty() ? last : std::string_view(name);
+    header += (i ? ",\"" : "\"") + std::string(key) + R"(":{"dtype":"U8","shape":[1],)" +
+              R"("data_offsets":[)" + std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  }
+  return header + "}";
+}
+
+// Parsing is O(n log n) in the number of tensors (it was quadratic: 40,000 tensors took 14 s).
+TEST_F(SafetensorsTest, OpensAHeaderOf40000TensorsQuickly) {
+  constexpr int kTensors = 40'000;
+  const std::string path = dir_.file("many.safetensors");
+  write_bytes(path, raw_file(many_tensors_header(kTensors), std::string(kTensors, '\x5a')));
+  const auto start = std::chrono::steady_clock::now();
+  Result<SafetensorsFile> f = SafetensorsFile::open(path);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_OK(f.status());
+  EXPECT_LT(elapsed, std::chrono::milliseconds(1000));
+  EXPECT_EQ(f->names().size(), static_cast<std::size_t>(kTensors));
+  EXPECT_TRUE(f->contains("t039999"));
+
+  write_bytes(path,
+              raw_file(many_tensors_header(kTensors, "t000000"), std::string(kTensors, '\x5a')));
+  const auto dup_start = std::chrono::steady_clock::now();
+  expect_error(SafetensorsFile::open(path).status(), StatusCode::kDataLoss,
+               "duplicate key 't000000'");
+  EXPECT_LT(std::chrono::steady_clock::now() - dup_start, std::chrono::milliseconds(1000));
 }
 
 // ---- the Llama layout

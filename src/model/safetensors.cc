@@ -87,10 +87,28 @@ std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_t b) {
   return a * b;
 }
 
+// Bits that `shape` elements of `element_bits` bits take; nullopt when the product of the nonzero
+// dims times `element_bits` does not fit in 64 bits. Zero dims are left out of that check (the
+// count is 0 all the same) so that any stride or element count of a shape that passes fits too,
+// empty or not: element_bits >= 4 leaves every product of dims below 2^62.
+std::optional<std::uint64_t> shape_bits(std::span<const std::int64_t> shape,
+                                        std::uint64_t element_bits) {
+  std::optional<std::uint64_t> bits = element_bits;
+  bool empty = false;
+  for (std::int64_t d : shape) {
+    if (d == 0) empty = true;
+    if (bits && d != 0) bits = checked_mul(*bits, static_cast<std::uint64_t>(d));
+  }
+  if (!bits) return std::nullopt;
+  return empty ? 0 : *bits;
+}
+
 // A file descriptor closed on destruction.
 class UniqueFd {
  public:
   explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&&) = delete;
   UniqueFd(const UniqueFd&) = delete;
   UniqueFd& operator=(const UniqueFd&) = delete;
   ~UniqueFd() {
@@ -104,18 +122,53 @@ class UniqueFd {
   int fd_;
 };
 
+std::string_view file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "a special file";
+}
+
+// InvalidArgument unless `st` is a regular file's.
+Status check_regular(const struct stat& st, const std::string& path) {
+  if (S_ISREG(st.st_mode)) return Status::Ok();
+  return invalid_argument(path + " is " + std::string(file_kind(st.st_mode)) +
+                          ", not a regular file: safetensors files and their index are read "
+                          "from regular files only");
+}
+
+struct OpenFile {
+  UniqueFd fd;
+  std::uint64_t size = 0;
+};
+
+// Opens `path` for reading when it is a regular file; anything else (a FIFO, a device, a socket,
+// a directory) is InvalidArgument naming it, and no call blocks on it. stat() comes first, so a
+// special file is not even opened unless it replaced the path since; then O_NONBLOCK keeps open()
+// from waiting for a FIFO's writer and fstat() of the open file has the last word. (O_NONBLOCK
+// changes nothing for reading or mapping a regular file.)
+Result<OpenFile> open_regular(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return sys_error("cannot open", path);
+  TIERKV_RETURN_IF_ERROR(check_regular(st, path));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (fd.get() < 0) return sys_error("cannot open", path);
+  if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat", path);
+  TIERKV_RETURN_IF_ERROR(check_regular(st, path));
+  return OpenFile{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
+}
+
 // A read-only mapping of a whole file, unmapped on destruction.
 class Mapping {
  public:
   static Result<Mapping> map(const std::string& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) return sys_error("cannot open", path);
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat", path);
-    if (!S_ISREG(st.st_mode)) return invalid_argument(path + " is not a regular file");
-    if (st.st_size == 0) return data_loss(path + " is empty: not a safetensors file");
-    const auto size = static_cast<std::size_t>(st.st_size);
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    TIERKV_ASSIGN_OR_RETURN(OpenFile file, open_regular(path));
+    if (file.size == 0) return data_loss(path + " is empty: not a safetensors file");
+    static_assert(sizeof(std::size_t) >= sizeof(std::uint64_t), "a file's size fits a size_t");
+    const auto size = static_cast<std::size_t>(file.size);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd.get(), 0);
     if (p == MAP_FAILED) return sys_error("cannot map", path);
     return Mapping(static_cast<const std::byte*>(p), size);
   }
@@ -145,31 +198,106 @@ struct Entry {
   std::uint64_t end = 0;
 };
 
-// Parses a JSON object; a key repeated within one object is an error (which value a reader takes
-// would be up to the reader). DataLoss with the parser's reason on failure.
-Result<json> parse_json_object(std::string_view text) {
-  std::vector<std::set<std::string>> open_objects;
-  std::optional<std::string> duplicate;
-  auto on_event = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-    if (event == json::parse_event_t::object_end) open_objects.pop_back();
-    if (event == json::parse_event_t::key && !duplicate.has_value() &&
-        !open_objects.back().insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
+// Nesting deeper than any header or index has is refused rather than built.
+constexpr std::size_t kMaxJsonDepth = 32;
+
+// Builds the DOM of a JSON text from the parser's events and stops at the first key repeated
+// within one object. Each key costs one insertion into its object's ordered map, so a text of n
+// keys is parsed in O(n log n). (nlohmann's callback parser, which would also show each key,
+// rescans the parent object at the end of every child object: a header of 40,000 tensors took
+// 14 s.)
+class DomBuilder final : public json::json_sax_t {
+ public:
+  json root;
+  std::optional<std::string> duplicate;  // set when a key repeats
+  std::string error;                     // the parser's, or the depth refusal
+
+  bool null() override { return put(nullptr); }
+  bool boolean(bool v) override { return put(v); }
+  bool number_integer(number_integer_t v) override { return put(v); }
+  bool number_unsigned(number_unsigned_t v) override { return put(v); }
+  bool number_float(number_float_t v, const string_t&) override { return put(v); }
+  bool string(string_t& v) override { return put(std::move(v)); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+
+  bool key(string_t& k) override {
+    auto [it, inserted] = stack_.back()->get_ref<json::object_t&>().try_emplace(std::move(k));
+    if (!inserted) {
+      duplicate = it->first;  // try_emplace leaves `k` alone then; the map's copy is the same
+      return false;
     }
+    slot_ = &it->second;
     return true;
-  };
-  json j;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const json::exception& e) override {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  // Places `v` where the text puts it: the root, the end of the open array, or the slot of the
+  // open object's last key. Pointers stay valid while their container is open: map nodes do not
+  // move, and an array grows only after its open child has closed.
+  json* place(json&& v) {
+    if (stack_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& top = *stack_.back();
+    if (top.is_array()) {
+      top.push_back(std::move(v));
+      return &top.back();
+    }
+    *slot_ = std::move(v);
+    return slot_;
+  }
+  bool put(json&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json&& v) {
+    if (stack_.size() == kMaxJsonDepth) {
+      error = "nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+      return false;
+    }
+    stack_.push_back(place(std::move(v)));
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  std::vector<json*> stack_;  // the open objects and arrays, innermost last
+  json* slot_ = nullptr;      // the value of the open object's last key
+};
+
+// Parses a JSON object; a key repeated within one object is an error (which value a reader takes
+// would be up to the reader), and so is a NUL byte anywhere (parsers that stop at a NUL would
+// ignore what follows it). DataLoss with the reason on failure.
+Result<json> parse_json_object(std::string_view text) {
+  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    return data_loss("NUL byte at offset " + std::to_string(nul) +
+                     " in JSON (padding may be spaces, never NULs)");
+  }
+  DomBuilder dom;
+  bool parsed = false;
   try {
-    j = json::parse(text.begin(), text.end(), on_event);
+    parsed = json::sax_parse(text.begin(), text.end(), &dom);
   } catch (const json::exception& e) {
     return data_loss(std::string("not valid JSON: ") + e.what());
   }
-  if (duplicate.has_value()) {
-    return data_loss("duplicate key " + in_quotes(*duplicate) + " in JSON");
+  if (dom.duplicate.has_value()) {
+    return data_loss("duplicate key " + in_quotes(*dom.duplicate) + " in JSON");
   }
-  if (!j.is_object()) return data_loss("JSON is not an object");
-  return j;
+  if (!parsed) return data_loss("not valid JSON: " + dom.error);
+  if (!dom.root.is_object()) return data_loss("JSON is not an object");
+  return std::move(dom.root);
 }
 
 std::optional<std::uint64_t> as_u64(const json& v) {
@@ -193,10 +321,7 @@ Result<std::vector<std::int64_t>> parse_shape(const json& v) {
 
 // Bytes that `shape` elements of `type` take; DataLoss on overflow or a partial byte.
 Result<std::uint64_t> byte_count(std::span<const std::int64_t> shape, const FormatDType& type) {
-  std::optional<std::uint64_t> bits = type.bits;
-  for (std::int64_t d : shape) {
-    if (bits) bits = checked_mul(*bits, static_cast<std::uint64_t>(d));
-  }
+  const std::optional<std::uint64_t> bits = shape_bits(shape, type.bits);
   if (!bits) {
     return data_loss("shape " + format_shape(shape) + " of " + std::string(type.name) +
                      " overflows 64-bit sizes");
@@ -421,17 +546,26 @@ const std::string& SafetensorsFile::path() const {
 
 namespace {
 
+// Larger indexes are refused rather than read (a real one is a few hundred KB).
+constexpr std::uint64_t kMaxIndexBytes = 100'000'000;
+
+// The whole of the regular file `path`, at most kMaxIndexBytes.
 Result<std::string> read_small_file(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return sys_error("cannot open", path);
+  TIERKV_ASSIGN_OR_RETURN(OpenFile file, open_regular(path));
+  const auto too_large = [&](std::uint64_t size) {
+    return data_loss(path + " has " + std::to_string(size) + " bytes, more than the " +
+                     std::to_string(kMaxIndexBytes) + "-byte limit of an index");
+  };
+  if (file.size > kMaxIndexBytes) return too_large(file.size);
   std::string text;
   char buf[1 << 16];
   for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    const ssize_t n = ::read(file.fd.get(), buf, sizeof buf);
     if (n == 0) return text;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error("cannot read", path);
     text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > kMaxIndexBytes) return too_large(text.size());  // it grew since fstat
   }
 }
 
@@ -574,14 +708,13 @@ Status check_to_write(std::span<const TensorToWrite> tensors) {
     const std::string what = "tensor " + in_quotes(t.name) + ": ";
     if (t.name == kMetadataKey) return invalid_argument(what + "the name is reserved");
     if (!seen.insert(t.name).second) return invalid_argument(what + "the name is used twice");
-    std::uint64_t bytes = dtype_size(t.dtype);
     for (std::int64_t d : t.shape) {
       if (d < 0) return invalid_argument(what + "negative dim in " + format_shape(t.shape));
-      const std::optional<std::uint64_t> product =
-          checked_mul(bytes, static_cast<std::uint64_t>(d));
-      if (!product) return invalid_argument(what + "shape " + format_shape(t.shape) + " overflows");
-      bytes = *product;
     }
+    // The reader's rule, so that whatever is written can be read back.
+    const std::optional<std::uint64_t> bits = shape_bits(t.shape, 8 * dtype_size(t.dtype));
+    if (!bits) return invalid_argument(what + "shape " + format_shape(t.shape) + " overflows");
+    const std::uint64_t bytes = *bits / 8;
     if (bytes != t.bytes.size()) {
       return invalid_argument(what + std::to_string(t.bytes.size()) + " bytes given, shape " +
                               format_shape(t.shape) + " of " + std::string(dtype_name(t.dtype)) +

@@ -6,15 +6,21 @@
 //
 // SafetensorsFile maps a file read-only (it is never read whole) and checks, once, everything a
 // later read depends on: the header lies inside the file and is a JSON object without duplicate
-// keys; every dtype is known; every shape's element count times the element size neither
-// overflows nor differs from the tensor's byte count; and the tensors' byte ranges tile the data
-// section exactly (no overlap, no gap, nothing past the end, nothing after the last tensor).
-// After a successful open() every view it hands out lies inside the mapping.
+// keys and without a NUL byte (the format pads a header with spaces); every dtype is known; the
+// product of every shape's nonzero dims times the element size does not overflow 64 bits (so no
+// element count or stride of an accepted shape does) and the element count times the element
+// size equals the tensor's byte count; and the tensors' byte ranges tile the data section
+// exactly (no overlap, no gap, nothing past the end, nothing after the last tensor). After a
+// successful open() every view it hands out lies inside the mapping. Opening takes O(n log n)
+// time in the number of tensors n.
+//
+// Only regular files are read: a FIFO, device, socket or directory where a checkpoint file or
+// index is expected is refused without reading from it or blocking on it.
 //
 // Errors: DataLoss for a file that is corrupt, truncated or not safetensors; IoError (naming the
-// path and the system's reason) when opening or mapping fails; InvalidArgument for misuse (a
-// directory where a file is expected, a malformed tensor to write); NotFound for a tensor that is
-// not there; Unimplemented for a tensor whose dtype tierkv does not compute in.
+// path and the system's reason) when opening or mapping fails; InvalidArgument for misuse (a path
+// that is not a regular file, named with what it is; a malformed tensor to write); NotFound for
+// a tensor that is not there; Unimplemented for a tensor whose dtype tierkv does not compute in.
 //
 // Lifetime: a TensorView (its name, shape and bytes) points into the SafetensorsFile or
 // SafetensorsSet that returned it and stays valid until that object is destroyed; moving the
@@ -97,8 +103,9 @@ class SafetensorsSet {
   // "weight_map" names (other .safetensors files in the directory are ignored) and checks that
   // each tensor it lists is in the file it names (DataLoss otherwise); tensors of those files that
   // it does not list are found all the same. Without the index, opens every "*.safetensors" file
-  // in `dir`. Either way a tensor name held by two files is DataLoss, and a directory with no
-  // .safetensors file is NotFound.
+  // in `dir`. Either way a tensor name held by two files is DataLoss, a directory with no
+  // .safetensors file is NotFound, and an index or listed file that is not a regular file is
+  // InvalidArgument naming it. An index over 100 MB is DataLoss.
   static Result<SafetensorsSet> open_dir(const std::string& dir);
 
   // As SafetensorsFile::tensor, over all files.
