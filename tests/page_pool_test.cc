@@ -58,14 +58,14 @@ TEST_P(PagePoolTest, CachedPagesAreReusedWithoutCopy) {
   for (int i = 0; i < 3; ++i)
     EXPECT_TRUE(pool->publish(pages[std::size_t(i)], key_of(i)));
   EXPECT_FALSE(pool->publish(pages[0], key_of(7))) << "a page is named once";
-  pool->release(pages);
+  EXPECT_OK(pool->release(pages));
   const std::vector<Key> keys = {key_of(0), key_of(1), key_of(2), key_of(3)};
   EXPECT_EQ(pool->count_cached(keys), 3);
   EXPECT_EQ(pool->stats().cached_pages, 3);
   const auto hit = pool->acquire_cached(keys);
   EXPECT_EQ(hit, pages) << "the same pages come back";
   EXPECT_EQ(pool->stats().referenced_pages, 3);
-  pool->release(hit);
+  EXPECT_OK(pool->release(hit));
 }
 
 TEST_P(PagePoolTest, PrefixStopsAtTheFirstMiss) {
@@ -75,7 +75,7 @@ TEST_P(PagePoolTest, PrefixStopsAtTheFirstMiss) {
   EXPECT_TRUE(pool->publish(pages[2], key_of(2)));
   const std::vector<Key> keys = {key_of(0), key_of(1), key_of(2)};
   EXPECT_EQ(pool->count_cached(keys), 1);
-  pool->release(pages);
+  EXPECT_OK(pool->release(pages));
 }
 
 TEST_P(PagePoolTest, EvictsOnlyUnreferencedPagesTailFirst) {
@@ -83,7 +83,7 @@ TEST_P(PagePoolTest, EvictsOnlyUnreferencedPagesTailFirst) {
   ASSERT_OK_AND_ASSIGN(auto seq, pool->allocate(4));
   for (int i = 0; i < 4; ++i)
     ASSERT_TRUE(pool->publish(seq[std::size_t(i)], key_of(i)));
-  pool->release(seq);  // cached; tail released first, so it is evicted first
+  ASSERT_OK(pool->release(seq));  // cached; tail released first, so it is evicted first
   ASSERT_OK_AND_ASSIGN(auto held, pool->allocate(4));  // the free run
   ASSERT_OK_AND_ASSIGN(auto more, pool->allocate(2));  // must evict two cached pages
   const std::vector<Key> keys = {key_of(0), key_of(1), key_of(2), key_of(3)};
@@ -94,8 +94,8 @@ TEST_P(PagePoolTest, EvictsOnlyUnreferencedPagesTailFirst) {
   ASSERT_FALSE(too_many.ok());
   EXPECT_EQ(too_many.status().code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(pool->count_cached(keys), 2) << "a failed allocation changes nothing";
-  pool->release(held);
-  pool->release(more);
+  EXPECT_OK(pool->release(held));
+  EXPECT_OK(pool->release(more));
 }
 
 TEST_P(PagePoolTest, ViewCoversTheStorage) {

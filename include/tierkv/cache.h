@@ -5,31 +5,41 @@
 // brings it back into the engine's pages layer by layer, so that layer l's attention can start as
 // soon as layer l has landed (wait_layer) while later layers still stream.
 //
-// Typical use, per request:
+// Typical use, per request (tests/cache_test.cc runs exactly this):
 //
-//   auto keys = cache->keys(tokens, tenant_salt);          // hashes once per request
-//   MatchResult m = cache->match(*keys);                   // tokens per tier
-//   ... the engine keeps GPU-resident tokens, allocates pages for the rest ...
-//   auto load = cache->load({&*keys, gpu_tokens, m.host_tokens - gpu_tokens, view, pages});
+//   auto keys = cache->keys(tokens, {.salt = tenant});     // hashes once per request
+//   auto m = cache->match(*keys);                          // tokens per tier
+//   ... the engine keeps the m->gpu_tokens GPU-resident tokens (page-aligned), allocates pages for
+//   ... the rest, and loads what the host tier holds beyond them:
+//   auto load = cache->load({&*keys, m->gpu_tokens, m->host_tokens - m->gpu_tokens, view, pages});
 //   for each layer l: load->wait_layer(l, compute_stream); attention(l); ...
 //   ... tokens [load->first_token() + load->loaded_tokens(), ...) are computed, not loaded ...
 //   auto save = cache->save({&*keys, prompt_tokens, view, all_pages, &compute_stream});
 //
-// Ownership: the Cache borrows the Backend (which must outlive it) and owns its host tier, its
-// transfer streams and its page keys index. Views passed to load/save are the engine's; the pages
-// they name must stay allocated (and, for save, unchanged) until the Load / Save completes.
+// Ownership: the Cache borrows the Backend (which must outlive the Cache and every Load and Save
+// it returned) and owns its host tier, its transfer streams and its page keys index. A Load or
+// Save may outlive its Cache: it keeps what it uses (the host slots it reads, the load stream)
+// alive until it is destroyed. Views passed to load/save are the engine's; the pages they name
+// must stay allocated (and, for save, unchanged) until the Load / Save completes.
 //
 // Thread safety: every method may be called from any thread at the same time. Load and Save
 // handles are used by one thread at a time.
 //
-// Correctness rule: nothing wrong is ever served. Keys cover the model identity, the page layout,
-// the chunk size and the tenant salt; a chunk becomes visible to match() only after its bytes have
-// landed; a chunk being read is pinned and cannot be evicted; a load that cannot get a chunk says
-// which tokens are missing so the engine recomputes them.
+// Correctness rule: nothing wrong is ever served. Keys cover the model identity (its weights
+// included), the page layout, the chunk size, the tenant salt, the adapter and any extra inputs
+// (tierkv/key.h); a chunk becomes visible to match() only after its bytes have landed; a chunk
+// being read is pinned and cannot be evicted, and stays pinned until every copy that reads it has
+// finished, even when the load failed; a load that cannot get a chunk says which tokens are
+// missing so the engine recomputes them; a load that fails returns only after nothing it queued
+// can still write into the engine's pages.
+//
+// Every entry validates its arguments completely before it queues any work: a refused call
+// changes nothing. No exception leaves the library.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -72,33 +82,55 @@ struct TransferOptions {
   double sm_kernel_min_gain = 0.05;
 };
 
+// Largest chunk: a chunk's bytes must be one host slot and one record.
+inline constexpr std::int32_t kMaxChunkTokens = 1 << 16;
+// Longest prompt Cache::keys() takes.
+inline constexpr std::int64_t kMaxPromptTokens = std::int64_t{1} << 24;
+
 struct CacheOptions {
-  ModelSpec model;                        // KV shape and identity; model.page_tokens per page
+  // KV shape and identity; model.page_tokens per page. identity.weights must name the weights
+  // (tierkv/model_spec.h): an empty one is refused.
+  ModelSpec model;
   KvLayout page_layout = KvLayout::kNHD;  // layout inside the engine's pages (part of the identity)
-  std::int32_t chunk_tokens = 256;  // unit of the tiers below the GPU; a multiple of page_tokens
+  // Unit of the tiers below the GPU: a multiple of page_tokens, at most kMaxChunkTokens.
+  std::int32_t chunk_tokens = 256;
   std::size_t host_bytes = 0;       // pinned host tier budget, never exceeded; 0: no host tier
   PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
+  // Optional. Called with an asynchronous error that the caller may not otherwise see: a save
+  // whose copies failed (its chunks are not published), a Load destroyed before wait() returned
+  // its copy error. Called from the thread that finds the error (the cache's completion thread, or
+  // the one destroying the Load); must be thread-safe and must not call into the cache.
+  std::function<void(const Status&)> on_async_error;
 };
 
 struct MatchResult {
-  std::int32_t gpu_tokens = 0;   // leading tokens cached in gpu_pool (0 without a pool)
-  std::int32_t host_tokens = 0;  // leading tokens whose chunks are in the host tier
+  std::int32_t gpu_tokens = 0;   // leading tokens cached in gpu_pool (0 without a pool): whole
+                                 // pages, so a multiple of page_tokens
+  std::int32_t host_tokens = 0;  // leading tokens the GPU pool and the host tier hold together
+                                 // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
 };
 
 struct LoadRequest {
   const PromptKeys* keys = nullptr;
-  std::int32_t first_token = 0;  // multiple of chunk_tokens: where the load starts
-  std::int32_t num_tokens = 0;   // multiple of chunk_tokens
-  PagedKvView dst;               // the engine's KV (block_table, seq_lens, batch unused)
-  // Page ids receiving tokens [first_token, first_token + num_tokens), one per page.
+  // Where the load starts: a multiple of page_tokens (match()'s gpu_tokens is one). The load may
+  // start inside a chunk: only that chunk's pages from first_token on are copied.
+  std::int32_t first_token = 0;
+  // Tokens to load; first_token + num_tokens must end on a chunk boundary inside the prompt's
+  // full chunks (match()'s host_tokens does), or num_tokens is 0.
+  std::int32_t num_tokens = 0;
+  PagedKvView dst;  // the engine's KV (block_table, seq_lens, batch unused; num_pages required)
+  // Page ids receiving tokens [first_token, first_token + num_tokens), one per page, each in
+  // [0, dst.num_pages).
   std::span<const std::int32_t> dst_pages;
   // Compute (prefill) will run while this streams: weigh the SMs a path takes from it.
   bool compute_beside = true;
 };
 
-// A load in flight. Move-only; destroying it waits for its copies (the host slots it reads stay
-// pinned until then).
+// A load in flight. Move-only. Destroying it waits for its copies (the host slots it reads stay
+// pinned until then); a copy error that wait() did not return is then counted in
+// CacheStats::load_errors and passed to CacheOptions::on_async_error. A moved-from Load is empty:
+// its counts are 0 and wait_layer()/wait() return FailedPrecondition.
 class Load {
  public:
   Load(Load&&) noexcept;
@@ -111,8 +143,14 @@ class Load {
   std::int32_t loaded_tokens() const;
   std::int32_t requested_tokens() const;
   // Makes `stream` wait until layer `layer` of every loaded chunk has landed. Does not block.
+  // Returns the copies' error when they have failed already (then the engine must not use the
+  // layer and recomputes the loaded tokens); an error found later reaches `stream` itself: its
+  // synchronize() and the events recorded on it after this call report it. InvalidArgument for a
+  // layer outside [0, num_layers).
   Status wait_layer(std::int32_t layer, Stream& stream) const;
-  // Blocks until everything landed; the first asynchronous error of the copies, if any.
+  // Blocks until everything landed; the first asynchronous error of the copies, if any (then the
+  // loaded pages hold unspecified bytes and must be recomputed). Releases the pins. Calling it
+  // again returns the same status.
   Status wait();
   // Which path served the copies.
   CopyPath path() const;
@@ -127,10 +165,12 @@ class Load {
 struct SaveRequest {
   const PromptKeys* keys = nullptr;
   std::int32_t num_tokens = 0;  // tokens whose KV is final; the full chunks among them are saved
-  PagedKvView src;              // the engine's KV
-  // Page ids of tokens [0, num_tokens), one per page (at least the full chunks' pages).
+  PagedKvView src;              // the engine's KV (num_pages required)
+  // Page ids of tokens [0, num_tokens), one per page (at least the full chunks' pages), each in
+  // [0, src.num_pages).
   std::span<const std::int32_t> src_pages;
-  // The stream that wrote the KV: the save starts after the work queued on it so far.
+  // The stream that wrote the KV: the save starts after the work queued on it so far. If that
+  // work failed, the save fails too and publishes nothing.
   Stream* producer = nullptr;
   bool compute_beside = true;
 };
@@ -138,7 +178,13 @@ struct SaveRequest {
 struct SaveState;  // shared by a Save and the cache thread that completes it
 
 // A save in flight. Copies are queued when save() returns; chunks become visible to match() once
-// their bytes landed. Move-only; destroying it does not wait.
+// their bytes landed. Move-only; destroying it does not wait (the cache finishes the save). A
+// moved-from Save is empty: its counts are 0, done() is true and wait() returns
+// FailedPrecondition. A Save may outlive its Cache (the Cache's destruction finishes every save).
+//
+// Chunks that find no host slot are dropped, not waited for: every slot may be pinned by loads
+// or by saves in flight -- this save's own chunks included, so a save of more chunks than the
+// host budget holds drops the chunks past what fits.
 class Save {
  public:
   Save(Save&&) noexcept;
@@ -163,6 +209,8 @@ struct CacheStats {
   std::uint64_t loads = 0, loaded_tokens = 0, missing_tokens = 0;
   std::uint64_t saves = 0, saved_chunks = 0, present_chunks = 0, dropped_chunks = 0,
                 failed_chunks = 0;
+  std::uint64_t load_errors = 0;  // loads whose copies failed (at queueing or asynchronously)
+  std::uint64_t save_errors = 0;  // saves whose copies failed
   std::uint64_t copy_engine_transfers = 0, sm_kernel_transfers = 0;
   std::uint64_t bytes_loaded = 0, bytes_saved = 0;
   std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;
@@ -171,41 +219,53 @@ struct CacheStats {
 
 class Cache {
  public:
-  // InvalidArgument for a bad model or options (chunk size not a multiple of the page size, a host
-  // budget smaller than one chunk, ...); ResourceExhausted when pinned memory is short.
+  // InvalidArgument for a bad model or options (a model without a weights digest, chunk size not
+  // a multiple of the page size or past kMaxChunkTokens, a host budget smaller than one chunk, a
+  // page pool of another identity, ...); ResourceExhausted when pinned memory is short.
   static Result<std::unique_ptr<Cache>> create(Backend& backend, const CacheOptions& options);
+  // Finishes every save (flush), then releases what no Load still holds.
   ~Cache();
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
 
-  // The page keys of `tokens` under this cache's identity and `salt` (the tenant; "" for none).
-  // InvalidArgument for negative token ids.
+  // The page keys of `tokens` under this cache's identity and `scope` (tenant salt, adapter,
+  // extra inputs: tierkv/key.h), stamped with identity(). InvalidArgument for negative token ids,
+  // ids at or past the model's vocab (when the spec has one), or more than kMaxPromptTokens tokens.
+  Result<PromptKeys> keys(std::span<const std::int32_t> tokens, const KeyScope& scope) const;
+  // keys(tokens, {.salt = salt}).
   Result<PromptKeys> keys(std::span<const std::int32_t> tokens, std::string_view salt) const;
 
   // How many leading tokens each tier holds. The answer can change before load(): load() pins.
-  MatchResult match(const PromptKeys& keys);
+  // InvalidArgument for keys of another cache identity or with fields that disagree.
+  Result<MatchResult> match(const PromptKeys& keys);
 
   // Starts loading chunks from the host tier into the engine's pages. Pins every chunk it loads
   // (stopping at the first one no longer present) and queues the copies layer by layer, one event
-  // per layer. InvalidArgument for ranges that are not chunk-aligned or pages that do not cover
-  // them, or a view of another shape.
+  // per layer. InvalidArgument for keys of another cache, ranges that are not page-aligned at the
+  // start or chunk-aligned at the end, past the prompt's full chunks, page ids outside the view or
+  // too few of them, or a view of another shape. When queueing fails midway it returns the error
+  // only after every copy it queued has finished (nothing lands later), and releases its pins.
   Result<Load> load(const LoadRequest& request);
 
-  // Starts saving the full chunks of [0, num_tokens) that the host tier lacks.
+  // Starts saving the full chunks of [0, num_tokens) that the host tier lacks. The same argument
+  // checks as load(); a producer stream is required.
   Result<Save> save(const SaveRequest& request);
 
-  // Blocks until every save queued so far has finished.
+  // Blocks until every save queued so far has finished. Returns the first error of the saves
+  // that finished since the last flush() (their chunks were not published), else OK.
   Status flush();
 
-  // The digest every key of this cache derives from: model identity, page layout, chunk size.
+  // The digest every key of this cache derives from: model identity (weights included), page
+  // layout, chunk size.
   const Digest& identity() const;
   const CacheOptions& options() const;
   CacheStats stats() const;
 
  private:
+  friend class Load;
   struct State;
-  explicit Cache(std::unique_ptr<State> s);
-  std::unique_ptr<State> state_;
+  explicit Cache(std::shared_ptr<State> s);
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace tierkv

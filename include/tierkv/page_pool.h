@@ -29,6 +29,9 @@
 
 namespace tierkv {
 
+// Largest pool: page ids are int32 and a pool's bookkeeping must fit the host.
+inline constexpr std::int32_t kMaxPoolPages = 1 << 28;
+
 struct PagePoolOptions {
   ModelSpec model;                   // KV shape; model.page_tokens tokens per page
   std::int32_t num_pages = 0;        // pages per layer (K and V each)
@@ -47,15 +50,18 @@ struct PagePoolStats {
 
 class PagePool {
  public:
-  // Allocates the storage. InvalidArgument for a bad model or sizes; ResourceExhausted when the
-  // device lacks the memory.
+  // Allocates the storage. InvalidArgument for a bad model or sizes (num_pages in
+  // [1, kMaxPoolPages], pages_per_run in [1, num_pages]); ResourceExhausted when the device lacks
+  // the memory (checked against Backend::free_memory() before anything is allocated) or the host
+  // lacks it for the bookkeeping. The model's identity is the pool's: a Cache that uses the pool
+  // must have the same one.
   static Result<std::unique_ptr<PagePool>> create(Backend& backend, const PagePoolOptions& options);
   ~PagePool();
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
-  // The storage as a view: per-layer K/V pointers, strides, page size. block_table, seq_lens and
-  // batch are left unset for the caller. Valid as long as the pool lives.
+  // The storage as a view: per-layer K/V pointers, strides, page size, num_pages. block_table,
+  // seq_lens and batch are left unset for the caller. Valid as long as the pool lives.
   PagedKvView view() const;
   const PagePoolOptions& options() const;
 
@@ -67,7 +73,8 @@ class PagePool {
 
   // `n` fresh, unnamed pages with one reference each, in chunk-aligned contiguous runs where it
   // can. Evicts cached unreferenced pages (least recently released first) to make room.
-  // ResourceExhausted when fewer than `n` pages are free or evictable; then nothing changes.
+  // InvalidArgument for n < 0; ResourceExhausted when fewer than `n` pages are free or evictable;
+  // then nothing changes.
   Result<std::vector<std::int32_t>> allocate(std::int32_t n);
 
   // Names `page` (which the caller references) by `key` once its KV is final. Returns false and
@@ -75,8 +82,9 @@ class PagePool {
   bool publish(std::int32_t page, const Key& key);
 
   // Drops one reference from each page, last page first, so that a sequence's tail is evicted
-  // before its head. REQUIRES: the caller holds those references.
-  void release(std::span<const std::int32_t> pages);
+  // before its head. All or nothing: InvalidArgument for an id outside [0, num_pages) and
+  // FailedPrecondition for a page listed more often than it is referenced; then nothing changes.
+  Status release(std::span<const std::int32_t> pages);
 
   PagePoolStats stats() const;
 

@@ -62,6 +62,9 @@ static_assert(std::is_trivially_copyable_v<PagedKvLayer>);
 struct PagedKvView {
   std::span<const void* const> k_layers;
   std::span<const void* const> v_layers;
+  // Pages in each layer's K (and V) array: valid page ids are [0, num_pages). The cache and the
+  // runner refuse page ids outside it, and a view without it (0), since they cannot check them.
+  std::int32_t num_pages = 0;
   const std::int32_t* block_table = nullptr;
   const std::int32_t* seq_lens = nullptr;
   KvStrides strides;

@@ -5,7 +5,9 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
+#include <utility>
 
 #include "cache/geometry.h"
 #include "core/keys.h"
@@ -18,54 +20,45 @@ namespace tierkv {
 // ---- Load ---------------------------------------------------------------------------------------
 
 struct Load::State {
+  std::shared_ptr<Cache::State> cache;  // keeps the host tier and the load stream alive
   std::int32_t first_token = 0, loaded_tokens = 0, requested_tokens = 0;
   CopyPath path = CopyPath::kCopyEngine;
   std::vector<HostTier::Pin> pins;                 // released only after the copies landed
   std::vector<std::unique_ptr<Event>> layer_done;  // one per layer; empty when nothing loads
+  bool finished = false;                           // the copies are over and the pins released
+  bool reported = false;                           // wait() returned `status` to the caller
+  Status status;                                   // the copies' first error, once finished
+
+  // Waits for every layer's copies, releases the pins; idempotent.
+  void finish();
+  ~State();
 };
 
 Load::Load(std::unique_ptr<State> s) : state_(std::move(s)) {}
 Load::Load(Load&&) noexcept = default;
-Load& Load::operator=(Load&& o) noexcept {
-  if (this != &o) {
-    if (state_) wait().ignore();
-    state_ = std::move(o.state_);
-  }
-  return *this;
-}
-Load::~Load() {
-  if (state_) wait().ignore();
-}
+Load& Load::operator=(Load&& o) noexcept = default;
+Load::~Load() = default;
 
 std::int32_t Load::first_token() const {
-  return state_->first_token;
+  return state_ ? state_->first_token : 0;
 }
 std::int32_t Load::loaded_tokens() const {
-  return state_->loaded_tokens;
+  return state_ ? state_->loaded_tokens : 0;
 }
 std::int32_t Load::requested_tokens() const {
-  return state_->requested_tokens;
+  return state_ ? state_->requested_tokens : 0;
 }
 CopyPath Load::path() const {
-  return state_->path;
+  return state_ ? state_->path : CopyPath::kCopyEngine;
 }
 
-Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
-  if (state_->layer_done.empty()) return Status::Ok();
-  if (layer < 0 || std::size_t(layer) >= state_->layer_done.size()) {
-    return invalid_argument("wait_layer: layer " + std::to_string(layer) + " of " +
-                            std::to_string(state_->layer_done.size()));
-  }
-  return stream.wait(*state_->layer_done[std::size_t(layer)]);
+namespace {
+Status moved_from(const char* what) {
+  return failed_precondition(std::string(what) + ": the handle was moved from");
 }
+}  // namespace
 
-Status Load::wait() {
-  Status s;
-  if (!state_->layer_done.empty()) s = state_->layer_done.back()->synchronize();
-  state_->pins.clear();
-  return s;
-}
-
+// ---- Save ---------------------------------------------------------------------------------------
 // ---- Save ---------------------------------------------------------------------------------------
 
 struct SaveState {
@@ -82,19 +75,21 @@ Save& Save::operator=(Save&&) noexcept = default;
 Save::~Save() = default;
 
 std::int32_t Save::queued_chunks() const {
-  return state_->queued;
+  return state_ ? state_->queued : 0;
 }
 std::int32_t Save::present_chunks() const {
-  return state_->present;
+  return state_ ? state_->present : 0;
 }
 std::int32_t Save::dropped_chunks() const {
-  return state_->dropped;
+  return state_ ? state_->dropped : 0;
 }
 bool Save::done() const {
+  if (!state_) return true;
   std::lock_guard lock(state_->mu);
   return state_->done;
 }
 Status Save::wait() {
+  if (!state_) return moved_from("Save::wait");
   std::unique_lock lock(state_->mu);
   state_->cv.wait(lock, [&] { return state_->done; });
   return state_->status;
@@ -114,6 +109,7 @@ struct Counters {  // statistics only: relaxed atomics
   std::atomic<std::uint64_t> matches{0}, loads{0}, loaded_tokens{0}, missing_tokens{0};
   std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0},
       failed_chunks{0};
+  std::atomic<std::uint64_t> load_errors{0}, save_errors{0};
   std::atomic<std::uint64_t> bytes_loaded{0}, bytes_saved{0};
 };
 
@@ -128,6 +124,37 @@ Digest cache_identity(const CacheOptions& o) {
   h.bytes(model.data(), model.size());
   h.u32(static_cast<std::uint32_t>(o.page_layout)).u32(static_cast<std::uint32_t>(o.chunk_tokens));
   return h.finish();
+}
+
+// The identity the page keys of one request chain from: the cache's, or, with an adapter or extra
+// inputs, a digest of the cache's and those (tierkv/key.h).
+Digest request_identity(const Digest& cache, const KeyScope& scope) {
+  if (scope.adapter.empty() && scope.extra.empty()) return cache;
+  Sha256 h;
+  h.str("tierkv.key-scope.v1");
+  h.bytes(cache.data(), cache.size());
+  h.str(scope.adapter).u64(scope.adapter_version).u64(scope.extra.size());
+  for (const auto& d : scope.extra)
+    h.bytes(d.data(), d.size());
+  return h.finish();
+}
+
+Digest salt_tag(std::string_view salt) {
+  Sha256 h;
+  h.str("tierkv.salt-tag.v1").str(salt);
+  return h.finish();
+}
+
+// Blocks until everything queued on `stream` so far has run: an event recorded now and waited
+// for, or (when even that cannot be queued) the whole stream drained. Errors are the queued work's
+// own and reach whoever waits for it; here only completion matters.
+void drain(Backend& backend, Stream& stream) {
+  auto e = backend.create_event();
+  if (e.ok() && stream.record(**e).ok()) {
+    (*e)->synchronize().ignore();
+    return;
+  }
+  stream.synchronize().ignore();
 }
 
 }  // namespace
@@ -148,15 +175,67 @@ struct Cache::State {
   std::condition_variable pending_cv;
   std::deque<PendingSave> pending;  // GUARDED_BY(pending_mu)
   std::size_t in_flight = 0;        // GUARDED_BY(pending_mu): queued plus the one being finished
+  Status flush_error;               // GUARDED_BY(pending_mu): first failure since the last flush
   bool stopping = false;            // GUARDED_BY(pending_mu)
   std::thread completer;
 
   State(Backend& b, const CacheOptions& o)
       : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
+  ~State() {
+    // Streams first: destroying one waits for its queued copies, which read and write the host
+    // slab.
+    load_stream.reset();
+    save_stream.reset();
+  }
 
   void complete_saves();
   void finish(PendingSave& p);
+  void report(const Status& s) const {
+    if (opts.on_async_error) opts.on_async_error(s);
+  }
+  Status check_cache_keys(const PromptKeys* keys) const { return geo.check_keys(keys, identity); }
+  Result<Load> queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st);
 };
+
+void Load::State::finish() {
+  if (finished) return;
+  for (const auto& e : layer_done) {  // each: another thread's drain may have cleared the stream
+    const Status s = e->synchronize();
+    if (!s.ok() && status.ok()) status = s.with_context("load");
+  }
+  pins.clear();
+  finished = true;
+  if (!status.ok()) add(cache->counters.load_errors, 1);
+}
+
+Load::State::~State() {
+  if (cache == nullptr) return;
+  finish();
+  if (!status.ok() && !reported) cache->report(status);
+}
+
+Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
+  if (!state_) return moved_from("Load::wait_layer");
+  const std::int32_t layers = state_->cache->opts.model.num_layers;
+  if (layer < 0 || layer >= layers) {
+    return invalid_argument("wait_layer: layer " + std::to_string(layer) + " outside [0, " +
+                            std::to_string(layers) + ")");
+  }
+  if (state_->layer_done.empty()) return Status::Ok();
+  if (state_->finished && !state_->status.ok()) return state_->status;
+  Event& e = *state_->layer_done[std::size_t(layer)];
+  const Result<bool> landed = e.done();  // an error that is known already is returned here
+  if (!landed.ok()) return landed.status().with_context("load of layer " + std::to_string(layer));
+  if (*landed) return Status::Ok();
+  return stream.wait(e);
+}
+
+Status Load::wait() {
+  if (!state_) return moved_from("Load::wait");
+  state_->finish();
+  state_->reported = true;
+  return state_->status;
+}
 
 void Cache::State::complete_saves() {
   for (;;) {
@@ -185,8 +264,14 @@ void Cache::State::finish(PendingSave& p) {
       host->commit(std::move(pin));
     add(counters.saved_chunks, p.reserved.size());
   } else {
-    p.reserved.clear();
-    add(counters.failed_chunks, p.save->queued);
+    p.reserved.clear();  // the copy is over (its event completed): the slots are free again
+    add(counters.failed_chunks, std::uint64_t(p.save->queued));
+    add(counters.save_errors, 1);
+    {
+      std::lock_guard lock(pending_mu);
+      if (flush_error.ok()) flush_error = landed.with_context("save");
+    }
+    report(landed.with_context("save"));
   }
   {
     std::lock_guard lock(p.save->mu);
@@ -198,30 +283,43 @@ void Cache::State::finish(PendingSave& p) {
 
 Result<std::unique_ptr<Cache>> Cache::create(Backend& backend, const CacheOptions& o) {
   TIERKV_RETURN_IF_ERROR(o.model.validate());
-  if (o.chunk_tokens <= 0 || o.chunk_tokens % o.model.page_tokens != 0) {
+  TIERKV_RETURN_IF_ERROR(require_weights_digest(o.model.identity));
+  if (o.page_layout != KvLayout::kNHD && o.page_layout != KvLayout::kHND)
+    return invalid_argument("cache: page_layout must be NHD or HND");
+  if (o.chunk_tokens <= 0 || o.chunk_tokens > kMaxChunkTokens ||
+      o.chunk_tokens % o.model.page_tokens != 0) {
     return invalid_argument("cache: chunk_tokens (" + std::to_string(o.chunk_tokens) +
-                            ") must be a positive multiple of page_tokens (" +
-                            std::to_string(o.model.page_tokens) + ")");
+                            ") must be a multiple of page_tokens (" +
+                            std::to_string(o.model.page_tokens) + ") in [1, " +
+                            std::to_string(kMaxChunkTokens) + "]");
   }
+  if (o.transfer.sm_blocks < 1 || o.transfer.sm_blocks > 1024)
+    return invalid_argument("cache: transfer.sm_blocks must be in [1, 1024]");
   if (o.gpu_pool != nullptr) {
     const PagePoolOptions& p = o.gpu_pool->options();
     if (p.model.identity_digest() != o.model.identity_digest() || p.layout != o.page_layout) {
       return invalid_argument("cache: the GPU page pool was made for another model or page layout");
     }
   }
-  auto st = std::make_unique<State>(backend, o);
-  if (o.host_bytes > 0) {
-    TIERKV_ASSIGN_OR_RETURN(st->host,
-                            HostTier::create(backend, o.host_bytes, st->geo.chunk_bytes()));
+  try {
+    auto st = std::make_shared<State>(backend, o);
+    if (o.host_bytes > 0) {
+      TIERKV_ASSIGN_OR_RETURN(st->host,
+                              HostTier::create(backend, o.host_bytes, st->geo.chunk_bytes()));
+    }
+    TIERKV_ASSIGN_OR_RETURN(st->transfer, TransferEngine::create(backend, o.transfer));
+    TIERKV_ASSIGN_OR_RETURN(st->load_stream, backend.create_stream());
+    TIERKV_ASSIGN_OR_RETURN(st->save_stream, backend.create_stream());
+    st->completer = std::thread([s = st.get()] { s->complete_saves(); });
+    return std::unique_ptr<Cache>(new Cache(std::move(st)));
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("cache: out of host memory");
+  } catch (const std::system_error& e) {
+    return resource_exhausted(std::string("cache: cannot start its thread: ") + e.what());
   }
-  TIERKV_ASSIGN_OR_RETURN(st->transfer, TransferEngine::create(backend, o.transfer));
-  TIERKV_ASSIGN_OR_RETURN(st->load_stream, backend.create_stream());
-  TIERKV_ASSIGN_OR_RETURN(st->save_stream, backend.create_stream());
-  st->completer = std::thread([s = st.get()] { s->complete_saves(); });
-  return std::unique_ptr<Cache>(new Cache(std::move(st)));
 }
 
-Cache::Cache(std::unique_ptr<State> s) : state_(std::move(s)) {}
+Cache::Cache(std::shared_ptr<State> s) : state_(std::move(s)) {}
 
 Cache::~Cache() {
   flush().ignore();
@@ -241,17 +339,42 @@ const CacheOptions& Cache::options() const {
 }
 
 Result<PromptKeys> Cache::keys(std::span<const std::int32_t> tokens, std::string_view salt) const {
-  PromptKeys k;
-  TIERKV_RETURN_IF_ERROR(
-      compute_page_keys(state_->identity, salt, tokens, state_->opts.model.page_tokens, k.pages));
-  k.tokens = static_cast<std::int32_t>(tokens.size());
-  k.page_tokens = state_->opts.model.page_tokens;
-  k.chunk_tokens = state_->opts.chunk_tokens;
-  return k;
+  return keys(tokens, KeyScope{.salt = salt});
 }
 
-MatchResult Cache::match(const PromptKeys& keys) {
+Result<PromptKeys> Cache::keys(std::span<const std::int32_t> tokens, const KeyScope& scope) const {
+  const State& s = *state_;
+  if (std::int64_t(tokens.size()) > kMaxPromptTokens) {
+    return invalid_argument("keys: " + std::to_string(tokens.size()) + " tokens exceed " +
+                            std::to_string(kMaxPromptTokens));
+  }
+  if (const std::int32_t vocab = s.opts.model.vocab; vocab > 0) {
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] >= vocab) {
+        return invalid_argument("keys: token " + std::to_string(i) + " is " +
+                                std::to_string(tokens[i]) + ", outside the vocabulary (" +
+                                std::to_string(vocab) + ")");
+      }
+    }
+  }
+  try {
+    PromptKeys k;
+    TIERKV_RETURN_IF_ERROR(compute_page_keys(request_identity(s.identity, scope), scope.salt,
+                                             tokens, s.opts.model.page_tokens, k.pages));
+    k.tokens = static_cast<std::int32_t>(tokens.size());
+    k.page_tokens = s.opts.model.page_tokens;
+    k.chunk_tokens = s.opts.chunk_tokens;
+    k.identity = s.identity;
+    k.salt_tag = salt_tag(scope.salt);
+    return k;
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("keys: out of host memory");
+  }
+}
+
+Result<MatchResult> Cache::match(const PromptKeys& keys) {
   State& s = *state_;
+  TIERKV_RETURN_IF_ERROR(s.check_cache_keys(&keys));
   add(s.counters.matches, 1);
   MatchResult m;
   if (s.opts.gpu_pool != nullptr)
@@ -267,113 +390,175 @@ MatchResult Cache::match(const PromptKeys& keys) {
 
 Result<Load> Cache::load(const LoadRequest& r) {
   State& s = *state_;
-  TIERKV_RETURN_IF_ERROR(s.geo.check_keys(r.keys));
-  TIERKV_RETURN_IF_ERROR(s.geo.check_range(*r.keys, r.first_token, r.num_tokens, "load"));
-  TIERKV_RETURN_IF_ERROR(s.geo.check_view(r.dst, r.dst_pages, r.num_tokens, "load"));
-  auto st = std::make_unique<Load::State>();
-  st->first_token = r.first_token;
-  st->requested_tokens = r.num_tokens;
-  const std::int32_t first_chunk = r.first_token / s.opts.chunk_tokens;
-  const std::int32_t chunks = r.num_tokens / s.opts.chunk_tokens;
-  for (std::int32_t c = 0; c < chunks && s.host != nullptr; ++c) {
-    HostTier::Pin pin = s.host->pin(r.keys->chunk_key(first_chunk + c));
-    if (!pin) break;  // gone since match(): the rest is recomputed
-    st->pins.push_back(std::move(pin));
+  TIERKV_RETURN_IF_ERROR(s.check_cache_keys(r.keys));
+  TIERKV_RETURN_IF_ERROR(s.geo.check_load_range(*r.keys, r.first_token, r.num_tokens));
+  TIERKV_RETURN_IF_ERROR(
+      s.geo.check_view(r.dst, r.dst_pages, r.num_tokens / s.opts.model.page_tokens, "load"));
+  try {
+    auto st = std::make_unique<Load::State>();
+    st->first_token = r.first_token;
+    st->requested_tokens = r.num_tokens;
+    // The load covers chunks [first_chunk, end_chunk); the first may be entered mid-way.
+    const std::int32_t first_chunk = r.first_token / s.opts.chunk_tokens;
+    const std::int32_t end_chunk = (r.first_token + r.num_tokens) / s.opts.chunk_tokens;
+    for (std::int32_t c = first_chunk; c < end_chunk && s.host != nullptr && r.num_tokens > 0;
+         ++c) {
+      HostTier::Pin pin = s.host->pin(r.keys->chunk_key(c));
+      if (!pin) break;  // gone since match(): the rest is recomputed
+      st->pins.push_back(std::move(pin));
+    }
+    const std::int32_t got_end =
+        st->pins.empty() ? r.first_token
+                         : (first_chunk + std::int32_t(st->pins.size())) * s.opts.chunk_tokens;
+    st->loaded_tokens = got_end - r.first_token;
+    add(s.counters.loads, 1);
+    add(s.counters.loaded_tokens, std::uint64_t(st->loaded_tokens));
+    add(s.counters.missing_tokens, std::uint64_t(r.num_tokens - st->loaded_tokens));
+    st->cache = state_;
+    if (st->pins.empty()) {
+      st->finished = true;
+      return Load(std::move(st));
+    }
+    return s.queue_load(r, std::move(st));
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("load: out of host memory");
   }
-  st->loaded_tokens = std::int32_t(st->pins.size()) * s.opts.chunk_tokens;
-  add(s.counters.loads, 1);
-  add(s.counters.loaded_tokens, std::uint64_t(st->loaded_tokens));
-  add(s.counters.missing_tokens, std::uint64_t(r.num_tokens - st->loaded_tokens));
-  if (st->pins.empty()) return Load(std::move(st));
+}
 
-  for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
-    TIERKV_ASSIGN_OR_RETURN(auto e, s.backend.create_event());
-    st->layer_done.push_back(std::move(e));
+// Queues a pinned load's copies, layer by layer. On a failure midway, waits until nothing queued
+// can land any more, then drops the pins and returns the error.
+Result<Load> Cache::State::queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st) {
+  const std::int32_t layers = opts.model.num_layers, ppc = geo.pages_per_chunk;
+  for (std::int32_t l = 0; l < layers; ++l) {
+    auto e = backend.create_event();
+    if (!e.ok()) {
+      st->pins.clear();
+      st->finished = true;  // nothing queued yet
+      add(counters.load_errors, 1);
+      return e.status().with_context("load");
+    }
+    st->layer_done.push_back(std::move(e).value());
   }
+  const std::int32_t page0 = r.first_token / opts.model.page_tokens;  // first page of the load
+  const std::int32_t first_chunk = r.first_token / opts.chunk_tokens;
   std::vector<CopyRun> runs;
-  std::lock_guard lock(s.load_mu);
-  for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
+  std::lock_guard lock(load_mu);
+  for (std::int32_t l = 0; l < layers; ++l) {
     runs.clear();
     for (std::size_t c = 0; c < st->pins.size(); ++c) {
-      const auto pages = r.dst_pages.subspan(c * std::size_t(s.geo.pages_per_chunk),
-                                             std::size_t(s.geo.pages_per_chunk));
-      s.geo.append_runs(r.dst, l, pages, st->pins[c].data(), Direction::kToDevice, runs);
+      // Page p of the prompt goes to dst_pages[p - page0]; the chunk's pages before page0 (first
+      // chunk only) are not copied.
+      const std::int32_t chunk_page0 = (first_chunk + std::int32_t(c)) * ppc;
+      const std::int32_t skip = std::max(0, page0 - chunk_page0);
+      const auto pages = r.dst_pages.subspan(std::size_t(chunk_page0 + skip - page0),
+                                             std::size_t(ppc - skip));
+      geo.append_runs(r.dst, l, pages, skip, st->pins[c].data(), Direction::kToDevice, runs);
     }
-    TIERKV_ASSIGN_OR_RETURN(st->path, s.transfer->copy(runs, r.compute_beside, *s.load_stream));
-    TIERKV_RETURN_IF_ERROR(s.load_stream->record(*st->layer_done[std::size_t(l)]));
+    Status queued = Status::Ok();
+    auto path = transfer->copy(runs, r.compute_beside, *load_stream);
+    if (!path.ok()) {
+      queued = path.status();
+    } else {
+      st->path = *path;
+      queued = load_stream->record(*st->layer_done[std::size_t(l)]);
+    }
+    if (!queued.ok()) {
+      drain(backend, *load_stream);  // nothing of this load may land after we return
+      st->pins.clear();
+      st->layer_done.clear();
+      st->finished = true;
+      add(counters.load_errors, 1);
+      return queued.with_context("load: queueing layer " + std::to_string(l));
+    }
   }
-  add(s.counters.bytes_loaded, st->pins.size() * s.geo.chunk_bytes());
+  add(counters.bytes_loaded, std::uint64_t(st->loaded_tokens) * opts.model.kv_bytes_per_token());
   return Load(std::move(st));
 }
 
 Result<Save> Cache::save(const SaveRequest& r) {
   State& s = *state_;
-  TIERKV_RETURN_IF_ERROR(s.geo.check_keys(r.keys));
+  TIERKV_RETURN_IF_ERROR(s.check_cache_keys(r.keys));
   if (r.producer == nullptr) return invalid_argument("save: the producer stream is required");
   if (r.num_tokens < 0 || r.num_tokens > r.keys->tokens) {
     return invalid_argument("save: num_tokens " + std::to_string(r.num_tokens) +
-                            " outside the prompt");
+                            " outside the prompt's " + std::to_string(r.keys->tokens));
   }
   const std::int32_t chunks = r.num_tokens / s.opts.chunk_tokens;
-  TIERKV_RETURN_IF_ERROR(
-      s.geo.check_view(r.src, r.src_pages, chunks * s.opts.chunk_tokens, "save"));
-  auto state = std::make_shared<SaveState>();
-  add(s.counters.saves, 1);
-  PendingSave p;
-  p.save = state;
-  std::vector<std::int32_t> chunk_ids;
-  for (std::int32_t c = 0; c < chunks && s.host != nullptr; ++c) {
-    auto pin = s.host->reserve(r.keys->chunk_key(c));
-    if (pin.ok()) {
-      p.reserved.push_back(std::move(pin).value());
-      chunk_ids.push_back(c);
-    } else if (pin.status().code() == StatusCode::kAlreadyExists) {
-      ++state->present;
-    } else {
-      ++state->dropped;
+  TIERKV_RETURN_IF_ERROR(s.geo.check_view(
+      r.src, r.src_pages, std::int64_t{chunks} * s.geo.pages_per_chunk, "save"));
+  try {
+    auto state = std::make_shared<SaveState>();
+    add(s.counters.saves, 1);
+    PendingSave p;
+    p.save = state;
+    std::vector<std::int32_t> chunk_ids;
+    for (std::int32_t c = 0; c < chunks && s.host != nullptr; ++c) {
+      auto pin = s.host->reserve(r.keys->chunk_key(c));
+      if (pin.ok()) {
+        p.reserved.push_back(std::move(pin).value());
+        chunk_ids.push_back(c);
+      } else if (pin.status().code() == StatusCode::kAlreadyExists) {
+        ++state->present;
+      } else {
+        ++state->dropped;
+      }
     }
-  }
-  if (s.host == nullptr) state->dropped = chunks;
-  state->queued = std::int32_t(p.reserved.size());
-  add(s.counters.present_chunks, std::uint64_t(state->present));
-  add(s.counters.dropped_chunks, std::uint64_t(state->dropped));
-  if (p.reserved.empty()) {
-    state->done = true;
-    return Save(state);
-  }
+    if (s.host == nullptr) state->dropped = chunks;
+    state->queued = std::int32_t(p.reserved.size());
+    add(s.counters.present_chunks, std::uint64_t(state->present));
+    add(s.counters.dropped_chunks, std::uint64_t(state->dropped));
+    if (p.reserved.empty()) {
+      state->done = true;
+      return Save(state);
+    }
 
-  std::vector<CopyRun> runs;
-  for (std::size_t i = 0; i < chunk_ids.size(); ++i) {
-    const auto pages = r.src_pages.subspan(std::size_t(chunk_ids[i]) * s.geo.pages_per_chunk,
-                                           std::size_t(s.geo.pages_per_chunk));
-    for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
-      s.geo.append_runs(r.src, l, pages, p.reserved[i].data(), Direction::kToHost, runs);
+    std::vector<CopyRun> runs;
+    for (std::size_t i = 0; i < chunk_ids.size(); ++i) {
+      const auto pages = r.src_pages.subspan(std::size_t(chunk_ids[i]) * s.geo.pages_per_chunk,
+                                             std::size_t(s.geo.pages_per_chunk));
+      for (std::int32_t l = 0; l < s.opts.model.num_layers; ++l) {
+        s.geo.append_runs(r.src, l, pages, 0, p.reserved[i].data(), Direction::kToHost, runs);
+      }
     }
+    // Until a copy is queued, a failure only has to drop the reservations; after it, the copy may
+    // still be writing into the reserved slots, so it must be over before they can be reused.
+    const auto failed = [&](const Status& why, bool copy_queued) -> Status {
+      if (copy_queued) drain(s.backend, *s.save_stream);
+      p.reserved.clear();
+      add(s.counters.save_errors, 1);
+      return why.with_context("save");
+    };
+    auto produced = s.backend.create_event();
+    auto landed = s.backend.create_event();
+    if (!produced.ok()) return failed(produced.status(), false);
+    if (!landed.ok()) return failed(landed.status(), false);
+    p.landed = std::move(landed).value();
+    if (Status st = r.producer->record(**produced); !st.ok()) return failed(st, false);
+    {
+      std::lock_guard lock(s.save_mu);
+      if (Status st = s.save_stream->wait(**produced); !st.ok()) return failed(st, false);
+      if (auto path = s.transfer->copy(runs, r.compute_beside, *s.save_stream); !path.ok())
+        return failed(path.status(), false);  // a copy that fails to queue copies nothing
+      if (Status st = s.save_stream->record(*p.landed); !st.ok()) return failed(st, true);
+    }
+    add(s.counters.bytes_saved, p.reserved.size() * s.geo.chunk_bytes());
+    {
+      std::lock_guard lock(s.pending_mu);
+      ++s.in_flight;
+      s.pending.push_back(std::move(p));
+    }
+    s.pending_cv.notify_all();
+    return Save(state);
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("save: out of host memory");
   }
-  TIERKV_ASSIGN_OR_RETURN(auto produced, s.backend.create_event());
-  TIERKV_ASSIGN_OR_RETURN(p.landed, s.backend.create_event());
-  TIERKV_RETURN_IF_ERROR(r.producer->record(*produced));
-  {
-    std::lock_guard lock(s.save_mu);
-    TIERKV_RETURN_IF_ERROR(s.save_stream->wait(*produced));
-    TIERKV_RETURN_IF_ERROR(s.transfer->copy(runs, r.compute_beside, *s.save_stream).status());
-    TIERKV_RETURN_IF_ERROR(s.save_stream->record(*p.landed));
-  }
-  add(s.counters.bytes_saved, p.reserved.size() * s.geo.chunk_bytes());
-  {
-    std::lock_guard lock(s.pending_mu);
-    ++s.in_flight;
-    s.pending.push_back(std::move(p));
-  }
-  s.pending_cv.notify_all();
-  return Save(state);
 }
 
 Status Cache::flush() {
   State& s = *state_;
   std::unique_lock lock(s.pending_mu);
   s.pending_cv.wait(lock, [&] { return s.in_flight == 0; });
-  return Status::Ok();
+  return std::exchange(s.flush_error, Status::Ok());
 }
 
 CacheStats Cache::stats() const {
@@ -389,6 +574,8 @@ CacheStats Cache::stats() const {
   st.present_chunks = c.present_chunks.load();
   st.dropped_chunks = c.dropped_chunks.load();
   st.failed_chunks = c.failed_chunks.load();
+  st.load_errors = c.load_errors.load();
+  st.save_errors = c.save_errors.load();
   st.bytes_loaded = c.bytes_loaded.load();
   st.bytes_saved = c.bytes_saved.load();
   const TransferCounters t = s.transfer->counters();

@@ -11,32 +11,48 @@ ChunkGeometry::ChunkGeometry(const CacheOptions& o)
                  dtype_size(o.model.kv_dtype)),
       chunk_layer_bytes(page_bytes * std::size_t(pages_per_chunk)) {}
 
-Status ChunkGeometry::check_keys(const PromptKeys* keys) const {
+Status ChunkGeometry::check_keys(const PromptKeys* keys, const Digest& identity) const {
   if (keys == nullptr) return invalid_argument("keys are required");
+  if (keys->identity != identity) {
+    return invalid_argument(
+        "keys were made by another cache (another model, weights, epoch, layout or chunk size): "
+        "compute them with this cache's keys()");
+  }
   if (keys->page_tokens != opts.model.page_tokens || keys->chunk_tokens != opts.chunk_tokens) {
     return invalid_argument("keys were made by a cache with another page or chunk size");
+  }
+  if (keys->tokens < 0 ||
+      keys->pages.size() != std::size_t(keys->tokens / keys->page_tokens)) {
+    return invalid_argument("keys are malformed: " + std::to_string(keys->pages.size()) +
+                            " page keys for " + std::to_string(keys->tokens) + " tokens");
   }
   return Status::Ok();
 }
 
-Status ChunkGeometry::check_range(const PromptKeys& keys, std::int32_t first, std::int32_t num,
-                                  const char* what) const {
-  const std::int32_t c = opts.chunk_tokens;
-  if (first < 0 || num < 0 || first % c != 0 || num % c != 0) {
-    return invalid_argument(std::string(what) + ": tokens [" + std::to_string(first) + ", +" +
-                            std::to_string(num) + ") are not aligned to chunks of " +
-                            std::to_string(c));
+Status ChunkGeometry::check_load_range(const PromptKeys& keys, std::int32_t first,
+                                       std::int32_t num) const {
+  const std::int64_t c = opts.chunk_tokens, p = opts.model.page_tokens;
+  const std::int64_t end = std::int64_t{first} + num;
+  const auto range = [&] {
+    return "load: tokens [" + std::to_string(first) + ", " + std::to_string(end) + ")";
+  };
+  if (first < 0 || num < 0) return invalid_argument(range() + " is negative");
+  if (first % p != 0) {
+    return invalid_argument(range() + " does not start on a page of " + std::to_string(p));
   }
-  if (first + num > keys.full_chunks() * c) {
-    return invalid_argument(std::string(what) + ": tokens up to " + std::to_string(first + num) +
-                            " exceed the prompt's full chunks (" +
-                            std::to_string(keys.full_chunks() * c) + ")");
+  if (num > 0 && end % c != 0) {
+    return invalid_argument(range() + " does not end on a chunk boundary (chunks of " +
+                            std::to_string(c) + ")");
+  }
+  if (end > std::int64_t{keys.full_chunks()} * c) {
+    return invalid_argument(range() + " exceeds the prompt's full chunks (" +
+                            std::to_string(std::int64_t{keys.full_chunks()} * c) + " tokens)");
   }
   return Status::Ok();
 }
 
 Status ChunkGeometry::check_view(const PagedKvView& v, std::span<const std::int32_t> pages,
-                                 std::int32_t tokens, const char* what) const {
+                                 std::int64_t num_pages, const char* what) const {
   const ModelSpec& m = opts.model;
   const std::string w(what);
   if (v.num_layers() != m.num_layers || std::ssize(v.v_layers) != m.num_layers) {
@@ -56,25 +72,31 @@ Status ChunkGeometry::check_view(const PagedKvView& v, std::span<const std::int3
                             std::string(opts.page_layout == KvLayout::kNHD ? "NHD" : "HND") +
                             ", packed)");
   }
+  if (v.num_pages <= 0) {
+    return invalid_argument(w + ": the view does not say how many pages it has (num_pages)");
+  }
   for (std::int32_t l = 0; l < m.num_layers; ++l) {
     if (v.k_layers[std::size_t(l)] == nullptr || v.v_layers[std::size_t(l)] == nullptr) {
       return invalid_argument(w + ": layer " + std::to_string(l) + " has no K or V pointer");
     }
   }
-  const std::size_t needed = std::size_t(tokens / m.page_tokens);
-  if (pages.size() < needed) {
+  if (num_pages < 0 || std::int64_t(pages.size()) < num_pages) {
     return invalid_argument(w + ": " + std::to_string(pages.size()) + " page ids for " +
-                            std::to_string(needed) + " pages");
+                            std::to_string(num_pages) + " pages");
   }
-  for (std::size_t i = 0; i < needed; ++i) {
-    if (pages[i] < 0) return invalid_argument(w + ": negative page id");
+  for (std::size_t i = 0; i < std::size_t(num_pages); ++i) {
+    if (pages[i] < 0 || pages[i] >= v.num_pages) {
+      return invalid_argument(w + ": page id " + std::to_string(pages[i]) + " outside [0, " +
+                              std::to_string(v.num_pages) + ")");
+    }
   }
   return Status::Ok();
 }
 
 void ChunkGeometry::append_runs(const PagedKvView& v, std::int32_t layer,
-                                std::span<const std::int32_t> pages, std::uint8_t* slot,
-                                Direction dir, std::vector<CopyRun>& runs) const {
+                                std::span<const std::int32_t> pages, std::int32_t first_page,
+                                std::uint8_t* slot, Direction dir,
+                                std::vector<CopyRun>& runs) const {
   const std::size_t page_stride = std::size_t(v.strides.page) * dtype_size(v.dtype);
   const bool packed = page_stride == page_bytes;
   std::uint8_t* slot_layer = slot + std::size_t(layer) * 2 * chunk_layer_bytes;
@@ -82,7 +104,8 @@ void ChunkGeometry::append_runs(const PagedKvView& v, std::int32_t layer,
     // The engine's pages are written by a load and only read by a save.
     auto* base = static_cast<std::uint8_t*>(
         const_cast<void*>((kv == 0 ? v.k_layers : v.v_layers)[std::size_t(layer)]));
-    std::uint8_t* host = slot_layer + std::size_t(kv) * chunk_layer_bytes;
+    std::uint8_t* host =
+        slot_layer + std::size_t(kv) * chunk_layer_bytes + std::size_t(first_page) * page_bytes;
     for (std::size_t j = 0; j < pages.size();) {
       std::size_t n = 1;
       while (packed && j + n < pages.size() && pages[j + n] == pages[j] + std::int32_t(n))

@@ -29,19 +29,24 @@ struct ChunkGeometry {
     return 2 * chunk_layer_bytes * std::size_t(opts.model.num_layers);
   }
 
-  Status check_keys(const PromptKeys* keys) const;
-  // [first, first + num) is chunk-aligned and inside the prompt's full chunks.
-  Status check_range(const PromptKeys& keys, std::int32_t first, std::int32_t num,
-                     const char* what) const;
-  // The view has this cache's shape and in-page layout, and `pages` covers `tokens` tokens.
+  // `keys` is non-null, was made by the cache of `identity` (stamped), and its fields agree with
+  // each other and with this geometry.
+  Status check_keys(const PromptKeys* keys, const Digest& identity) const;
+  // [first, first + num) starts on a page, ends on a chunk boundary (or is empty), and lies inside
+  // the prompt's full chunks. 64-bit arithmetic: no sum wraps.
+  Status check_load_range(const PromptKeys& keys, std::int32_t first, std::int32_t num) const;
+  // The view has this cache's shape and in-page layout, a page count, and `pages` holds at least
+  // `num_pages` ids, each in [0, view.num_pages).
   Status check_view(const PagedKvView& view, std::span<const std::int32_t> pages,
-                    std::int32_t tokens, const char* what) const;
+                    std::int64_t num_pages, const char* what) const;
 
   // Appends the runs that move layer `layer` of one chunk between `slot` (the chunk's host slot)
-  // and the engine's `pages` (pages_per_chunk page ids). Consecutive page ids become one run when
-  // pages are packed back to back.
+  // and the engine's `pages`: the ids of the chunk's pages [first_page, pages_per_chunk), so
+  // pages.size() == pages_per_chunk - first_page. Consecutive page ids become one run when pages
+  // are packed back to back.
   void append_runs(const PagedKvView& view, std::int32_t layer, std::span<const std::int32_t> pages,
-                   std::uint8_t* slot, Direction dir, std::vector<CopyRun>& runs) const;
+                   std::int32_t first_page, std::uint8_t* slot, Direction dir,
+                   std::vector<CopyRun>& runs) const;
 };
 
 }  // namespace tierkv

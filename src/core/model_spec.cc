@@ -63,31 +63,55 @@ std::string digest_hex(const Digest& d) {
 }
 
 Status ModelSpec::validate() const {
-  if (num_layers <= 0 || num_layers > 1024)
-    return field_error("num_layers", "must be in [1, 1024]");
-  if (num_kv_heads <= 0) return field_error("num_kv_heads", "must be positive");
-  if (num_q_heads <= 0 || num_q_heads % num_kv_heads != 0) {
-    return field_error("num_q_heads", "must be a positive multiple of num_kv_heads");
+  const auto in = [](std::int32_t v, std::int32_t lo, std::int32_t hi) { return v >= lo && v <= hi; };
+  if (!in(num_layers, 1, kMaxLayers)) return field_error("num_layers", "must be in [1, 1024]");
+  if (!in(num_kv_heads, 1, kMaxHeads)) return field_error("num_kv_heads", "must be in [1, 1024]");
+  if (!in(num_q_heads, 1, kMaxHeads) || num_q_heads % num_kv_heads != 0) {
+    return field_error("num_q_heads", "must be a multiple of num_kv_heads in [1, 1024]");
   }
-  if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 512) {
+  if (!in(head_dim, 8, kMaxHeadDim) || head_dim % 8 != 0) {
     return field_error("head_dim", "must be a multiple of 8 in [8, 512]");
   }
-  if (kv_dtype == DType::kF32) return field_error("kv_dtype", "must be bf16 or f16");
-  if (page_tokens <= 0 || page_tokens > 1024)
-    return field_error("page_tokens", "must be in [1, 1024]");
-  if (hidden < 0 || intermediate < 0 || vocab < 0 || max_positions < 0) {
-    return field_error("hidden/intermediate/vocab/max_positions", "must not be negative");
+  if (kv_dtype != DType::kBF16 && kv_dtype != DType::kF16) {
+    return field_error("kv_dtype", "must be bf16 or f16 (got value " +
+                                       std::to_string(static_cast<int>(kv_dtype)) + ")");
   }
+  if (!in(page_tokens, 1, kMaxPageTokens)) return field_error("page_tokens", "must be in [1, 1024]");
+  if (!in(hidden, 0, kMaxHidden)) return field_error("hidden", "must be in [0, 131072]");
+  if (!in(intermediate, 0, kMaxIntermediate))
+    return field_error("intermediate", "must be in [0, 524288]");
+  if (!in(vocab, 0, kMaxVocab)) return field_error("vocab", "must be in [0, 4194304]");
+  if (!in(max_positions, 0, kMaxPositions))
+    return field_error("max_positions", "must be in [0, 16777216]");
   if (identity.tp_size <= 0 || identity.tp_rank < 0 || identity.tp_rank >= identity.tp_size) {
     return field_error("identity.tp_rank", "must be in [0, tp_size)");
+  }
+  if (identity.model.empty()) {
+    return field_error("identity.model", "must name the model (e.g. \"meta-llama/Llama-3.1-8B\")");
+  }
+  for (const std::string* str :
+       {&name, &identity.model, &identity.revision, &identity.weights, &identity.tokenizer}) {
+    if (str->size() > kMaxIdentityString)
+      return field_error("identity", "strings must be at most 4096 bytes");
+  }
+  return Status::Ok();
+}
+
+Status require_weights_digest(const ModelIdentity& identity) {
+  if (identity.weights.empty()) {
+    return invalid_argument(
+        "ModelSpec.identity.weights is empty: the cache needs a digest of the weights that "
+        "produce the KV (the runner's LlamaWeights::digest, or a content hash of your checkpoint), "
+        "so that KV of other weights of the same shape is never served");
   }
   return Status::Ok();
 }
 
 Digest ModelSpec::identity_digest() const {
   Sha256 h;
-  h.str("tierkv.model-identity.v1");
-  h.str(identity.model).str(identity.revision).str(identity.tokenizer);
+  h.str("tierkv.model-identity.v2");
+  h.str(identity.model).str(identity.revision).str(identity.weights).str(identity.tokenizer);
+  h.u64(identity.epoch);
   h.u32(static_cast<std::uint32_t>(identity.tp_rank))
       .u32(static_cast<std::uint32_t>(identity.tp_size));
   h.u32(identity.layout_version);

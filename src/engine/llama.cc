@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/sha256.h"
 #include "engine/rope.h"
 #include "tierkv/attention.h"
 #include "tierkv/prefill.h"
@@ -46,6 +47,20 @@ Result<LlamaWeights> random_llama_weights(Backend& b, Stream& s, const ModelSpec
   LlamaWeights w;
   w.spec = m;
   w.dtype = m.kv_dtype;
+  {
+    Sha256 d;
+    d.str("tierkv.random-weights.v1").u64(seed);
+    for (std::int32_t v : {m.num_layers, m.num_q_heads, m.num_kv_heads, m.head_dim, m.hidden,
+                           m.intermediate, m.vocab})
+      d.u32(static_cast<std::uint32_t>(v));
+    d.u32(static_cast<std::uint32_t>(m.kv_dtype));
+    w.digest = "random-v1:" + digest_hex(d.finish());
+  }
+  if (!m.identity.weights.empty() && m.identity.weights != w.digest) {
+    return invalid_argument("random weights: the spec's identity.weights " + m.identity.weights +
+                            " is not these weights' digest " + w.digest);
+  }
+  w.spec.identity.weights = w.digest;
   const DType t = w.dtype;
   const std::size_t h = std::size_t(m.hidden), d = std::size_t(m.head_dim);
   const std::size_t q = std::size_t(m.num_q_heads) * d, kv = std::size_t(m.num_kv_heads) * d;
@@ -265,6 +280,14 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
                               " tokens, needs " + std::to_string(end));
     }
     table_stride = std::max(table_stride, (end + page - 1) / page);
+    for (std::int32_t p = 0; p < (end + page - 1) / page; ++p) {
+      const std::int32_t id = sq.pages[std::size_t(p)];
+      if (id < 0 || id >= kv.num_pages) {
+        return invalid_argument("sequence " + std::to_string(b) + ": page id " +
+                                std::to_string(id) + " outside [0, " +
+                                std::to_string(kv.num_pages) + ")");
+      }
+    }
   }
   if (table_stride > opts.max_pages_per_seq)
     return invalid_argument("a sequence needs more pages than max_pages_per_seq");
@@ -372,6 +395,13 @@ Result<std::unique_ptr<LlamaRunner>> LlamaRunner::create(Backend& backend, Llama
   }
   if (weights.layers.size() != std::size_t(m.num_layers))
     return invalid_argument("runner: weights for another depth");
+  if (kv.num_pages <= 0)
+    return invalid_argument("runner: the KV view does not say how many pages it has (num_pages)");
+  if (weights.digest.empty() || m.identity.weights != weights.digest) {
+    return invalid_argument(
+        "runner: the weights carry no digest, or the spec's identity.weights is not it (make "
+        "weights with random_llama_weights or load_llama_weights)");
+  }
   if (o.max_step_tokens < 1 || o.max_batch < 1 || o.max_pages_per_seq < 1) {
     return invalid_argument(
         "runner: max_step_tokens, max_batch and max_pages_per_seq must be positive");

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/ops.h"
@@ -32,7 +33,13 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
+  // The model; spec.identity.weights equals `digest` (the loaders set it), so spec is what a
+  // Cache of this model's KV is created with.
   ModelSpec spec;
+  // What the weights are, derived from their bytes as loaded: "xxh3-128:<hex>" over every tensor
+  // of a checkpoint in load order, or "random-v1:<hex>" naming the seed and shapes of random
+  // weights. Equal digests mean the same weights.
+  std::string digest;
   DType dtype = DType::kBF16;  // of weights and activations
   Buffer embed;                // [vocab][hidden]
   Buffer final_norm;           // [hidden]
@@ -43,7 +50,8 @@ struct LlamaWeights {
 };
 
 // Weights drawn uniformly with a seed, on the backend's device: linear layers with variance
-// 1 / fan_in, norms near 1, embeddings in [-1, 1).
+// 1 / fan_in, norms near 1, embeddings in [-1, 1). InvalidArgument when spec.identity.weights is
+// set and is not the digest of these weights.
 Result<LlamaWeights> random_llama_weights(Backend& backend, Stream& stream, const ModelSpec& spec,
                                           std::uint64_t seed);
 
@@ -63,7 +71,8 @@ struct RunnerOptions {
 
 class LlamaRunner {
  public:
-  // InvalidArgument when the view does not match the model (layers, heads, head dim, dtype).
+  // InvalidArgument when the view does not match the model (layers, heads, head dim, dtype) or
+  // does not say how many pages it has (num_pages), or the weights carry no digest.
   static Result<std::unique_ptr<LlamaRunner>> create(Backend& backend, LlamaWeights weights,
                                                      const PagedKvView& kv,
                                                      const RunnerOptions& options);
@@ -72,7 +81,8 @@ class LlamaRunner {
   // Runs tokens [seq.len, seq.len + tokens.size()) of one sequence, writes their KV into its pages
   // and advances seq.len. With `logits`, fills it with the last token's logits (vocab floats).
   // InvalidArgument for an empty chunk, token ids outside the vocabulary, a chunk longer than
-  // max_step_tokens, pages that do not cover the tokens, or positions past max_positions.
+  // max_step_tokens, pages that do not cover the tokens, page ids outside the view's
+  // [0, num_pages), or positions past max_positions. A refused step changes nothing.
   Status prefill_chunk(Sequence& seq, std::span<const std::int32_t> tokens, Stream& stream,
                        std::vector<float>* logits);
 

@@ -5,11 +5,14 @@
 
 #include "model/llama_weights_names.h"
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 namespace tierkv {
 namespace {
 
-// Copies `parts` (host views) back to back into one new device buffer.
-Result<Buffer> upload(Backend& backend, Stream& stream,
+// Copies `parts` (host views) back to back into one new device buffer, hashing them into `digest`.
+Result<Buffer> upload(Backend& backend, Stream& stream, XXH3_state_t& digest,
                       std::initializer_list<const TensorView*> parts) {
   std::size_t bytes = 0;
   for (const TensorView* p : parts)
@@ -17,6 +20,9 @@ Result<Buffer> upload(Backend& backend, Stream& stream,
   TIERKV_ASSIGN_OR_RETURN(Buffer b, backend.allocate(MemoryKind::kDevice, bytes));
   std::size_t at = 0;
   for (const TensorView* p : parts) {
+    const std::uint64_t n = p->bytes.size();
+    XXH3_128bits_update(&digest, &n, sizeof n);
+    XXH3_128bits_update(&digest, p->bytes.data(), p->bytes.size());
     TIERKV_RETURN_IF_ERROR(
         stream.copy(b.as<std::uint8_t>() + at, p->bytes.data(), p->bytes.size()));
     at += p->bytes.size();
@@ -33,22 +39,41 @@ Result<LlamaWeights> load_llama_weights(Backend& backend, Stream& stream, const 
   LlamaWeights w;
   w.spec = spec;
   w.dtype = spec.kv_dtype;
-  TIERKV_ASSIGN_OR_RETURN(w.embed, upload(backend, stream, {&ck.embed_tokens}));
-  TIERKV_ASSIGN_OR_RETURN(w.final_norm, upload(backend, stream, {&ck.final_norm}));
+  XXH3_state_t h;
+  XXH3_128bits_reset(&h);
+  const std::uint8_t tied = ck.tied_embeddings ? 1 : 0;
+  XXH3_128bits_update(&h, &tied, 1);
+  TIERKV_ASSIGN_OR_RETURN(w.embed, upload(backend, stream, h, {&ck.embed_tokens}));
+  TIERKV_ASSIGN_OR_RETURN(w.final_norm, upload(backend, stream, h, {&ck.final_norm}));
   if (!ck.tied_embeddings) {
-    TIERKV_ASSIGN_OR_RETURN(w.lm_head, upload(backend, stream, {&ck.lm_head}));
+    TIERKV_ASSIGN_OR_RETURN(w.lm_head, upload(backend, stream, h, {&ck.lm_head}));
   }
   for (const LlamaCheckpointLayer& l : ck.layers) {
     LayerWeights lw;
-    TIERKV_ASSIGN_OR_RETURN(lw.input_norm, upload(backend, stream, {&l.input_norm}));
-    TIERKV_ASSIGN_OR_RETURN(lw.qkv, upload(backend, stream, {&l.q_proj, &l.k_proj, &l.v_proj}));
-    TIERKV_ASSIGN_OR_RETURN(lw.o, upload(backend, stream, {&l.o_proj}));
-    TIERKV_ASSIGN_OR_RETURN(lw.post_norm, upload(backend, stream, {&l.post_attn_norm}));
-    TIERKV_ASSIGN_OR_RETURN(lw.gate_up, upload(backend, stream, {&l.gate_proj, &l.up_proj}));
-    TIERKV_ASSIGN_OR_RETURN(lw.down, upload(backend, stream, {&l.down_proj}));
+    TIERKV_ASSIGN_OR_RETURN(lw.input_norm, upload(backend, stream, h, {&l.input_norm}));
+    TIERKV_ASSIGN_OR_RETURN(lw.qkv,
+                            upload(backend, stream, h, {&l.q_proj, &l.k_proj, &l.v_proj}));
+    TIERKV_ASSIGN_OR_RETURN(lw.o, upload(backend, stream, h, {&l.o_proj}));
+    TIERKV_ASSIGN_OR_RETURN(lw.post_norm, upload(backend, stream, h, {&l.post_attn_norm}));
+    TIERKV_ASSIGN_OR_RETURN(lw.gate_up, upload(backend, stream, h, {&l.gate_proj, &l.up_proj}));
+    TIERKV_ASSIGN_OR_RETURN(lw.down, upload(backend, stream, h, {&l.down_proj}));
     w.layers.push_back(std::move(lw));
   }
   TIERKV_RETURN_IF_ERROR(stream.synchronize());  // the copies read the checkpoint's map
+  const XXH128_hash_t d = XXH3_128bits_digest(&h);
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, d);
+  static constexpr char kHex[] = "0123456789abcdef";
+  w.digest = "xxh3-128:";
+  for (unsigned char b : c.digest) {
+    w.digest += kHex[b >> 4];
+    w.digest += kHex[b & 15];
+  }
+  if (!spec.identity.weights.empty() && spec.identity.weights != w.digest) {
+    return invalid_argument("checkpoint: its weights digest " + w.digest +
+                            " differs from the spec's identity.weights " + spec.identity.weights);
+  }
+  w.spec.identity.weights = w.digest;
   return w;
 }
 

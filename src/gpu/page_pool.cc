@@ -1,6 +1,9 @@
 #include "tierkv/page_pool.h"
 
+#include <algorithm>
+#include <limits>
 #include <mutex>
+#include <new>
 #include <set>
 #include <string>
 
@@ -105,31 +108,56 @@ struct PagePool::State {
 
 Result<std::unique_ptr<PagePool>> PagePool::create(Backend& backend, const PagePoolOptions& o) {
   TIERKV_RETURN_IF_ERROR(o.model.validate());
-  if (o.num_pages <= 0) return invalid_argument("page pool: num_pages must be positive");
-  if (o.pages_per_run <= 0) return invalid_argument("page pool: pages_per_run must be positive");
-  auto st = std::make_unique<State>(backend, o);
+  if (o.num_pages <= 0 || o.num_pages > kMaxPoolPages) {
+    return invalid_argument("page pool: num_pages must be in [1, " +
+                            std::to_string(kMaxPoolPages) + "], got " +
+                            std::to_string(o.num_pages));
+  }
+  if (o.pages_per_run <= 0 || o.pages_per_run > o.num_pages) {
+    return invalid_argument("page pool: pages_per_run must be in [1, num_pages]");
+  }
+  // Every size is checked before anything is allocated: the device arrays against the device's
+  // free memory, and the host-side bookkeeping (a few tens of bytes a page) is small next to them.
   const std::size_t page_bytes = std::size_t(o.model.page_tokens) * o.model.num_kv_heads *
                                  o.model.head_dim * dtype_size(o.model.kv_dtype);
-  for (std::int32_t l = 0; l < o.model.num_layers; ++l) {
-    for (auto* arrays : {&st->k, &st->v}) {
-      auto buf = backend.allocate(MemoryKind::kDevice, page_bytes * std::size_t(o.num_pages));
-      if (!buf.ok()) return buf.status().with_context("page pool: layer " + std::to_string(l));
-      arrays->push_back(std::move(buf).value());
-    }
-    st->k_ptrs.push_back(st->k.back().data());
-    st->v_ptrs.push_back(st->v.back().data());
+  const std::size_t layer_bytes = page_bytes * std::size_t(o.num_pages);  // < 2^31 * 2^29
+  const std::size_t arrays = 2 * std::size_t(o.model.num_layers);
+  if (layer_bytes > std::numeric_limits<std::size_t>::max() / arrays) {
+    return invalid_argument("page pool: the pool's size overflows 64 bits");
   }
-  const std::size_t n = std::size_t(o.num_pages);
-  st->refs.assign(n, 0);
-  st->is_free.assign(n, 0);
-  st->named.assign(n, 0);
-  st->keys.resize(n);
-  st->lru_prev.assign(n, kNone);
-  st->lru_next.assign(n, kNone);
-  st->run_free.assign(std::size_t((o.num_pages + o.pages_per_run - 1) / o.pages_per_run), 0);
-  for (std::int32_t p = 0; p < o.num_pages; ++p)
-    st->mark_free(p);
-  return std::unique_ptr<PagePool>(new PagePool(std::move(st)));
+  auto free_bytes = backend.free_memory();
+  if (free_bytes.ok() && layer_bytes * arrays > *free_bytes) {
+    return resource_exhausted("page pool: " + std::to_string(o.num_pages) + " pages of " +
+                              std::to_string(o.model.num_layers) + " layers need " +
+                              std::to_string(layer_bytes * arrays) + " bytes of device memory, " +
+                              std::to_string(*free_bytes) + " are free");
+  }
+  try {
+    auto st = std::make_unique<State>(backend, o);
+    for (std::int32_t l = 0; l < o.model.num_layers; ++l) {
+      for (auto* arrays_of : {&st->k, &st->v}) {
+        auto buf = backend.allocate(MemoryKind::kDevice, layer_bytes);
+        if (!buf.ok()) return buf.status().with_context("page pool: layer " + std::to_string(l));
+        arrays_of->push_back(std::move(buf).value());
+      }
+      st->k_ptrs.push_back(st->k.back().data());
+      st->v_ptrs.push_back(st->v.back().data());
+    }
+    const std::size_t n = std::size_t(o.num_pages);
+    st->refs.assign(n, 0);
+    st->is_free.assign(n, 0);
+    st->named.assign(n, 0);
+    st->keys.resize(n);
+    st->lru_prev.assign(n, kNone);
+    st->lru_next.assign(n, kNone);
+    st->run_free.assign(std::size_t((o.num_pages + o.pages_per_run - 1) / o.pages_per_run), 0);
+    for (std::int32_t p = 0; p < o.num_pages; ++p)
+      st->mark_free(p);
+    return std::unique_ptr<PagePool>(new PagePool(std::move(st)));
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("page pool: out of host memory for the bookkeeping of " +
+                              std::to_string(o.num_pages) + " pages");
+  }
 }
 
 PagePool::PagePool(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -144,6 +172,7 @@ PagedKvView PagePool::view() const {
   PagedKvView v;
   v.k_layers = state_->k_ptrs;
   v.v_layers = state_->v_ptrs;
+  v.num_pages = state_->opts.num_pages;
   v.strides = packed_strides(state_->opts.layout, m.page_tokens, m.num_kv_heads, m.head_dim);
   v.page_tokens = m.page_tokens;
   v.num_kv_heads = m.num_kv_heads;
@@ -179,6 +208,10 @@ std::vector<std::int32_t> PagePool::acquire_cached(std::span<const Key> keys) {
 Result<std::vector<std::int32_t>> PagePool::allocate(std::int32_t n) {
   State& s = *state_;
   if (n < 0) return invalid_argument("page pool: cannot allocate a negative number of pages");
+  if (n > s.opts.num_pages) {
+    return resource_exhausted("page pool: " + std::to_string(n) + " pages wanted, the pool has " +
+                              std::to_string(s.opts.num_pages));
+  }
   std::lock_guard lock(s.mu);
   if (s.free_count + s.cached_count < n) {
     return resource_exhausted("page pool: " + std::to_string(n) + " pages wanted, " +
@@ -224,15 +257,33 @@ bool PagePool::publish(std::int32_t page, const Key& key) {
   return true;
 }
 
-void PagePool::release(std::span<const std::int32_t> pages) {
+Status PagePool::release(std::span<const std::int32_t> pages) {
   State& s = *state_;
   std::lock_guard lock(s.mu);
+  // All or nothing: every id is checked, counting repeats, before any reference is dropped.
+  std::vector<std::pair<std::int32_t, std::int32_t>> uses;  // (page, times listed)
+  uses.reserve(pages.size());
+  for (std::int32_t p : pages) {
+    if (p < 0 || p >= s.opts.num_pages) {
+      return invalid_argument("page pool: release of page " + std::to_string(p) + ", outside [0, " +
+                              std::to_string(s.opts.num_pages) + ")");
+    }
+    uses.emplace_back(p, 1);
+  }
+  std::sort(uses.begin(), uses.end());
+  for (std::size_t i = 0; i < uses.size();) {
+    std::size_t j = i;
+    while (j < uses.size() && uses[j].first == uses[i].first)
+      ++j;
+    if (s.refs[uses[i].first] < std::int32_t(j - i)) {
+      return failed_precondition("page pool: release of page " + std::to_string(uses[i].first) +
+                                 " more often than it is referenced (" +
+                                 std::to_string(s.refs[uses[i].first]) + ")");
+    }
+    i = j;
+  }
   for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
     const std::int32_t p = *it;
-    if (p < 0 || p >= s.opts.num_pages || s.refs[p] <= 0) {
-      detail::abort_with("tierkv: PagePool::release of page " + std::to_string(p) +
-                         " that holds no reference");
-    }
     if (--s.refs[p] > 0) continue;
     if (s.named[p]) {
       s.lru_push_back(p);
@@ -240,6 +291,7 @@ void PagePool::release(std::span<const std::int32_t> pages) {
       s.mark_free(p);
     }
   }
+  return Status::Ok();
 }
 
 PagePoolStats PagePool::stats() const {

@@ -73,7 +73,7 @@ Result<double> prefill_us(Context& c, std::int32_t prefix, std::int32_t chunk) {
     return c.runner.prefill_chunk(s, chunk_tokens, c.stream, nullptr);
   };
   auto us = time_step(c, step);
-  c.pool.release(s.pages);
+  c.pool.release(s.pages).ignore();
   return us;
 }
 
@@ -83,7 +83,7 @@ Result<double> decode_us(Context& c, std::int32_t batch, std::int32_t kv) {
     auto s = sequence(c, kv + 1);
     if (!s.ok()) {
       for (auto& q : seqs)
-        c.pool.release(q.pages);
+        c.pool.release(q.pages).ignore();
       return s.status();
     }
     seqs.push_back(std::move(s).value());
@@ -99,7 +99,7 @@ Result<double> decode_us(Context& c, std::int32_t batch, std::int32_t kv) {
   };
   auto us = time_step(c, step);
   for (auto& s : seqs)
-    c.pool.release(s.pages);
+    c.pool.release(s.pages).ignore();
   return us;
 }
 
