@@ -1,15 +1,19 @@
-// The backend seam, exercised identically on every backend.
+// The backend seam, exercised identically on every backend; then the CPU backend's async errors.
 #include "tierkv/backend.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
+#include "backend/cpu/cpu_stream.h"
 #include "backends.h"
 
 namespace tierkv {
@@ -210,6 +214,96 @@ TEST_P(BackendTest, BuffersMoveAndFree) {
 }
 
 TIERKV_INSTANTIATE_BACKENDS(BackendTest);
+
+// ---- asynchronous errors on the CPU backend, which behaves as a device does -----------------
+
+class CpuStreamErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = create_backend(BackendKind::kCpu);
+    ASSERT_TRUE(b.ok()) << b.status().to_string();
+    backend_ = std::move(b).value();
+    for (auto* s : {&a_, &b_}) {
+      auto made = backend_->create_stream();
+      ASSERT_TRUE(made.ok()) << made.status().to_string();
+      *s = std::move(made).value();
+    }
+  }
+  // Queues a task on `s` that fails with DeviceError `message` after `delay`.
+  static void fail_on(Stream& s, std::string message,
+                      std::chrono::milliseconds delay = std::chrono::milliseconds(0)) {
+    auto* cpu = dynamic_cast<cpu::CpuStream*>(&s.base());
+    ASSERT_NE(cpu, nullptr);
+    cpu->enqueue([message, delay] {
+      std::this_thread::sleep_for(delay);
+      return device_error(message);
+    });
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Stream> a_, b_;
+};
+
+TEST_F(CpuStreamErrors, AFailedTaskReachesEventsRecordedAfterIt) {
+  ASSERT_OK_AND_ASSIGN(auto before, backend_->create_event());
+  ASSERT_OK_AND_ASSIGN(auto after, backend_->create_event());
+  ASSERT_OK_AND_ASSIGN(Buffer buf, backend_->allocate(MemoryKind::kDevice, 4096));
+  ASSERT_OK(a_->fill(buf.data(), 1, 4096));
+  ASSERT_OK(a_->record(*before));
+  fail_on(*a_, "task 2 broke", std::chrono::milliseconds(20));
+  ASSERT_OK(a_->fill(buf.data(), 2, 4096));  // later work still runs
+  ASSERT_OK(a_->record(*after));
+  EXPECT_OK(before->synchronize());
+  const Status s = after->synchronize();
+  EXPECT_EQ(s.code(), StatusCode::kDeviceError) << s.to_string();
+  EXPECT_NE(s.message().find("task 2 broke"), std::string::npos) << s.to_string();
+  EXPECT_EQ(after->done().status().code(), StatusCode::kDeviceError);
+  ASSERT_OK_AND_ASSIGN(const bool clean_done, before->done());
+  EXPECT_TRUE(clean_done);
+  EXPECT_EQ(backend_->elapsed_ms(*before, *after).status().code(), StatusCode::kDeviceError);
+  EXPECT_EQ(a_->synchronize().code(), StatusCode::kDeviceError);
+  EXPECT_EQ(buf.as<std::uint8_t>()[4095], 2);
+}
+
+TEST_F(CpuStreamErrors, AStreamWaitingOnAFailedEventFails) {
+  ASSERT_OK_AND_ASSIGN(auto failed, backend_->create_event());
+  ASSERT_OK_AND_ASSIGN(auto downstream, backend_->create_event());
+  fail_on(*a_, "producer broke", std::chrono::milliseconds(20));
+  ASSERT_OK(a_->record(*failed));
+  ASSERT_OK(b_->wait(*failed));
+  ASSERT_OK(b_->record(*downstream));
+  const Status d = downstream->synchronize();
+  EXPECT_EQ(d.code(), StatusCode::kDeviceError) << d.to_string();
+  EXPECT_NE(d.message().find("producer broke"), std::string::npos) << d.to_string();
+  const Status w = b_->synchronize();
+  EXPECT_EQ(w.code(), StatusCode::kDeviceError) << w.to_string();
+  EXPECT_NE(w.message().find("producer broke"), std::string::npos) << w.to_string();
+  EXPECT_EQ(a_->synchronize().code(), StatusCode::kDeviceError);
+}
+
+TEST_F(CpuStreamErrors, SynchronizeReportsTheFirstErrorAndClearsIt) {
+  ASSERT_OK_AND_ASSIGN(auto e, backend_->create_event());
+  fail_on(*a_, "first");
+  fail_on(*a_, "second");
+  const Status s = a_->synchronize();
+  EXPECT_EQ(s.code(), StatusCode::kDeviceError);
+  EXPECT_EQ(s.message(), "first");
+  // Work after the synchronize is clean: the stream, its events and streams waiting on them.
+  ASSERT_OK(a_->record(*e));
+  EXPECT_OK(e->synchronize());
+  ASSERT_OK_AND_ASSIGN(const bool done, e->done());
+  EXPECT_TRUE(done);
+  ASSERT_OK(b_->wait(*e));
+  EXPECT_OK(b_->synchronize());
+  EXPECT_OK(a_->synchronize());
+  // An event re-recorded after a failed record reports the new, clean state.
+  fail_on(*a_, "third");
+  ASSERT_OK(a_->record(*e));
+  EXPECT_EQ(e->synchronize().code(), StatusCode::kDeviceError);
+  EXPECT_EQ(a_->synchronize().code(), StatusCode::kDeviceError);
+  ASSERT_OK(a_->record(*e));
+  EXPECT_OK(e->synchronize());
+}
 
 TEST(BackendRegistry, ParsesNames) {
   EXPECT_EQ(*parse_backend_kind("cpu"), BackendKind::kCpu);

@@ -10,7 +10,9 @@
 //   Stream   an in-order queue of operations. Operations return once queued; their errors
 //            surface from that call when detected at enqueue time, otherwise from a later
 //            synchronize() (like CUDA's asynchronous errors).
-//   Event    a point in a stream; used for ordering (Stream::wait) and timing (elapsed_ms).
+//   Event    a point in a stream; used for ordering (Stream::wait) and timing (elapsed_ms). An
+//            event recorded after an asynchronous failure on its stream completes with that
+//            error, and a stream that waits on it fails too.
 //   Graph    a captured sequence of stream operations, replayed with one call.
 //
 // Lifetimes: Buffers, Streams, Events and Graphs must be destroyed before the Backend that made
@@ -114,9 +116,16 @@ class Event {
  public:
   virtual ~Event() = default;
   // Blocks until the work before the last record() completed. OK at once if never recorded.
+  // Returns the asynchronous error that work ended with, if any (as a device event does).
   virtual Status synchronize() = 0;
-  // Whether the work before the last record() completed.
+  // Whether the work before the last record() completed; once it did, its asynchronous error,
+  // if any, instead of true.
   virtual Result<bool> done() = 0;
+  // The event that executes this one's work: itself, unless it decorates another (the
+  // fault-injecting backend's events do). Backends look through decorators with base(); it
+  // returns the innermost event, never a decorator.
+  virtual Event& base() { return *this; }
+  virtual const Event& base() const { return *this; }
 };
 
 class Graph {
@@ -136,9 +145,12 @@ class Stream {
   virtual Status fill(void* dst, std::uint8_t value, std::size_t bytes) = 0;
   // Marks this point of the stream in `event`.
   virtual Status record(Event& event) = 0;
-  // Later work on this stream waits for the event's last record (at the time of this call).
+  // Later work on this stream waits for the event's last record (at the time of this call). When
+  // that record completes with an error, this stream fails with it (from its synchronize(), and
+  // in events recorded on it later).
   virtual Status wait(const Event& event) = 0;
-  // Blocks until all queued work completed; returns the first asynchronous error, if any.
+  // Blocks until all queued work completed; returns the first asynchronous error since the last
+  // synchronize(), if any.
   virtual Status synchronize() = 0;
   // Until end_capture(), operations are captured into a graph instead of executed. Capture must
   // not span host synchronization of this stream.
@@ -146,6 +158,11 @@ class Stream {
   virtual Result<std::unique_ptr<Graph>> end_capture() = 0;
   // cudaStream_t on the CUDA backend; nullptr on the CPU backend.
   virtual void* native_handle() = 0;
+  // The stream that executes this one's work: itself, unless it decorates another (the
+  // fault-injecting backend's streams do). Backends look through decorators with base(); it
+  // returns the innermost stream, never a decorator.
+  virtual Stream& base() { return *this; }
+  virtual const Stream& base() const { return *this; }
 };
 
 class Backend {

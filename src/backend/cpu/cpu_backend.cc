@@ -45,8 +45,10 @@ DeviceInfo probe() {
   return info;
 }
 
+// Looks through decorating streams (the fault-injecting backend's) to the CpuStream that runs
+// the work; nullptr for a stream of another backend.
 CpuStream* as_cpu(Stream& s) {
-  return dynamic_cast<CpuStream*>(&s);
+  return dynamic_cast<CpuStream*>(&s.base());
 }
 
 class CpuBackend final : public Backend {
@@ -86,10 +88,12 @@ class CpuBackend final : public Backend {
   }
 
   Result<double> elapsed_ms(const Event& start, const Event& end) override {
-    auto* a = dynamic_cast<CpuEvent*>(const_cast<Event*>(&start));
-    auto* b = dynamic_cast<CpuEvent*>(const_cast<Event*>(&end));
+    const auto* a = dynamic_cast<const CpuEvent*>(&start.base());
+    const auto* b = dynamic_cast<const CpuEvent*>(&end.base());
     if (a == nullptr || b == nullptr)
       return invalid_argument("elapsed_ms: events of another backend");
+    TIERKV_RETURN_IF_ERROR(a->error().with_context("elapsed_ms: the start event"));
+    TIERKV_RETURN_IF_ERROR(b->error().with_context("elapsed_ms: the end event"));
     const auto ta = a->completed_at();
     const auto tb = b->completed_at();
     if (!ta || !tb)

@@ -9,8 +9,9 @@
 namespace tierkv::cpu {
 namespace {
 
+// Looks through decorating streams (the fault-injecting backend's) to the CpuStream.
 Result<CpuStream*> cpu_stream(Stream& s) {
-  auto* c = dynamic_cast<CpuStream*>(&s);
+  auto* c = dynamic_cast<CpuStream*>(&s.base());
   if (c == nullptr) return invalid_argument("cpu ops: stream of another backend");
   return c;
 }

@@ -6,19 +6,21 @@ namespace tierkv::cpu {
 
 // ---- CpuEvent ----------------------------------------------------------------------------------
 
-void CpuEvent::Shared::complete(std::uint64_t generation) {
+void CpuEvent::Shared::complete(std::uint64_t generation, Status work_error) {
   {
     std::lock_guard lock(mu);
     if (generation <= completed) return;
     completed = generation;
     when = std::chrono::steady_clock::now();
+    error = std::move(work_error);
   }
   cv.notify_all();
 }
 
-void CpuEvent::Shared::wait_for(std::uint64_t generation) {
+Status CpuEvent::Shared::wait_for(std::uint64_t generation) {
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return completed >= generation; });
+  return error;
 }
 
 std::uint64_t CpuEvent::next_generation() {
@@ -26,22 +28,29 @@ std::uint64_t CpuEvent::next_generation() {
   return ++shared_->recorded;
 }
 
-std::uint64_t CpuEvent::last_generation() {
+std::uint64_t CpuEvent::last_generation() const {
   std::lock_guard lock(shared_->mu);
   return shared_->recorded;
 }
 
 Status CpuEvent::synchronize() {
-  shared_->wait_for(last_generation());
-  return Status::Ok();
+  return shared_->wait_for(last_generation());
 }
 
 Result<bool> CpuEvent::done() {
   std::lock_guard lock(shared_->mu);
-  return shared_->completed >= shared_->recorded;
+  if (shared_->completed < shared_->recorded) return false;
+  if (!shared_->error.ok()) return shared_->error;
+  return true;
 }
 
-std::optional<std::chrono::steady_clock::time_point> CpuEvent::completed_at() {
+Status CpuEvent::error() const {
+  std::lock_guard lock(shared_->mu);
+  if (shared_->completed < shared_->recorded) return Status::Ok();
+  return shared_->error;
+}
+
+std::optional<std::chrono::steady_clock::time_point> CpuEvent::completed_at() const {
   std::lock_guard lock(shared_->mu);
   if (shared_->recorded == 0 || shared_->completed < shared_->recorded) return std::nullopt;
   return shared_->when;
@@ -77,6 +86,11 @@ void CpuStream::run() {
   }
 }
 
+Status CpuStream::pending_error() {
+  std::lock_guard lock(mu_);
+  return first_error_;
+}
+
 void CpuStream::enqueue(Task task) {
   if (capture_) {
     capture_->push_back(std::move(task));
@@ -110,26 +124,29 @@ Status CpuStream::fill(void* dst, std::uint8_t value, std::size_t bytes) {
 }
 
 Status CpuStream::record(Event& event) {
-  auto* e = dynamic_cast<CpuEvent*>(&event);
+  auto* e = dynamic_cast<CpuEvent*>(&event.base());
   if (e == nullptr) return invalid_argument("record: event of another backend");
   if (capture_) return unimplemented("record: events inside a graph capture (CPU backend)");
   const std::uint64_t gen = e->next_generation();
-  enqueue([shared = e->shared(), gen] {
-    shared->complete(gen);
+  // Records are never captured, so the task runs on this stream's worker, after every task queued
+  // before it: the pending error it reads is that of the work the event covers.
+  enqueue([this, shared = e->shared(), gen] {
+    shared->complete(gen, pending_error());
     return Status::Ok();
   });
   return Status::Ok();
 }
 
 Status CpuStream::wait(const Event& event) {
-  auto* e = dynamic_cast<CpuEvent*>(const_cast<Event*>(&event));
+  const auto* e = dynamic_cast<const CpuEvent*>(&event.base());
   if (e == nullptr) return invalid_argument("wait: event of another backend");
   if (capture_) return unimplemented("wait: events inside a graph capture (CPU backend)");
   const std::uint64_t gen = e->last_generation();
   if (gen == 0) return Status::Ok();
   enqueue([shared = e->shared(), gen] {
-    shared->wait_for(gen);
-    return Status::Ok();
+    const Status s = shared->wait_for(gen);
+    if (!s.ok()) return s.with_context("stream wait: the awaited event's work failed");
+    return s;
   });
   return Status::Ok();
 }
@@ -157,7 +174,7 @@ Result<std::unique_ptr<Graph>> CpuStream::end_capture() {
 }
 
 Status CpuGraph::launch(Stream& stream) {
-  auto* s = dynamic_cast<CpuStream*>(&stream);
+  auto* s = dynamic_cast<CpuStream*>(&stream.base());
   if (s == nullptr) return invalid_argument("graph launch: stream of another backend");
   for (const CpuStream::Task& t : tasks_)
     s->enqueue(t);

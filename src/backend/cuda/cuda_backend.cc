@@ -82,14 +82,14 @@ class CudaStream final : public Stream {
     return Status::Ok();
   }
   Status record(Event& event) override {
-    auto* e = dynamic_cast<CudaEvent*>(&event);
+    auto* e = dynamic_cast<CudaEvent*>(&event.base());
     if (e == nullptr) return invalid_argument("record: event of another backend");
     TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaEventRecord(e->get(), stream_));
     return Status::Ok();
   }
   Status wait(const Event& event) override {
-    auto* e = dynamic_cast<const CudaEvent*>(&event);
+    auto* e = dynamic_cast<const CudaEvent*>(&event.base());
     if (e == nullptr) return invalid_argument("wait: event of another backend");
     TIERKV_RETURN_IF_ERROR(use_device(device_));
     TIERKV_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, e->get(), 0));
@@ -127,7 +127,7 @@ class CudaStream final : public Stream {
 };
 
 Status CudaGraph::launch(Stream& stream) {
-  auto* s = dynamic_cast<CudaStream*>(&stream);
+  auto* s = dynamic_cast<CudaStream*>(&stream.base());
   if (s == nullptr) return invalid_argument("graph launch: stream of another backend");
   TIERKV_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, s->get()));
   return Status::Ok();
@@ -212,8 +212,8 @@ class CudaBackend final : public Backend {
   }
 
   Result<double> elapsed_ms(const Event& start, const Event& end) override {
-    auto* a = dynamic_cast<const CudaEvent*>(&start);
-    auto* b = dynamic_cast<const CudaEvent*>(&end);
+    auto* a = dynamic_cast<const CudaEvent*>(&start.base());
+    auto* b = dynamic_cast<const CudaEvent*>(&end.base());
     if (a == nullptr || b == nullptr)
       return invalid_argument("elapsed_ms: events of another backend");
     float ms = 0;
@@ -223,7 +223,7 @@ class CudaBackend final : public Backend {
 
   Status fill_uniform(void* dst, std::size_t count, DType dtype, std::uint64_t seed, float lo,
                       float hi, Stream& stream) override {
-    auto* s = dynamic_cast<CudaStream*>(&stream);
+    auto* s = dynamic_cast<CudaStream*>(&stream.base());
     if (s == nullptr) return invalid_argument("fill_uniform: stream of another backend");
     TIERKV_RETURN_IF_ERROR(use_device(device_));
     return launch_fill_uniform(dst, count, dtype, seed, lo, hi, s->get());
@@ -231,7 +231,7 @@ class CudaBackend final : public Backend {
 
   Status copy_runs(std::span<const CopyRun> runs, CopyPath path, int sm_blocks,
                    Stream& stream) override {
-    auto* s = dynamic_cast<CudaStream*>(&stream);
+    auto* s = dynamic_cast<CudaStream*>(&stream.base());
     if (s == nullptr) return invalid_argument("copy_runs: stream of another backend");
     for (const CopyRun& r : runs) {
       if (r.bytes > 0 && (r.dst == nullptr || r.src == nullptr))
@@ -244,7 +244,7 @@ class CudaBackend final : public Backend {
   }
 
   Status prefill_attention(const PrefillAttentionArgs& args, Stream& stream) override {
-    auto* s = dynamic_cast<CudaStream*>(&stream);
+    auto* s = dynamic_cast<CudaStream*>(&stream.base());
     if (s == nullptr) return invalid_argument("prefill_attention: stream of another backend");
     TIERKV_RETURN_IF_ERROR(validate(args));
     TIERKV_RETURN_IF_ERROR(use_device(device_));
@@ -252,7 +252,7 @@ class CudaBackend final : public Backend {
   }
 
   Status decode_attention(const DecodeAttentionArgs& args, Stream& stream) override {
-    auto* s = dynamic_cast<CudaStream*>(&stream);
+    auto* s = dynamic_cast<CudaStream*>(&stream.base());
     if (s == nullptr) return invalid_argument("decode_attention: stream of another backend");
     TIERKV_RETURN_IF_ERROR(validate(args));
     TIERKV_RETURN_IF_ERROR(use_device(device_));

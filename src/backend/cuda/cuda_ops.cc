@@ -28,8 +28,9 @@ Result<cudaDataType_t> cuda_type(DType t) {
   return invalid_argument("linear: unknown dtype");
 }
 
+// Looks through decorating streams (the fault-injecting backend's) to the CUDA stream.
 cudaStream_t native(Stream& s) {
-  return static_cast<cudaStream_t>(s.native_handle());
+  return static_cast<cudaStream_t>(s.base().native_handle());
 }
 
 // One GEMM shape: descriptors and the algorithm cuBLASLt's heuristic chose, made once.
