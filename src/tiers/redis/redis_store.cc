@@ -44,6 +44,14 @@ MissReason transport_reason(const Status& s) {
                                                    : MissReason::kUnavailable;
 }
 
+// What a failed exchange returns to the caller: DeadlineExceeded stays, anything else (refused
+// connections, a refused password, a misconfigured cluster) is Unavailable, message kept.
+Status unreachable(const Status& s) {
+  if (s.ok() || s.code() == StatusCode::kDeadlineExceeded || s.code() == StatusCode::kUnavailable)
+    return s;
+  return unavailable(s.message());
+}
+
 // A reply that says the server cannot serve now (loading, cluster down, out of memory, ...).
 Status server_error(const redisReply* r, const std::string& what) {
   std::string_view t = redis::reply_text(r);
@@ -162,7 +170,7 @@ Status RedisStore::write(const RecordId& id, std::span<const std::uint8_t> paylo
   batch.command({"EXEC"});
 
   std::vector<ReplyPtr> replies;
-  Status s = router_.execute(lay.slot(), batch, deadline(), &replies);
+  Status s = unreachable(router_.execute(lay.slot(), batch, deadline(), &replies));
   if (s.ok()) {
     const redisReply* exec = replies.back().get();
     if (exec->type != REDIS_REPLY_ARRAY || exec->elements != lay.values() + 1) {
@@ -254,7 +262,7 @@ Status RedisStore::read_once(const RecordId& id, const RecordLayout& layout,
   Status s = router_.execute(layout.slot(), batch, deadline, &replies, &sink);
   if (!s.ok()) {
     *reason = transport_reason(s);
-    return s;
+    return unreachable(s);
   }
   return check_values(replies[0].get(), id, layout, payload, reason, writer_parts);
 }
@@ -321,7 +329,7 @@ Status RedisStore::remove(const RecordLayout& layout, Deadline deadline) {
   batch.arg(layout.header_key());
   for (std::size_t v = 0; v < layout.values(); ++v) batch.arg(layout.value_key(v));
   std::vector<ReplyPtr> replies;
-  TIERKV_RETURN_IF_ERROR(router_.execute(layout.slot(), batch, deadline, &replies));
+  TIERKV_RETURN_IF_ERROR(unreachable(router_.execute(layout.slot(), batch, deadline, &replies)));
   if (redis::is_error(replies[0].get())) return server_error(replies[0].get(), "redis store erase");
   return Status::Ok();
 }
@@ -339,7 +347,7 @@ Result<bool> RedisStore::contains(const RecordId& id) {
   CommandBatch batch;
   batch.command({"EXISTS", lay.header_key()});
   std::vector<ReplyPtr> replies;
-  TIERKV_RETURN_IF_ERROR(router_.execute(lay.slot(), batch, deadline(), &replies));
+  TIERKV_RETURN_IF_ERROR(unreachable(router_.execute(lay.slot(), batch, deadline(), &replies)));
   const redisReply* r = replies[0].get();
   if (r->type != REDIS_REPLY_INTEGER) return server_error(r, "redis store contains");
   return r->integer > 0;
