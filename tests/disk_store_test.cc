@@ -1,0 +1,349 @@
+// The disk tier: reads and writes through both I/O paths, the LRU budget, the index rebuilt after
+// a reopen, two openers of one directory, the store shared across threads, O_DIRECT refused
+// (tmpfs), and inspect.
+#include "tierkv/disk_store.h"
+
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "backends.h"
+#include "store_checks.h"
+#include "tiers/disk/disk_files.h"
+#include "tiers/disk/inspect.h"
+
+namespace tierkv {
+namespace {
+
+namespace fs = std::filesystem;
+using test::AlignedBuffer;
+using test::fill_payload;
+using test::record_id;
+using test::TempDir;
+using test::wrong_bytes;
+
+std::unique_ptr<Store> open_store(const DiskStoreOptions& o, DiskRecovery* rec = nullptr) {
+  auto s = open_disk_store(o, rec);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+Status put(Store& s, const RecordId& id, std::uint64_t seed) {
+  AlignedBuffer b(id.payload_bytes());
+  fill_payload(seed, b.span());
+  return s.write(id, b.span());
+}
+
+// Reads `id` and returns the wrong bytes against `seed`, or -1 when the read failed.
+std::int64_t get(Store& s, const RecordId& id, std::uint64_t seed) {
+  AlignedBuffer b(id.payload_bytes());
+  if (!s.read(id, b.span()).ok()) return -1;
+  return std::int64_t(wrong_bytes(seed, b.span()));
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> v;
+  for (const auto& e : fs::directory_iterator(dir))
+    v.push_back(e.path().filename().string());
+  return v;
+}
+
+class DiskStoreTest : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  DiskStoreOptions options() const {
+    DiskStoreOptions o;
+    o.directory = dir_.path() + "/cache";
+    o.io = GetParam();
+    o.io_block_bytes = 16 << 10;  // several pieces in flight even for small test records
+    return o;
+  }
+  TempDir dir_;
+};
+
+TEST_P(DiskStoreTest, WriteReadEraseThroughBothPaths) {
+  auto s = open_store(options());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->capabilities().name, "disk");
+  EXPECT_TRUE(s->capabilities().persistent);
+  std::printf("description: %s\n", s->capabilities().description.c_str());
+  const RecordId id = record_id(1, 4, 64 << 10);
+  ASSERT_OK(put(*s, id, 1));
+  ASSERT_OK_AND_ASSIGN(bool there, s->contains(id));
+  EXPECT_TRUE(there);
+  EXPECT_EQ(get(*s, id, 1), 0);
+  // Unaligned buffers of odd sizes go through buffered I/O.
+  const RecordId odd = record_id(2, 3, 1000);
+  std::vector<std::uint8_t> v(odd.payload_bytes() + 1);
+  fill_payload(2, std::span(v).subspan(1));
+  ASSERT_OK(s->write(odd, std::span(v).subspan(1)));
+  std::vector<std::uint8_t> back(odd.payload_bytes() + 1);
+  ASSERT_OK(s->read(odd, std::span(back).subspan(1)));
+  EXPECT_EQ(wrong_bytes(2, std::span(back).subspan(1)), 0u);
+  // Wrong sizes are refused, a rewrite replaces, erase removes the file.
+  EXPECT_EQ(s->read(id, std::span(back)).code(), StatusCode::kInvalidArgument);
+  ASSERT_OK(put(*s, id, 1));
+  ASSERT_OK(s->erase(id));
+  ASSERT_OK(s->erase(id));
+  EXPECT_EQ(get(*s, id, 1), -1);
+  const StoreStats st = s->stats();
+  EXPECT_EQ(st.hits, 2u);
+  EXPECT_EQ(st.writes, 3u);
+  EXPECT_EQ(st.erases, 1u);
+  EXPECT_EQ(st.records, 1u);
+  EXPECT_EQ(st.bytes_held, odd.payload_bytes());
+  EXPECT_EQ(st.misses[std::size_t(MissReason::kAbsent)], 1u);
+}
+
+TEST_P(DiskStoreTest, FilesAreNamedFromKeysWithPrivatePermissions) {
+  auto s = open_store(options());
+  ASSERT_TRUE(s);
+  const RecordId id = record_id(7);
+  ASSERT_OK(put(*s, id, 7));
+  const std::string dir = options().directory;
+  struct stat st;
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  const std::string name = disk::record_file_name(id);
+  EXPECT_EQ(name.size(), 85u);
+  EXPECT_EQ(name.substr(0, 16), digest_hex(id.identity).substr(0, 16));
+  EXPECT_EQ(name.substr(17, 64), id.chunk_key.hex());
+  ASSERT_EQ(::stat((dir + "/" + name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(std::uint64_t(st.st_size), 4096 + id.payload_bytes());
+  for (const std::string& f : files_in(dir))
+    EXPECT_TRUE(f == name || f == "LOCK") << f;
+}
+
+TEST_P(DiskStoreTest, BudgetEvictsLeastRecentlyUsed) {
+  const RecordId shape = record_id(0);
+  const std::uint64_t file = 4096 + shape.payload_bytes();
+  DiskStoreOptions o = options();
+  o.budget_bytes = 4 * file;
+  auto s = open_store(o);
+  ASSERT_TRUE(s);
+  for (int i = 0; i < 4; ++i)
+    ASSERT_OK(put(*s, record_id(i), i));
+  EXPECT_EQ(get(*s, record_id(0), 0), 0);  // 0 becomes the most recent; 1 is now the oldest
+  for (int i = 4; i < 6; ++i)
+    ASSERT_OK(put(*s, record_id(i), i));
+  EXPECT_EQ(get(*s, record_id(1), 1), -1);
+  EXPECT_EQ(get(*s, record_id(2), 2), -1);
+  for (int i : {0, 3, 4, 5})
+    EXPECT_EQ(get(*s, record_id(i), i), 0) << i;
+  StoreStats st = s->stats();
+  EXPECT_EQ(st.evictions, 2u);
+  EXPECT_EQ(st.misses[std::size_t(MissReason::kEvicted)], 2u);
+  EXPECT_EQ(st.records, 4u);
+  EXPECT_EQ(st.budget_bytes, 4 * file);
+  EXPECT_EQ(files_in(o.directory).size(), 5u);  // 4 records and LOCK: evicted files are gone
+  const RecordId big = record_id(9, 64, 64 << 10);
+  EXPECT_EQ(put(*s, big, 9).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(s->stats().write_failures, 1u);
+  // A reopen with a smaller budget evicts the oldest files to fit.
+  s.reset();
+  o.budget_bytes = 2 * file;
+  DiskRecovery rec;
+  s = open_store(o, &rec);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(rec.records, 2u);
+  EXPECT_EQ(rec.evicted, 2u);
+  EXPECT_EQ(s->stats().records, 2u);
+  std::printf("reliability: lru budget: 6 writes into 4 slots, %llu evicted, reopen at 2 slots "
+              "evicted %llu\n",
+              static_cast<unsigned long long>(st.evictions),
+              static_cast<unsigned long long>(rec.evicted));
+}
+
+TEST_P(DiskStoreTest, IndexIsRebuiltAfterReopen) {
+  const DiskStoreOptions o = options();
+  constexpr int kRecords = 20;
+  {
+    auto s = open_store(o);
+    ASSERT_TRUE(s);
+    for (int i = 0; i < kRecords; ++i)
+      ASSERT_OK(put(*s, record_id(i, 2 + i % 3, 4096 * (1 + i % 4)), i));
+  }
+  // Leftovers of a crash and files tierkv does not own.
+  std::ofstream(o.directory + "/" + disk::record_file_name(record_id(0)) + ".123.4.tmp") << "x";
+  std::ofstream(o.directory + "/" + disk::record_file_name(record_id(99))) << "not a record";
+  std::ofstream(o.directory + "/README") << "someone else's";
+  DiskRecovery rec;
+  auto s = open_store(o, &rec);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(rec.records, std::uint64_t(kRecords));
+  EXPECT_EQ(rec.removed_temporary, 1u);
+  EXPECT_EQ(rec.removed_invalid, 1u);
+  EXPECT_EQ(rec.other_files, 1u);
+  for (int i = 0; i < kRecords; ++i)
+    EXPECT_EQ(get(*s, record_id(i, 2 + i % 3, 4096 * (1 + i % 4)), i), 0) << i;
+  EXPECT_EQ(s->stats().records, std::uint64_t(kRecords));
+  EXPECT_TRUE(fs::exists(o.directory + "/README"));
+  std::printf("reliability: rebuild: %llu records indexed, %llu temporary and %llu invalid files "
+              "removed, %llu other files kept\n",
+              static_cast<unsigned long long>(rec.records),
+              static_cast<unsigned long long>(rec.removed_temporary),
+              static_cast<unsigned long long>(rec.removed_invalid),
+              static_cast<unsigned long long>(rec.other_files));
+}
+
+TEST_P(DiskStoreTest, SecondOpenerOfADirectoryIsRefused) {
+  const DiskStoreOptions o = options();
+  auto s = open_store(o);
+  ASSERT_TRUE(s);
+  auto second = open_disk_store(o);
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("LOCK"), std::string::npos)
+      << second.status().to_string();
+  // Another process is refused too.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto other = open_disk_store(o);
+    ::_exit(other.status().code() == StatusCode::kFailedPrecondition ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Once the first store is gone, the directory opens again.
+  s.reset();
+  EXPECT_TRUE(open_disk_store(o).ok());
+  std::printf("reliability: two openers: the second (same process and a forked one) refused "
+              "with FailedPrecondition\n");
+}
+
+TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
+  DiskStoreOptions o = options();
+  const RecordId shape = record_id(0, 4, 16 << 10);
+  o.budget_bytes = 12 * (4096 + shape.payload_bytes());  // evictions race with reads too
+  auto s = open_store(o);
+  ASSERT_TRUE(s);
+  constexpr int kThreads = 6, kKeys = 16;
+  std::atomic<std::uint64_t> hits{0}, misses{0}, writes{0}, erases{0}, wrong{0}, errors{0};
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 1);
+      AlignedBuffer buf(shape.payload_bytes());
+      while (std::chrono::steady_clock::now() < until) {
+        const int k = int(rng() % kKeys);
+        const RecordId id = record_id(k, 4, 16 << 10);
+        const int op = int(rng() % 10);
+        if (op < 5) {
+          const Status r = s->read(id, buf.span());
+          if (r.ok()) {
+            ++hits;
+            wrong += wrong_bytes(k, buf.span());  // a key always holds the bytes of seed k
+          } else {
+            ++misses;
+            if (r.code() != StatusCode::kNotFound) ++errors;
+          }
+        } else if (op < 9) {
+          fill_payload(k, buf.span());
+          if (s->write(id, buf.span()).ok()) ++writes; else ++errors;
+        } else {
+          if (s->erase(id).ok()) ++erases; else ++errors;
+        }
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(wrong.load(), 0u);
+  EXPECT_EQ(errors.load(), 0u);
+  EXPECT_GT(hits.load(), 0u);
+  const StoreStats st = s->stats();
+  EXPECT_LE(st.records, 12u);
+  std::printf("reliability: threads: %d threads, %llu verified hits, %llu misses, %llu writes, "
+              "%llu erases, %llu evictions, %llu wrong bytes\n",
+              kThreads, static_cast<unsigned long long>(hits.load()),
+              static_cast<unsigned long long>(misses.load()),
+              static_cast<unsigned long long>(writes.load()),
+              static_cast<unsigned long long>(erases.load()),
+              static_cast<unsigned long long>(st.evictions),
+              static_cast<unsigned long long>(wrong.load()));
+}
+
+TEST_P(DiskStoreTest, InspectListsAndVerifiesEveryRecord) {
+  const DiskStoreOptions o = options();
+  {
+    auto s = open_store(o);
+    ASSERT_TRUE(s);
+    for (int i = 0; i < 5; ++i)
+      ASSERT_OK(put(*s, record_id(i), i));
+  }
+  // Corrupt one payload byte of record 1; put record 3's file under record 4's name.
+  const std::string f1 = o.directory + "/" + disk::record_file_name(record_id(1));
+  {
+    std::fstream f(f1, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096 + 100);
+    f.put(char(0x77 ^ test::payload_byte(1, 100)));
+  }
+  fs::copy_file(o.directory + "/" + disk::record_file_name(record_id(3)),
+                o.directory + "/" + disk::record_file_name(record_id(4)),
+                fs::copy_options::overwrite_existing);
+  ASSERT_OK_AND_ASSIGN(disk::InspectReport rep, disk::inspect_disk_directory(o.directory));
+  disk::print_inspect_report(rep, stdout);
+  EXPECT_EQ(rep.ok, 3u);
+  EXPECT_EQ(rep.corrupt, 1u);
+  EXPECT_EQ(rep.foreign, 1u);
+  EXPECT_EQ(rep.records.size(), 5u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, DiskStoreTest,
+                         ::testing::Values(IoBackend::kAuto, IoBackend::kThreads),
+                         [](const auto& p) {
+                           return std::string(p.param == IoBackend::kAuto ? "Auto" : "Threads");
+                         });
+
+// tmpfs refused O_DIRECT before Linux 6.6 and accepts it since: the store's probe must agree with
+// what the kernel does, and the store must work either way (and with direct_io off).
+TEST(DiskStoreOpenTest, ODirectProbeOnTmpfsAndBufferedIo) {
+  struct statfs sf;
+  if (::statfs("/dev/shm", &sf) != 0 || sf.f_type != 0x01021994 /* TMPFS_MAGIC */)
+    GTEST_SKIP() << "no tmpfs at /dev/shm";
+  TempDir dir("/dev/shm");
+  ASSERT_FALSE(dir.path().empty());
+  const std::string probe = dir.path() + "/probe";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0600);
+  const bool kernel_direct = fd >= 0;
+  if (fd >= 0) ::close(fd);
+  ::unlink(probe.c_str());
+  for (bool direct_io : {true, false}) {
+    auto s = open_store({.directory = dir.path() + (direct_io ? "/a" : "/b"), .direct_io = direct_io});
+    ASSERT_TRUE(s);
+    const std::string& d = s->capabilities().description;
+    const bool says_direct = d.find("O_DIRECT,") != std::string::npos;
+    EXPECT_EQ(says_direct, direct_io && kernel_direct) << d;
+    const RecordId id = record_id(1);
+    ASSERT_OK(put(*s, id, 1));
+    EXPECT_EQ(get(*s, id, 1), 0);
+    std::printf("tmpfs (O_DIRECT %s by this kernel): %s\n", kernel_direct ? "accepted" : "refused",
+                d.c_str());
+  }
+}
+
+TEST(DiskStoreOpenTest, BadOptionsAreRefused) {
+  EXPECT_EQ(open_disk_store({}).status().code(), StatusCode::kInvalidArgument);
+  TempDir dir;
+  EXPECT_EQ(open_disk_store({.directory = dir.path(), .io_threads = 0}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(open_disk_store({.directory = dir.path(), .io_block_bytes = 1000}).status().code(),
+            StatusCode::kInvalidArgument);
+  std::ofstream(dir.path() + "/file") << "x";
+  EXPECT_FALSE(open_disk_store({.directory = dir.path() + "/file"}).ok());
+}
+
+}  // namespace
+}  // namespace tierkv
