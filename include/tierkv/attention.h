@@ -81,7 +81,10 @@ struct DecodePlan {
 };
 static_assert(std::is_trivially_copyable_v<DecodePlan>);
 
-// Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose.
+// Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose. They
+// shape how the CUDA kernels split the work; the CPU backend computes the exact reference whatever
+// the plan says (it checks the plan like the CUDA backend, so a plan one backend accepts the other
+// accepts too).
 struct DecodePlanOptions {
   std::int32_t splits = 0;               // > 0: exactly this many splits of the longest sequence
   std::optional<DecodeMerge> merge;      // with splits: how to merge them (default: kCluster
@@ -93,9 +96,12 @@ struct DecodePlanOptions {
   std::optional<bool> programmatic_launch;      // see DecodePlan
 };
 
-// Plans a decode over `kv` (only its shape fields are read) for sequences of the given host-side
-// lengths. InvalidArgument for a bad shape, an unsupported head dim / group / dtype, lengths < 1 or
-// a lengths span whose size differs from kv.batch, or options that contradict each other.
+// Plans a decode over `kv` (its shape fields, strides and K/V base pointers are read) for sequences
+// of the given host-side lengths. InvalidArgument for a bad shape, K/V strides or base pointers
+// that are not 16-byte aligned, lengths < 1 or a lengths span whose size differs from kv.batch, or
+// options that contradict each other; Unimplemented for an unsupported head dim, group or dtype.
+// A run with this plan accepts the same KV layout; it also needs q and out 16-byte aligned
+// (InvalidArgument otherwise).
 // The CUDA plan depends on device.compute_units (the split count fills the multiprocessors).
 Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKvLayer& kv,
                                          std::int32_t num_q_heads,

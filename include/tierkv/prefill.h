@@ -47,6 +47,9 @@ struct PrefillPlan {
 static_assert(std::is_trivially_copyable_v<PrefillPlan>);
 
 // Overrides of the planner's choices, for tuning and benchmarks; the defaults let it choose.
+// Overrides of the planner's choices, for tuning and benchmarks. They shape how the CUDA kernels
+// split the work; the CPU backend computes the exact reference whatever the plan says (it checks
+// the plan like the CUDA backend, so a plan one backend accepts the other accepts too).
 struct PrefillPlanOptions {
   std::int32_t splits = 0;             // > 0: exactly this many KV splits per query tile (1..32)
   std::int32_t tile_rows = 0;          // > 0: query tiles of this many packed rows (64 or 128)
@@ -54,9 +57,10 @@ struct PrefillPlanOptions {
   std::optional<bool> programmatic_launch;  // see PrefillPlan
 };
 
-// InvalidArgument for a bad shape, q_lens[b] < 1, q_lens[b] > seq_lens[b], spans whose size is
-// not kv.batch, or options out of range; Unimplemented for an unsupported head dim, group or
-// dtype. The CUDA plan depends on device.compute_units (tile size and KV splits fill the
+// InvalidArgument for a bad shape, K/V strides or base pointers that are not 16-byte aligned,
+// q_lens[b] < 1, q_lens[b] > seq_lens[b], spans whose size is not kv.batch, or options out of
+// range; Unimplemented for an unsupported head dim, group or dtype. A run with this plan accepts
+// the same KV layout; it also needs q and out 16-byte aligned (InvalidArgument otherwise). The CUDA plan depends on device.compute_units (tile size and KV splits fill the
 // multiprocessors).
 Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const PagedKvLayer& kv,
                                            std::int32_t num_q_heads,

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/kv_alignment.h"
 #include "core/decode_workspace.h"
 #include "tierkv/attention.h"
 
@@ -198,6 +199,7 @@ Result<DecodePlan> plan_decode_attention(const DeviceInfo& device, const PagedKv
     return unimplemented("decode attention: head_dim " + std::to_string(kv.head_dim) +
                          " is not supported (64, 128, 256)");
   }
+  TIERKV_RETURN_IF_ERROR(check_kv_alignment(kv, "decode plan"));
   if (options.splits < 0) return invalid_argument("decode plan: splits must not be negative");
   if (options.pipeline && (*options.pipeline < 0 || *options.pipeline > 3)) {
     return invalid_argument(
@@ -303,16 +305,7 @@ Status validate(const DecodeAttentionArgs& a) {
                             std::to_string(p.workspace_bytes) + " bytes) does not fit its " +
                             std::to_string(p.num_splits) + " splits");
   }
-  // 16-byte vector access: pointers and strides aligned to 8 elements of 2 bytes.
-  const auto misaligned = [](const void* ptr) {
-    return reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0;
-  };
-  if (misaligned(a.q) || misaligned(a.out) || misaligned(a.kv.k) || misaligned(a.kv.v) ||
-      a.kv.strides.page % 8 != 0 || a.kv.strides.token % 8 != 0 || a.kv.strides.head % 8 != 0) {
-    return invalid_argument(
-        "decode attention: q, out, K, V and their strides must be 16-byte aligned");
-  }
-  return Status::Ok();
+  return check_run_alignment(a.kv, a.q, a.out, "decode attention");
 }
 
 }  // namespace tierkv

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/kv_alignment.h"
 #include "tierkv/prefill.h"
 
 namespace tierkv {
@@ -115,6 +116,7 @@ Result<PrefillPlan> plan_prefill_attention(const DeviceInfo& device, const Paged
     return unimplemented("prefill attention: head_dim " + std::to_string(kv.head_dim) +
                          " is not supported (64, 128)");
   }
+  TIERKV_RETURN_IF_ERROR(check_kv_alignment(kv, "prefill plan"));
   if (options.splits < 0 || options.splits > kMaxSplits) {
     return invalid_argument("prefill plan: splits must be 0 (the planner's choice) or 1.." +
                             std::to_string(kMaxSplits));
@@ -207,15 +209,7 @@ Status validate(const PrefillAttentionArgs& a) {
     return invalid_argument("prefill attention: the plan needs " +
                             std::to_string(a.plan.workspace_bytes) + " bytes of workspace");
   }
-  const auto misaligned = [](const void* p) {
-    return reinterpret_cast<std::uintptr_t>(p) % 16 != 0;
-  };
-  if (misaligned(a.q) || misaligned(a.out) || misaligned(a.kv.k) || misaligned(a.kv.v) ||
-      a.kv.strides.page % 8 != 0 || a.kv.strides.token % 8 != 0 || a.kv.strides.head % 8 != 0) {
-    return invalid_argument(
-        "prefill attention: q, out, K, V and their strides must be 16-byte aligned");
-  }
-  return Status::Ok();
+  return check_run_alignment(a.kv, a.q, a.out, "prefill attention");
 }
 
 }  // namespace tierkv
