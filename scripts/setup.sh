@@ -6,7 +6,8 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config libssl-dev libgtest-dev libgmock-dev
           libbenchmark-dev libcli11-dev nlohmann-json3-dev python3
-          liburing-dev libxxhash-dev fio clang-14 libclang-rt-14-dev)
+          liburing-dev libxxhash-dev fio clang-14 libclang-rt-14-dev
+          redis-server redis-tools libhiredis-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
