@@ -152,6 +152,7 @@ Status Router::refresh(Deadline deadline) {
 }
 
 void Router::maybe_refresh(Deadline deadline) {
+  if (Clock::now() >= deadline) return;
   std::int64_t last = last_refresh_ns_.load(std::memory_order_relaxed);
   if (now_ns() - last < std::chrono::nanoseconds(refresh_interval_).count()) return;
   if (!last_refresh_ns_.compare_exchange_strong(last, now_ns(), std::memory_order_relaxed)) return;
@@ -198,7 +199,11 @@ Status Router::execute(int slot, const CommandBatch& batch, Deadline deadline,
       fresh = true;  // once: the pooled connection had gone stale, try a new one
       continue;
     }
-    TIERKV_RETURN_IF_ERROR(s);
+    if (!s.ok()) {
+      // A node that stopped answering may have been replaced (a replica promoted): look again.
+      if (cluster_) maybe_refresh(deadline);
+      return s;
+    }
     Redirect r;
     if (find_redirect(*replies, &r)) {
       if (!cluster_)

@@ -5,7 +5,8 @@
 // every refresh_interval); an ASK reply sends the batch once to the node it names, preceded by
 // ASKING; TRYAGAIN (a multi-key command during a slot migration) is retried shortly until the
 // deadline. A pooled connection that turns out stale (the server restarted) is retried once on a
-// fresh connection.
+// fresh connection. A node that fails also prompts a re-read of the map (at most every
+// refresh_interval), so that a replica promoted in its place is found.
 //
 // Ownership: the Router owns its nodes; a Node lives as long as the Router (nodes are never
 // removed, so a Node* taken from the map stays valid).
