@@ -14,156 +14,72 @@
 #include <thread>
 
 #include "backends.h"
+#include "cache_harness.h"
 
 namespace tierkv {
 namespace {
 
 using test::BackendTest;
+using test::CacheHarness;
+using test::random_tokens;
 
-constexpr std::int32_t kChunk = 64;  // 4 pages of 16 tokens
-
-std::uint64_t seed_of(const Key& k, std::int32_t layer, int kv) {
-  return k.hash() ^ (std::uint64_t(layer) * 2 + kv + 1);
-}
-
-std::vector<std::int32_t> random_tokens(std::size_t n, std::mt19937_64& rng) {
-  std::vector<std::int32_t> t(n);
-  for (auto& x : t)
-    x = static_cast<std::int32_t>(rng() % 512);  // the tiny model's vocabulary
-  return t;
-}
+constexpr std::int32_t kChunk = CacheHarness::kChunk;
 
 class CacheTest : public BackendTest {
  protected:
   void SetUp() override {
     BackendTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    model_ = *model_preset("tiny");
-    model_.identity.weights = "test-weights";
-    PagePoolOptions po;
-    po.model = model_;
-    po.num_pages = 512;
-    po.pages_per_run = kChunk / model_.page_tokens;
-    auto pool = PagePool::create(backend(), po);
-    ASSERT_TRUE(pool.ok()) << pool.status().to_string();
-    pool_ = std::move(pool).value();
-    page_elems_ = std::size_t(model_.page_tokens) * model_.num_kv_heads * model_.head_dim;
+    h_ = std::make_unique<CacheHarness>(backend());
+    model_ = h_->model();
+    pool_ = &h_->pool();
   }
 
   void TearDown() override {
-    pool_.reset();  // before the backend that owns its memory
+    h_.reset();  // the pool goes before the backend that owns its memory
     BackendTest::TearDown();
   }
 
   std::unique_ptr<Cache> make_cache(std::int32_t host_chunks,
                                     TransferMode mode = TransferMode::kAuto,
                                     const ModelSpec* model = nullptr,
-                                    KvLayout layout = KvLayout::kNHD) {
-    CacheOptions o;
-    o.model = model ? *model : model_;
+                                    KvLayout layout = KvLayout::kNHD,
+                                    PagePool* gpu_pool = nullptr) {
+    CacheOptions o = h_->options(host_chunks, mode);
+    if (model != nullptr) o.model = *model;
     o.page_layout = layout;
-    o.chunk_tokens = kChunk;
-    o.host_bytes = std::size_t(host_chunks) * chunk_bytes();
-    o.transfer.mode = mode;
+    o.gpu_pool = gpu_pool;
     auto c = Cache::create(backend(), o);
     EXPECT_TRUE(c.ok()) << c.status().to_string();
     return c.ok() ? std::move(c).value() : nullptr;
   }
 
-  std::size_t chunk_bytes() const { return std::size_t(kChunk) * model_.kv_bytes_per_token(); }
-
-  void* page_ptr(std::int32_t layer, int kv, std::int32_t page) const {
-    const PagedKvView v = pool_->view();
-    const void* base = (kv == 0 ? v.k_layers : v.v_layers)[std::size_t(layer)];
-    return static_cast<std::uint8_t*>(const_cast<void*>(base)) +
-           std::size_t(page) * page_elems_ * 2;
-  }
-
-  // Writes the KV "a model would compute" for the first `n` keyed pages of a prompt.
+  std::size_t chunk_bytes() const { return h_->chunk_bytes(); }
   void write_kv(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
                 std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
-        for (int kv = 0; kv < 2; ++kv) {
-          ASSERT_OK(backend().fill_uniform(page_ptr(l, kv, pages[i]), page_elems_, model_.kv_dtype,
-                                           seed_of(keys.pages[i], l, kv), -1.0f, 1.0f, s));
-        }
-      }
-    }
+    h_->write_kv(s, keys, pages, n);
   }
-
-  void clobber(Stream& s, std::span<const std::int32_t> pages) {
-    for (std::int32_t p : pages) {
-      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
-        for (int kv = 0; kv < 2; ++kv)
-          ASSERT_OK(s.fill(page_ptr(l, kv, p), 0xff, page_elems_ * 2));
-      }
-    }
-  }
-
-  // Counts elements of pages[first, first + n) that differ from the content of
-  // keys.pages[first...].
+  void clobber(Stream& s, std::span<const std::int32_t> pages) { h_->clobber(s, pages); }
   std::size_t wrong_elements(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
                              std::size_t first, std::size_t n) {
-    std::vector<std::uint16_t> got(page_elems_);
-    std::size_t wrong = 0;
-    for (std::size_t i = first; i < first + n; ++i) {
-      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
-        for (int kv = 0; kv < 2; ++kv) {
-          EXPECT_OK(s.copy(got.data(), page_ptr(l, kv, pages[i]), page_elems_ * 2));
-          EXPECT_OK(s.synchronize());
-          const std::uint64_t seed = seed_of(keys.pages[i], l, kv);
-          for (std::size_t e = 0; e < page_elems_; ++e) {
-            wrong += got[e] != float_to_bf16_bits(uniform_at(seed, e, -1.0f, 1.0f));
-          }
-        }
-      }
-    }
-    return wrong;
+    return h_->wrong_elements(s, keys, pages.subspan(first), first, n);
   }
-
   LoadRequest load_request(const PromptKeys& keys, std::int32_t first, std::int32_t num,
                            std::span<const std::int32_t> pages) {
-    LoadRequest r;
-    r.keys = &keys;
-    r.first_token = first;
-    r.num_tokens = num;
-    r.dst = pool_->view();
-    r.dst_pages = pages;
-    return r;
+    return h_->load_request(keys, first, num, pages);
   }
-
   SaveRequest save_request(const PromptKeys& keys, std::span<const std::int32_t> pages,
                            Stream& producer) {
-    SaveRequest r;
-    r.keys = &keys;
-    r.num_tokens = keys.tokens;
-    r.src = pool_->view();
-    r.src_pages = pages;
-    r.producer = &producer;
-    return r;
+    return h_->save_request(keys, pages, producer);
   }
-
-  // Computes, writes and saves a prompt of `chunks` full chunks; returns its keys.
   PromptKeys save_prompt(Cache& cache, std::mt19937_64& rng, std::int32_t chunks,
                          std::string_view salt = "") {
-    const auto tokens = random_tokens(std::size_t(chunks) * kChunk, rng);
-    auto keys = cache.keys(tokens, salt);
-    EXPECT_TRUE(keys.ok());
-    auto pages = pool_->allocate(std::int32_t(keys->pages.size()));
-    EXPECT_TRUE(pages.ok());
-    write_kv(stream(), *keys, *pages, keys->pages.size());
-    auto save = cache.save(save_request(*keys, *pages, stream()));
-    EXPECT_TRUE(save.ok()) << save.status().to_string();
-    if (save.ok()) EXPECT_OK(save->wait());
-    EXPECT_OK(stream().synchronize());
-    EXPECT_OK(pool_->release(*pages));
-    return *keys;
+    return h_->save_prompt(cache, stream(), rng, chunks, salt);
   }
 
+  std::unique_ptr<CacheHarness> h_;
   ModelSpec model_;
-  std::unique_ptr<PagePool> pool_;
-  std::size_t page_elems_ = 0;
+  PagePool* pool_ = nullptr;
 };
 
 TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
@@ -207,6 +123,51 @@ TEST_P(CacheTest, SaveEvictMatchLoadGivesTheSameBytes) {
       EXPECT_EQ(st.sm_kernel_transfers, 0u);
     }
   }
+}
+
+// The usage example at the top of tierkv/cache.h, step for step, with the GPU pool holding a prefix
+// that ends inside a chunk (5 pages: 80 tokens of chunks of 64): the load starts mid-chunk.
+TEST_P(CacheTest, TheHeaderUsageExampleWorksAsWritten) {
+  auto cache = make_cache(8, TransferMode::kAuto, nullptr, KvLayout::kNHD, pool_);
+  std::mt19937_64 rng(std::random_device{}());
+  const auto tokens = random_tokens(3 * kChunk + 10, rng);
+  const std::string tenant = "tenant-7";
+  {  // An earlier request computed the prompt, saved its chunks and left 5 pages in the pool.
+    ASSERT_OK_AND_ASSIGN(const PromptKeys k, cache->keys(tokens, {.salt = tenant}));
+    ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(std::int32_t(k.pages.size())));
+    write_kv(stream(), k, pages, k.pages.size());
+    ASSERT_OK_AND_ASSIGN(Save s, cache->save(save_request(k, pages, stream())));
+    ASSERT_OK(s.wait());
+    ASSERT_OK(stream().synchronize());
+    for (std::size_t i = 0; i < 5; ++i)
+      ASSERT_TRUE(pool_->publish(pages[i], k.pages[i]));
+    ASSERT_OK(pool_->release(pages));
+  }
+  // The example, as written.
+  auto keys = cache->keys(tokens, {.salt = tenant});
+  ASSERT_TRUE(keys.ok());
+  auto m = cache->match(*keys);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->gpu_tokens, 5 * model_.page_tokens);
+  ASSERT_EQ(m->host_tokens, 3 * kChunk);
+  std::vector<std::int32_t> resident = pool_->acquire_cached(keys->pages);
+  resident.resize(std::size_t(m->gpu_tokens / model_.page_tokens));
+  ASSERT_OK_AND_ASSIGN(auto pages,
+                       pool_->allocate((m->host_tokens - m->gpu_tokens) / model_.page_tokens));
+  const PagedKvView view = pool_->view();
+  auto load = cache->load({&*keys, m->gpu_tokens, m->host_tokens - m->gpu_tokens, view, pages});
+  ASSERT_TRUE(load.ok()) << load.status().to_string();
+  ASSERT_OK_AND_ASSIGN(auto compute_stream, backend().create_stream());
+  for (std::int32_t l = 0; l < model_.num_layers; ++l)
+    ASSERT_OK(load->wait_layer(l, *compute_stream));
+  ASSERT_OK(compute_stream->synchronize());
+  EXPECT_EQ(load->first_token() + load->loaded_tokens(), 3 * kChunk);
+  // Every page of the prompt's full chunks now holds its KV: the resident ones and the loaded.
+  EXPECT_EQ(h_->wrong_elements(*compute_stream, *keys, resident, 0, resident.size()), 0u);
+  EXPECT_EQ(h_->wrong_elements(*compute_stream, *keys, pages, resident.size(), pages.size()), 0u);
+  ASSERT_OK(load->wait());
+  ASSERT_OK(pool_->release(pages));
+  ASSERT_OK(pool_->release(resident));
 }
 
 TEST_P(CacheTest, IdentitiesNeverCross) {

@@ -194,6 +194,13 @@ struct Cache::State {
     if (opts.on_async_error) opts.on_async_error(s);
   }
   Status check_cache_keys(const PromptKeys* keys) const { return geo.check_keys(keys, identity); }
+  // After an asynchronous failure on one of the cache's streams: waits for what is queued there
+  // and clears the stream's error, so that a transient failure does not fail the loads or saves
+  // queued after it is handled (those already queued fail with it).
+  static void clear_stream_error(std::mutex& mu, Stream& stream) {
+    std::lock_guard lock(mu);
+    stream.synchronize().ignore();
+  }
   Result<Load> queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st);
 };
 
@@ -205,7 +212,10 @@ void Load::State::finish() {
   }
   pins.clear();
   finished = true;
-  if (!status.ok()) add(cache->counters.load_errors, 1);
+  if (!status.ok()) {
+    add(cache->counters.load_errors, 1);
+    Cache::State::clear_stream_error(cache->load_mu, *cache->load_stream);
+  }
 }
 
 Load::State::~State() {
@@ -265,6 +275,7 @@ void Cache::State::finish(PendingSave& p) {
     add(counters.saved_chunks, p.reserved.size());
   } else {
     p.reserved.clear();  // the copy is over (its event completed): the slots are free again
+    clear_stream_error(save_mu, *save_stream);
     add(counters.failed_chunks, std::uint64_t(p.save->queued));
     add(counters.save_errors, 1);
     {
