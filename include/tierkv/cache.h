@@ -38,8 +38,10 @@
 #pragma once
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -51,6 +53,7 @@
 #include "tierkv/page_pool.h"
 #include "tierkv/paged_kv.h"
 #include "tierkv/status.h"
+#include "tierkv/store.h"
 
 namespace tierkv {
 
@@ -87,6 +90,19 @@ inline constexpr std::int32_t kMaxChunkTokens = 1 << 16;
 // Longest prompt Cache::keys() takes.
 inline constexpr std::int64_t kMaxPromptTokens = std::int64_t{1} << 24;
 
+// How saves flow down from the host tier into the lower tiers.
+struct WriteDownOptions {
+  // Chunks waiting to be written, per lower tier. A chunk that finds its tier's queue full is
+  // dropped and counted (TierStats::write_dropped), never waited for: the engine is not blocked.
+  std::int32_t queue_chunks = 32;
+  // A chunk is written to a persistent tier (StoreCapabilities::persistent) on its n-th sighting:
+  // a save of it by any request, whether the host tier had it or not. 2 keeps one-off prompts off
+  // the disk; 1 writes every chunk. Non-persistent tiers take every chunk.
+  std::int32_t persistent_admit_sightings = 2;
+  std::int32_t threads_per_tier = 1;  // writer threads per lower tier
+  std::int32_t promote_threads = 2;   // reader threads promoting lower-tier hits into host slots
+};
+
 struct CacheOptions {
   // KV shape and identity; model.page_tokens per page. identity.weights must name the weights
   // (tierkv/model_spec.h): an empty one is refused.
@@ -97,6 +113,12 @@ struct CacheOptions {
   std::size_t host_bytes = 0;       // pinned host tier budget, never exceeded; 0: no host tier
   PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
+  // Tiers below the host tier, fastest first (tierkv/store.h: disk, Redis, the experiment tier).
+  // A lower-tier hit reaches the GPU through a host slot: promote() reads it there and verifies it
+  // before anything can load it. Saves flow down from the host tier (write_down). Requires a host
+  // tier (host_bytes > 0).
+  std::vector<std::shared_ptr<Store>> lower_tiers;
+  WriteDownOptions write_down;
   // Optional. Called with an asynchronous error that the caller may not otherwise see: a save
   // whose copies failed (its chunks are not published), a Load destroyed before wait() returned
   // its copy error. Called from the thread that finds the error (the cache's completion thread, or
@@ -109,6 +131,11 @@ struct MatchResult {
                                  // pages, so a multiple of page_tokens
   std::int32_t host_tokens = 0;  // leading tokens the GPU pool and the host tier hold together
                                  // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
+  std::int32_t lower_tokens = 0;  // leading tokens all tiers hold together (>= host_tokens);
+                                  // beyond host_tokens, whole chunks of the lower tiers
+  // Per lower tier, in CacheOptions::lower_tiers order: the tokens of [host_tokens, lower_tokens)
+  // that it is the fastest tier to hold.
+  std::vector<std::int32_t> lower_tier_tokens;
 };
 
 struct LoadRequest {
@@ -204,6 +231,52 @@ class Save {
   std::shared_ptr<SaveState> state_;
 };
 
+// Chunks of lower tiers being read into host slots (Cache::promote). Move-only. The chunks it
+// promoted stay pinned in the host tier until it is destroyed, so a load() after it finds them;
+// destroying it cancels what is not yet read and waits for the chunk being read. A moved-from
+// Promotion is empty (counts 0, wait() returns FailedPrecondition).
+class Promotion {
+ public:
+  Promotion(Promotion&&) noexcept;
+  Promotion& operator=(Promotion&&) noexcept;
+  ~Promotion();
+
+  std::int32_t first_token() const;
+  std::int32_t requested_chunks() const;
+  // Leading chunks of the range in the host tier now (verified, published and pinned).
+  std::int32_t promoted_chunks() const;
+  bool done() const;  // ended: every chunk promoted, or stopped at a miss, failure or cancel()
+  // Blocks until `chunks` leading chunks are promoted, the promotion ended, or `deadline` passed;
+  // returns promoted_chunks().
+  std::int32_t wait_for(std::int32_t chunks, std::chrono::steady_clock::time_point deadline);
+  // Blocks until it ended. OK when every chunk was promoted; else why it stopped: NotFound for a
+  // chunk no tier holds any more, DataLoss for one that failed verification (removed from its
+  // tier), the tier's error (Unavailable, DeadlineExceeded, IoError), and
+  // FailedPrecondition after cancel().
+  Status wait();
+  // Stops after the chunk being read; what is promoted stays.
+  void cancel();
+
+ private:
+  friend class Cache;
+  struct State;
+  explicit Promotion(std::shared_ptr<State> s);
+  std::shared_ptr<State> state_;
+};
+
+// One lower tier, as the cache sees it.
+struct TierStats {
+  std::string name;         // StoreCapabilities::name
+  bool experiment = false;  // the bandwidth-limited stand-in, not a real tier
+  StoreStats store;         // the store's own counters (hits, misses by reason, bytes, latency)
+  std::uint64_t promoted_chunks = 0, promote_failures = 0;
+  std::uint64_t write_queued = 0;        // chunks handed to its writer queue
+  std::uint64_t write_dropped = 0;       // chunks dropped because the queue was full
+  std::uint64_t write_not_admitted = 0;  // persistent tier: chunks seen fewer times than required
+  std::uint64_t written_chunks = 0, write_failures = 0;
+  std::int32_t queue_depth = 0;  // chunks waiting now
+};
+
 struct CacheStats {
   std::uint64_t matches = 0;
   std::uint64_t loads = 0, loaded_tokens = 0, missing_tokens = 0;
@@ -215,6 +288,9 @@ struct CacheStats {
   std::uint64_t bytes_loaded = 0, bytes_saved = 0;
   std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;
   std::int32_t host_slots = 0, host_ready_slots = 0, host_pinned_slots = 0;
+  std::vector<TierStats> lower_tiers;  // in CacheOptions::lower_tiers order
+  // Bytes written to persistent lower tiers per byte saved into the host tier.
+  double write_amplification = 0;
 };
 
 class Cache {
@@ -252,8 +328,25 @@ class Cache {
   Result<Save> save(const SaveRequest& request);
 
   // Blocks until every save queued so far has finished. Returns the first error of the saves
-  // that finished since the last flush() (their chunks were not published), else OK.
+  // that finished since the last flush() (their chunks were not published), else OK. Writes to
+  // lower tiers are not waited for (flush_lower_tiers()).
   Status flush();
+
+  // Starts promoting chunks [first_token, end_token) of the prompt (chunk-aligned, inside its full
+  // chunks) into the host tier: chunks the host tier has are pinned as they are; the others are
+  // read, in order, from the fastest lower tier holding each, on the cache's reader threads, into
+  // reserved host slots, verified (tierkv/store.h), published and pinned. Stops at the first chunk
+  // no tier holds or whose read fails. InvalidArgument as for load(); FailedPrecondition without a
+  // host tier.
+  Result<Promotion> promote(const PromptKeys& keys, std::int32_t first_token,
+                            std::int32_t end_token);
+
+  // Blocks until the lower tiers' writer queues are empty.
+  Status flush_lower_tiers();
+
+  // Bytes of loads queued on the cache's load stream whose copies have not finished yet: what a
+  // load queued now waits behind.
+  std::uint64_t queued_load_bytes() const;
 
   // The digest every key of this cache derives from: model identity (weights included), page
   // layout, chunk size.

@@ -1,0 +1,169 @@
+// Warm prefill: a returning prompt's cached prefix streams into the GPU behind its own prefill.
+//
+// For one request: match -> plan -> run.
+//   match  Cache::match says how many leading tokens the GPU pool, the host tier and the lower
+//          tiers hold.
+//   plan   The planner decides, from measured costs (tierkv/profile.h), which cached chunks to load
+//          and which to recompute, and the prefill chunk size. Loading from host memory over PCIe
+//          hides behind the new tokens' prefill; from a slow tier (disk, a remote store) it may
+//          not, and then the best plan recomputes the front of the prefix while its back loads,
+//          meeting where both finish together. Every plan it may choose is predicted no slower
+//          than recomputing the whole prompt: a hit never makes a request slower by design.
+//   run    Loads are queued first (a slow tier's chunks are promoted into host slots first); the
+//          chunked prefill of the tokens to compute runs on the compute stream; each layer's
+//          attention that reads loaded KV waits for that layer's load and nothing else. Full
+//          chunks become saves once final.
+//
+// Failure: a load that fails or comes up short (a chunk evicted since match, a copy error, a
+// record that fails verification, a slow tier that falls behind the plan) turns the rest of that
+// request's plan into recompute. The answer is slower, never different.
+//
+// The model is the engine's: anything that can run a prefill chunk and call a hook before each
+// layer's attention (PrefillModel). tierkv's reference Llama runner is one (engine/runner_model.h).
+//
+// Ownership: a WarmPrefill borrows the Cache and the PrefillModel, which must outlive it.
+// Thread safety: one run() at a time per WarmPrefill; plan() may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tierkv/backend.h"
+#include "tierkv/cache.h"
+#include "tierkv/model_spec.h"
+#include "tierkv/profile.h"
+#include "tierkv/status.h"
+
+namespace tierkv {
+
+// Called by a model while it queues one prefill chunk. Both may be empty.
+struct LayerHooks {
+  // Right before layer `layer` reads KV of earlier tokens (its attention). May make `stream` wait
+  // (for a load) but must not block. An error aborts the chunk.
+  std::function<Status(std::int32_t layer, Stream& stream)> before_attention;
+  // Right after layer `layer` is queued (e.g. to record an event for a timeline).
+  std::function<Status(std::int32_t layer, Stream& stream)> after_layer;
+};
+
+struct PrefillChunk {
+  std::span<const std::int32_t> tokens;  // the chunk's token ids
+  std::int32_t start = 0;                // position of tokens[0]: [0, start) has its KV in pages
+  std::span<const std::int32_t> pages;   // the sequence's page ids, covering [0, start + n)
+  bool last = false;                     // the prompt's last chunk: produce the next token
+};
+
+// The engine's model, as the executor drives it.
+class PrefillModel {
+ public:
+  virtual ~PrefillModel() = default;
+  virtual const ModelSpec& spec() const = 0;
+  // The longest chunk prefill() takes.
+  virtual std::int32_t max_chunk_tokens() const = 0;
+  // Queues the chunk on `stream`, writing its KV into the pages and calling the hooks for every
+  // layer. For the last chunk, blocks until the next token (greedy) is known and stores it in
+  // *next_token. A refused chunk changes nothing.
+  virtual Status prefill(const PrefillChunk& chunk, const LayerHooks& hooks, Stream& stream,
+                         std::int32_t* next_token) = 0;
+};
+
+enum class PrefillPolicy : std::uint8_t {
+  kRecompute = 0,        // compute the whole prompt; no cache at all
+  kGpuOnly = 1,          // reuse GPU-resident pages; compute the rest
+  kLoadThenCompute = 2,  // load every cached chunk, wait for all of it, then compute the rest
+  kLayerwise = 3,        // load every cached chunk; layer l's attention waits for layer l only
+  kPlanned = 4,          // the planner chooses per chunk: load or recompute, and the chunk size
+};
+const char* prefill_policy_name(PrefillPolicy p);  // "recompute", "gpu-only", ...
+
+struct WarmPrefillOptions {
+  PrefillPolicy policy = PrefillPolicy::kPlanned;
+  // Prefill chunk size. 0: the planner's choice (kPlanned), else 512 clamped to the model's
+  // maximum. Chunks are cut on a grid of this size from position 0, so a token's KV is computed in
+  // the same chunk (hence the same arithmetic) whatever was cached.
+  std::int32_t chunk_tokens = 0;
+  bool save = true;       // save the prompt's full chunks once their KV is final
+  bool timeline = false;  // record per-layer load and compute times (WarmPrefillResult::timeline)
+};
+
+// What the planner decided for one request. The prompt's tokens fall into five ranges:
+//   [0, gpu_end)              reused from GPU pages as they are
+//   [gpu_end, load_begin)     recomputed (the front of the cached prefix, when loading is slower)
+//   [load_begin, host_end)    loaded from the host tier
+//   [host_end, load_end)      promoted from lower tiers into host slots, then loaded
+//   [load_end, prompt)        computed (not cached, or recomputed because loading it loses)
+struct WarmPrefillPlan {
+  PrefillPolicy policy = PrefillPolicy::kPlanned;
+  std::int32_t prompt_tokens = 0;
+  std::int32_t gpu_end = 0, load_begin = 0, host_end = 0, load_end = 0;
+  std::int32_t chunk_tokens = 0;
+  double queued_ahead_ms = 0;  // predicted time of other loads queued before this one
+  // Predictions (ms): this plan, loading alone, computing what it computes alone, and computing
+  // the whole prompt (every cached token recomputed).
+  double predicted_ms = 0, load_ms = 0, compute_ms = 0, recompute_all_ms = 0;
+  std::string why;  // one line a person can read: the choice and the figures behind it
+
+  std::int32_t loaded_tokens() const { return load_end - load_begin; }
+  std::int32_t computed_tokens() const { return prompt_tokens - gpu_end - loaded_tokens(); }
+};
+
+// One bar of a request's timeline: a layer's load or a chunk's layer of compute, in ms from the
+// start of run().
+struct TimelineEntry {
+  enum class Lane : std::uint8_t { kLoad, kCompute } lane = Lane::kCompute;
+  std::int32_t layer = 0;
+  std::int32_t chunk = 0;  // compute: the index of the prefill chunk; load: 0
+  double start_ms = 0, end_ms = 0;
+};
+
+struct WarmPrefillResult {
+  std::int32_t next_token = -1;
+  WarmPrefillPlan plan;
+  std::int32_t loaded_tokens = 0;    // that arrived by load
+  std::int32_t computed_tokens = 0;  // that were computed (recomputed prefix included)
+  // Planned to load but recomputed: evicted since match, failed, or late from a slow tier.
+  std::int32_t fallback_tokens = 0;
+  Status load_status;  // why the fallback happened (OK when none)
+  std::uint64_t bytes_loaded = 0;
+  double ttft_ms = 0;  // wall time of run(), from its call to the next token
+  std::vector<TimelineEntry> timeline;  // with WarmPrefillOptions::timeline
+};
+
+struct WarmPrefillRequest {
+  std::span<const std::int32_t> tokens;  // the whole prompt
+  const PromptKeys* keys = nullptr;      // Cache::keys of `tokens`
+  MatchResult match;                     // Cache::match of `keys`, taken by the engine
+  // Page ids for the whole prompt, one per page of [0, tokens.size()): the first
+  // match.gpu_tokens / page_tokens hold the GPU-resident prefix (the engine took references on
+  // them); the rest are the engine's fresh pages. Set match.gpu_tokens to 0 when the engine did not
+  // take the resident pages.
+  std::span<const std::int32_t> pages;
+  WarmPrefillOptions options;
+};
+
+class WarmPrefill {
+ public:
+  // `profile` feeds the planner (kPlanned); a profile without figures makes kPlanned behave as
+  // kLayerwise (and the plan's `why` says so).
+  static Result<std::unique_ptr<WarmPrefill>> create(Cache& cache, PrefillModel& model,
+                                                     const CostProfile& profile);
+  ~WarmPrefill();
+
+  // The plan run() would follow for this request, without running it.
+  Result<WarmPrefillPlan> plan(const WarmPrefillRequest& request) const;
+
+  // Plans and runs one request; returns after the next token is known (its KV and the loaded KV
+  // are in the pages; saves may still be in flight). InvalidArgument for a malformed request
+  // (keys of another cache, pages that do not cover the prompt, a chunk size the model refuses).
+  Result<WarmPrefillResult> run(const WarmPrefillRequest& request, Stream& compute);
+
+ private:
+  struct State;
+  explicit WarmPrefill(std::unique_ptr<State> s);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tierkv
