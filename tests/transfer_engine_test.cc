@@ -16,8 +16,8 @@ std::vector<CopyRun> runs_of(std::size_t count, std::size_t bytes) {
   return std::vector<CopyRun>(count, CopyRun{a, b, bytes});
 }
 
-TEST(RunSizeCurve, InterpolatesInLogSizeAndClamps) {
-  const RunSizeCurve c{{{1024, 10.0}, {4096, 30.0}}};
+TEST(BandwidthCurve, InterpolatesInLogSizeAndClamps) {
+  const BandwidthCurve c{{{1024, 10.0}, {4096, 30.0}}};
   EXPECT_DOUBLE_EQ(c.gbps(512), 10.0);
   EXPECT_DOUBLE_EQ(c.gbps(1024), 10.0);
   EXPECT_DOUBLE_EQ(c.gbps(2048), 20.0);  // halfway in log2
@@ -101,14 +101,14 @@ TEST_P(TransferEngineTest, ForcedModesAndCounters) {
 TEST_P(TransferEngineTest, CalibrationMeasuresEveryPath) {
   ASSERT_OK_AND_ASSIGN(auto engine, TransferEngine::create(backend(), TransferOptions{}));
   const PathCosts& c = engine->costs();
-  for (const RunSizeCurve* curve : {&c.copy_engine, &c.sm_kernel}) {
+  for (const BandwidthCurve* curve : {&c.copy_engine, &c.sm_kernel}) {
     ASSERT_EQ(curve->points.size(), 6u);
     for (const auto& [bytes, gbps] : curve->points) {
       EXPECT_GT(bytes, 0.0);
       EXPECT_GT(gbps, 0.01);
     }
   }
-  EXPECT_GE(c.copy_engine_fixed_us, 0.0);
+  EXPECT_GE(c.copy_engine.fixed_us, 0.0);
 }
 
 TEST_P(TransferEngineTest, RejectsBadOptions) {

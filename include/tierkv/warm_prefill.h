@@ -21,7 +21,8 @@
 // The model is the engine's: anything that can run a prefill chunk and call a hook before each
 // layer's attention (PrefillModel). tierkv's reference Llama runner is one (engine/runner_model.h).
 //
-// Ownership: a WarmPrefill borrows the Cache and the PrefillModel, which must outlive it.
+// Ownership: a WarmPrefill borrows the Backend, the Cache and the PrefillModel, which must outlive
+// it.
 // Thread safety: one run() at a time per WarmPrefill; plan() may be called from any thread.
 #pragma once
 
@@ -136,10 +137,14 @@ struct WarmPrefillRequest {
   std::span<const std::int32_t> tokens;  // the whole prompt
   const PromptKeys* keys = nullptr;      // Cache::keys of `tokens`
   MatchResult match;                     // Cache::match of `keys`, taken by the engine
+  // The engine's paged KV (block_table, seq_lens and batch unused; num_pages required).
+  PagedKvView kv;
   // Page ids for the whole prompt, one per page of [0, tokens.size()): the first
   // match.gpu_tokens / page_tokens hold the GPU-resident prefix (the engine took references on
-  // them); the rest are the engine's fresh pages. Set match.gpu_tokens to 0 when the engine did not
-  // take the resident pages.
+  // them); the rest are the engine's own fresh pages, which the run writes. The page holding the
+  // prompt's last token is always computed, so match.gpu_tokens must not reach it
+  // (match.gpu_tokens <= (tokens - 1) rounded down to a page); set match.gpu_tokens to 0 when the
+  // engine did not take the resident pages.
   std::span<const std::int32_t> pages;
   WarmPrefillOptions options;
 };
@@ -148,7 +153,9 @@ class WarmPrefill {
  public:
   // `profile` feeds the planner (kPlanned); a profile without figures makes kPlanned behave as
   // kLayerwise (and the plan's `why` says so).
-  static Result<std::unique_ptr<WarmPrefill>> create(Cache& cache, PrefillModel& model,
+  // `backend` is the one the cache and the model run on (for the timeline's events).
+  static Result<std::unique_ptr<WarmPrefill>> create(Backend& backend, Cache& cache,
+                                                     PrefillModel& model,
                                                      const CostProfile& profile);
   ~WarmPrefill();
 

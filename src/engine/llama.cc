@@ -146,9 +146,10 @@ struct LlamaRunner::State {
   Status allocate();
   Status ensure_workspace(std::size_t bytes, Stream& s);
   Status layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer, const void* attn_plan,
-               bool prefill, Stream& s);
+               bool prefill, Stream& s, const LayerHooks* hooks);
   Status step(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens, bool prefill,
-              Stream& s, std::vector<float>* logits, std::vector<std::int32_t>* next);
+              Stream& s, std::vector<float>* logits, std::vector<std::int32_t>* next,
+              const LayerHooks* hooks = nullptr);
 };
 
 Status LlamaRunner::State::allocate() {
@@ -197,7 +198,8 @@ Status LlamaRunner::State::ensure_workspace(std::size_t bytes, Stream& s) {
 
 // One transformer layer over the step's n tokens (rows of x).
 Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer,
-                                 const void* attn_plan, bool prefill, Stream& s) {
+                                 const void* attn_plan, bool prefill, Stream& s,
+                                 const LayerHooks* hooks) {
   const ModelSpec& ms = m();
   const LayerWeights& lw = w.layers[std::size_t(l)];
   const std::int32_t h = ms.hidden, qd = ms.num_q_heads * ms.head_dim;
@@ -222,6 +224,7 @@ Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLa
   TIERKV_RETURN_IF_ERROR(ops->rope_store(r, s));
 
   const float scale = 1.0f / std::sqrt(float(ms.head_dim));
+  if (hooks != nullptr && hooks->before_attention) TIERKV_RETURN_IF_ERROR(hooks->before_attention(l, s));
   if (prefill) {
     PrefillAttentionArgs a;
     a.kv = kv_layer;
@@ -253,14 +256,16 @@ Status LlamaRunner::State::layer(std::int32_t l, std::int32_t n, const PagedKvLa
   TIERKV_RETURN_IF_ERROR(ops->silu_mul(gate_up.data(), act.data(), n, ms.intermediate, t, s));
   TIERKV_RETURN_IF_ERROR(
       ops->linear(act.data(), lw.down.data(), tmp.data(), n, h, ms.intermediate, t, t, s));
-  return ops->add(x.data(), tmp.data(), std::size_t(n) * h, t, s);
+  TIERKV_RETURN_IF_ERROR(ops->add(x.data(), tmp.data(), std::size_t(n) * h, t, s));
+  if (hooks != nullptr && hooks->after_layer) return hooks->after_layer(l, s);
+  return Status::Ok();
 }
 
 // A forward step. Prefill: one sequence, all of `tokens`. Decode: one token per sequence.
 Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
                                 std::span<const std::int32_t> tokens, bool prefill, Stream& s,
                                 std::vector<float>* logits_out,
-                                std::vector<std::int32_t>* next_out) {
+                                std::vector<std::int32_t>* next_out, const LayerHooks* hooks) {
   const ModelSpec& ms = m();
   const std::int32_t n = std::int32_t(tokens.size()), batch = std::int32_t(seqs.size());
   const std::int32_t page = ms.page_tokens;
@@ -354,7 +359,7 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
 
   TIERKV_RETURN_IF_ERROR(ops->embed(dev_ix.tokens, w.embed.data(), x.data(), n, ms.hidden, t, s));
   for (std::int32_t l = 0; l < ms.num_layers; ++l)
-    TIERKV_RETURN_IF_ERROR(layer(l, n, view.layer(l), plan, prefill, s));
+    TIERKV_RETURN_IF_ERROR(layer(l, n, view.layer(l), plan, prefill, s, hooks));
   for (Sequence* seq : seqs)
     seq->len += prefill ? n : 1;
   if (logits_out == nullptr && next_out == nullptr) return Status::Ok();
@@ -373,7 +378,7 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
   const std::size_t logit_bytes = std::size_t(rows) * ms.vocab * sizeof(float);
   auto* host_logits = host_out.as<float>();
   auto* host_next = reinterpret_cast<std::int32_t*>(host_out.as<std::uint8_t>() + logit_bytes);
-  TIERKV_RETURN_IF_ERROR(s.copy(host_logits, logits.data(), logit_bytes));
+  if (logits_out != nullptr) TIERKV_RETURN_IF_ERROR(s.copy(host_logits, logits.data(), logit_bytes));
   TIERKV_RETURN_IF_ERROR(s.copy(host_next, next.data(), std::size_t(rows) * sizeof(std::int32_t)));
   TIERKV_RETURN_IF_ERROR(s.synchronize());
   if (logits_out != nullptr)
@@ -420,15 +425,36 @@ const ModelSpec& LlamaRunner::spec() const {
 }
 
 Status LlamaRunner::prefill_chunk(Sequence& seq, std::span<const std::int32_t> tokens,
-                                  Stream& stream, std::vector<float>* logits) {
+                                  Stream& stream, std::vector<float>* logits,
+                                  const LayerHooks* hooks) {
+  TIERKV_RETURN_IF_ERROR(check_chunk(tokens));
+  Sequence* one[] = {&seq};
+  return state_->step(one, tokens, true, stream, logits, nullptr, hooks);
+}
+
+Status LlamaRunner::prefill_chunk_next(Sequence& seq, std::span<const std::int32_t> tokens,
+                                       Stream& stream, std::int32_t* next,
+                                       const LayerHooks* hooks) {
+  TIERKV_RETURN_IF_ERROR(check_chunk(tokens));
+  Sequence* one[] = {&seq};
+  std::vector<std::int32_t> out;
+  TIERKV_RETURN_IF_ERROR(state_->step(one, tokens, true, stream, nullptr, &out, hooks));
+  if (next != nullptr) *next = out.at(0);
+  return Status::Ok();
+}
+
+Status LlamaRunner::check_chunk(std::span<const std::int32_t> tokens) const {
   if (tokens.empty()) return invalid_argument("prefill: empty chunk");
   if (std::int64_t(tokens.size()) > state_->opts.max_step_tokens) {
     return invalid_argument("prefill: a chunk of " + std::to_string(tokens.size()) +
                             " tokens exceeds max_step_tokens (" +
                             std::to_string(state_->opts.max_step_tokens) + ")");
   }
-  Sequence* one[] = {&seq};
-  return state_->step(one, tokens, true, stream, logits, nullptr);
+  return Status::Ok();
+}
+
+std::int32_t LlamaRunner::max_step_tokens() const {
+  return state_->opts.max_step_tokens;
 }
 
 Status LlamaRunner::prefill(Sequence& seq, std::span<const std::int32_t> tokens,

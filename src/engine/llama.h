@@ -20,6 +20,7 @@
 #include "tierkv/backend.h"
 #include "tierkv/model_spec.h"
 #include "tierkv/paged_kv.h"
+#include "tierkv/warm_prefill.h"
 
 namespace tierkv {
 
@@ -83,8 +84,16 @@ class LlamaRunner {
   // InvalidArgument for an empty chunk, token ids outside the vocabulary, a chunk longer than
   // max_step_tokens, pages that do not cover the tokens, page ids outside the view's
   // [0, num_pages), or positions past max_positions. A refused step changes nothing.
+  // With `hooks`, calls hooks->before_attention(l, stream) right before layer l's attention is
+  // queued (after the layer's own K and V are stored), and hooks->after_layer(l, stream) after the
+  // layer (tierkv/warm_prefill.h): a caller makes the attention wait for KV that arrives from
+  // elsewhere. A hook's error stops the step (the tokens' KV is then incomplete).
   Status prefill_chunk(Sequence& seq, std::span<const std::int32_t> tokens, Stream& stream,
-                       std::vector<float>* logits);
+                       std::vector<float>* logits, const LayerHooks* hooks = nullptr);
+  // Like prefill_chunk, and fills `next` with the greedy next token (without copying the logits
+  // back).
+  Status prefill_chunk_next(Sequence& seq, std::span<const std::int32_t> tokens, Stream& stream,
+                            std::int32_t* next, const LayerHooks* hooks = nullptr);
 
   // prefill_chunk over `tokens` in chunks of `chunk_tokens`.
   Status prefill(Sequence& seq, std::span<const std::int32_t> tokens, std::int32_t chunk_tokens,
@@ -96,8 +105,10 @@ class LlamaRunner {
                 Stream& stream, std::vector<float>* logits, std::vector<std::int32_t>* next);
 
   const ModelSpec& spec() const;
+  std::int32_t max_step_tokens() const;
 
  private:
+  Status check_chunk(std::span<const std::int32_t> tokens) const;
   struct State;
   explicit LlamaRunner(std::unique_ptr<State> s);
   std::unique_ptr<State> state_;

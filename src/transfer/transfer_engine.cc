@@ -58,36 +58,21 @@ Result<double> time_path(Backend& backend, Stream& stream, std::span<const CopyR
 
 }  // namespace
 
-double RunSizeCurve::gbps(double run_bytes) const {
-  if (points.empty()) return 1.0;
-  if (run_bytes <= points.front().first) return points.front().second;
-  if (run_bytes >= points.back().first) return points.back().second;
-  std::size_t i = 1;
-  while (points[i].first < run_bytes)
-    ++i;
-  const auto [x0, y0] = points[i - 1];
-  const auto [x1, y1] = points[i];
-  const double t = (std::log2(run_bytes) - std::log2(x0)) / (std::log2(x1) - std::log2(x0));
-  return y0 + t * (y1 - y0);
-}
-
 namespace {
-double path_us(const RunSizeCurve& curve, double fixed_us, double slowdown, std::size_t runs,
-               std::size_t bytes, bool compute_beside) {
+double path_us(const BandwidthCurve& curve, double slowdown, std::size_t runs, std::size_t bytes,
+               bool compute_beside) {
   if (runs == 0 || bytes == 0) return 0.0;
-  const double t = fixed_us + double(bytes) / (curve.gbps(double(bytes) / double(runs)) * 1e3);
+  const double t = curve.us(double(bytes), double(bytes) / double(runs));
   return compute_beside ? t * (1.0 + slowdown) : t;
 }
 }  // namespace
 
 double PathCosts::copy_engine_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
-  return path_us(copy_engine, copy_engine_fixed_us, copy_engine_compute_slowdown, runs, bytes,
-                 compute_beside);
+  return path_us(copy_engine, copy_engine_compute_slowdown, runs, bytes, compute_beside);
 }
 
 double PathCosts::sm_kernel_us(std::size_t runs, std::size_t bytes, bool compute_beside) const {
-  return path_us(sm_kernel, sm_kernel_fixed_us, sm_kernel_compute_slowdown, runs, bytes,
-                 compute_beside);
+  return path_us(sm_kernel, sm_kernel_compute_slowdown, runs, bytes, compute_beside);
 }
 
 TransferEngine::TransferEngine(Backend& backend, const TransferOptions& options)
@@ -106,7 +91,17 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Backend& backend,
     return invalid_argument("transfer: sm_kernel_min_gain must be in [0, 1)");
   }
   std::unique_ptr<TransferEngine> engine(new TransferEngine(backend, options));
-  if (options.calibrate) TIERKV_RETURN_IF_ERROR(engine->calibrate());
+  if (options.profile != nullptr) {
+    const CostProfile& p = *options.profile;
+    if (p.host_to_device_copy_engine.points.empty() || p.host_to_device_sm_kernel.points.empty())
+      return invalid_argument("transfer: the profile has no transfer curves (run tierkv calibrate)");
+    engine->costs_.copy_engine = p.host_to_device_copy_engine;
+    engine->costs_.sm_kernel = p.host_to_device_sm_kernel;
+    engine->costs_.copy_engine_compute_slowdown = p.copy_engine_compute_slowdown;
+    engine->costs_.sm_kernel_compute_slowdown = p.sm_kernel_compute_slowdown;
+  } else if (options.calibrate) {
+    TIERKV_RETURN_IF_ERROR(engine->calibrate());
+  }
   return engine;
 }
 
@@ -141,12 +136,9 @@ Status TransferEngine::calibrate() {
   for (const CopyPath path : {CopyPath::kCopyEngine, CopyPath::kSmKernel}) {
     TIERKV_ASSIGN_OR_RETURN(const double us,
                             time_path(backend_, *stream, {&tiny, 1}, path, blocks));
-    const RunSizeCurve& curve =
+    BandwidthCurve& curve =
         path == CopyPath::kCopyEngine ? measured.copy_engine : measured.sm_kernel;
-    const double fixed =
-        std::max(0.0, us - double(tiny.bytes) / (curve.gbps(double(tiny.bytes)) * 1e3));
-    (path == CopyPath::kCopyEngine ? measured.copy_engine_fixed_us : measured.sm_kernel_fixed_us) =
-        fixed;
+    curve.fixed_us = std::max(0.0, us - double(tiny.bytes) / (curve.gbps(double(tiny.bytes)) * 1e3));
   }
   TIERKV_RETURN_IF_ERROR(stream->synchronize());
   costs_ = measured;

@@ -27,23 +27,16 @@
 
 #include "tierkv/backend.h"
 #include "tierkv/cache.h"
+#include "tierkv/profile.h"
 
 namespace tierkv {
 
-// A path's measured bandwidth at several run sizes.
-struct RunSizeCurve {
-  std::vector<std::pair<double, double>> points;  // (run bytes, GB/s), run bytes ascending
-
-  // GB/s at `run_bytes`: linear in log2(run bytes) between points, flat beyond the ends.
-  double gbps(double run_bytes) const;
-};
-
+// Each path's cost: its bandwidth by run size and fixed cost (BandwidthCurve, tierkv/profile.h),
+// and the fraction by which it slows compute running beside it.
 struct PathCosts {
   // Defaults: the H100 test machine (PCIe Gen5 x16), pages scattered through a device pool.
-  RunSizeCurve copy_engine{{{16384, 9.0}, {32768, 34.4}, {65536, 54.9}, {1 << 20, 55.0}}};
-  RunSizeCurve sm_kernel{{{16384, 49.1}, {1 << 20, 49.7}}};
-  double copy_engine_fixed_us = 8.0;
-  double sm_kernel_fixed_us = 5.0;
+  BandwidthCurve copy_engine{{{16384, 9.0}, {32768, 34.4}, {65536, 54.9}, {1 << 20, 55.0}}, 8.0};
+  BandwidthCurve sm_kernel{{{16384, 49.1}, {1 << 20, 49.7}}, 5.0};
   double copy_engine_compute_slowdown = 0.023;
   double sm_kernel_compute_slowdown = 0.50;
 
@@ -57,7 +50,9 @@ struct TransferCounters {
 
 class TransferEngine {
  public:
-  // With options.calibrate, measures the paths on `backend` first (a few milliseconds).
+  // Costs from options.profile when set (measured by tierkv calibrate); else, with
+  // options.calibrate, measured on `backend` first (355 ms on the H100 test machine); else the
+  // defaults.
   static Result<std::unique_ptr<TransferEngine>> create(Backend& backend,
                                                         const TransferOptions& options);
 

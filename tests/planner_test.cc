@@ -1,0 +1,178 @@
+// The warm-prefill planner on a profile shaped like the H100 test machine's measurements
+// (TARGETS.md): a 55 GB/s link and one Llama-8B layer of prefill taking 404 / 629 / 1163 us for
+// 512 new tokens over 0 / 4K / 16K cached ones (1739 / 2236 / 3573 us for 2048). It checks the
+// choices the issue asks for -- load from host behind the compute, recompute the front while the
+// back loads when few tokens are new, never a plan predicted slower than recomputing, the best
+// split against slow tiers -- and the profile file's round trip and refusals.
+#include "engine/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "backends.h"
+
+namespace tierkv {
+namespace {
+
+CostProfile h100_like() {
+  CostProfile p;
+  p.device = "test-device";
+  p.backend = "cuda";
+  p.num_layers = 32;
+  p.host_to_device_copy_engine.points = {{16384, 9.0}, {65536, 54.9}, {1 << 20, 55.0}};
+  p.host_to_device_copy_engine.fixed_us = 8;
+  p.copy_engine_compute_slowdown = 0.023;
+  p.prefill.new_tokens = {128, 512, 2048};
+  p.prefill.prefix_tokens = {0, 4096, 16384};
+  p.prefill.us = {120, 180, 320,      // 128 new (scaled from the 512 row, GEMMs dominate less)
+                  404, 629, 1163,     // 512
+                  1739, 2236, 3573};  // 2048
+  return p;
+}
+
+PlanInput request(std::int32_t prefix, std::int32_t fresh, PrefillPolicy policy) {
+  PlanInput in;
+  in.policy = policy;
+  in.prompt_tokens = prefix + fresh;
+  in.gpu_end = 0;
+  in.host_end = prefix;
+  in.lower_end = prefix;
+  in.page_tokens = 16;
+  in.cache_chunk_tokens = 256;
+  in.max_chunk_tokens = 2048;
+  in.num_layers = 32;
+  in.kv_bytes_per_token_layer = 4096;  // Llama-8B: 8 KV heads x 128 x 2 bytes x K and V
+  return in;
+}
+
+TEST(Planner, LoadsAHostPrefixBehindTheComputeAndBeatsTheAlternatives) {
+  const CostProfile p = h100_like();
+  const auto plan = [&](PrefillPolicy pol) { return make_plan(request(16384, 512, pol), p); };
+  const WarmPrefillPlan planned = plan(PrefillPolicy::kPlanned);
+  const WarmPrefillPlan layerwise = plan(PrefillPolicy::kLayerwise);
+  const WarmPrefillPlan ltc = plan(PrefillPolicy::kLoadThenCompute);
+  const WarmPrefillPlan cold = plan(PrefillPolicy::kRecompute);
+  std::cout << planned.why << "\n" << ltc.why << "\n" << cold.why << "\n";
+  EXPECT_EQ(planned.loaded_tokens(), 16384) << planned.why;
+  // About 39 ms to load 2 GiB at 55 GB/s; the compute of 512 tokens over 16K is shorter.
+  EXPECT_NEAR(layerwise.load_ms, 2.0 * (1 << 30) / 55e9 * 1e3, 1.5);
+  EXPECT_LE(planned.predicted_ms, layerwise.predicted_ms * 1.0001);
+  EXPECT_LE(planned.predicted_ms, 1.05 * std::max(planned.load_ms, planned.compute_ms));
+  EXPECT_GE(ltc.predicted_ms / planned.predicted_ms, 1.5);
+  EXPECT_GE(cold.predicted_ms / planned.predicted_ms, 12.0);
+}
+
+TEST(Planner, RecomputesTheFrontWhileTheBackLoadsWhenFewTokensAreNew) {
+  const CostProfile p = h100_like();
+  const WarmPrefillPlan planned = make_plan(request(16384, 128, PrefillPolicy::kPlanned), p);
+  const WarmPrefillPlan layerwise = make_plan(request(16384, 128, PrefillPolicy::kLayerwise), p);
+  std::cout << planned.why << "\n";
+  EXPECT_GT(planned.load_begin, 0) << "the front is recomputed";
+  EXPECT_LT(planned.predicted_ms, layerwise.load_ms) << "faster than loading the prefix alone";
+}
+
+TEST(Planner, IsNeverPredictedSlowerThanRecomputingAndFindsTheBestSplitOfASlowTier) {
+  CostProfile p = h100_like();
+  for (double gbps : {1.0, 2.0, 5.0, 10.0}) {
+    p.tiers = {{"experiment", gbps, 200, 2000, true}};
+    for (std::int32_t fresh : {128, 512, 2048}) {
+      PlanInput in = request(16384, fresh, PrefillPolicy::kPlanned);
+      in.host_end = 0;  // the whole prefix is in the slow tier
+      in.lower_tiers = {{"experiment", 16384}};
+      const WarmPrefillPlan plan = make_plan(in, p);
+      SCOPED_TRACE(plan.why);
+      EXPECT_LE(plan.predicted_ms, plan.recompute_all_ms * 1.0001);
+      // The best fixed split of the same model, swept by hand at the plan's chunk size.
+      double best = 1e30;
+      for (std::int32_t k = 0; k <= 16384; k += 256)
+        best = std::min(best, predict(in, p, k, 16384, plan.chunk_tokens, true).total_us);
+      best = std::min(best, predict(in, p, 0, 0, plan.chunk_tokens, true).total_us);
+      EXPECT_LE(plan.predicted_ms * 1e3, best * 1.0001) << gbps << " GB/s, " << fresh << " new";
+      if (gbps <= 2.0) EXPECT_LT(plan.loaded_tokens(), 16384) << "a slow tier is not all loaded";
+    }
+  }
+}
+
+TEST(Planner, PoliciesUseWhatTheyAreAllowedAndAlwaysComputeTheLastToken) {
+  const CostProfile p = h100_like();
+  PlanInput in = request(4096, 0, PrefillPolicy::kLayerwise);  // the whole prompt is cached
+  in.gpu_end = 1024;
+  const WarmPrefillPlan warm = make_plan(in, p);
+  EXPECT_EQ(warm.gpu_end, 1024);
+  EXPECT_EQ(warm.load_begin, 1024);
+  EXPECT_EQ(warm.load_end, 4096 - 256) << "the chunk of the last token is computed";
+  EXPECT_GT(warm.computed_tokens(), 0);
+  in.policy = PrefillPolicy::kGpuOnly;
+  const WarmPrefillPlan gpu = make_plan(in, p);
+  EXPECT_EQ(gpu.loaded_tokens(), 0);
+  EXPECT_EQ(gpu.gpu_end, 1024);
+  in.policy = PrefillPolicy::kRecompute;
+  const WarmPrefillPlan cold = make_plan(in, p);
+  EXPECT_EQ(cold.gpu_end, 0);
+  EXPECT_EQ(cold.computed_tokens(), 4096);
+  in.policy = PrefillPolicy::kPlanned;
+  const WarmPrefillPlan unprofiled = make_plan(in, CostProfile{});
+  EXPECT_EQ(unprofiled.load_end, 4096 - 256) << "without figures it loads what is cached";
+  EXPECT_NE(unprofiled.why.find("calibrate"), std::string::npos);
+  in.chunk_tokens = 128;
+  EXPECT_EQ(make_plan(in, p).chunk_tokens, 128);
+  in.max_chunk_tokens = 64;
+  EXPECT_EQ(make_plan(in, p).chunk_tokens, 64);
+}
+
+TEST(Planner, LoadsQueuedAheadMakeRecomputeWin) {
+  const CostProfile p = h100_like();
+  PlanInput in = request(4096, 2048, PrefillPolicy::kPlanned);
+  const WarmPrefillPlan free_link = make_plan(in, p);
+  EXPECT_EQ(free_link.loaded_tokens(), 4096);
+  in.queued_ahead_us = 500e3;  // half a second of other loads in front
+  const WarmPrefillPlan busy = make_plan(in, p);
+  EXPECT_EQ(busy.loaded_tokens(), 0) << busy.why;
+  EXPECT_NEAR(busy.queued_ahead_ms, 500, 1e-6);
+}
+
+TEST(Profile, RoundTripsAndRefusesStaleOrMalformedFiles) {
+  const auto dir = std::filesystem::temp_directory_path() / ("tierkv-profile-" + std::to_string(::getpid()));
+  const std::string path = (dir / "p.json").string();
+  CostProfile p = h100_like();
+  ModelSpec m = *model_preset("llama-3.1-8b");
+  p.model_shape = model_shape_name(m);
+  p.tiers = {{"disk", 1.4, 90, 400, false}};
+  ASSERT_OK(save_profile(p, path));
+  DeviceInfo dev;
+  dev.name = "test-device";
+  ASSERT_OK_AND_ASSIGN(const CostProfile q, load_profile(path, &dev, &m));
+  EXPECT_EQ(q.prefill.us, p.prefill.us);
+  EXPECT_EQ(q.host_to_device_copy_engine.points, p.host_to_device_copy_engine.points);
+  ASSERT_NE(q.tier("disk"), nullptr);
+  EXPECT_DOUBLE_EQ(q.tier("disk")->read_gbps, 1.4);
+  EXPECT_DOUBLE_EQ(q.prefill.layer_us(512, 4096), 629);
+  EXPECT_NEAR(q.prefill.layer_us(1280, 4096), (629 + 2236) / 2.0, 1e-9);
+  DeviceInfo other;
+  other.name = "another card";
+  EXPECT_EQ(load_profile(path, &other, &m).status().code(), StatusCode::kFailedPrecondition);
+  const ModelSpec tiny = *model_preset("tiny");
+  EXPECT_EQ(load_profile(path, &dev, &tiny).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(load_profile((dir / "absent.json").string(), nullptr, nullptr).status().code(),
+            StatusCode::kNotFound);
+  for (const char* bad : {"{", "[]", R"({"version": 99})",
+                          R"({"version": 1, "transfer": {"h2d_copy_engine": {"points": [[1]]}}})"}) {
+    std::ofstream(path) << bad;
+    EXPECT_EQ(load_profile(path, nullptr, nullptr).status().code(), StatusCode::kDataLoss) << bad;
+  }
+  std::filesystem::remove_all(dir);
+  DeviceInfo h100;
+  h100.name = "NVIDIA H100 80GB HBM3";
+  EXPECT_EQ(default_profile_path(h100, m, "/home/u", ""),
+            "/home/u/.cache/tierkv/profile-nvidia-h100-80gb-hbm3-llama-3-1-8b.json");
+  EXPECT_EQ(default_profile_path(h100, m, "/home/u", "/xdg"),
+            "/xdg/tierkv/profile-nvidia-h100-80gb-hbm3-llama-3-1-8b.json");
+}
+
+}  // namespace
+}  // namespace tierkv
