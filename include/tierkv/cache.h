@@ -52,6 +52,7 @@
 #include "tierkv/model_spec.h"
 #include "tierkv/page_pool.h"
 #include "tierkv/paged_kv.h"
+#include "tierkv/profile.h"
 #include "tierkv/status.h"
 #include "tierkv/store.h"
 
@@ -68,9 +69,12 @@ struct TransferOptions {
   TransferMode mode = TransferMode::kAuto;
   // Blocks of the SM kernel. Fewer blocks take fewer SMs from compute running beside it.
   int sm_blocks = 16;
-  // Measure both paths' fixed cost and bandwidth by run size when the cache is created (batches of
-  // 64 MiB at six run sizes on each path: 355 ms on the H100 test machine, with its allocations).
-  // Without it the defaults below are used.
+  // The machine's measured costs (tierkv calibrate writes them; tierkv/profile.h): when set, both
+  // paths' curves and compute slowdowns come from it and nothing is measured at creation.
+  std::shared_ptr<const CostProfile> profile;
+  // Without a profile: measure both paths' fixed cost and bandwidth by run size when the cache is
+  // created (batches of 64 MiB at six run sizes on each path: 355 ms on the H100 test machine, with
+  // its allocations). Without either, the defaults below are used.
   bool calibrate = true;
   // Fraction of its speed that compute running beside a transfer loses, per path. The defaults are
   // tierkv-transfer-bench's measurement on the H100 test machine for a prefill-size GEMM beside a
