@@ -22,7 +22,10 @@
 // refreshes it whole, at most every refresh_interval), ASK is followed with ASKING. Records spread
 // over the nodes by their hash tag; while a node is down its records are misses and the others
 // keep hitting. Run the cluster with `cluster-require-full-coverage no`, or the surviving nodes
-// refuse every request once the cluster notices the dead one.
+// refuse every request once the cluster notices the dead one. While a slot migrates, records
+// already moved are read through ASK, but a new record cannot be written into that slot (Redis
+// answers TRYAGAIN to a transaction over keys the target does not hold yet): such a write fails
+// as Unavailable and leaves nothing behind.
 //
 // Ownership: the returned Store owns its connections. Thread safety: every method of the Store
 // may be called from any thread at the same time (store.h).
