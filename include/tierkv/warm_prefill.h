@@ -72,7 +72,7 @@ class PrefillModel {
 };
 
 enum class PrefillPolicy : std::uint8_t {
-  kRecompute = 0,        // compute the whole prompt; no cache at all
+  kRecompute = 0,        // compute the whole prompt; no cache at all (nothing is saved either)
   kGpuOnly = 1,          // reuse GPU-resident pages; compute the rest
   kLoadThenCompute = 2,  // load every cached chunk, wait for all of it, then compute the rest
   kLayerwise = 3,        // load every cached chunk; layer l's attention waits for layer l only

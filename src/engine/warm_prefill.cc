@@ -354,7 +354,7 @@ Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& 
     res.computed_tokens += again.computed;
   }
   res.ttft_ms = ms_since(t0);
-  if (r.options.save) {
+  if (r.options.save && r.options.policy != PrefillPolicy::kRecompute) {
     SaveRequest sr;
     sr.keys = r.keys;
     sr.num_tokens = std::int32_t(r.tokens.size());

@@ -1,0 +1,311 @@
+// Warm prefill end to end on the CPU backend with the tiny model: every policy gives the same next
+// token and bit-identical KV as computing the prompt cold (the CPU backend computes each token's
+// row the same way whatever the chunking, so equality is exact); a load that fails at any copy
+// (at queueing or after running), at any layer, or comes up short because chunks were evicted
+// after match() turns into recompute with the same answer; the planner's ranges are honoured; a
+// timeline is recorded.
+#include "tierkv/warm_prefill.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/fault/fault_backend.h"
+#include "backends.h"
+#include "engine/llama.h"
+#include "engine/runner_model.h"
+
+namespace tierkv {
+namespace {
+
+using fault::FaultBackend;
+using fault::FaultPlan;
+
+constexpr std::int32_t kChunk = 64;
+
+// A CPU profile with figures, so that kPlanned plans (its numbers are not this machine's).
+CostProfile test_profile(std::int32_t layers) {
+  CostProfile p;
+  p.num_layers = layers;
+  p.host_to_device_copy_engine.points = {{4096, 5.0}, {1 << 20, 10.0}};
+  p.host_to_device_sm_kernel = p.host_to_device_copy_engine;
+  p.prefill.new_tokens = {64, 512};
+  p.prefill.prefix_tokens = {0, 2048};
+  p.prefill.us = {100, 200, 600, 1200};
+  return p;
+}
+
+struct Served {
+  std::int32_t next = -1;
+  WarmPrefillResult result;
+  std::vector<std::uint8_t> kv;  // every layer's K and V of the prompt's tokens, in order
+};
+
+class WarmPrefillTest : public ::testing::Test {
+ protected:
+  void SetUp() override { build(1 << 30); }
+
+  // host_chunks: the host tier's budget in chunks.
+  void build(std::int32_t host_chunks) {
+    runner_.reset();
+    warm_.reset();
+    cache_.reset();
+    pool_.reset();
+    stream_.reset();
+    fault_.reset();
+    if (!inner_) {
+      ASSERT_OK_AND_ASSIGN(inner_, create_backend(BackendKind::kCpu));
+    }
+    fault_ = std::make_unique<FaultBackend>(*inner_);
+    ASSERT_OK_AND_ASSIGN(stream_, fault_->create_stream());
+    ModelSpec spec = *model_preset("tiny");
+    ASSERT_OK_AND_ASSIGN(LlamaWeights w, random_llama_weights(*fault_, *stream_, spec, 7));
+    spec_ = w.spec;
+    PagePoolOptions po;
+    po.model = spec_;
+    po.num_pages = 1024;
+    po.pages_per_run = kChunk / spec_.page_tokens;
+    ASSERT_OK_AND_ASSIGN(pool_, PagePool::create(*fault_, po));
+    RunnerOptions ro;
+    ro.max_step_tokens = 512;
+    ASSERT_OK_AND_ASSIGN(runner_, LlamaRunner::create(*fault_, std::move(w), pool_->view(), ro));
+    model_ = std::make_unique<RunnerPrefillModel>(*runner_);
+    CacheOptions co;
+    co.model = spec_;
+    co.chunk_tokens = kChunk;
+    co.host_bytes = std::size_t(std::min(host_chunks, 64)) * kChunk * spec_.kv_bytes_per_token();
+    co.transfer.calibrate = false;
+    ASSERT_OK_AND_ASSIGN(cache_, Cache::create(*fault_, co));
+    ASSERT_OK_AND_ASSIGN(warm_,
+                         WarmPrefill::create(*fault_, *cache_, *model_, test_profile(spec_.num_layers)));
+  }
+
+  std::vector<std::int32_t> tokens(std::size_t n, unsigned seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::int32_t> t(n);
+    for (auto& x : t)
+      x = std::int32_t(rng() % std::uint64_t(spec_.vocab));
+    return t;
+  }
+
+  // Serves one prompt with `policy` on fresh pages (the GPU holds nothing of it).
+  Served serve(const std::vector<std::int32_t>& prompt, PrefillPolicy policy,
+               std::int32_t chunk = 0, bool timeline = false) {
+    Served out;
+    auto keys = cache_->keys(prompt, "tenant");
+    EXPECT_TRUE(keys.ok());
+    auto m = cache_->match(*keys);
+    EXPECT_TRUE(m.ok());
+    const std::int32_t page = spec_.page_tokens;
+    const auto n = std::int32_t(prompt.size());
+    auto pages = pool_->allocate((n + page - 1) / page);
+    EXPECT_TRUE(pages.ok());
+    WarmPrefillRequest r;
+    r.tokens = prompt;
+    r.keys = &*keys;
+    r.match = *m;
+    r.kv = pool_->view();
+    r.pages = *pages;
+    r.options.policy = policy;
+    r.options.chunk_tokens = chunk;
+    r.options.timeline = timeline;
+    auto res = warm_->run(r, *stream_);
+    EXPECT_TRUE(res.ok()) << res.status().to_string();
+    if (res.ok()) {
+      out.result = *res;
+      out.next = res->next_token;
+    }
+    EXPECT_OK(stream_->synchronize());
+    EXPECT_OK(cache_->flush());
+    out.kv = read_kv(*pages, n);
+    EXPECT_OK(pool_->release(*pages));
+    return out;
+  }
+
+  std::vector<std::uint8_t> read_kv(std::span<const std::int32_t> pages, std::int32_t n) {
+    const PagedKvView v = pool_->view();
+    const std::size_t row = std::size_t(spec_.num_kv_heads) * spec_.head_dim * 2;
+    const std::size_t page_bytes = row * std::size_t(spec_.page_tokens);
+    std::vector<std::uint8_t> out;
+    for (std::int32_t l = 0; l < spec_.num_layers; ++l) {
+      for (const auto& layers : {v.k_layers, v.v_layers}) {
+        const auto* base = static_cast<const std::uint8_t*>(layers[std::size_t(l)]);
+        for (std::int32_t t = 0; t < n; ++t) {
+          const std::uint8_t* p = base + std::size_t(pages[std::size_t(t / spec_.page_tokens)]) *
+                                             page_bytes +
+                                  std::size_t(t % spec_.page_tokens) * row;
+          out.insert(out.end(), p, p + row);
+        }
+      }
+    }
+    return out;
+  }
+
+  std::unique_ptr<Backend> inner_;
+  std::unique_ptr<FaultBackend> fault_;
+  std::unique_ptr<Stream> stream_;
+  ModelSpec spec_;
+  std::unique_ptr<PagePool> pool_;
+  std::unique_ptr<LlamaRunner> runner_;
+  std::unique_ptr<RunnerPrefillModel> model_;
+  std::unique_ptr<Cache> cache_;
+  std::unique_ptr<WarmPrefill> warm_;
+};
+
+TEST_F(WarmPrefillTest, EveryPolicyGivesTheColdAnswerAndTheColdKv) {
+  const auto prompt = tokens(300, 1);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);  // saves nothing: no cache at all
+  ASSERT_GE(cold.next, 0);
+  // A first warm run computes everything (nothing cached) and saves the 4 full chunks.
+  const Served first = serve(prompt, PrefillPolicy::kLayerwise);
+  EXPECT_EQ(first.result.loaded_tokens, 0);
+  EXPECT_EQ(first.next, cold.next);
+  EXPECT_EQ(first.kv, cold.kv);
+  for (PrefillPolicy p : {PrefillPolicy::kLoadThenCompute, PrefillPolicy::kLayerwise,
+                          PrefillPolicy::kPlanned, PrefillPolicy::kGpuOnly}) {
+    for (std::int32_t chunk : {0, 64}) {
+      SCOPED_TRACE(std::string(prefill_policy_name(p)) + " chunk " + std::to_string(chunk));
+      const Served s = serve(prompt, p, chunk);
+      EXPECT_EQ(s.next, cold.next);
+      EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation";
+      EXPECT_EQ(s.result.loaded_tokens + s.result.computed_tokens, 300);
+      if (p == PrefillPolicy::kLayerwise || p == PrefillPolicy::kLoadThenCompute) {
+        EXPECT_EQ(s.result.loaded_tokens, 256) << s.result.plan.why;
+        EXPECT_GT(s.result.bytes_loaded, 0u);
+      }
+      if (p == PrefillPolicy::kGpuOnly) EXPECT_EQ(s.result.loaded_tokens, 0);
+      EXPECT_EQ(s.result.fallback_tokens, 0);
+      EXPECT_FALSE(s.result.plan.why.empty());
+    }
+  }
+  // A longer prompt that extends the cached one loads its prefix and computes the rest.
+  auto longer = prompt;
+  const auto tail = tokens(150, 2);
+  longer.insert(longer.end(), tail.begin(), tail.end());
+  const Served longer_cold = serve(longer, PrefillPolicy::kRecompute);
+  const Served longer_warm = serve(longer, PrefillPolicy::kLayerwise);
+  EXPECT_EQ(longer_warm.next, longer_cold.next);
+  EXPECT_EQ(longer_warm.kv, longer_cold.kv);
+  EXPECT_EQ(longer_warm.result.loaded_tokens, 256);
+}
+
+// The load's copies broken in turn -- each layer's (one batched copy per layer), at queueing and
+// after running -- for cached prefixes of 1, 3 and 6 chunks and two prefill chunk sizes: the answer
+// and the KV are the cold ones, and the fallback is reported.
+TEST_F(WarmPrefillTest, AFailedLoadAtAnyLayerAndChunkBecomesRecompute) {
+  int fallbacks = 0, cases = 0;
+  for (std::int32_t cached_chunks : {1, 3, 6}) {
+    const auto prompt = tokens(std::size_t(cached_chunks * kChunk + 40), 3 + cached_chunks);
+    const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+    serve(prompt, PrefillPolicy::kLayerwise);  // computes and saves the full chunks
+    for (std::int32_t chunk : {cached_chunks == 3 ? 512 : 64}) {
+      for (std::uint64_t FaultPlan::*field :
+           {&FaultPlan::fail_copy_async, &FaultPlan::fail_copy_at_enqueue}) {
+        // The load is queued before any compute: its copies are the run's first ones.
+        for (std::int32_t layer = 1; layer <= spec_.num_layers; ++layer) {
+          SCOPED_TRACE(std::to_string(cached_chunks) + " chunks, prefill chunk " +
+                       std::to_string(chunk) + ", layer " + std::to_string(layer) +
+                       (field == &FaultPlan::fail_copy_async ? " (async)" : " (at queueing)"));
+          FaultPlan plan;
+          plan.*field = std::uint64_t(layer);
+          ASSERT_OK(fault_->set_plan(plan));
+          const Served s = serve(prompt, PrefillPolicy::kLayerwise, chunk);
+          fault_->clear_plan();
+          EXPECT_EQ(s.next, cold.next);
+          EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation";
+          EXPECT_EQ(s.result.fallback_tokens, cached_chunks * kChunk) << s.result.plan.why;
+          EXPECT_FALSE(s.result.load_status.ok());
+          fallbacks += s.result.fallback_tokens > 0;
+          ++cases;
+        }
+      }
+    }
+  }
+  std::cout << "warm prefill faults: " << cases << " broken loads, " << fallbacks
+            << " turned into recompute, every answer the cold one\n";
+}
+
+// Chunks evicted between match() and the load: the load comes up short and the rest is computed.
+TEST_F(WarmPrefillTest, ChunksEvictedAfterMatchAreRecomputed) {
+  build(4);  // a host tier of 4 chunks
+  const auto prompt = tokens(300, 4);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);
+  auto keys = cache_->keys(prompt, "tenant");
+  ASSERT_TRUE(keys.ok());
+  ASSERT_OK_AND_ASSIGN(const MatchResult m, cache_->match(*keys));
+  ASSERT_EQ(m.host_tokens, 256);
+  // Another prompt's chunks take the tier's slots after the match.
+  serve(tokens(200, 5), PrefillPolicy::kLayerwise);
+  const std::int32_t page = spec_.page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate((300 + page - 1) / page));
+  WarmPrefillRequest r;
+  r.tokens = prompt;
+  r.keys = &*keys;
+  r.match = m;  // stale
+  r.kv = pool_->view();
+  r.pages = pages;
+  r.options.policy = PrefillPolicy::kLayerwise;
+  ASSERT_OK_AND_ASSIGN(const WarmPrefillResult res, warm_->run(r, *stream_));
+  EXPECT_EQ(res.next_token, cold.next);
+  EXPECT_GT(res.fallback_tokens, 0);
+  EXPECT_EQ(res.loaded_tokens + res.fallback_tokens, 256);
+  EXPECT_FALSE(res.load_status.ok());
+  EXPECT_TRUE(read_kv(pages, 300) == cold.kv);
+  ASSERT_OK(stream_->synchronize());
+  ASSERT_OK(pool_->release(pages));
+}
+
+TEST_F(WarmPrefillTest, RecordsATimelineOfLoadsAndCompute) {
+  const auto prompt = tokens(300, 6);
+  serve(prompt, PrefillPolicy::kLayerwise);
+  const Served s = serve(prompt, PrefillPolicy::kLayerwise, 0, true);
+  int loads = 0, computes = 0;
+  for (const TimelineEntry& e : s.result.timeline) {
+    EXPECT_LE(e.start_ms, e.end_ms);
+    EXPECT_GE(e.start_ms, 0.0);
+    (e.lane == TimelineEntry::Lane::kLoad ? loads : computes)++;
+  }
+  EXPECT_EQ(loads, spec_.num_layers);
+  EXPECT_GE(computes, spec_.num_layers);
+}
+
+TEST_F(WarmPrefillTest, RefusesMalformedRequests) {
+  const auto prompt = tokens(100, 7);
+  ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache_->keys(prompt, ""));
+  ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate(7));
+  WarmPrefillRequest r;
+  r.tokens = prompt;
+  r.keys = &keys;
+  r.kv = pool_->view();
+  r.pages = pages;
+  const auto code = [&](const WarmPrefillRequest& q) { return warm_->run(q, *stream_).status().code(); };
+  WarmPrefillRequest bad = r;
+  bad.keys = nullptr;
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.pages = std::span(pages).first(3);
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.match.gpu_tokens = 112;  // reaches the page of the last token
+  bad.match.host_tokens = 112;
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.options.policy = PrefillPolicy::kRecompute;
+  bad.match.gpu_tokens = 16;
+  bad.match.host_tokens = 16;
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.options.chunk_tokens = 100000;
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.tokens = std::span(prompt).first(50);
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  ASSERT_OK(pool_->release(pages));
+}
+
+}  // namespace
+}  // namespace tierkv
