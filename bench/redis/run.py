@@ -10,12 +10,15 @@ Starts its own servers (one redis-server, then a three-node cluster made with
     the same number of values in flight per connection, the same number of connections).
 Prints one JSON line per (mode, size, op, impl) with the median of the reps (bench "redis",
 impl "tierkv" or "redis-benchmark"; see bench/redis/README.md) and, on stderr, the table with
-tierkv's share of the peer. Standard library only.
+tierkv's share of the peer. Beside the rate, each line has the CPU seconds per GB moved of the
+client and of the servers, which a busy shared machine disturbs less than the rate. Standard
+library only.
 """
 import argparse
 import datetime
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -67,13 +70,13 @@ class Servers:
         if cluster:
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-require-full-coverage", "no"]
-        self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL))
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
         for _ in range(500):
             r = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True,
                                text=True)
             if r.stdout.strip() == "PONG":
-                return
+                return proc.pid
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {port} did not start (log: {d}/log)")
 
@@ -85,10 +88,10 @@ class Servers:
 
 
 def start_cluster(servers, n=3):
-    ports = []
+    ports, pids = [], []
     for _ in range(n):
         ports.append(free_port())
-        servers.start(ports[-1], cluster=True)
+        pids.append(servers.start(ports[-1], cluster=True))
     subprocess.run(["redis-cli", "--cluster", "create"] +
                    [f"127.0.0.1:{p}" for p in ports] +
                    ["--cluster-replicas", "0", "--cluster-yes"],
@@ -97,80 +100,104 @@ def start_cluster(servers, n=3):
         info = [subprocess.run(["redis-cli", "-p", str(p), "CLUSTER", "INFO"],
                                capture_output=True, text=True).stdout for p in ports]
         if all("cluster_state:ok" in i and f"cluster_known_nodes:{n}" in i for i in info):
-            return ports
+            return ports, pids
         time.sleep(0.05)
     raise RuntimeError("the cluster did not reach state ok")
 
 
-def run_tierkv(args, port, cluster, size):
+def proc_cpu(pids):
+    """CPU seconds (user + system) the processes `pids` have used."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_tierkv(args, target, size, op):
+    port, pids, cluster = target
     cmd = [args.bench_bin, "--port", str(port), "--value-bytes", str(size),
            "--values", str(args.pipeline), "--threads", str(args.clients),
-           "--records", str(args.records), "--seconds", str(args.seconds), "--card", args.card]
+           "--records", str(args.records), "--seconds", str(args.seconds), "--card", args.card,
+           "--op", op, "--server-pids", ",".join(str(p) for p in pids)]
     if cluster:
         cmd.append("--cluster")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return {r["op"]: r for r in (json.loads(l) for l in out.splitlines() if l.startswith("{"))}
+    r = [json.loads(l) for l in out.splitlines() if l.startswith("{")][0]
+    return {k: r[k] for k in ("ops_per_s", "client_cpu_s_per_gb", "server_cpu_s_per_gb")}
 
 
-def run_peer(args, port, cluster, size, requests):
-    cmd = ["redis-benchmark", "-p", str(port), "-t", "set,get", "-d", str(size),
+def run_peer(args, target, size, op, requests):
+    """redis-benchmark -t `op`: values per second and CPU seconds per GB (client, servers)."""
+    port, pids, cluster = target
+    # -r: the same number of distinct values as redis_bench cycles over (threads x records x
+    # values), so that both work on the same working set (one hot key would stay in cache).
+    keyspace = args.clients * args.records * args.pipeline
+    cmd = ["redis-benchmark", "-p", str(port), "-t", op, "-d", str(size), "-r", str(keyspace),
            "-P", str(args.pipeline), "-c", str(args.clients), "-n", str(requests), "--csv"]
     if args.peer_threads > 1:
         cmd += ["--threads", str(args.peer_threads)]
     if cluster:
         cmd.append("--cluster")
+    c0, s0, t0 = children_cpu(), proc_cpu(pids), time.time()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    rps = {}
+    c1, s1, took = children_cpu(), proc_cpu(pids), time.time() - t0
+    rps = None
     for line in out.splitlines():
         f = [x.strip('"') for x in line.split(",")]
-        if len(f) > 1 and f[0] in ("SET", "GET"):
-            rps[f[0].lower()] = float(f[1])
-    return rps
+        if len(f) > 1 and f[0] == op.upper():
+            rps = float(f[1])
+    if rps is None:
+        raise RuntimeError(f"no {op.upper()} line from redis-benchmark: {out!r}")
+    gb = requests * size / 1e9
+    return {"ops_per_s": rps, "client_cpu_s_per_gb": (c1 - c0) / gb,
+            "server_cpu_s_per_gb": (s1 - s0) / gb, "took": took}
 
 
 def median_record(runs, base):
-    ops = statistics.median(r["ops_per_s"] for r in runs)
+    med = lambda k: statistics.median(r[k] for r in runs)
+    ops = med("ops_per_s")
     rec = dict(base)
     rec.update(ops_per_s=round(ops, 1), gbps=round(ops * base["value_bytes"] / 1e9, 4),
+               client_cpu_s_per_gb=round(med("client_cpu_s_per_gb"), 3),
+               server_cpu_s_per_gb=round(med("server_cpu_s_per_gb"), 3),
                reps=len(runs), gbps_runs=[round(r["ops_per_s"] * base["value_bytes"] / 1e9, 4)
                                           for r in runs])
     return rec
 
 
-def measure_mode(args, port, mode, date, out):
-    cluster = mode == "cluster"
+def measure_mode(args, target, mode, date, out):
     for size in args.sizes:
-        tk = {"set": [], "get": []}
-        peer = {"set": [], "get": []}
-        # One uncounted peer run sizes -n so that a peer run takes about as long as tierkv's.
-        requests = max(200, int(args.seconds * 0.5e9 / size))
-        t0 = time.time()
-        run_peer(args, port, cluster, size, requests)
-        requests = max(200, int(requests * 2 * args.seconds / max(time.time() - t0, 0.05)))
-        for _ in range(args.reps):
-            r = run_tierkv(args, port, cluster, size)
-            for op in tk:
-                tk[op].append({"ops_per_s": r[op]["ops_per_s"]})
-            t0 = time.time()
-            p = run_peer(args, port, cluster, size, requests)
-            took = time.time() - t0
-            for op in peer:
-                peer[op].append({"ops_per_s": p[op]})
-            requests = max(200, int(requests * 2 * args.seconds / max(took, 0.05)))
         for op in ("set", "get"):
+            # One uncounted peer run sizes -n so that a peer run lasts about --seconds.
+            requests = max(200, int(args.seconds * 0.25e9 / size))
+            took = run_peer(args, target, size, op, requests)["took"]
+            requests = max(200, int(requests * args.seconds / max(took, 0.05)))
+            tk, peer = [], []
+            for _ in range(args.reps):  # alternately, so that both see the same machine
+                tk.append(run_tierkv(args, target, size, op))
+                peer.append(run_peer(args, target, size, op, requests))
             common = {"bench": "redis", "mode": mode, "op": op, "value_bytes": size,
                       "pipeline": args.pipeline, "clients": args.clients, "card": args.card,
                       "date": date}
-            a = median_record(tk[op], dict(common, impl="tierkv"))
-            b = median_record(peer[op], dict(common, impl="redis-benchmark",
-                                             threads=args.peer_threads))
+            a = median_record(tk, dict(common, impl="tierkv"))
+            b = median_record(peer, dict(common, impl="redis-benchmark",
+                                         threads=args.peer_threads))
             for rec in (a, b):
                 line = json.dumps(rec)
-                print(line)
+                print(line, flush=True)
                 out.append(line)
             print(f"{mode:8s} {size:>8d} {op:3s}  tierkv {a['gbps']:7.3f} GB/s "
-                  f"{a['ops_per_s']:9.1f}/s   redis-benchmark {b['gbps']:7.3f} GB/s "
-                  f"{b['ops_per_s']:9.1f}/s   tierkv/peer {a['gbps'] / b['gbps']:.2f}",
+                  f"(cpu/GB client {a['client_cpu_s_per_gb']:.2f} s, server "
+                  f"{a['server_cpu_s_per_gb']:.2f} s)   redis-benchmark {b['gbps']:7.3f} GB/s "
+                  f"(client {b['client_cpu_s_per_gb']:.2f} s, server "
+                  f"{b['server_cpu_s_per_gb']:.2f} s)   tierkv/peer {a['gbps'] / b['gbps']:.2f}",
                   file=sys.stderr, flush=True)
 
 
@@ -211,10 +238,11 @@ def main():
         for mode in args.modes.split(","):
             if mode == "single":
                 port = free_port()
-                servers.start(port)
+                target = (port, [servers.start(port)], False)
             else:
-                port = start_cluster(servers)[0]
-            measure_mode(args, port, mode, date, out)
+                ports, pids = start_cluster(servers)
+                target = (ports[0], pids, True)
+            measure_mode(args, target, mode, date, out)
     finally:
         servers.close()
     print(f"# load average after: {os.getloadavg()}", file=sys.stderr)
