@@ -1,0 +1,73 @@
+#include "replay_plots.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace tierkv::cli::replay {
+namespace {
+
+// Runs argv[0] (searched on PATH) and returns its exit status (-1 when it could not run). With
+// `quiet`, its stdout and stderr go to /dev/null.
+int run(const std::vector<std::string>& args, bool quiet) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::vector<char*> argv;
+  for (const std::string& a : args)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (quiet) {
+      const int null = ::open("/dev/null", O_WRONLY);
+      if (null >= 0) {
+        ::dup2(null, STDOUT_FILENO);
+        ::dup2(null, STDERR_FILENO);
+      }
+    }
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string command_text(const std::vector<std::string>& args) {
+  std::string s;
+  for (const std::string& a : args)
+    s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+}  // namespace
+
+bool matplotlib_available() {
+  return run({"python3", "-c", "import matplotlib"}, true) == 0;
+}
+
+Status draw_plots(const std::string& script, const std::string& jsonl, const std::string& dir,
+                  const std::vector<std::string>& timeline_policies, std::int64_t timeline_id) {
+  // One run draws the TTFT plots and the first policy's timeline; one more per other policy
+  // draws its timeline (and the same TTFT plots again, quietly).
+  for (std::size_t k = 0; k < std::max<std::size_t>(1, timeline_policies.size()); ++k) {
+    std::vector<std::string> args{"python3", script, jsonl, "--out", dir};
+    if (k < timeline_policies.size()) {
+      args.insert(args.end(), {"--timeline-policy", timeline_policies[k], "--timeline-id",
+                               std::to_string(timeline_id)});
+    }
+    const int rc = run(args, k > 0);
+    if (rc != 0) {
+      return internal_error("plots: `" + command_text(args) + "` exited with status " +
+                            std::to_string(rc));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace tierkv::cli::replay

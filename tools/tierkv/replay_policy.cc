@@ -1,0 +1,368 @@
+#include "replay_policy.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+
+#include "common/memory_check.h"
+#include "engine/runner_model.h"
+#include "tierkv/cache.h"
+#include "tierkv/disk_store.h"
+#include "tierkv/page_pool.h"
+#include "tierkv/redis_store.h"
+#include "tiers/memory/memory_store.h"
+
+namespace tierkv::cli::replay {
+namespace {
+
+std::string gbps_text(double gbps) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g GB/s", gbps);
+  return buf;
+}
+
+// The name a lower tier is reported by: the experiment tier's is the same everywhere.
+std::string tier_name(const Store& store) {
+  return store.capabilities().experiment ? kExperimentTierName : store.capabilities().name;
+}
+
+Result<RedisEndpoint> endpoint(const std::string& host_port) {
+  const auto colon = host_port.rfind(':');
+  RedisEndpoint e;
+  e.host = host_port.substr(0, colon);
+  try {
+    e.port = std::stoi(host_port.substr(colon + 1));
+  } catch (...) {
+    return invalid_argument("--redis: bad port in '" + host_port + "'");
+  }
+  return e;
+}
+
+}  // namespace
+
+Result<PolicySpec> policy_spec(const std::string& id, const EngineConfig& c) {
+  PolicySpec p;
+  p.id = id;
+  p.label = id;
+  if (id == "recompute") {
+    p.prefill = PrefillPolicy::kRecompute;
+    p.gpu_prefix = false;
+  } else if (id == "gpu-only") {
+    p.prefill = PrefillPolicy::kGpuOnly;
+  } else if (id == "load-then-compute" || id == "warm" || id == "planned") {
+    p.prefill = id == "warm"      ? PrefillPolicy::kLayerwise
+                : id == "planned" ? PrefillPolicy::kPlanned
+                                  : PrefillPolicy::kLoadThenCompute;
+    p.host_tier = true;
+  } else if (id == "planned-slow") {
+    p.host_tier = true;
+    p.lower = LowerTier::kExperiment;
+    p.label = id + " (experiment tier, " + gbps_text(c.slow_gbps) + ")";
+  } else if (id == "planned-disk") {
+    p.host_tier = true;
+    p.lower = LowerTier::kDisk;
+  } else if (id == "planned-redis") {
+    p.host_tier = true;
+    p.lower = LowerTier::kRedis;
+  } else {
+    return invalid_argument("unknown policy '" + id + "'");
+  }
+  return p;
+}
+
+struct PolicyEngine::State {
+  Backend& backend;
+  PolicySpec spec;
+  EngineConfig config;
+  ModelSpec model;  // with the weights' digest
+  std::unique_ptr<Stream> stream;
+  // Destroyed in reverse order: the executor, the model adapter, the cache (which finishes its
+  // saves from the pool's pages), the runner, the pool.
+  std::unique_ptr<PagePool> pool;
+  std::unique_ptr<LlamaRunner> runner;
+  std::shared_ptr<Store> lower;
+  std::string lower_dir;  // the disk tier's fresh directory, removed at the end
+  std::unique_ptr<Cache> cache;
+  std::unique_ptr<RunnerPrefillModel> prefill_model;
+  std::unique_ptr<WarmPrefill> executor;
+  std::uint64_t save_errors = 0, fallback_tokens = 0;
+
+  State(Backend& b, PolicySpec s, EngineConfig c)
+      : backend(b), spec(std::move(s)), config(std::move(c)) {}
+  ~State() {
+    executor.reset();
+    prefill_model.reset();
+    cache.reset();
+    lower.reset();
+    if (!lower_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(lower_dir, ec);
+    }
+  }
+
+  std::int32_t page() const { return model.page_tokens; }
+  Status make_pool_and_runner();
+  Status make_lower_tier();
+  Status make_cache();
+  std::uint64_t host_budget() const {
+    if (!spec.host_tier) return 0;
+    return spec.lower == LowerTier::kNone ? config.host_bytes : config.staging_bytes;
+  }
+  std::uint64_t lower_budget() const {
+    switch (spec.lower) {
+      case LowerTier::kExperiment: return config.slow_bytes;
+      case LowerTier::kDisk: return config.disk_bytes;
+      default: return 0;
+    }
+  }
+  // Takes the GPU-resident prefix (at most up to the page of the last token) and fresh pages.
+  Result<std::optional<std::vector<std::int32_t>>> take_pages(const PromptKeys& keys,
+                                                              MatchResult& m,
+                                                              std::int64_t total);
+  TierTokens hits(const MatchResult& m, std::int32_t gpu_matched) const;
+};
+
+Status PolicyEngine::State::make_pool_and_runner() {
+  TIERKV_ASSIGN_OR_RETURN(stream, backend.create_stream());
+  TIERKV_ASSIGN_OR_RETURN(LlamaWeights w, config.weights(backend, *stream));
+  model = w.spec;
+  PagePoolOptions po;
+  po.model = model;
+  po.num_pages = std::int32_t(config.gpu_pages);
+  po.pages_per_run = std::min<std::int32_t>(config.cache_chunk_tokens / model.page_tokens,
+                                            po.num_pages);
+  auto pool_or = PagePool::create(backend, po);
+  if (!pool_or.ok()) return pool_or.status().with_context("--gpu-pages");
+  pool = std::move(pool_or).value();
+  RunnerOptions ro;
+  ro.max_step_tokens = std::max({2048, config.chunk_tokens, config.max_batch});
+  ro.max_batch = config.max_batch;
+  ro.max_pages_per_seq = model.max_positions / model.page_tokens + 2;
+  TIERKV_ASSIGN_OR_RETURN(runner, LlamaRunner::create(backend, std::move(w), pool->view(), ro));
+  return Status::Ok();
+}
+
+Status PolicyEngine::State::make_lower_tier() {
+  switch (spec.lower) {
+    case LowerTier::kNone: return Status::Ok();
+    case LowerTier::kExperiment: {
+      MemoryStoreOptions mo;
+      mo.budget_bytes = config.slow_bytes;
+      mo.bandwidth_gbps = config.slow_gbps;
+      mo.latency_us = config.slow_latency_us;
+      TIERKV_ASSIGN_OR_RETURN(auto store, MemoryStore::create(mo));
+      lower = std::move(store);
+      return Status::Ok();
+    }
+    case LowerTier::kDisk: {
+      std::string tmpl = config.disk_dir + "/tierkv-replay-XXXXXX";
+      if (::mkdtemp(tmpl.data()) == nullptr) {
+        return io_error("--disk-dir " + config.disk_dir + ": cannot create a directory in it: " +
+                        std::generic_category().message(errno));
+      }
+      lower_dir = tmpl;
+      DiskStoreOptions d;
+      d.directory = lower_dir;
+      d.budget_bytes = config.disk_bytes;
+      TIERKV_ASSIGN_OR_RETURN(auto store, open_disk_store(d));
+      lower = std::move(store);
+      return Status::Ok();
+    }
+    case LowerTier::kRedis: {
+      RedisStoreOptions r;
+      TIERKV_ASSIGN_OR_RETURN(r.server, endpoint(config.redis));
+      r.ttl = std::chrono::hours(1);
+      // A namespace of this run's own: each policy run starts from an empty tier.
+      const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+      r.key_prefix = "tkv-replay-" + std::to_string(::getpid()) + "-" +
+                     std::to_string(std::uint64_t(now) % 1000000007ull);
+      auto store = open_redis_store(r);
+      if (!store.ok()) return store.status().with_context("--redis " + config.redis);
+      lower = std::move(store).value();
+      return Status::Ok();
+    }
+  }
+  return internal_error("unknown lower tier");
+}
+
+Status PolicyEngine::State::make_cache() {
+  CacheOptions co;
+  co.model = model;
+  co.chunk_tokens = config.cache_chunk_tokens;
+  co.host_bytes = host_budget();
+  co.gpu_pool = spec.gpu_prefix ? pool.get() : nullptr;
+  co.transfer.profile = config.profile;
+  if (lower) co.lower_tiers.push_back(lower);
+  co.write_down.persistent_admit_sightings = 1;  // the replay's disk tier takes every chunk
+  auto c = Cache::create(backend, co);
+  if (!c.ok()) return c.status().with_context(spec.host_tier ? "--host-bytes / --staging-bytes" : "cache");
+  cache = std::move(c).value();
+  prefill_model = std::make_unique<RunnerPrefillModel>(*runner);
+  static const CostProfile kEmpty;
+  TIERKV_ASSIGN_OR_RETURN(executor, WarmPrefill::create(backend, *cache, *prefill_model,
+                                                        config.profile ? *config.profile : kEmpty));
+  return Status::Ok();
+}
+
+PolicyEngine::PolicyEngine(std::unique_ptr<State> s) : s_(std::move(s)) {}
+PolicyEngine::~PolicyEngine() = default;
+
+Result<std::unique_ptr<PolicyEngine>> PolicyEngine::create(Backend& backend,
+                                                           const PolicySpec& spec,
+                                                           const EngineConfig& config) {
+  auto st = std::make_unique<State>(backend, spec, config);
+  TIERKV_RETURN_IF_ERROR(st->make_pool_and_runner());
+  TIERKV_RETURN_IF_ERROR(st->make_lower_tier());
+  TIERKV_RETURN_IF_ERROR(st->make_cache());
+  return std::unique_ptr<PolicyEngine>(new PolicyEngine(std::move(st)));
+}
+
+const PolicySpec& PolicyEngine::spec() const {
+  return s_->spec;
+}
+
+std::int64_t PolicyEngine::pages_needed(std::int32_t prompt, std::int32_t output) const {
+  const std::int64_t p = s_->page();
+  return (std::int64_t(prompt) + output + p - 1) / p;
+}
+
+std::int64_t PolicyEngine::pool_pages() const {
+  return s_->pool->stats().num_pages;
+}
+
+Result<std::optional<std::vector<std::int32_t>>> PolicyEngine::State::take_pages(
+    const PromptKeys& keys, MatchResult& m, std::int64_t total) {
+  const std::int32_t p = page();
+  std::vector<std::int32_t> pages;
+  if (spec.gpu_prefix && m.gpu_tokens > 0) {
+    const std::int32_t last_page_start = (keys.tokens - 1) / p;
+    const std::int32_t want = std::min(m.gpu_tokens / p, last_page_start);
+    pages = pool->acquire_cached(std::span<const Key>(keys.pages.data(), std::size_t(want)));
+  }
+  m.gpu_tokens = std::int32_t(pages.size()) * p;
+  auto fresh = pool->allocate(std::int32_t(total - std::int64_t(pages.size())));
+  if (!fresh.ok()) {
+    TIERKV_RETURN_IF_ERROR(pool->release(pages));
+    if (fresh.status().code() == StatusCode::kResourceExhausted) {
+      return std::optional<std::vector<std::int32_t>>();
+    }
+    return fresh.status();
+  }
+  pages.insert(pages.end(), fresh->begin(), fresh->end());
+  return std::optional<std::vector<std::int32_t>>(std::move(pages));
+}
+
+TierTokens PolicyEngine::State::hits(const MatchResult& m, std::int32_t gpu_matched) const {
+  TierTokens t;
+  t.emplace_back("gpu", m.gpu_tokens);
+  if (spec.host_tier) t.emplace_back("host", std::max(0, m.host_tokens - gpu_matched));
+  if (lower) {
+    const std::int64_t n = m.lower_tier_tokens.empty() ? 0 : m.lower_tier_tokens[0];
+    t.emplace_back(tier_name(*lower), n);
+  }
+  return t;
+}
+
+Result<std::optional<PrefillOutcome>> PolicyEngine::prefill(std::span<const std::int32_t> prompt,
+                                                            const std::string& tenant,
+                                                            std::int32_t output_tokens,
+                                                            bool timeline, Sequence& seq) {
+  State& s = *s_;
+  TIERKV_ASSIGN_OR_RETURN(const PromptKeys keys, s.cache->keys(prompt, tenant));
+  MatchResult m;
+  if (s.spec.prefill != PrefillPolicy::kRecompute) {
+    TIERKV_ASSIGN_OR_RETURN(m, s.cache->match(keys));
+  }
+  const std::int32_t gpu_matched = m.gpu_tokens;
+  TIERKV_ASSIGN_OR_RETURN(auto pages,
+                          s.take_pages(keys, m, pages_needed(std::int32_t(prompt.size()), output_tokens)));
+  if (!pages) return std::optional<PrefillOutcome>();
+  const std::int64_t prompt_pages = (std::int64_t(prompt.size()) + s.page() - 1) / s.page();
+
+  WarmPrefillRequest r;
+  r.tokens = prompt;
+  r.keys = &keys;
+  r.match = m;
+  r.kv = s.pool->view();
+  r.pages = std::span<const std::int32_t>(pages->data(), std::size_t(prompt_pages));
+  r.options.policy = s.spec.prefill;
+  r.options.chunk_tokens = s.config.chunk_tokens;
+  r.options.save = s.spec.host_tier;
+  r.options.timeline = timeline;
+  auto res = s.executor->run(r, *s.stream);
+  if (!res.ok()) {
+    s.pool->release(*pages).ignore();
+    return res.status().with_context("warm prefill (" + s.spec.label + ")");
+  }
+  if (s.spec.gpu_prefix) {
+    for (std::size_t i = std::size_t(m.gpu_tokens / s.page()); i < keys.pages.size(); ++i)
+      s.pool->publish((*pages)[i], keys.pages[i]);
+  }
+  seq.pages = std::move(*pages);
+  seq.len = std::int32_t(prompt.size());
+
+  PrefillOutcome o;
+  o.next_token = res->next_token;
+  o.hit_tokens = s.hits(m, gpu_matched);
+  o.loaded_tokens = res->loaded_tokens;
+  o.computed_tokens = res->computed_tokens;
+  o.fallback_tokens = res->fallback_tokens;
+  o.recomputed_tokens = std::max(0, m.lower_tokens - gpu_matched - res->loaded_tokens);
+  if (s.spec.prefill == PrefillPolicy::kRecompute || s.spec.prefill == PrefillPolicy::kGpuOnly)
+    o.recomputed_tokens = 0;
+  o.bytes_loaded = res->bytes_loaded;
+  o.plan = "gpu " + std::to_string(m.gpu_tokens) + " + load " + std::to_string(res->loaded_tokens) +
+           " + compute " + std::to_string(res->computed_tokens);
+  if (res->fallback_tokens > 0) o.plan += " (" + std::to_string(res->fallback_tokens) + " fell back)";
+  o.why = res->plan.why;
+  o.timeline = std::move(res->timeline);
+  s.fallback_tokens += std::uint64_t(res->fallback_tokens);
+  return std::optional<PrefillOutcome>(std::move(o));
+}
+
+Status PolicyEngine::decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens,
+                            std::vector<std::int32_t>& next) {
+  return s_->runner->decode(seqs, tokens, *s_->stream, nullptr, &next);
+}
+
+Status PolicyEngine::finish(Sequence& seq) {
+  // A save queued by the executor reads the prompt's pages until it lands.
+  if (s_->spec.host_tier && !s_->cache->flush().ok()) ++s_->save_errors;
+  Status st = s_->pool->release(seq.pages);
+  seq.pages.clear();
+  return st;
+}
+
+TierUsage PolicyEngine::usage() const {
+  const State& s = *s_;
+  TierUsage u;
+  const CacheStats cs = s.cache->stats();
+  const std::uint64_t page_bytes = std::uint64_t(s.model.page_tokens) * s.model.kv_bytes_per_token();
+  u.memory_bytes.emplace_back("gpu", std::int64_t(std::uint64_t(s.config.gpu_pages) * page_bytes));
+  u.descriptions.push_back("gpu: page pool of " + std::to_string(s.config.gpu_pages) + " pages (" +
+                           bench::format_bytes(std::size_t(s.config.gpu_pages) * page_bytes) + ")");
+  if (s.spec.host_tier) {
+    u.bytes_moved.emplace_back("host", std::int64_t(cs.bytes_loaded));
+    u.memory_bytes.emplace_back("host", std::int64_t(s.host_budget()));
+    u.descriptions.push_back(std::string("host: pinned host tier of ") +
+                             bench::format_bytes(s.host_budget()) +
+                             (s.spec.lower == LowerTier::kNone ? "" : " (staging)"));
+  }
+  if (s.lower) {
+    std::uint64_t read = 0;
+    for (const TierStats& t : cs.lower_tiers)
+      read += t.store.bytes_read;
+    u.bytes_moved.emplace_back(tier_name(*s.lower), std::int64_t(read));
+    u.memory_bytes.emplace_back(tier_name(*s.lower), std::int64_t(s.lower_budget()));
+    u.descriptions.push_back(tier_name(*s.lower) + ": " + s.lower->capabilities().description);
+  }
+  u.save_errors = s.save_errors + cs.save_errors;
+  u.load_fallback_tokens = s.fallback_tokens;
+  return u;
+}
+
+}  // namespace tierkv::cli::replay
