@@ -211,11 +211,14 @@ Status DiskStore::read_verified(File& f, const RecordId& id, std::span<std::uint
   }
   *why = MissReason::kUnavailable;
   TIERKV_ASSIGN_OR_RETURN(const std::uint64_t size, f.size());
-  TIERKV_ASSIGN_OR_RETURN(const std::size_t n, read_full(f, h->header_bytes, payload));
   *why = MissReason::kCorrupt;
-  if (size != h->record_bytes() || n != payload.size())
+  if (size != h->record_bytes())
     return data_loss("corrupt record: the file has " + std::to_string(size) +
                      " bytes, its header says " + std::to_string(h->record_bytes()));
+  *why = MissReason::kUnavailable;
+  TIERKV_ASSIGN_OR_RETURN(const std::size_t n, read_full(f, h->header_bytes, payload));
+  *why = MissReason::kCorrupt;
+  if (n != payload.size()) return data_loss("corrupt record: the payload ends early");
   return verify_record_payload(*h, payload);
 }
 
@@ -279,12 +282,16 @@ Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8
   const std::uint32_t hb = record_header_size(id.num_layers);
   AlignedBytes header(hb);
   if (!header.ok()) return resource_exhausted("no memory for a record header");
-  TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
   const bool direct = direct_ && direct_capable(payload.data(), payload.size());
   TIERKV_ASSIGN_OR_RETURN(std::unique_ptr<File> f,
                           fs_->open(path(tmp), {.create = true, .direct = direct}));
-  TIERKV_RETURN_IF_ERROR(write_full(*f, 0, header.span()));
+  // Allocated up front: O_DIRECT writes that extend a file are serialized by ext4 and XFS.
+  TIERKV_RETURN_IF_ERROR(f->allocate(hb + payload.size()));
+  // The payload first, the header (which checksums it) last: a torn write is caught either way,
+  // and a header on disk always describes a payload that was written before it.
+  TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
   TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
+  TIERKV_RETURN_IF_ERROR(write_full(*f, 0, header.span()));
   if (o_.sync != DiskSync::kNone) TIERKV_RETURN_IF_ERROR(f->sync());
   return Status::Ok();
 }

@@ -35,6 +35,11 @@ class FaultFile final : public File {
     if (fs_.next(FileOp::kSync, path_, &f)) return errno_status(f.err, "fsync (injected)", path_);
     return base_->sync();
   }
+  Status allocate(std::uint64_t bytes) override {
+    FileFault f;
+    if (fs_.next(FileOp::kAllocate, path_, &f)) return errno_status(f.err, "fallocate (injected)", path_);
+    return base_->allocate(bytes);
+  }
   Result<std::uint64_t> size() override { return base_->size(); }
   Result<std::int64_t> mtime_ns() override { return base_->mtime_ns(); }
   bool direct() const override { return base_->direct(); }

@@ -29,7 +29,7 @@
 namespace tierkv::disk {
 
 enum class FileOp : std::uint8_t {
-  kOpen = 0, kRead, kWrite, kSync, kRename, kRemove, kSyncDir, kList, kCount
+  kOpen = 0, kRead, kWrite, kSync, kRename, kRemove, kSyncDir, kList, kAllocate, kCount
 };
 enum class FileFaultKind : std::uint8_t { kError = 0, kShortWrite, kTornWrite };
 

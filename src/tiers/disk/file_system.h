@@ -38,6 +38,9 @@ class File {
   // without an error: the caller continues from where it stopped.
   virtual Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) = 0;
   virtual Status sync() = 0;  // fsync
+  // Reserves `bytes` of space from offset 0 (fallocate), so that writes need not extend the file.
+  // OK where the file system cannot (the writes then allocate as they go).
+  virtual Status allocate(std::uint64_t bytes) = 0;
   virtual Result<std::uint64_t> size() = 0;
   // Modification time in nanoseconds since the epoch (the LRU order after a reopen).
   virtual Result<std::int64_t> mtime_ns() = 0;

@@ -75,6 +75,11 @@ class PosixFile final : public File {
     if (::fsync(fd_) != 0) return errno_status(errno, "fsync", path_);
     return Status::Ok();
   }
+  Status allocate(std::uint64_t bytes) override {
+    if (::fallocate(fd_, 0, 0, off_t(bytes)) == 0) return Status::Ok();
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return Status::Ok();
+    return errno_status(errno, "fallocate", path_);
+  }
   Result<std::uint64_t> size() override {
     struct stat st;
     if (::fstat(fd_, &st) != 0) return errno_status(errno, "fstat", path_);
