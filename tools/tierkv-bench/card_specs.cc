@@ -34,6 +34,11 @@ std::optional<CardSpec> find_card_spec(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<CardSpec> find_card_spec(const DeviceInfo& device) {
+  if (device.backend != BackendKind::kCuda) return std::nullopt;
+  return find_card_spec(device.name);
+}
+
 double pcie_gbps(int gen, int width) {
   // Transfer rate per lane (GT/s) and line-code efficiency of each generation.
   double rate = 0, efficiency = 128.0 / 130.0;

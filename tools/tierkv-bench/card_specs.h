@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "tierkv/backend.h"
+
 namespace tierkv::bench {
 
 struct CardSpec {
@@ -17,6 +19,9 @@ struct CardSpec {
 
 // The datasheet entry for a device name as the driver reports it, if known.
 std::optional<CardSpec> find_card_spec(std::string_view device_name);
+// The datasheet entry for the device a run used: none on the cpu backend, whose figures are
+// never set against a GPU's.
+std::optional<CardSpec> find_card_spec(const DeviceInfo& device);
 
 // Theoretical bandwidth of a PCIe link in one direction, GB/s (0 when gen or width is unknown).
 double pcie_gbps(int gen, int width);

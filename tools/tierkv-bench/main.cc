@@ -2,10 +2,10 @@
 // machine's ceilings), printed and written as JSON Lines.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "common/bench_io.h"
 #include "common/measure.h"
 #include "decode_bench.h"
 #include "options.h"
@@ -16,11 +16,7 @@
 namespace tierkv::bench {
 namespace {
 
-int fail(const Status& s) {
-  std::fprintf(stderr, "tierkv-bench: %s\n", s.to_string().c_str());
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2
-                                                                                                : 1;
-}
+constexpr std::string_view kTool = "tierkv-bench";
 
 Status run_sections(Backend& backend, Stream& stream, const Options& opts, BenchData& data) {
   Progress progress("tierkv-bench", opts.quiet);
@@ -102,34 +98,39 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
 int run(int argc, char** argv) {
   Options opts;
   if (const int code = parse_options(argc, argv, opts); code >= 0) return code;
+  // Everything that can refuse the command line comes before the first measurement.
+  auto report_file = OutputFile::open(opts.report_path, "--report");
+  if (!report_file.ok()) return report_error(kTool, report_file.status(), kExitUsage);
+  auto json_file = OutputFile::open(opts.json_path, "--json");
+  if (!json_file.ok()) return report_error(kTool, json_file.status(), kExitUsage);
   auto backend = create_backend(opts.backend, opts.device);
   if (!backend.ok()) {
-    std::fprintf(stderr, "tierkv-bench: cannot use the %s backend: %s\n",
-                 std::string(backend_kind_name(opts.backend)).c_str(),
-                 backend.status().to_string().c_str());
-    return 2;
+    return report_error(
+        kTool,
+        backend.status().with_context("cannot use the " +
+                                      std::string(backend_kind_name(opts.backend)) + " backend"),
+        kExitUsage);
   }
   apply_defaults((*backend)->info(), opts);
-  if (const Status s = check_fits(**backend, opts); !s.ok()) return fail(s);
-  auto stream = (*backend)->create_stream();
-  if (!stream.ok()) return fail(stream.status());
+  if (const Status s = check_fits(**backend, opts); !s.ok())
+    return report_error(kTool, s, kExitUsage);
 
+  auto stream = (*backend)->create_stream();
+  if (!stream.ok()) return report_error(kTool, stream.status(), kExitFailure);
   BenchData data;
-  if (const Status s = run_sections(**backend, **stream, opts, data); !s.ok()) return fail(s);
+  if (const Status s = run_sections(**backend, **stream, opts, data); !s.ok())
+    return report_error(kTool, s, kExitFailure);
 
   const RunInfo info = make_run_info((*backend)->info(), opts.backend);
   const std::string report = render_report(info, opts, data);
   std::fputs(report.c_str(), stdout);
   std::fflush(stdout);
-  if (!opts.report_path.empty()) {
-    if (const Status s = write_lines(opts.report_path, {report}); !s.ok()) return fail(s);
-  }
-  if (!opts.json_path.empty()) {
-    if (const Status s = write_lines(opts.json_path, to_jsonl(info, opts, data)); !s.ok())
-      return fail(s);
-    if (!opts.quiet)
-      std::fprintf(stderr, "tierkv-bench: figures written to %s\n", opts.json_path.c_str());
-  }
+  if (const Status s = report_file->commit(report); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (const Status s = json_file->commit_lines(to_jsonl(info, opts, data)); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (json_file->enabled() && !opts.quiet)
+    std::fprintf(stderr, "tierkv-bench: figures written to %s\n", opts.json_path.c_str());
   return 0;
 }
 

@@ -3,9 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 
+#include "common/bench_io.h"
+#include "common/memory_check.h"
 #include "common/shape_flags.h"
+#include "decode_bench.h"
 #include "synth/paged_batch.h"
 
 namespace tierkv::bench {
@@ -17,12 +19,6 @@ const std::vector<std::string> kSections = {"decode", "batched",  "grid",
                                             "ragged", "transfer", "reference"};
 // Run when --sections is not given; grid and ragged are asked for by name.
 const std::vector<std::string> kDefaultSections = {"decode", "batched", "transfer", "reference"};
-
-std::string gib(std::size_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
-  return buf;
-}
 
 }  // namespace
 
@@ -115,13 +111,13 @@ int parse_options(int argc, char** argv, Options& opts) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return parse_error_exit(app, e);
   }
 
   auto resolved = resolve_shape(shape);
   if (!resolved.ok()) {
     std::fprintf(stderr, "tierkv-bench: %s\n", resolved.status().message().c_str());
-    return 2;
+    return kExitUsage;
   }
   opts.backend = resolved->backend;
   opts.backend_from_flag = resolved->backend_from_flag;
@@ -144,7 +140,7 @@ int parse_options(int argc, char** argv, Options& opts) {
                  "tierkv-bench: model %s has head_dim %d and GQA group %d; decode supports "
                  "head_dim 64/128/256 and groups 1..8\n",
                  opts.model_name.c_str(), opts.model.head_dim, opts.model.gqa_group());
-    return 2;
+    return kExitUsage;
   }
   return -1;
 }
@@ -185,34 +181,35 @@ void apply_defaults(const DeviceInfo& device, Options& opts) {
 }
 
 bool case_fits(Backend& backend, const Options& opts, const std::vector<std::int32_t>& seq_lens) {
-  auto free = backend.free_memory();
-  if (!free.ok()) return false;
-  synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(opts.model, seq_lens);
-  return spec.device_bytes() <= *free / 10 * 9;
+  return check_memory(backend, MemoryNeed{decode_case_bytes(opts, seq_lens), 0}, "", "").ok();
 }
 
 Status check_fits(Backend& backend, const Options& opts) {
-  TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
-  const std::size_t budget = free / 10 * 9;
-  auto check = [&](std::int32_t batch, std::int32_t kv, const char* section) -> Status {
-    synth::PagedBatchSpec spec =
-        synth::PagedBatchSpec::for_model(opts.model, std::vector<std::int32_t>(batch, kv));
-    const std::size_t need = spec.device_bytes();
-    if (need > budget) {
-      std::ostringstream m;
-      m << section << " case batch " << batch << " x KV " << kv << " needs " << gib(need)
-        << " of device memory; " << gib(free) << " is free. Choose smaller --kv-lens / --batches.";
-      return resource_exhausted(m.str());
-    }
-    return Status::Ok();
+  const std::string_view advice = "Choose smaller --kv-lens, --batches or --batch-kv.";
+  auto check_case = [&](std::int32_t batch, std::int32_t kv, const char* section) -> Status {
+    MemoryNeed need;
+    need.device = decode_case_bytes(opts, std::vector<std::int32_t>(std::size_t(batch), kv));
+    return check_memory(backend, need,
+                        std::string(section) + " case batch " + std::to_string(batch) + " x KV " +
+                            std::to_string(kv),
+                        advice);
   };
-  if (opts.has_section("decode") || opts.has_section("transfer")) {
+  if (opts.has_section("decode")) {
     for (std::int32_t kv : opts.kv_lens)
-      TIERKV_RETURN_IF_ERROR(check(1, kv, "decode"));
+      TIERKV_RETURN_IF_ERROR(check_case(1, kv, "decode"));
   }
   if (opts.has_section("batched")) {
     for (std::int32_t b : opts.batches)
-      TIERKV_RETURN_IF_ERROR(check(b, opts.batch_kv, "batched"));
+      TIERKV_RETURN_IF_ERROR(check_case(b, opts.batch_kv, "batched"));
+  }
+  if (opts.has_section("transfer") && !opts.kv_lens.empty()) {
+    // One layer's KV of the longest length: on the device, and pinned and pageable on the host.
+    const std::size_t bytes =
+        opts.model.kv_bytes_per_token_layer() * std::size_t(opts.kv_lens.back());
+    const MemoryNeed need{bytes, 2 * bytes};
+    TIERKV_RETURN_IF_ERROR(
+        check_memory(backend, need,
+                     "the transfer section at KV " + std::to_string(opts.kv_lens.back()), advice));
   }
   return Status::Ok();
 }

@@ -41,19 +41,21 @@ struct Options {
   bool has_section(const std::string& s) const;
 };
 
-// Parses argv. Returns the exit code to use when the program should stop now (help printed, or a
-// bad flag reported on stderr), or -1 to go on.
+// Parses argv. Returns the exit code to use when the program should stop now (help printed: 0; a
+// bad flag reported on stderr: kExitUsage), or -1 to go on.
 int parse_options(int argc, char** argv, Options& opts);
 
 // Applies backend-dependent defaults (sizes, repetitions) to fields the user left unset.
 void apply_defaults(const DeviceInfo& device, Options& opts);
 
-// Whether one decode case (one input set) fits in the device memory free now; the grid and ragged
-// sections skip the cases that do not.
+// Whether one decode case (one input set) fits in the memory available now (as check_memory()
+// counts it); the grid and ragged sections skip the cases that do not.
 bool case_fits(Backend& backend, const Options& opts, const std::vector<std::int32_t>& seq_lens);
 
-// Checks that every requested case fits: device memory for the decode sets and transfer targets,
-// host memory for the transfer sources. InvalidArgument / ResourceExhausted with the case named.
+// Checks, before anything is allocated, that every case of the decode and batched sections (one
+// input set each) and the transfer section (device target, pinned and pageable sources) fits in
+// the memory available now. ResourceExhausted naming the case, the bytes needed and available,
+// and the flags that make it smaller.
 Status check_fits(Backend& backend, const Options& opts);
 
 }  // namespace tierkv::bench

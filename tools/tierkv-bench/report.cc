@@ -111,7 +111,7 @@ struct Ceilings {
 };
 Ceilings ceilings_of(const RunInfo& run, const BenchData& d) {
   Ceilings c;
-  if (const auto spec = find_card_spec(run.card)) c.datasheet = spec->hbm_gbps;
+  if (const auto spec = find_card_spec(run.device)) c.datasheet = spec->hbm_gbps;
   if (const TransferMeasurement* t = find_ceiling(d, "hbm_copy")) c.copy = t->gbps();
   return c;
 }
@@ -182,8 +182,10 @@ void pinned_vs_pageable(std::string& out, const BenchData& d) {
   }
 }
 
-// Sentences whose content, and whose direction, come from the figures.
-void findings(std::string& out, const BenchData& d) {
+// Sentences whose content, and whose direction, come from the figures. The conclusions about a
+// GPU system's design are drawn from GPU runs only: a cpu run has no host link, HBM or pinned
+// memory to draw them from.
+void findings(std::string& out, const BenchData& d, bool gpu) {
   out += "\nFindings (computed from the figures above):\n";
   std::vector<std::pair<std::int32_t, double>> ratios;
   for (const DecodeMeasurement& m : d.batch1) {
@@ -194,11 +196,13 @@ void findings(std::string& out, const BenchData& d) {
     const auto [lo, hi] = std::minmax_element(ratios.begin(), ratios.end(),
                                               [](auto& a, auto& b) { return a.second < b.second; });
     out +=
-        fmt("  - Moving one layer's KV over the host link takes %.2fx (KV %d) to %.2fx (KV %d) the "
-            "time of\n"
-            "    decode attention over the same KV.\n",
-            lo->second, lo->first, hi->second, hi->first);
-    if (lo->second > 1.0) {
+        fmt("  - Moving one layer's KV %s takes %.2fx (KV %d) to %.2fx (KV %d)\n"
+            "    the time of decode attention over the same KV.\n",
+            gpu ? "over the host link" : "host to device (a memcpy here)", lo->second, lo->first,
+            hi->second, hi->first);
+    if (!gpu) {
+      // No conclusion about hiding loads: neither figure is a GPU's.
+    } else if (lo->second > 1.0) {
       out +=
           "    Transfer/attention > 1 at every length: a load cannot hide behind decode attention; "
           "it has\n"
@@ -224,7 +228,9 @@ void findings(std::string& out, const BenchData& d) {
     const auto [lo, hi] = std::minmax_element(speedups.begin(), speedups.end());
     out +=
         fmt("  - Pinned over pageable host memory: %.2fx to %.2fx the transfer speed.", *lo, *hi);
-    if (*lo >= 1.2) {
+    if (!gpu) {
+      out += " On the cpu backend both are\n    ordinary memory.\n";
+    } else if (*lo >= 1.2) {
       out += " Only pinned memory reaches the\n    link's speed: the host tier must be pinned.\n";
     } else if (*hi < 1.2) {
       out += " Here the two perform alike.\n";
@@ -254,10 +260,11 @@ void findings(std::string& out, const BenchData& d) {
             "%d tokens",
             s.gbps(), s.kv_tokens, l.gbps(), l.kv_tokens);
     if (const TransferMeasurement* hbm = find_ceiling(d, "hbm_copy")) {
-      out += fmt("\n    (%.0f%% of the HBM copy ceiling)", 100.0 * l.gbps() / hbm->gbps());
+      out += fmt("\n    (%.0f%% of the %s copy ceiling)", 100.0 * l.gbps() / hbm->gbps(),
+                 gpu ? "HBM" : "device");
     }
     out += ".\n";
-    if (s.gbps() < 0.5 * l.gbps()) {
+    if (gpu && s.gbps() < 0.5 * l.gbps()) {
       out +=
           "    Short contexts do not fill the memory system: their time is dominated by fixed "
           "costs.\n";
@@ -283,10 +290,13 @@ void findings(std::string& out, const BenchData& d) {
 }
 
 void reference_bandwidths(std::string& out, const RunInfo& run, const BenchData& d) {
-  const std::optional<CardSpec> spec = find_card_spec(run.card);
+  const std::optional<CardSpec> spec = find_card_spec(run.device);
   const DeviceInfo& dev = run.device;
+  const bool gpu = dev.backend == BackendKind::kCuda;
   out += fmt("\nReference bandwidths (measured here | datasheet%s%s):\n", spec ? " of " : "",
-             spec ? std::string(spec->label).c_str() : ": card not in tierkv's table");
+             spec  ? std::string(spec->label).c_str()
+             : gpu ? ": card not in tierkv's table"
+                   : ": none, this is the cpu backend");
   auto sheet_hbm = [&]() -> std::string {
     std::string s = spec ? fmt("%.0f GB/s", spec->hbm_gbps) : "-";
     if (dev.memory_gbps_theoretical > 0)
@@ -300,8 +310,8 @@ void reference_bandwidths(std::string& out, const RunInfo& run, const BenchData&
                     dev.pcie_gen > 0 ? "" : " (datasheet link)")
               : std::string("-");
   if (const auto* t = find_ceiling(d, "hbm_copy")) {
-    out += fmt("  HBM copy (read + write, %4.0f MiB):  %9.1f GB/s | %s\n", t->bytes / 2 / 1048576.0,
-               t->gbps(), sheet_hbm().c_str());
+    out += fmt("  %s copy (read + write, %4.0f MiB):%s %9.1f GB/s | %s\n", gpu ? "HBM" : "Device",
+               t->bytes / 2 / 1048576.0, gpu ? "  " : "", t->gbps(), sheet_hbm().c_str());
   }
   const DecodeMeasurement* best = nullptr;
   for (const auto* list : {&d.batch1, &d.batched}) {
@@ -344,7 +354,7 @@ std::string render_report(const RunInfo& run, const Options& opts, const BenchDa
     out += "  skipped: " + s + "\n";
   title(out, "Analysis for Multi-Tier KV Cache");
   if (!data.kv_transfers.empty()) pinned_vs_pageable(out, data);
-  findings(out, data);
+  findings(out, data, run.device.backend == BackendKind::kCuda);
   if (!data.ceilings.empty()) reference_bandwidths(out, run, data);
   return out;
 }

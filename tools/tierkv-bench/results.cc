@@ -53,7 +53,7 @@ json decode_json(const RunInfo& run, const Options& opts, const BenchData& data,
   const double gbps = m.kv_bytes / us / 1e3;
   j["us"] = us;
   j["gbps"] = gbps;
-  if (const auto spec = find_card_spec(run.card)) {
+  if (const auto spec = find_card_spec(run.device)) {
     j["datasheet_gbps"] = spec->hbm_gbps;
     j["pct_datasheet"] = 100.0 * gbps / spec->hbm_gbps;
   }
@@ -67,7 +67,7 @@ json decode_json(const RunInfo& run, const Options& opts, const BenchData& data,
 json transfer_json(const RunInfo& run, const Options& opts, const TransferMeasurement& m) {
   const bool ceiling = m.what == "hbm_copy";
   json j = common(run, opts, ceiling ? "ceiling" : "transfer");
-  j.update(json{{"what", m.what},
+  j.update(json{{"what", std::string(row_name(m, run.device.backend))},
                 {"memory", m.memory},
                 {"direction", m.direction},
                 {"bytes", m.bytes},

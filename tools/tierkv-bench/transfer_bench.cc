@@ -34,6 +34,15 @@ Status expect_equal(Backend& backend, Stream& stream, const void* device, const 
 
 }  // namespace
 
+std::string_view row_name(const TransferMeasurement& m, BackendKind backend) {
+  if (backend == BackendKind::kCuda) return m.what;
+  if (m.what == "hbm_copy") return "device_copy";
+  if (m.what == "pcie_h2d") return "h2d_copy";
+  if (m.what == "pcie_d2h") return "d2h_copy";
+  if (m.what == "pcie_bidir") return "bidir_copy";
+  return m.what;
+}
+
 Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, Stream& stream,
                                                               const Options& opts) {
   std::vector<TransferMeasurement> out;

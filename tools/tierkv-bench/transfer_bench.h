@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/measure.h"
@@ -22,6 +23,11 @@ struct TransferMeasurement {
 
   double gbps() const { return us > 0 ? bytes / us / 1e3 : 0; }
 };
+
+// The name `m` carries in the report and the JSON Lines. On the cuda backend the internal one
+// (kv_layer, hbm_copy, pcie_h2d, pcie_d2h, pcie_bidir); on the cpu backend, which has neither HBM
+// nor a PCIe link, the ceilings are device_copy, h2d_copy, d2h_copy and bidir_copy.
+std::string_view row_name(const TransferMeasurement& m, BackendKind backend);
 
 // For each length in opts.kv_lens: one layer's KV host->device from pinned, then pageable memory.
 Result<std::vector<TransferMeasurement>> measure_kv_transfers(Backend& backend, Stream& stream,

@@ -6,8 +6,8 @@
 // the step's index upload and planning happen before its first kernel).
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <climits>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -15,6 +15,7 @@
 
 #include "common/bench_io.h"
 #include "common/measure.h"
+#include "common/memory_check.h"
 #include "engine/llama.h"
 #include "tierkv/page_pool.h"
 
@@ -103,32 +104,83 @@ Result<double> decode_us(Context& c, std::int32_t batch, std::int32_t kv) {
   return us;
 }
 
-int run(const Options& o) {
-  const BackendKind kind = o.backend == "cpu" ? BackendKind::kCpu
-                           : o.backend == "cuda"
-                               ? BackendKind::kCuda
-                               : (cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu);
-  auto model = model_preset(o.model);
-  if (!model.ok())
-    return std::fprintf(stderr, "tierkv-model-bench: %s\n", model.status().message().c_str()), 2;
-  ModelSpec m = *model;
-  if (o.layers > 0) m.num_layers = o.layers;
+constexpr std::string_view kTool = "tierkv-model-bench";
+
+// Pages the runs need at once: the longest prefill, or every sequence of the largest decode batch;
+// at least one allocation run of the pool.
+std::int64_t pages_needed(const Options& o, const ModelSpec& m) {
   const std::int32_t max_prefix = *std::max_element(o.prefixes.begin(), o.prefixes.end());
   const std::int32_t max_chunk = *std::max_element(o.chunks.begin(), o.chunks.end());
   const std::int32_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  const std::int64_t pages_needed =
-      std::max<std::int64_t>((max_prefix + max_chunk) / m.page_tokens + 2,
-                             std::int64_t(max_batch) * (o.decode_kv / m.page_tokens + 2));
-  auto fail = [](const Status& s) {
-    return std::fprintf(stderr, "tierkv-model-bench: %s\n", s.to_string().c_str()), 1;
-  };
-  auto backend = create_backend(kind);
-  if (!backend.ok()) return fail(backend.status());
+  return std::max({(std::int64_t(max_prefix) + max_chunk) / m.page_tokens + 2,
+                   std::int64_t(max_batch) * (o.decode_kv / m.page_tokens + 2),
+                   std::int64_t(PagePoolOptions{}.pages_per_run)});
+}
+
+// What the run allocates, at least: the page pool, the random weights (as random_llama_weights
+// makes them: embeddings and an untied LM head) and the runner's activations for its largest
+// step. All of it is device memory. Products of flag values stay far inside 64 bits (the flags'
+// ranges bound them).
+bench::MemoryNeed memory_need(const ModelSpec& m, const RunnerOptions& ro, std::int64_t pages) {
+  const std::size_t e = dtype_size(m.kv_dtype), h = std::size_t(m.hidden);
+  const std::size_t q = std::size_t(m.num_q_heads) * std::size_t(m.head_dim);
+  const std::size_t kv = std::size_t(m.num_kv_heads) * std::size_t(m.head_dim);
+  const std::size_t inter = std::size_t(m.intermediate), vocab = std::size_t(m.vocab);
+  const std::size_t layer = 2 * h + (q + 2 * kv) * h + h * q + 3 * inter * h;
+  const std::size_t weights = e * (2 * vocab * h + h + std::size_t(m.num_layers) * layer);
+  const std::size_t pool = std::size_t(pages) * std::size_t(m.page_tokens) * m.kv_bytes_per_token();
+  const std::size_t n = std::size_t(ro.max_step_tokens);
+  const std::size_t activations = e * n * (3 * h + (q + 2 * kv) + 2 * q + 3 * inter) +
+                                  std::size_t(ro.max_batch) * vocab * sizeof(float);
+  return bench::MemoryNeed{pool + weights + activations, 0};
+}
+
+int run(const Options& o) {
+  using bench::kExitFailure;
+  using bench::kExitUsage;
+  using bench::report_error;
+  auto model = model_preset(o.model);
+  if (!model.ok()) return report_error(kTool, model.status().with_context("--model"), kExitUsage);
+  ModelSpec m = *model;
+  if (o.layers > 0) m.num_layers = o.layers;
+  // Everything that can refuse the command line comes before the first measurement.
+  auto json_file = bench::OutputFile::open(o.json, "--json");
+  if (!json_file.ok()) return report_error(kTool, json_file.status(), kExitUsage);
+  auto kind = bench::backend_from_flag(o.backend);
+  if (!kind.ok()) return report_error(kTool, kind.status().with_context("--backend"), kExitUsage);
+  auto backend = create_backend(*kind);
+  if (!backend.ok()) {
+    return report_error(kTool,
+                        backend.status().with_context(
+                            "cannot use the " + std::string(backend_kind_name(*kind)) + " backend"),
+                        kExitUsage);
+  }
+  const std::int64_t pages = pages_needed(o, m);
+  RunnerOptions ro;
+  ro.max_step_tokens = std::max(*std::max_element(o.chunks.begin(), o.chunks.end()),
+                                *std::max_element(o.batches.begin(), o.batches.end()));
+  ro.max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  ro.max_pages_per_seq = std::int32_t(std::min<std::int64_t>(pages, INT32_MAX));
+  if (pages > INT32_MAX) {
+    return report_error(kTool,
+                        invalid_argument(std::to_string(pages) +
+                                         " KV pages exceed a page pool's 2^31 - 1; choose smaller "
+                                         "--prefixes, --chunks, --batches or --decode-kv"),
+                        kExitUsage);
+  }
+  if (const Status s = bench::check_memory(
+          **backend, memory_need(m, ro, pages),
+          m.name + " with " + std::to_string(pages) + " KV pages (weights, KV and activations)",
+          "Choose fewer --layers, or smaller --prefixes, --chunks, --batches or --decode-kv.");
+      !s.ok())
+    return report_error(kTool, s, kExitUsage);
+
+  auto fail = [](const Status& s) { return report_error(kTool, s, kExitFailure); };
   auto stream = (*backend)->create_stream();
   if (!stream.ok()) return fail(stream.status());
   PagePoolOptions po;
   po.model = m;
-  po.num_pages = std::int32_t(pages_needed);
+  po.num_pages = std::int32_t(pages);
   auto pool = PagePool::create(**backend, po);
   if (!pool.ok()) return fail(pool.status());
   const PagedKvView view = (*pool)->view();
@@ -143,30 +195,28 @@ int run(const Options& o) {
   }
   auto weights = random_llama_weights(**backend, **stream, m, 3);
   if (!weights.ok()) return fail(weights.status());
-  RunnerOptions ro;
-  ro.max_step_tokens = std::max(max_chunk, max_batch);
-  ro.max_batch = max_batch;
-  ro.max_pages_per_seq = std::int32_t(pages_needed);
   auto runner = LlamaRunner::create(**backend, std::move(weights).value(), view, ro);
   if (!runner.ok()) return fail(runner.status());
 
   Context c{**backend, **stream, **pool, **runner, o};
   const std::string card = (*backend)->info().name, date = bench::utc_date();
-  std::ofstream json;
-  if (!o.json.empty()) json.open(o.json);
+  std::vector<std::string> json_lines;
   bench::Progress progress("tierkv-model-bench", o.quiet);
   progress.set_total(int(o.prefixes.size() * o.chunks.size() + o.batches.size()));
   auto emit = [&](nlohmann::json j) {
     j.update({{"impl", "tierkv"},
               {"card", card},
+              {"backend", std::string(backend_kind_name(*kind))},
               {"date", date},
               {"model", m.name},
               {"layers", m.num_layers},
               {"dtype", std::string(dtype_name(m.kv_dtype))}});
-    if (json.is_open()) json << j.dump() << '\n';
+    json_lines.push_back(j.dump());
   };
-  std::printf("tierkv-model-bench  card: %s  model: %s (%d layers timed per step)  date: %s\n",
-              card.c_str(), m.name.c_str(), m.num_layers, date.c_str());
+  std::printf(
+      "tierkv-model-bench  card: %s  backend: %s  model: %s (%d layers timed per step)  date: %s\n",
+      card.c_str(), std::string(backend_kind_name(*kind)).c_str(), m.name.c_str(), m.num_layers,
+      date.c_str());
   std::printf("\nPrefill: one chunk over a cached prefix (µs per layer = step / layers)\n");
   std::printf("  chunk   prefix    step µs   µs/layer\n");
   for (std::int32_t prefix : o.prefixes) {
@@ -198,6 +248,7 @@ int run(const Options& o) {
           {"us", *us / m.num_layers}});
   }
   progress.finish();
+  if (const Status s = json_file->commit_lines(json_lines); !s.ok()) return fail(s);
   return 0;
 }
 
@@ -240,6 +291,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000));
   app.add_option("--json", o.json, "write JSON Lines here");
   app.add_flag("--quiet", o.quiet, "no progress on stderr");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return tierkv::bench::parse_error_exit(app, e);
+  }
   return tierkv::model_bench::run(o);
 }

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "common/bench_io.h"
+#include "common/memory_check.h"
 #include "measure.h"
 #include "options.h"
 #include "report.h"
@@ -11,26 +13,46 @@
 namespace tierkv::prefill_bench {
 namespace {
 
-int fail(const Status& s) {
-  std::fprintf(stderr, "tierkv-prefill-bench: %s\n", s.to_string().c_str());
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kResourceExhausted ? 2
-                                                                                                : 1;
+constexpr std::string_view kTool = "tierkv-prefill-bench";
+
+// Checks every case against the memory available now, before the first is measured.
+Status check_fits(Backend& backend, const Options& opts) {
+  for (std::int32_t prefix : opts.prefixes) {
+    for (std::int32_t chunk : opts.chunks) {
+      TIERKV_RETURN_IF_ERROR(bench::check_memory(
+          backend, case_memory(opts, chunk, prefix),
+          "chunk " + std::to_string(chunk) + " over prefix " + std::to_string(prefix),
+          "Choose smaller --chunks or --prefixes."));
+    }
+  }
+  return Status::Ok();
 }
 
 int run(int argc, char** argv) {
+  using bench::kExitFailure;
+  using bench::kExitUsage;
+  using bench::report_error;
   Options opts;
   if (const int code = parse_options(argc, argv, opts); code >= 0) return code;
+  // Everything that can refuse the command line comes before the first measurement.
+  auto report_file = bench::OutputFile::open(opts.report_path, "--report");
+  if (!report_file.ok()) return report_error(kTool, report_file.status(), kExitUsage);
+  auto json_file = bench::OutputFile::open(opts.json_path, "--json");
+  if (!json_file.ok()) return report_error(kTool, json_file.status(), kExitUsage);
   auto backend = create_backend(opts.backend, opts.device);
   if (!backend.ok()) {
-    std::fprintf(stderr, "tierkv-prefill-bench: cannot use the %s backend: %s\n",
-                 std::string(backend_kind_name(opts.backend)).c_str(),
-                 backend.status().to_string().c_str());
-    return 2;
+    return report_error(
+        kTool,
+        backend.status().with_context("cannot use the " +
+                                      std::string(backend_kind_name(opts.backend)) + " backend"),
+        kExitUsage);
   }
   apply_defaults((*backend)->info(), opts);
-  auto stream = (*backend)->create_stream();
-  if (!stream.ok()) return fail(stream.status());
+  if (const Status s = check_fits(**backend, opts); !s.ok())
+    return report_error(kTool, s, kExitUsage);
 
+  auto stream = (*backend)->create_stream();
+  if (!stream.ok()) return report_error(kTool, stream.status(), kExitFailure);
   std::vector<Measurement> ms;
   bench::Progress progress("tierkv-prefill-bench", opts.quiet);
   progress.set_total(static_cast<int>(opts.chunks.size() * opts.prefixes.size()));
@@ -38,7 +60,7 @@ int run(int argc, char** argv) {
     for (std::int32_t chunk : opts.chunks) {
       progress.step("chunk " + std::to_string(chunk) + " over prefix " + std::to_string(prefix));
       auto m = measure_prefill(**backend, **stream, opts, chunk, prefix);
-      if (!m.ok()) return fail(m.status());
+      if (!m.ok()) return report_error(kTool, m.status(), kExitFailure);
       ms.push_back(*m);
     }
   }
@@ -47,17 +69,14 @@ int run(int argc, char** argv) {
   const std::string table = render_table(info, opts, ms);
   std::fputs(table.c_str(), stdout);
   std::fflush(stdout);
-  if (!opts.report_path.empty()) {
-    if (const Status s = bench::write_lines(opts.report_path, {table}); !s.ok()) return fail(s);
-  }
-  if (!opts.json_path.empty()) {
-    if (const Status s = bench::write_lines(opts.json_path, to_jsonl(info, opts, ms)); !s.ok())
-      return fail(s);
-    if (!opts.quiet)
-      std::fprintf(stderr, "tierkv-prefill-bench: figures written to %s\n", opts.json_path.c_str());
-  }
+  if (const Status s = report_file->commit(table); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (const Status s = json_file->commit_lines(to_jsonl(info, opts, ms)); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (json_file->enabled() && !opts.quiet)
+    std::fprintf(stderr, "tierkv-prefill-bench: figures written to %s\n", opts.json_path.c_str());
   for (const Measurement& m : ms) {
-    if (!m.error.empty()) return 1;  // a wrong output makes its timing worthless
+    if (!m.error.empty()) return kExitFailure;  // a wrong output makes its timing worthless
   }
   return 0;
 }

@@ -85,11 +85,25 @@ double prefill_flops(const ModelSpec& model, std::int32_t chunk, std::int32_t pr
   return 4.0 * chunk * (prefix + (chunk + 1) / 2.0) * model.num_q_heads * model.head_dim;
 }
 
-Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Options& opts,
-                                    std::int32_t chunk, std::int32_t prefix) {
+namespace {
+
+synth::PagedBatchSpec case_spec(const Options& opts, std::int32_t chunk, std::int32_t prefix) {
   synth::PagedBatchSpec spec = synth::PagedBatchSpec::for_model(opts.model, {prefix + chunk});
   spec.q_lens = {chunk};
   spec.layout = opts.layout;
+  return spec;
+}
+
+}  // namespace
+
+bench::MemoryNeed case_memory(const Options& opts, std::int32_t chunk, std::int32_t prefix) {
+  const std::size_t set_bytes = case_spec(opts, chunk, prefix).device_bytes();
+  return bench::MemoryNeed{set_bytes, set_bytes};
+}
+
+Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Options& opts,
+                                    std::int32_t chunk, std::int32_t prefix) {
+  const synth::PagedBatchSpec spec = case_spec(opts, chunk, prefix);
   TIERKV_ASSIGN_OR_RETURN(const std::size_t free, backend.free_memory());
   const std::size_t set_bytes = spec.device_bytes();
   if (set_bytes > free / 10 * 9) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/memory_check.h"
 #include "options.h"
 #include "tierkv/backend.h"
 
@@ -29,6 +30,10 @@ struct Measurement {
 };
 
 double prefill_flops(const ModelSpec& model, std::int32_t chunk, std::int32_t prefix);
+
+// What one case holds at once: one input set on the device (more are made only while they fit),
+// and the host copy of it that the check against the CPU reference reads.
+bench::MemoryNeed case_memory(const Options& opts, std::int32_t chunk, std::int32_t prefix);
 
 Result<Measurement> measure_prefill(Backend& backend, Stream& stream, const Options& opts,
                                     std::int32_t chunk, std::int32_t prefix);

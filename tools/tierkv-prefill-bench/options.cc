@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/bench_io.h"
 #include "common/shape_flags.h"
 #include "tierkv/prefill.h"
 
@@ -74,7 +75,7 @@ int parse_options(int argc, char** argv, Options& opts) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return bench::parse_error_exit(app, e);
   }
   if (order != "auto") opts.plan.balanced_order = order == "balanced";
   if (pdl != "auto") opts.plan.programmatic_launch = pdl == "on";
@@ -82,7 +83,7 @@ int parse_options(int argc, char** argv, Options& opts) {
   auto resolved = bench::resolve_shape(shape);
   if (!resolved.ok()) {
     std::fprintf(stderr, "tierkv-prefill-bench: %s\n", resolved.status().message().c_str());
-    return 2;
+    return bench::kExitUsage;
   }
   opts.backend = resolved->backend;
   opts.device = shape.device;
@@ -96,7 +97,7 @@ int parse_options(int argc, char** argv, Options& opts) {
         "tierkv-prefill-bench: model %s has head_dim %d and GQA group %d; prefill supports "
         "head_dim 64/128 and groups 1..8\n",
         opts.model_name.c_str(), opts.model.head_dim, opts.model.gqa_group());
-    return 2;
+    return bench::kExitUsage;
   }
   return -1;
 }

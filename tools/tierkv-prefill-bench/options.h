@@ -32,7 +32,8 @@ struct Options {
   bool quiet = false;
 };
 
-// Parses argv. Returns the exit code to stop with (help printed: 0; bad flag: 2), or -1 to go on.
+// Parses argv. Returns the exit code to stop with (help printed: 0; bad flag: bench::kExitUsage),
+// or -1 to go on.
 int parse_options(int argc, char** argv, Options& opts);
 
 // Applies backend-dependent defaults to the fields the user left unset.

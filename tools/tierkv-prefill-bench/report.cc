@@ -18,6 +18,7 @@ RunInfo make_run_info(const DeviceInfo& device, BackendKind backend) {
   RunInfo r;
   r.card = device.name;
   r.backend = std::string(backend_kind_name(backend));
+  r.kind = backend;
   r.date = bench::utc_date();
   return r;
 }
@@ -26,15 +27,28 @@ std::string render_table(const RunInfo& run, const Options& opts,
                          const std::vector<Measurement>& ms) {
   std::string out;
   char line[256];
+  const bool gpu = run.kind == BackendKind::kCuda;
   std::snprintf(line, sizeof line,
-                "prefill attention, %s, %s: %d q heads, %d KV heads, head dim %d, %s, pages of %d "
-                "(%s), batch 1\n"
-                "floor = FLOPs / %.0f TFLOP/s; median of %d graph replays, L2 defeated by rotating "
-                "input sets\n\n",
-                run.card.c_str(), run.date.c_str(), opts.model.num_q_heads, opts.model.num_kv_heads,
-                opts.model.head_dim, std::string(dtype_name(opts.model.kv_dtype)).c_str(),
-                opts.model.page_tokens, opts.layout == KvLayout::kNHD ? "nhd" : "hnd",
-                opts.peak_tflops, opts.reps);
+                "prefill attention, %s (%s backend), %s: %d q heads, %d KV heads, head dim %d, %s, "
+                "pages of %d (%s), batch 1\n",
+                run.card.c_str(), run.backend.c_str(), run.date.c_str(), opts.model.num_q_heads,
+                opts.model.num_kv_heads, opts.model.head_dim,
+                std::string(dtype_name(opts.model.kv_dtype)).c_str(), opts.model.page_tokens,
+                opts.layout == KvLayout::kNHD ? "nhd" : "hnd");
+  out += line;
+  if (gpu) {
+    std::snprintf(line, sizeof line,
+                  "floor = FLOPs / %.0f TFLOP/s; median of %d graph replays, L2 defeated by "
+                  "rotating input sets\n\n",
+                  opts.peak_tflops, opts.reps);
+  } else {
+    // --peak-tflops is a GPU's rate: a floor from it says nothing about this CPU.
+    std::snprintf(line, sizeof line,
+                  "cpu backend: the CPU reference kernel on one input set, median of %d replays;\n"
+                  "no floor (--peak-tflops is a GPU's rate), the figures say nothing about a "
+                  "GPU\n\n",
+                  opts.reps);
+  }
   out += line;
   if (overridden(opts.plan)) {
     const auto flag = [](const std::optional<bool>& v, const char* on, const char* off) {
@@ -53,9 +67,11 @@ std::string render_table(const RunInfo& run, const Options& opts,
       "rel err\n";
   for (const Measurement& m : ms) {
     const double floor_us = m.flops / (opts.peak_tflops * 1e6);
-    std::snprintf(line, sizeof line,
-                  "%7d %7d %10.2f %7.1f %8.1f %9.1f %8.2f %5d %7d %5d %5d %8.1e\n", m.chunk,
-                  m.prefix, m.flops / 1e9, m.us, m.tflops(), floor_us, m.us / floor_us, m.tile_rows,
+    char floor_cells[32] = "        -        -";
+    if (gpu)
+      std::snprintf(floor_cells, sizeof floor_cells, "%9.1f %8.2f", floor_us, m.us / floor_us);
+    std::snprintf(line, sizeof line, "%7d %7d %10.2f %7.1f %8.1f %s %5d %7d %5d %5d %8.1e\n",
+                  m.chunk, m.prefix, m.flops / 1e9, m.us, m.tflops(), floor_cells, m.tile_rows,
                   m.splits, m.work_items, m.sets, m.rel_l2_error);
     out += line;
     if (!m.error.empty()) out += "        ^ WRONG OUTPUT: " + m.error + "\n";
@@ -95,8 +111,9 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts,
                      {"us", m.us},
                      {"us_min", m.us_min},
                      {"tflops", m.tflops()},
-                     {"floor_us", m.flops / (opts.peak_tflops * 1e6)},
                      {"rel_l2_error", m.rel_l2_error}};
+    // Against a GPU's rate: on the cuda backend only.
+    if (run.kind == BackendKind::kCuda) j["floor_us"] = m.flops / (opts.peak_tflops * 1e6);
     // Set only when the run overrode the planner (0: its choice).
     if (overridden(opts.plan)) {
       j["plan_override"] = {{"tile_rows", opts.plan.tile_rows}, {"splits", opts.plan.splits}};

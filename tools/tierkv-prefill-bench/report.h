@@ -15,6 +15,7 @@ struct RunInfo {
   std::string card;  // device name as the driver reports it
   std::string date;  // UTC YYYY-MM-DD
   std::string backend;
+  BackendKind kind = BackendKind::kCpu;
 };
 RunInfo make_run_info(const DeviceInfo& device, BackendKind backend);
 

@@ -81,7 +81,7 @@ Result<BidirRow> measure_both(Bench& b, const Results& r, const LayoutSpec& layo
   TIERKV_RETURN_IF_ERROR(b.other.synchronize());
   Status ok = verify_save(p, a);
   if (ok.ok()) ok = verify_load(p, a, b.stream, false);
-  if (!ok.ok()) return ok.with_context(impl.name() + " bidir " + layout.label());
+  if (!ok.ok()) return ok.with_context(impl.name(b.backend.kind()) + " bidir " + layout.label());
   row.runs = load.size();
   row.bytes = 2 * load.size() * p.run_bytes;
   return row;
@@ -101,7 +101,7 @@ Status run_bidir(Bench& b, Results& r) {
   r.bidir.push_back(row);
   for (const LayoutSpec& layout : scattered_layouts(b.opts)) {
     for (const ImplSpec& impl : scattered_impls(b.opts.sm_blocks, b.engine)) {
-      b.progress.step("bidir " + layout.label() + " " + impl.name());
+      b.progress.step("bidir " + layout.label() + " " + impl.name(b.backend.kind()));
       TIERKV_ASSIGN_OR_RETURN(row, measure_both(b, r, layout, impl));
       r.bidir.push_back(row);
     }

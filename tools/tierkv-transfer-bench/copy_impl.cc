@@ -4,23 +4,25 @@
 
 namespace tierkv::transfer_bench {
 
-std::string ImplSpec::name() const {
+std::string ImplSpec::name(BackendKind backend) const {
+  const bool cpu = backend != BackendKind::kCuda;
   switch (impl) {
     case CopyImpl::kLargeCopy:
       return "one-large-copy";
     case CopyImpl::kMemcpyEach:
-      return "cudaMemcpyAsync";
+      return cpu ? "cpu-copy-per-run" : "cudaMemcpyAsync";
     case CopyImpl::kCopyEngine:
-      return "tierkv-copy-engine";
+      return cpu ? "cpu-copy-engine-path" : "tierkv-copy-engine";
     case CopyImpl::kSmKernel:
-      return "tierkv-sm-kernel-" + std::to_string(blocks);
+      return (cpu ? "cpu-sm-kernel-path-" : "tierkv-sm-kernel-") + std::to_string(blocks);
     case CopyImpl::kEngine:
-      return "tierkv-engine";
+      return cpu ? "cpu-engine" : "tierkv-engine";
   }
   return "?";
 }
 
-std::string_view ImplSpec::path() const {
+std::string_view ImplSpec::path(BackendKind backend) const {
+  if (backend != BackendKind::kCuda) return "cpu";
   if (impl == CopyImpl::kEngine) return copy_path_name(chosen);
   return impl == CopyImpl::kSmKernel ? "sm-kernel" : "copy-engine";
 }

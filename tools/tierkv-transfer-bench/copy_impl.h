@@ -11,12 +11,15 @@
 
 namespace tierkv::transfer_bench {
 
+// Names on the cuda backend, then on the cpu backend (where every one of them is a memcpy on the
+// stream's worker thread, so the cpu names say "cpu" and which path was asked for, never a CUDA
+// call or a GPU part).
 enum class CopyImpl : std::uint8_t {
-  kLargeCopy,   // "one-large-copy": Stream::copy of one contiguous run (needs exactly one run)
-  kMemcpyEach,  // "cudaMemcpyAsync": one runtime call per run (Stream::copy per run on cpu)
-  kCopyEngine,  // "tierkv-copy-engine": Backend::copy_runs, CopyPath::kCopyEngine
-  kSmKernel,    // "tierkv-sm-kernel-<blocks>": Backend::copy_runs, CopyPath::kSmKernel
-  kEngine,      // "tierkv-engine": the transfer engine's own choice of path for these runs
+  kLargeCopy,   // "one-large-copy" (both): Stream::copy of one contiguous run (needs one run)
+  kMemcpyEach,  // "cudaMemcpyAsync" / "cpu-copy-per-run": one copy call per run
+  kCopyEngine,  // "tierkv-copy-engine" / "cpu-copy-engine-path": copy_runs, kCopyEngine
+  kSmKernel,    // "tierkv-sm-kernel-<blocks>" / "cpu-sm-kernel-path-<blocks>": copy_runs, kSmKernel
+  kEngine,      // "tierkv-engine" / "cpu-engine": the transfer engine's choice of path
 };
 
 struct ImplSpec {
@@ -25,10 +28,11 @@ struct ImplSpec {
   TransferEngine* engine = nullptr;  // kEngine: the engine that chooses
   bool compute_beside = false;       // kEngine: what the engine is told about compute beside it
 
-  std::string name() const;
-  // "copy-engine" or "sm-kernel": which hardware moves the bytes (for kEngine, what it chose
-  // for the runs given to resolved_for()).
-  std::string_view path() const;
+  // The name rows measured on `backend` carry (see CopyImpl).
+  std::string name(BackendKind backend) const;
+  // Which hardware moves the bytes: "copy-engine" or "sm-kernel" on the cuda backend (for kEngine,
+  // what it chose for the runs given to resolved_for()); "cpu" on the cpu backend.
+  std::string_view path(BackendKind backend) const;
   // A copy that records the path the engine chooses for `runs` (kEngine; the others are fixed).
   ImplSpec resolved_for(std::span<const CopyRun> runs) const;
 

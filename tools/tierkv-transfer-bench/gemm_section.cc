@@ -125,7 +125,7 @@ Result<GemmRow> measure_beside(Bench& b, Gemm& gemm, const LoadPath& path) {
   for (int round = 0; round < kRounds; ++round)
     TIERKV_RETURN_IF_ERROR(one_round(b, gemm, path, runs, s));
   if (const Status ok = verify_load(p, a, b.stream, true); !ok.ok())
-    return ok.with_context(path.impl.name() + " load beside the GEMM");
+    return ok.with_context(path.impl.name(b.backend.kind()) + " load beside the GEMM");
   GemmRow row;
   row.impl = path.impl.resolved_for(runs);
   row.run_bytes = p.run_bytes;
@@ -170,7 +170,7 @@ Status run_gemm(Bench& b, Results& r) {
   g.us = bench::median(alone) * 1e3;
   r.gemm = g;
   for (const LoadPath& path : load_paths(b.opts, b.engine)) {
-    b.progress.step("GEMM beside " + path.impl.name() + " (" + path.what + ")");
+    b.progress.step("GEMM beside " + path.impl.name(b.backend.kind()) + " (" + path.what + ")");
     TIERKV_ASSIGN_OR_RETURN(GemmRow row, measure_beside(b, gemm, path));
     r.gemm_rows.push_back(row);
   }

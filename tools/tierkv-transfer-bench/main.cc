@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <string>
 
+#include "common/bench_io.h"
+#include "common/memory_check.h"
 #include "options.h"
 #include "results.h"
 #include "sections.h"
@@ -12,13 +14,7 @@
 namespace tierkv::transfer_bench {
 namespace {
 
-int fail(const Status& s) {
-  std::fprintf(stderr, "tierkv-transfer-bench: %s\n", s.to_string().c_str());
-  const bool usage = s.code() == StatusCode::kInvalidArgument ||
-                     s.code() == StatusCode::kResourceExhausted ||
-                     s.code() == StatusCode::kUnavailable;
-  return usage ? 2 : 1;
-}
+constexpr std::string_view kTool = "tierkv-transfer-bench";
 
 Status run_sections(Bench& b, Results& r) {
   const Options& o = b.opts;
@@ -51,29 +47,40 @@ Status run(Backend& backend, const Options& opts, Results& r) {
 }
 
 int main_impl(int argc, char** argv) {
+  using bench::kExitFailure;
+  using bench::kExitUsage;
+  using bench::report_error;
   Options opts;
   if (const int code = parse_options(argc, argv, opts); code >= 0) return code;
+  // Everything that can refuse the command line comes before the first measurement.
+  auto json_file = bench::OutputFile::open(opts.json_path, "--json");
+  if (!json_file.ok()) return report_error(kTool, json_file.status(), kExitUsage);
   auto backend = create_backend(opts.backend, opts.device);
   if (!backend.ok()) {
-    std::fprintf(stderr, "tierkv-transfer-bench: cannot use the %s backend: %s\n",
-                 std::string(backend_kind_name(opts.backend)).c_str(),
-                 backend.status().to_string().c_str());
-    return 2;
+    return report_error(
+        kTool,
+        backend.status().with_context("cannot use the " +
+                                      std::string(backend_kind_name(opts.backend)) + " backend"),
+        kExitUsage);
   }
-  if (const Status s = finish_options((*backend)->info(), opts); !s.ok()) return fail(s);
-  Results results;
-  if (const Status s = run(**backend, opts, results); !s.ok()) return fail(s);
+  if (const Status s = finish_options((*backend)->info(), opts); !s.ok())
+    return report_error(kTool, s, kExitUsage);
+  if (const Status s =
+          bench::check_memory(**backend, memory_need(opts, (*backend)->kind()), "this run",
+                              "Choose a smaller --total-mib or --pool-mib.");
+      !s.ok())
+    return report_error(kTool, s, kExitUsage);
 
+  Results results;
+  if (const Status s = run(**backend, opts, results); !s.ok())
+    return report_error(kTool, s, kExitFailure);
   const RunInfo info = make_run_info((*backend)->info());
   std::fputs(render_report(info, opts, results).c_str(), stdout);
   std::fflush(stdout);
-  if (!opts.json_path.empty()) {
-    if (const Status s = bench::write_lines(opts.json_path, to_jsonl(info, opts, results)); !s.ok())
-      return fail(s);
-    if (!opts.quiet)
-      std::fprintf(stderr, "tierkv-transfer-bench: figures written to %s\n",
-                   opts.json_path.c_str());
-  }
+  if (const Status s = json_file->commit_lines(to_jsonl(info, opts, results)); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (json_file->enabled() && !opts.quiet)
+    std::fprintf(stderr, "tierkv-transfer-bench: figures written to %s\n", opts.json_path.c_str());
   return 0;
 }
 

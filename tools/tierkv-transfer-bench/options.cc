@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/bench_io.h"
 #include "layout.h"
+#include "peers.h"
 
 namespace tierkv::transfer_bench {
 namespace {
@@ -83,7 +85,7 @@ int parse_options(int argc, char** argv, Options& opts) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return bench::parse_error_exit(app, e);
   }
   if (backend == "auto") {
     opts.backend = cuda_device_count() > 0 ? BackendKind::kCuda : BackendKind::kCpu;
@@ -125,6 +127,19 @@ Status finish_options(const DeviceInfo& device, Options& opts) {
     }
   }
   return Status::Ok();
+}
+
+bench::MemoryNeed memory_need(const Options& opts, BackendKind backend) {
+  bench::MemoryNeed need;
+  need.device = opts.pool_bytes();
+  need.host = 2 * opts.total_bytes() + opts.pool_bytes();
+  if (backend == BackendKind::kCuda && opts.has_section("gemm")) {
+    const GemmShape g;
+    const std::size_t elems =
+        std::size_t(g.m) * g.k + std::size_t(g.n) * g.k + std::size_t(g.m) * g.n;
+    need.device += 2 * elems + (std::size_t{32} << 20);  // bf16 A, B, C and cuBLASLt's workspace
+  }
+  return need;
 }
 
 }  // namespace tierkv::transfer_bench

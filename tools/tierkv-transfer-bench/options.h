@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/memory_check.h"
 #include "tierkv/backend.h"
 
 namespace tierkv::transfer_bench {
@@ -34,11 +35,16 @@ struct Options {
 };
 
 // Parses argv into `opts`. Returns the exit code when the program should stop now (help printed:
-// 0; a bad flag reported on stderr: 2), or -1 to go on.
+// 0; a bad flag reported on stderr: bench::kExitUsage), or -1 to go on.
 int parse_options(int argc, char** argv, Options& opts);
 
 // Fills what the user left unset with the defaults of `device`'s backend, then checks that the
 // sizes fit together. InvalidArgument naming the flag when they do not.
 Status finish_options(const DeviceInfo& device, Options& opts);
+
+// What a run of finished `opts` allocates on `backend`: the device page pool (and the GEMM's
+// operands and workspace when the gemm section runs on cuda), and pinned host memory for the load
+// sources, the save targets and a copy of the pool to check against.
+bench::MemoryNeed memory_need(const Options& opts, BackendKind backend);
 
 }  // namespace tierkv::transfer_bench

@@ -66,7 +66,8 @@ Result<TransferRow> measure_direction(Bench& b, const LayoutSpec& layout, const 
                           }));
   const Status ok = to_device ? verify_load(p, a, b.stream, true) : verify_save(p, a);
   if (!ok.ok())
-    return ok.with_context(impl.name() + " " + (to_device ? "h2d" : "d2h") + " " + layout.label());
+    return ok.with_context(impl.name(b.backend.kind()) + " " + (to_device ? "h2d" : "d2h") + " " +
+                           layout.label());
   TransferRow row;
   row.layout = layout;
   row.impl = impl.resolved_for(runs);
@@ -85,14 +86,14 @@ Status measure_layout(Bench& b, const LayoutSpec& layout, const std::vector<Impl
                       std::vector<TransferRow>& out) {
   const Placement p = place(layout, b.arena.total_bytes, b.arena.pool.size(), b.opts.seed);
   for (const ImplSpec& impl : impls) {
-    b.progress.step("h2d " + layout.label() + " " + impl.name());
+    b.progress.step("h2d " + layout.label() + " " + impl.name(b.backend.kind()));
     TIERKV_ASSIGN_OR_RETURN(TransferRow row, measure_direction(b, layout, p, impl, true));
     out.push_back(row);
   }
   TIERKV_RETURN_IF_ERROR(randomize_pool(b.backend, b.arena, b.stream, b.opts.seed));
   TIERKV_RETURN_IF_ERROR(snapshot_pool(b.arena, b.stream));
   for (const ImplSpec& impl : impls) {
-    b.progress.step("d2h " + layout.label() + " " + impl.name());
+    b.progress.step("d2h " + layout.label() + " " + impl.name(b.backend.kind()));
     TIERKV_ASSIGN_OR_RETURN(TransferRow row, measure_direction(b, layout, p, impl, false));
     out.push_back(row);
   }

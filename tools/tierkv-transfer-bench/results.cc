@@ -23,21 +23,22 @@ const char* holds(const LayoutSpec& l) {
   return l.kase == LayoutCase::kLarge ? "contiguous" : "k_or_v";
 }
 
-json case_fields(const LayoutSpec& l, const ImplSpec& i, std::size_t runs, std::size_t pool) {
+json case_fields(const RunInfo& run, const LayoutSpec& l, const ImplSpec& i, std::size_t runs,
+                 std::size_t pool) {
   return json{{"case", std::string(layout_case_name(l.kase))},
               {"page_tokens", l.page_tokens},
               {"page_bytes", l.run_bytes},
               {"run_holds", holds(l)},
               {"runs", runs},
               {"pool_bytes", pool},
-              {"path", std::string(i.path())},
+              {"path", std::string(i.path(run.kind))},
               {"blocks", i.blocks}};
 }
 
 json transfer_json(const RunInfo& run, const Options& opts, const Results& r,
                    const TransferRow& t) {
-  json j = common(run, "transfer", t.impl.name());
-  j.update(case_fields(t.layout, t.impl, t.runs, opts.pool_bytes()));
+  json j = common(run, "transfer", t.impl.name(run.kind));
+  j.update(case_fields(run, t.layout, t.impl, t.runs, opts.pool_bytes()));
   j.update(json{{"direction", t.to_device ? "h2d" : "d2h"},
                 {"bytes", t.bytes},
                 {"us", t.us},
@@ -47,8 +48,8 @@ json transfer_json(const RunInfo& run, const Options& opts, const Results& r,
 }
 
 json bidir_json(const RunInfo& run, const Options& opts, const BidirRow& b, double large_bidir) {
-  json j = common(run, "transfer_bidir", b.impl.name());
-  j.update(case_fields(b.layout, b.impl, b.runs, opts.pool_bytes()));
+  json j = common(run, "transfer_bidir", b.impl.name(run.kind));
+  j.update(case_fields(run, b.layout, b.impl, b.runs, opts.pool_bytes()));
   j.update(json{{"direction", "bidir"},
                 {"bytes", b.bytes},
                 {"us", b.us},
@@ -66,8 +67,8 @@ json gemm_shape(const GemmShape& s) {
 }
 
 json gemm_row_json(const RunInfo& run, const Options& opts, const Results& r, const GemmRow& g) {
-  json j = common(run, "gemm_beside_load", g.impl.name());
-  j.update(json{{"path", std::string(g.impl.path())},
+  json j = common(run, "gemm_beside_load", g.impl.name(run.kind));
+  j.update(json{{"path", std::string(g.impl.path(run.kind))},
                 {"blocks", g.impl.blocks},
                 {"page_tokens", g.page_tokens},
                 {"page_bytes", g.run_bytes},
@@ -95,6 +96,7 @@ RunInfo make_run_info(const DeviceInfo& device) {
   RunInfo r;
   r.card = device.name;
   r.backend = std::string(backend_kind_name(device.backend));
+  r.kind = device.backend;
   r.date = bench::utc_date();
   return r;
 }
