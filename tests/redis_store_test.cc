@@ -5,13 +5,16 @@
 // replaced by another identity's); a three-node cluster (spread, MOVED, ASK, a node lost).
 // Skipped, saying why, when redis-server or redis-cli is not on PATH.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "store_checks.h"
+#include "tiers/redis/flat_reader.h"
 #include "tiers/redis/layout.h"
 #include "tiers/redis/slots.h"
 #include "tiers/redis/testing/local_redis.h"
@@ -228,6 +232,62 @@ TEST(RedisSlots, MatchRedisCluster) {
   EXPECT_EQ(l.value_key(4), l.header_key().substr(0, l.header_key().size() - 1) + "1.1");
   EXPECT_FALSE(RecordLayout::valid_parts(10, 6));  // 2+2+2+2+2+0: an empty part
   EXPECT_TRUE(RecordLayout::valid_parts(10, 4));
+}
+
+// The flat reply reader over a socket pair, the stream cut into pieces of every kind.
+TEST(RedisFlatReader, ParsesAnyChunkingAndDeliversIntoTheSink) {
+  std::string big(40000, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = char(i * 7 + 3);
+  const std::string stream = "+OK\r\n*4\r\n$5\r\nhello\r\n$-1\r\n$" + std::to_string(big.size()) +
+                             "\r\n" + big + "\r\n:7\r\n:42\r\n-ERR no\r\n*0\r\n$3\r\nabc\r\n";
+  for (std::size_t chunk : {std::size_t(1), std::size_t(7), std::size_t(4096), stream.size()}) {
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    redis::FlatReader reader;
+    std::vector<std::uint8_t> small(5), large(big.size());
+    redis::ReplySink sink;
+    sink.targets = {small, {}, large, {}};
+    std::vector<redis::ReplyPtr> replies;
+    for (std::size_t off = 0; off < stream.size(); off += chunk) {
+      std::size_t n = std::min(chunk, stream.size() - off);
+      ASSERT_EQ(::write(fds[1], stream.data() + off, n), ssize_t(n));
+      bool would_block = false;
+      while (!would_block && replies.size() < 6)
+        ASSERT_OK(reader.pump(fds[0], &replies, 6, &sink, &would_block));
+    }
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ASSERT_EQ(replies.size(), 6u) << "chunk " << chunk;
+    EXPECT_TRUE(redis::is_status(replies[0].get(), "OK"));
+    const redisReply* a = replies[1].get();
+    ASSERT_EQ(a->type, REDIS_REPLY_ARRAY);
+    ASSERT_EQ(a->elements, 4u);
+    EXPECT_TRUE(redis::delivered(a->element[0]));
+    EXPECT_EQ(std::string(small.begin(), small.end()), "hello");
+    EXPECT_TRUE(redis::is_nil(a->element[1]));
+    EXPECT_TRUE(redis::delivered(a->element[2]));
+    EXPECT_TRUE(std::equal(large.begin(), large.end(), big.begin(), [](std::uint8_t x, char y) {
+      return x == std::uint8_t(y);
+    }));
+    EXPECT_EQ(a->element[3]->integer, 7);
+    EXPECT_EQ(replies[2]->integer, 42);
+    EXPECT_EQ(reply_text(replies[3].get()), "ERR no");
+    EXPECT_EQ(replies[4]->type, REDIS_REPLY_ARRAY);
+    EXPECT_EQ(replies[4]->elements, 0u);
+    EXPECT_EQ(reply_text(replies[5].get()), "abc");  // no sink target: an ordinary string
+    EXPECT_TRUE(reader.idle());
+  }
+  // A nested array is refused, not misread.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  const std::string nested = "*1\r\n*1\r\n:1\r\n";
+  ASSERT_EQ(::write(fds[1], nested.data(), nested.size()), ssize_t(nested.size()));
+  redis::FlatReader reader;
+  std::vector<redis::ReplyPtr> replies;
+  bool would_block = false;
+  EXPECT_EQ(reader.pump(fds[0], &replies, 1, nullptr, &would_block).code(), StatusCode::kDataLoss);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 TEST(RedisStoreOptionsTest, RefusesBadOptions) {

@@ -78,7 +78,6 @@ Result<std::unique_ptr<Connection>> Connection::open(const ConnectParams& params
                        " (is redis-server running there?)");
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  c->reader->fn = sink_reply_functions();
   c->reader->maxbuf = kReaderKeep;
   if (!params.password.empty()) {
     CommandBatch auth;
@@ -122,7 +121,17 @@ Status Connection::send_some(std::vector<iovec>& iov, std::size_t& first) {
   return Status::Ok();
 }
 
-Status Connection::receive_some(std::vector<ReplyPtr>* replies, std::size_t want) {
+Status Connection::receive_some(std::vector<ReplyPtr>* replies, std::size_t want,
+                                ReplySink* sink) {
+  if (sink != nullptr) {
+    bool would_block = false;
+    Status s = flat_.pump(ctx_->fd, replies, want, sink, &would_block);
+    if (!s.ok()) return fail(unavailable("redis at " + peer_ + ": " + s.message()));
+    if (replies->size() == want && !flat_.idle())
+      return fail(unavailable("redis at " + peer_ + " sent more than the replies asked for"));
+    used_ = used_ || !replies->empty();
+    return Status::Ok();
+  }
   // Replies are taken after every read so that the reader's buffer holds at most about one value.
   for (int i = 0; i < 64 && replies->size() < want; ++i) {
     ssize_t n = ::recv(ctx_->fd, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
@@ -160,19 +169,17 @@ Status Connection::exchange(const CommandBatch& batch, Deadline deadline,
   const std::size_t want = std::size_t(batch.commands());
   std::vector<iovec> iov = batch.iovecs();
   std::size_t first = 0;
-  ctx_->reader->privdata = sink;
-  struct ClearSink {
-    redisContext* c;
-    ~ClearSink() { c->reader->privdata = nullptr; }
-  } clear_sink{ctx_};
+  if (ctx_->reader->pos != ctx_->reader->len || !flat_.idle())
+    return fail(internal_error("redis connection to " + peer_ + " has unread bytes"));
   for (;;) {
     TIERKV_RETURN_IF_ERROR(send_some(iov, first));
-    TIERKV_RETURN_IF_ERROR(take_replies(replies, want));
+    if (sink == nullptr) TIERKV_RETURN_IF_ERROR(take_replies(replies, want));
     if (replies->size() == want) return Status::Ok();
     short rev = 0;
     short events = POLLIN | (first < iov.size() ? POLLOUT : 0);
     TIERKV_RETURN_IF_ERROR(wait(events, deadline, &rev));
-    if (rev & (POLLIN | POLLERR | POLLHUP)) TIERKV_RETURN_IF_ERROR(receive_some(replies, want));
+    if (rev & (POLLIN | POLLERR | POLLHUP))
+      TIERKV_RETURN_IF_ERROR(receive_some(replies, want, sink));
   }
 }
 

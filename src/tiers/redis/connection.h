@@ -2,7 +2,9 @@
 //
 // hiredis makes the TCP connection (non-blocking) and parses replies; the I/O loop is ours: it
 // sends a CommandBatch with vectored non-blocking sends (MSG_NOSIGNAL: a closed peer is an error,
-// never SIGPIPE), reads with poll() against the caller's deadline, and feeds hiredis's reader.
+// never SIGPIPE), reads with poll() against the caller's deadline, and feeds hiredis's reader
+// (or, for an exchange with a ReplySink, the FlatReader, which receives values straight into the
+// sink's targets).
 // A connection on which anything failed (a timeout, a broken socket, a protocol error) is
 // broken() for good: its replies can no longer be matched to its commands. Error replies from the
 // server are replies, not failures.
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tiers/redis/flat_reader.h"
 #include "tiers/redis/resp.h"
 #include "tierkv/status.h"
 
@@ -43,9 +46,10 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // Sends `batch` and reads one reply per command into `replies` (replaced), all before
-  // `deadline`. With a sink, bulk strings it asks for land in its targets (resp.h). On any error
-  // but an error reply the connection is broken() and `replies` is unspecified:
-  // DeadlineExceeded on the deadline, Unavailable when the connection was closed or failed.
+  // `deadline`. With a sink, bulk strings it asks for land in its targets (resp.h), and the
+  // replies must be flat (lines, bulk strings, arrays of those: an MGET's). On any error but an
+  // error reply the connection is broken() and `replies` is unspecified: DeadlineExceeded on the
+  // deadline, Unavailable when the connection was closed or failed or a reply was malformed.
   Status exchange(const CommandBatch& batch, Deadline deadline, std::vector<ReplyPtr>* replies,
                   ReplySink* sink = nullptr);
 
@@ -61,11 +65,12 @@ class Connection {
   Connection(redisContext* c, std::string peer);
   Status fail(Status s);
   Status send_some(std::vector<iovec>& iov, std::size_t& first);
-  Status receive_some(std::vector<ReplyPtr>* replies, std::size_t want);
+  Status receive_some(std::vector<ReplyPtr>* replies, std::size_t want, ReplySink* sink);
   Status take_replies(std::vector<ReplyPtr>* replies, std::size_t want);
   Status wait(short events, Deadline deadline, short* revents);
 
   redisContext* ctx_;
+  FlatReader flat_;
   std::string peer_;  // "host:port", for messages
   std::vector<char> rbuf_;
   std::string error_;

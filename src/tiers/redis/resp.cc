@@ -3,7 +3,6 @@
 #include <hiredis/hiredis.h>
 
 #include <charconv>
-#include <cstdlib>
 #include <cstring>
 
 namespace tierkv::redis {
@@ -84,99 +83,6 @@ std::vector<iovec> CommandBatch::iovecs() const {
     v.push_back({const_cast<void*>(base), s.len});
   }
   return v;
-}
-
-// ---- reply objects with a sink -----------------------------------------------------------------
-// The same objects hiredis's default functions build (freeReplyObject frees them), except that a
-// bulk string a ReplySink asks for is copied into its target instead of a fresh allocation.
-
-namespace {
-
-redisReply* new_reply(int type) {
-  auto* r = static_cast<redisReply*>(std::calloc(1, sizeof(redisReply)));
-  if (r) r->type = type;
-  return r;
-}
-
-void attach(const redisReadTask* task, redisReply* r) {
-  if (task->parent) {
-    auto* parent = static_cast<redisReply*>(task->parent->obj);
-    parent->element[task->idx] = r;
-  }
-}
-
-std::span<std::uint8_t>* sink_target(const redisReadTask* task, std::size_t len) {
-  auto* sink = static_cast<ReplySink*>(task->privdata);
-  if (sink == nullptr || task->type != REDIS_REPLY_STRING || task->parent == nullptr ||
-      task->parent->parent != nullptr)
-    return nullptr;
-  if (std::size_t(task->parent->elements) != sink->targets.size()) return nullptr;
-  std::span<std::uint8_t>& t = sink->targets[std::size_t(task->idx)];
-  return t.size() == len ? &t : nullptr;
-}
-
-void* create_string(const redisReadTask* task, char* str, std::size_t len) {
-  redisReply* r = new_reply(task->type);
-  if (r == nullptr) return nullptr;
-  if (std::span<std::uint8_t>* t = sink_target(task, len)) {
-    std::memcpy(t->data(), str, len);
-    r->integer = 1;
-  } else {
-    r->str = static_cast<char*>(std::malloc(len + 1));
-    if (r->str == nullptr) {
-      std::free(r);
-      return nullptr;
-    }
-    std::memcpy(r->str, str, len);
-    r->str[len] = '\0';
-  }
-  r->len = len;
-  attach(task, r);
-  return r;
-}
-
-void* create_array(const redisReadTask* task, int elements) {
-  redisReply* r = new_reply(REDIS_REPLY_ARRAY);
-  if (r == nullptr) return nullptr;
-  if (elements > 0) {
-    r->element = static_cast<redisReply**>(std::calloc(std::size_t(elements), sizeof(redisReply*)));
-    if (r->element == nullptr) {
-      std::free(r);
-      return nullptr;
-    }
-  }
-  r->elements = std::size_t(elements);
-  attach(task, r);
-  return r;
-}
-
-void* create_integer(const redisReadTask* task, long long value) {
-  redisReply* r = new_reply(REDIS_REPLY_INTEGER);
-  if (r == nullptr) return nullptr;
-  r->integer = value;
-  attach(task, r);
-  return r;
-}
-
-void* create_nil(const redisReadTask* task) {
-  redisReply* r = new_reply(REDIS_REPLY_NIL);
-  if (r == nullptr) return nullptr;
-  attach(task, r);
-  return r;
-}
-
-}  // namespace
-
-redisReplyObjectFunctions* sink_reply_functions() {
-#if HIREDIS_MAJOR >= 1
-  static redisReplyObjectFunctions fns = {create_string, create_array, create_integer,
-                                          nullptr,       create_nil,   nullptr,
-                                          freeReplyObject};
-#else
-  static redisReplyObjectFunctions fns = {create_string, create_array, create_integer, create_nil,
-                                          freeReplyObject};
-#endif
-  return &fns;
 }
 
 bool delivered(const redisReply* r) {

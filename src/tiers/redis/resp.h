@@ -19,7 +19,6 @@
 #include <vector>
 
 struct redisReply;
-struct redisReplyObjectFunctions;
 
 namespace tierkv::redis {
 
@@ -62,20 +61,16 @@ class CommandBatch {
   std::size_t bytes_ = 0;
 };
 
-// Where the bulk strings of one array reply go: element i of the first top-level array reply of
-// exactly `targets.size()` elements is copied into targets[i] when its length equals that target's
-// size (and kept as an ordinary reply otherwise). A delivered element's reply has str == nullptr,
-// its len, and integer == 1.
+// Where the bulk strings of one array reply go: element i of a top-level array reply of exactly
+// `targets.size()` elements is received straight into targets[i] when its length equals that
+// target's size (and kept as an ordinary reply otherwise). Such a delivered element's reply has
+// str == nullptr, its len, and integer == 1. (flat_reader.h does the receiving.)
 struct ReplySink {
   std::vector<std::span<std::uint8_t>> targets;
 };
 
 // Whether a reply element was delivered into a ReplySink target.
 bool delivered(const redisReply* r);
-
-// The reader functions that honour a ReplySink (set as the reader's privdata) and otherwise build
-// the same objects as hiredis's defaults.
-redisReplyObjectFunctions* sink_reply_functions();
 
 // Reply helpers.
 bool is_error(const redisReply* r);
