@@ -14,11 +14,9 @@
 namespace tierkv::redis {
 namespace {
 
-// Reads land here before hiredis's reader takes them; one recv() moves up to this much.
-constexpr std::size_t kReadChunk = std::size_t(256) << 10;
-// The reader keeps a buffer of up to this much between replies instead of freeing it each time
-// (hiredis's default, 16 KiB, would free and regrow it for every large value).
-constexpr std::size_t kReaderKeep = std::size_t(4) << 20;
+// Replies for hiredis's reader land here first; one recv() moves up to this much. (Record
+// values do not come this way: exchanges with a ReplySink use the FlatReader.)
+constexpr std::size_t kReadChunk = std::size_t(64) << 10;
 
 std::string errno_text(int e) { return std::strerror(e); }
 
@@ -78,7 +76,6 @@ Result<std::unique_ptr<Connection>> Connection::open(const ConnectParams& params
                        " (is redis-server running there?)");
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  c->reader->maxbuf = kReaderKeep;
   if (!params.password.empty()) {
     CommandBatch auth;
     if (params.username.empty()) {
@@ -132,7 +129,7 @@ Status Connection::receive_some(std::vector<ReplyPtr>* replies, std::size_t want
     used_ = used_ || !replies->empty();
     return Status::Ok();
   }
-  // Replies are taken after every read so that the reader's buffer holds at most about one value.
+  // Replies are taken after every read, so that the reader's buffer stays small.
   for (int i = 0; i < 64 && replies->size() < want; ++i) {
     ssize_t n = ::recv(ctx_->fd, rbuf_.data(), rbuf_.size(), MSG_DONTWAIT);
     if (n < 0) {
