@@ -10,8 +10,9 @@
 //                                                                 is larger than max_value_bytes
 //
 // write() sends the payload values and then the header in one MULTI/EXEC on the record's node, so
-// a reader sees all of a record or none of it; read() fetches them with one MGET (atomic as well)
-// and verifies the header and every layer's checksum before it reports a hit. Each call is one
+// a reader sees all of a record or none of it; read() fetches them with one MGET (atomic as well),
+// receiving each value from the socket straight into the caller's buffer, and verifies the header
+// and every layer's checksum before it reports a hit. Each call is one
 // round trip (plus redirections in a cluster), pipelined on one connection, and bounded by
 // command_timeout: a dead, paused or flushed server turns into misses (Unavailable,
 // DeadlineExceeded, NotFound), never a hang. Connections are pooled per node and re-made by
