@@ -12,6 +12,9 @@
 #include "fuzz/record_header_fuzz.h"
 #include "store_checks.h"
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 namespace tierkv {
 namespace {
 
@@ -30,6 +33,18 @@ TEST(RecordTest, HeaderSizeIsBlockAligned) {
   EXPECT_EQ(record_header_size(246), 4096u);
   EXPECT_EQ(record_header_size(247), 8192u);
   EXPECT_EQ(record_header_size(kRecordMaxLayers) % kRecordAlign, 0u);
+}
+
+// The checksum is XXH3-64 whatever instruction set computes it (record.cc picks AVX2 at run
+// time where the CPU has it; this test's copy is the baseline build).
+TEST(RecordTest, ChecksumIsXxh3OnEveryPath) {
+  std::vector<std::uint8_t> b(100000);
+  fill_payload(9, b);
+  for (std::size_t n : {0, 1, 17, 240, 1023, 1024, 4096, 99999, 100000})
+    for (std::uint64_t seed : {0ull, 1ull, 31ull})
+      EXPECT_EQ(record_checksum(std::span(b).first(n), seed),
+                XXH3_64bits_withSeed(b.data(), n, seed))
+          << n;
 }
 
 TEST(RecordTest, EncodeParseRoundTrip) {

@@ -3,56 +3,83 @@
 #
 #   bench/disk/run.sh [DIR] [RECORDS] [OUT_PREFIX]
 #
-# DIR (default /var/tmp/tierkv-disk-bench) must be on the file system to measure; RECORDS (default
-# 16) records of 32 layers x 1 MiB (one Llama-3.1-8B chunk of 256 tokens, 32 MiB) are written and
-# read back 3 times by disk_bench (BUILD_DIR/bench/disk/disk_bench, default build/), then fio
-# moves the same bytes with O_DIRECT through io_uring: in 32 MiB blocks one at a time, and in
-# 1 MiB blocks 32 in flight (what the store does inside one record). Prints JSON Lines (schema:
-# bench/peers/README.md; bench "disk", impl "tierkv" or "fio") and a side-by-side table; with
-# OUT_PREFIX, writes OUT_PREFIX.jsonl and OUT_PREFIX.txt too. CARD names the machine (default
-# cpu-<hostname>). Needs fio (scripts/setup.sh installs it).
+# DIR (default /var/tmp/tierkv-disk-bench) must be on the file system to measure. RECORDS (default
+# 16) records of 32 layers x 1 MiB (one Llama-3.1-8B chunk of 256 tokens: 32 MiB) are written
+# and read back, verified, by disk_bench (BUILD_DIR/bench/disk/disk_bench, default build/); fio
+# moves the same bytes with O_DIRECT through io_uring, in 32 MiB blocks one at a time and in 1 MiB
+# blocks 32 in flight (what the store does inside one record), end_fsync on writes. ROUNDS rounds
+# (default 5) alternate the three, so that all see the same machine; each figure is the median
+# over the rounds. Prints JSON Lines (schema: bench/peers/README.md; bench "disk", impl "tierkv"
+# or "fio") and a side-by-side table; with OUT_PREFIX, writes OUT_PREFIX.jsonl and OUT_PREFIX.txt.
+# CARD names the machine (default cpu-<hostname>). Needs fio (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-/var/tmp/tierkv-disk-bench}
 records=${2:-16}
 out=${3:-}
+rounds=${ROUNDS:-5}
 bin=${BUILD_DIR:-build}/bench/disk/disk_bench
 card=${CARD:-cpu-$(hostname -s)}
 date=$(date -u +%Y-%m-%d)
 [[ -x $bin ]] || { echo "run.sh: no $bin; build the target disk_bench" >&2; exit 2; }
 command -v fio >/dev/null || { echo "run.sh: fio not found (apt install fio)" >&2; exit 2; }
 mkdir -p "$dir"
-fs=$(stat -f -c %T "$dir")
+fs=$(findmnt -no FSTYPE -T "$dir" 2>/dev/null || stat -f -c %T "$dir")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$dir/fio.dat" "$dir/tierkv"' EXIT
-
-"$bin" --dir "$dir/tierkv" --records "$records" --reps 3 --card "$card" >"$tmp/tierkv.jsonl"
-
 size=$((records * 32))M
-for op in write read; do
-  for shape in "32M 1" "1M 32"; do
-    set -- $shape
-    fio --name=disk --filename="$dir/fio.dat" --rw="$op" --bs="$1" --iodepth="$2" --size="$size" \
-      --loops=3 --direct=1 --ioengine=io_uring --end_fsync=1 --output-format=json \
-      >"$tmp/fio-$op-$1.json"
-    python3 - "$tmp/fio-$op-$1.json" "$op" "$1" "$2" "$card" "$date" "$fs" >>"$tmp/fio.jsonl" <<'PY'
+
+for round in $(seq "$rounds"); do
+  "$bin" --dir "$dir/tierkv" --records "$records" --reps 1 --card "$card" 2>"$tmp/store.txt" \
+    >>"$tmp/tierkv-raw.jsonl"
+  for op in write read; do
+    for shape in "32M 1" "1M 32"; do
+      set -- $shape
+      fio --name=disk --filename="$dir/fio.dat" --rw="$op" --bs="$1" --iodepth="$2" \
+        --size="$size" --direct=1 --ioengine=io_uring --end_fsync=1 --output-format=json \
+        >"$tmp/fio.json"
+      python3 - "$tmp/fio.json" "$op" "$1" "$2" >>"$tmp/fio-raw.jsonl" <<'PY'
 import json, sys
-path, op, bs, depth, card, date, fs = sys.argv[1:]
+path, op, bs, depth = sys.argv[1:]
 job = json.load(open(path))["jobs"][0][op]
 units = {"M": 1 << 20, "K": 1 << 10}
-print(json.dumps({"bench": "disk", "impl": "fio", "op": op, "card": card, "date": date,
-                  "bytes": job["io_bytes"], "block_bytes": int(bs[:-1]) * units[bs[-1]],
-                  "iodepth": int(depth), "ioengine": "io_uring", "direct": 1, "fs": fs,
-                  "gbps": round(job["bw_bytes"] / 1e9, 4)}))
+print(json.dumps({"op": op, "block_bytes": int(bs[:-1]) * units[bs[-1]], "iodepth": int(depth),
+                  "bytes": job["io_bytes"], "gbps": job["bw_bytes"] / 1e9}))
 PY
+    done
   done
 done
 
-cat "$tmp/tierkv.jsonl" "$tmp/fio.jsonl" >"$tmp/all.jsonl"
-python3 - "$tmp/all.jsonl" "$fs" >"$tmp/table.txt" <<'PY'
+python3 - "$tmp" "$card" "$date" "$fs" "$rounds" "$(cat "$tmp/store.txt")" "$(uptime)" >"$tmp/all.jsonl" <<'PY'
+import json, statistics, sys
+tmp, card, date, fs, rounds, store, load = sys.argv[1:]
+med = lambda v: round(statistics.median(v), 4)
+rows = []
+t = [json.loads(l) for l in open(f"{tmp}/tierkv-raw.jsonl")]
+for op in ("write", "read"):
+    runs = [r for r in t if r["op"] == op]
+    r = dict(runs[0])
+    r.pop("gbps_reps", None)
+    r.update({"fs": fs, "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
+              "gbps_rounds": [round(x["gbps"], 4) for x in runs]})
+    rows.append(r)
+f = [json.loads(l) for l in open(f"{tmp}/fio-raw.jsonl")]
+for op in ("write", "read"):
+    for bb, depth in ((32 << 20, 1), (1 << 20, 32)):
+        runs = [r for r in f if r["op"] == op and r["block_bytes"] == bb]
+        rows.append({"bench": "disk", "impl": "fio", "op": op, "card": card, "date": date,
+                     "bytes": runs[0]["bytes"], "block_bytes": bb, "iodepth": depth,
+                     "ioengine": "io_uring", "direct": 1, "end_fsync": 1, "fs": fs,
+                     "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
+                     "gbps_rounds": [round(x["gbps"], 4) for x in runs]})
+for r in rows:
+    print(json.dumps(r))
+PY
+python3 - "$tmp/all.jsonl" >"$tmp/table.txt" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"disk tier vs fio O_DIRECT on {sys.argv[2]}, GB/s (1 GB = 1e9 B)")
+print(f"disk tier vs fio O_DIRECT on {rows[0]['fs']}, GB/s (1 GB = 1e9 B), median of "
+      f"{rows[0]['rounds']} alternating rounds")
 print(f"{'op':6} {'tierkv':>8} {'fio 32M qd1':>12} {'fio 1M qd32':>12} {'tierkv/best fio':>16}")
 for op in ("write", "read"):
     t = next(r["gbps"] for r in rows if r["impl"] == "tierkv" and r["op"] == op)
@@ -60,9 +87,9 @@ for op in ("write", "read"):
     a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
     print(f"{op:6} {t:8.3f} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f}")
 PY
-cat "$tmp/all.jsonl"
-cat "$tmp/table.txt"
+{ echo "# $(cat "$tmp/store.txt")"; echo "# load: $(uptime)"; cat "$tmp/table.txt"; } >"$tmp/report.txt"
+cat "$tmp/all.jsonl" "$tmp/report.txt"
 if [[ -n $out ]]; then
   cp "$tmp/all.jsonl" "$out.jsonl"
-  cp "$tmp/table.txt" "$out.txt"
+  cp "$tmp/report.txt" "$out.txt"
 fi

@@ -287,11 +287,11 @@ Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8
                           fs_->open(path(tmp), {.create = true, .direct = direct}));
   // Allocated up front: O_DIRECT writes that extend a file are serialized by ext4 and XFS.
   TIERKV_RETURN_IF_ERROR(f->allocate(hb + payload.size()));
-  // The payload first, the header (which checksums it) last: a torn write is caught either way,
-  // and a header on disk always describes a payload that was written before it.
+  // Header, then payload, into the unpublished temporary (a torn write is caught either way; the
+  // header first measured a little faster here than the payload first).
   TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
-  TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
   TIERKV_RETURN_IF_ERROR(write_full(*f, 0, header.span()));
+  TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
   if (o_.sync != DiskSync::kNone) TIERKV_RETURN_IF_ERROR(f->sync());
   return Status::Ok();
 }
