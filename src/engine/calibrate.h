@@ -1,0 +1,45 @@
+// Measuring this machine for the planner: what `tierkv calibrate` runs, as a library function.
+//
+// It measures, on `backend`:
+//   - the host->device paths' bandwidth by run size and fixed cost (the transfer engine's own
+//     calibration: copy engines and the SM gather kernel);
+//   - one prefill layer of the model's shape (random weights) on a grid of new tokens x prefix
+//     tokens, as the reference runner computes it: the median of `reps` timed runs per point,
+//     divided by the number of layers;
+//   - the slowdown a copy-engine load beside a prefill chunk causes it (the same chunk timed alone
+//     and beside a large host->device copy on another stream);
+//   - each lower tier's read bandwidth and latency (median and p99 per chunk read), by writing and
+//     reading back `tier_chunks` chunk records of the model's shape.
+// Sizes are clamped to what the model allows (max_positions) and what the device holds; the
+// profile says what it measured. Nothing is written: the caller saves the profile.
+//
+// Thread safety: one call at a time per backend (it times the device).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "tierkv/backend.h"
+#include "tierkv/model_spec.h"
+#include "tierkv/profile.h"
+#include "tierkv/store.h"
+
+namespace tierkv {
+
+struct CalibrateOptions {
+  ModelSpec model;  // the shape whose prefill is measured (its weights are random)
+  std::vector<std::int32_t> new_tokens = {128, 512, 2048};
+  std::vector<std::int32_t> prefix_tokens = {0, 4096, 16384};
+  std::int32_t reps = 3;
+  std::int32_t chunk_tokens = 256;  // the cache's chunk: the size tier records are measured at
+  std::vector<std::shared_ptr<Store>> tiers;
+  std::int32_t tier_chunks = 8;
+  std::function<void(std::string_view)> progress;  // a line per step, optional
+};
+
+Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& options);
+
+}  // namespace tierkv

@@ -1,0 +1,86 @@
+// `tierkv calibrate`'s measurements on the CPU backend with the tiny model and the experiment tier
+// (an in-memory store throttled to a stated bandwidth): a complete profile whose figures are what
+// was set up (the tier's bandwidth within tolerance, prefill time growing with the tokens), that
+// survives the profile file, and that a cache's transfer engine takes instead of measuring.
+#include "engine/calibrate.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "backends.h"
+#include "tiers/memory/memory_store.h"
+#include "transfer/transfer_engine.h"
+
+namespace tierkv {
+namespace {
+
+TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
+  ASSERT_OK_AND_ASSIGN(auto backend, create_backend(BackendKind::kCpu));
+  CalibrateOptions o;
+  o.model = *model_preset("tiny");
+  o.new_tokens = {8, 32};  // the CPU backend's reference kernels are slow: small shapes
+  o.prefix_tokens = {0, 256};
+  o.reps = 1;
+  o.chunk_tokens = 1024;  // chunks of 1 MiB for the tiny model: 2 ms each at 0.5 GB/s
+  o.tier_chunks = 6;
+  MemoryStoreOptions mo;
+  mo.bandwidth_gbps = 0.5;
+  mo.latency_us = 200;
+  ASSERT_OK_AND_ASSIGN(auto slow, MemoryStore::create(mo));
+  o.tiers.push_back(std::move(slow));
+  int lines = 0;
+  o.progress = [&](std::string_view line) {
+    ++lines;
+    std::cout << "calibrate: " << line << "\n" << std::flush;
+  };
+  ASSERT_OK_AND_ASSIGN(const CostProfile p, calibrate(*backend, o));
+  EXPECT_TRUE(p.complete());
+  EXPECT_GT(lines, 4);
+  EXPECT_EQ(p.model_shape, model_shape_name(o.model));
+  EXPECT_EQ(p.device, backend->info().name);
+  ASSERT_EQ(p.prefill.us.size(), 4u);
+  for (double us : p.prefill.us)
+    EXPECT_GT(us, 0.0);
+  EXPECT_GT(p.prefill.layer_us(32, 0), p.prefill.layer_us(8, 0)) << "more tokens, more time";
+  ASSERT_EQ(p.tiers.size(), 1u);
+  const TierCost& t = p.tiers[0];
+  EXPECT_TRUE(t.experiment);
+  // A chunk costs 2.1 ms of bytes and 0.2 ms of latency: 0.46 GB/s one after another.
+  EXPECT_GT(t.read_gbps, 0.5 * 0.5);
+  EXPECT_LT(t.read_gbps, 0.5 * 1.05) << "the throttle is a ceiling";
+  EXPECT_GE(t.p99_latency_us, t.latency_us);
+  EXPECT_GE(p.copy_engine_compute_slowdown, 0.0);
+  EXPECT_FALSE(p.host_to_device_copy_engine.points.empty());
+
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("tierkv-calibrate-" + std::to_string(::getpid()) + "/profile.json");
+  ASSERT_OK(save_profile(p, path.string()));
+  ASSERT_OK_AND_ASSIGN(const CostProfile back, load_profile(path.string(), &backend->info(), &o.model));
+  EXPECT_EQ(back.prefill.us, p.prefill.us);
+  // A transfer engine given the profile takes its curves and measures nothing.
+  TransferOptions to;
+  to.profile = std::make_shared<const CostProfile>(back);
+  ASSERT_OK_AND_ASSIGN(auto engine, TransferEngine::create(*backend, to));
+  EXPECT_EQ(engine->costs().copy_engine.points, back.host_to_device_copy_engine.points);
+  EXPECT_DOUBLE_EQ(engine->costs().copy_engine_compute_slowdown, back.copy_engine_compute_slowdown);
+  std::filesystem::remove_all(path.parent_path());
+}
+
+TEST(Calibrate, RefusesWhatItCannotMeasure) {
+  ASSERT_OK_AND_ASSIGN(auto backend, create_backend(BackendKind::kCpu));
+  CalibrateOptions o;
+  o.model = *model_preset("tiny");
+  o.reps = 0;
+  EXPECT_EQ(calibrate(*backend, o).status().code(), StatusCode::kInvalidArgument);
+  o.reps = 1;
+  o.new_tokens.clear();
+  EXPECT_EQ(calibrate(*backend, o).status().code(), StatusCode::kInvalidArgument);
+  o.new_tokens = {16};
+  o.model.vocab = 0;
+  EXPECT_EQ(calibrate(*backend, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tierkv
