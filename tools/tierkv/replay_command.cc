@@ -182,6 +182,7 @@ std::string first_line(const Context& c, bool gpu_visible) {
 struct Prepared {
   std::vector<std::pair<std::string, PreparedWorkload>> workloads;
   std::int32_t longest_prompt = 0;
+  std::int64_t longest_request = 0;  // prompt + output
 };
 
 Result<Prepared> prepare_all(const ReplayOptions& o, const ModelSpec& model) {
@@ -190,6 +191,7 @@ Result<Prepared> prepare_all(const ReplayOptions& o, const ModelSpec& model) {
     auto w = prepare_workload(name, o, model);
     if (!w.ok()) return w.status().with_context("workload " + name);
     p.longest_prompt = std::max(p.longest_prompt, w->longest_prompt);
+    p.longest_request = std::max(p.longest_request, std::int64_t(w->longest_request));
     p.workloads.emplace_back(name, std::move(w).value());
   }
   return p;
@@ -236,12 +238,24 @@ int run_replay(ReplayOptions& o) {
   if (!backend.ok()) return report_error(kTool, backend.status().with_context("--backend"), kExitUsage);
   auto model = choose_model(o.model, *kind);
   if (!model.ok()) return report_error(kTool, model.status(), kExitUsage);
-  resolve_defaults(o, *kind, *model);
   if (!o.weights.empty() && !std::filesystem::is_directory(o.weights)) {
     return report_error(kTool, not_found("--weights " + o.weights + ": no such directory"), kExitUsage);
   }
+  const bool gpu_pages_given = o.tiers.gpu_pages > 0;
+  resolve_defaults(o, *kind, *model);
   auto prepared = prepare_all(o, *model);
   if (!prepared.ok()) return report_error(kTool, prepared.status(), kExitUsage);
+  const std::int64_t page = model->page_tokens;
+  const std::int64_t longest_pages = (prepared->longest_request + page - 1) / page;
+  if (!gpu_pages_given) {  // the tiny model's default pool holds two of the longest requests
+    o.tiers.gpu_pages = std::max(o.tiers.gpu_pages, 2 * longest_pages);
+  } else if (o.tiers.gpu_pages < longest_pages) {
+    return report_error(kTool,
+                        invalid_argument("--gpu-pages " + std::to_string(o.tiers.gpu_pages) +
+                                         ": the longest request (prompt and output) needs " +
+                                         std::to_string(longest_pages) + " pages"),
+                        kExitUsage);
+  }
 
   Context c{o, **backend, {}, {}, ProgressBar(o.quiet), {}, false};
   c.header = RunHeader{std::string(backend_kind_name(*kind)), (*backend)->info().name, model->name,
@@ -266,7 +280,7 @@ int run_replay(ReplayOptions& o) {
   const std::uint64_t chunk = chunk_bytes(*model, o.cache_chunk_tokens);
   e.staging_bytes = o.tiers.staging_bytes > 0
                         ? o.tiers.staging_bytes
-                        : (std::uint64_t(prepared->longest_prompt) / std::uint64_t(o.cache_chunk_tokens) + 3) * chunk;
+                        : (std::uint64_t(prepared->longest_prompt) / std::uint64_t(o.cache_chunk_tokens) + 1) * chunk;
   e.slow_bytes = o.tiers.slow_bytes;
   e.slow_gbps = o.tiers.slow_gbps;
   e.slow_latency_us = o.tiers.slow_latency_us;

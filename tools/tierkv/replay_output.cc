@@ -98,6 +98,7 @@ std::string tier_table(const std::vector<PolicySummary>& summaries) {
   header.push_back("loaded tok");
   header.push_back("recomputed tok");
   header.push_back("computed tok");
+  header.push_back("saved chunks");
   std::vector<std::vector<std::string>> rows{header};
   for (const PolicySummary& s : summaries) {
     std::vector<std::string> row{s.policy};
@@ -117,6 +118,11 @@ std::string tier_table(const std::vector<PolicySummary>& summaries) {
     row.push_back(std::to_string(s.loaded_tokens));
     row.push_back(std::to_string(s.recomputed_tokens));
     row.push_back(std::to_string(s.computed_tokens));
+    row.push_back(std::to_string(s.saved_chunks) +
+                  (s.dropped_chunks + s.save_errors ? " (" + std::to_string(s.dropped_chunks) +
+                                                          " dropped, " + std::to_string(s.save_errors) +
+                                                          " failed)"
+                                                    : ""));
     rows.push_back(std::move(row));
   }
   return render(rows);
@@ -252,6 +258,11 @@ std::string summary_json(const PolicySummary& s, const RunHeader& h) {
   j["model"] = h.model;
   j["device"] = h.device;
   j["virtual_s"] = s.virtual_s;
+  j["loaded_tokens"] = s.loaded_tokens;
+  j["recomputed_tokens"] = s.recomputed_tokens;
+  j["computed_tokens"] = s.computed_tokens;
+  j["fallback_tokens"] = s.fallback_tokens;
+  j["saved_chunks"] = s.saved_chunks;
   j["small"] = h.small;
   return j.dump();
 }

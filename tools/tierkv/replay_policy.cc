@@ -360,6 +360,8 @@ TierUsage PolicyEngine::usage() const {
     u.memory_bytes.emplace_back(tier_name(*s.lower), std::int64_t(s.lower_budget()));
     u.descriptions.push_back(tier_name(*s.lower) + ": " + s.lower->capabilities().description);
   }
+  u.saved_chunks = cs.saved_chunks;
+  u.dropped_chunks = cs.dropped_chunks;
   u.save_errors = s.save_errors + cs.save_errors;
   u.load_fallback_tokens = s.fallback_tokens;
   return u;

@@ -87,7 +87,7 @@ struct PrefillOutcome {
 struct TierUsage {
   TierTokens bytes_moved;   // bytes read from each tier below the GPU
   TierTokens memory_bytes;  // each tier's budget
-  std::uint64_t save_errors = 0;
+  std::uint64_t saved_chunks = 0, dropped_chunks = 0, save_errors = 0;
   std::uint64_t load_fallback_tokens = 0;
   std::vector<std::string> descriptions;  // one line per tier
 };

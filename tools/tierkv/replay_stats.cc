@@ -53,6 +53,9 @@ PolicySummary summarize_run(const PolicyRun& run, const std::string& workload) {
     s.hit_rate.emplace_back(tier, s.prompt_tokens ? double(n) / double(s.prompt_tokens) : 0.0);
   s.bytes_moved = run.usage.bytes_moved;
   s.memory_bytes = run.usage.memory_bytes;
+  s.saved_chunks = run.usage.saved_chunks;
+  s.dropped_chunks = run.usage.dropped_chunks;
+  s.save_errors = run.usage.save_errors;
   s.wall_s = run.wall_s;
   s.virtual_s = run.virtual_s;
   return s;

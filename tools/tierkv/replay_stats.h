@@ -24,6 +24,7 @@ struct PolicySummary {
   std::vector<std::pair<std::string, double>> hit_rate;  // hit tokens / prompt tokens
   TierTokens bytes_moved, memory_bytes;
   std::int64_t loaded_tokens = 0, computed_tokens = 0, recomputed_tokens = 0, fallback_tokens = 0;
+  std::uint64_t saved_chunks = 0, dropped_chunks = 0, save_errors = 0;  // into the host tier
   double wall_s = 0, virtual_s = 0;
 };
 

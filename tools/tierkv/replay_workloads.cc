@@ -136,6 +136,7 @@ void shared_prefixes(PreparedWorkload& p, std::int32_t page) {
     p.shared_prefix.push_back(shared);
     p.longest_prompt = std::max(p.longest_prompt, std::int32_t(prompt.size()));
     p.longest_output = std::max(p.longest_output, r.output_tokens);
+    p.longest_request = std::max(p.longest_request, std::int32_t(prompt.size()) + r.output_tokens);
     if (r.session >= 0) history[r.session] = std::move(prompt);
   }
 }

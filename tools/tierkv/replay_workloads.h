@@ -22,6 +22,7 @@ struct PreparedWorkload {
   std::vector<std::int32_t> shared_prefix;
   std::int32_t longest_prompt = 0;  // whole prompt, tokens (chat: with its history)
   std::int32_t longest_output = 0;
+  std::int32_t longest_request = 0;  // whole prompt + output tokens
 };
 
 // Builds workload `name` (chat, docqa, trace) for `model` with the options' sizes (after
