@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config libssl-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libcli11-dev nlohmann-json3-dev python3
+          libbenchmark-dev libcli11-dev nlohmann-json3-dev python3 python3-matplotlib
           liburing-dev libxxhash-dev fio clang-14 libclang-rt-14-dev
           redis-server redis-tools libhiredis-dev)
 missing=()
