@@ -43,6 +43,7 @@ struct Context {
   RunHeader header;
   ProgressBar progress;
   std::vector<std::string> lines;  // JSON Lines, in order
+  std::vector<std::pair<std::string, std::int64_t>> timelines;  // (policy, request) recorded
   bool mismatch = false;
 };
 
@@ -136,7 +137,10 @@ Status replay_workload(Context& c, const std::string& name, const PreparedWorklo
       c.lines.push_back(request_json(r, run.spec.label, name));
       for (std::string& line : timeline_json(r, run.spec.label))
         c.lines.push_back(std::move(line));
-      if (!r.prefill.timeline.empty()) timeline_policies.push_back(run.spec.label);
+      if (!r.prefill.timeline.empty()) {
+        timeline_policies.push_back(run.spec.label);
+        c.timelines.emplace_back(run.spec.label, r.id);
+      }
     }
     c.lines.push_back(summary_json(summaries.back(), c.header));
   }
@@ -201,25 +205,15 @@ int write_outputs(Context& c, bench::OutputFile& json, const std::string& jsonl_
   if (Status s = json.commit_lines(c.lines); !s.ok()) return report_error(kTool, s, kExitFailure);
   if (!jsonl_path.empty()) std::printf("\nJSON Lines: %s (%zu records)\n", jsonl_path.c_str(), c.lines.size());
   if (c.o.plots.empty()) return 0;
-  if (!matplotlib_available()) {
+  const std::string python = python_with_matplotlib();
+  if (python.empty()) {
     std::printf("Plots: skipped: python3 cannot import matplotlib here (Debian: apt-get install "
                 "python3-matplotlib).\n");
     return 0;
   }
-  std::vector<std::string> timeline_policies;
-  for (const std::string& l : c.lines) {
-    // Policies with a timeline record, in order (each once).
-    const auto pos = l.find("\"kind\":\"timeline\",\"policy\":\"");
-    if (pos != 0) continue;
-    const std::size_t start = pos + 28;
-    const std::string policy = l.substr(start, l.find('"', start) - start);
-    if (std::find(timeline_policies.begin(), timeline_policies.end(), policy) == timeline_policies.end())
-      timeline_policies.push_back(policy);
-  }
   std::printf("Plots into %s:\n", c.o.plots.c_str());
   std::fflush(stdout);
-  const Status s = draw_plots(c.o.plot_script, jsonl_path, c.o.plots, timeline_policies,
-                              c.o.timeline_request);
+  const Status s = draw_plots(python, c.o.plot_script, jsonl_path, c.o.plots, c.timelines);
   if (!s.ok()) return report_error(kTool, s, kExitFailure);
   return 0;
 }
@@ -257,7 +251,7 @@ int run_replay(ReplayOptions& o) {
                         kExitUsage);
   }
 
-  Context c{o, **backend, {}, {}, ProgressBar(o.quiet), {}, false};
+  Context c{o, **backend, {}, {}, ProgressBar(o.quiet), {}, {}, false};
   c.header = RunHeader{std::string(backend_kind_name(*kind)), (*backend)->info().name, model->name,
                        o.weights.empty() ? "random weights (seed " + std::to_string(o.seed) + ")"
                                          : "weights from " + o.weights,

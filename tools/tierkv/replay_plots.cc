@@ -47,19 +47,22 @@ std::string command_text(const std::vector<std::string>& args) {
 
 }  // namespace
 
-bool matplotlib_available() {
-  return run({"python3", "-c", "import matplotlib"}, true) == 0;
+std::string python_with_matplotlib() {
+  for (const char* python : {"python3", "/usr/bin/python3"}) {
+    if (run({python, "-c", "import matplotlib"}, true) == 0) return python;
+  }
+  return "";
 }
 
-Status draw_plots(const std::string& script, const std::string& jsonl, const std::string& dir,
-                  const std::vector<std::string>& timeline_policies, std::int64_t timeline_id) {
+Status draw_plots(const std::string& python, const std::string& script, const std::string& jsonl, const std::string& dir,
+                  const std::vector<std::pair<std::string, std::int64_t>>& timelines) {
   // One run draws the TTFT plots and the first policy's timeline; one more per other policy
   // draws its timeline (and the same TTFT plots again, quietly).
-  for (std::size_t k = 0; k < std::max<std::size_t>(1, timeline_policies.size()); ++k) {
-    std::vector<std::string> args{"python3", script, jsonl, "--out", dir};
-    if (k < timeline_policies.size()) {
-      args.insert(args.end(), {"--timeline-policy", timeline_policies[k], "--timeline-id",
-                               std::to_string(timeline_id)});
+  for (std::size_t k = 0; k < std::max<std::size_t>(1, timelines.size()); ++k) {
+    std::vector<std::string> args{python, script, jsonl, "--out", dir};
+    if (k < timelines.size()) {
+      args.insert(args.end(), {"--timeline-policy", timelines[k].first, "--timeline-id",
+                               std::to_string(timelines[k].second)});
     }
     const int rc = run(args, k > 0);
     if (rc != 0) {

@@ -10,13 +10,14 @@
 
 namespace tierkv::cli::replay {
 
-// Whether python3 can import matplotlib here.
-bool matplotlib_available();
+// A Python that can import matplotlib: `python3` on PATH, else Debian's /usr/bin/python3 (where
+// python3-matplotlib installs it, when PATH leads to another Python, e.g. pyenv's). "" when none.
+std::string python_with_matplotlib();
 
-// Draws the TTFT plots of every workload and the timeline of request `timeline_id` under each of
-// `timeline_policies` into `dir`. The script's table and the files it wrote go to stdout.
+// Draws the TTFT plots of every workload and the timeline of each (policy, request id) of
+// `timelines` into `dir`. The script's table and the files it wrote go to stdout.
 // Internal error naming the command when the script fails.
-Status draw_plots(const std::string& script, const std::string& jsonl, const std::string& dir,
-                  const std::vector<std::string>& timeline_policies, std::int64_t timeline_id);
+Status draw_plots(const std::string& python, const std::string& script, const std::string& jsonl, const std::string& dir,
+                  const std::vector<std::pair<std::string, std::int64_t>>& timelines);
 
 }  // namespace tierkv::cli::replay
