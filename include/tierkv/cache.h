@@ -16,10 +16,20 @@
 //   ... tokens [load->first_token() + load->loaded_tokens(), ...) are computed, not loaded ...
 //   auto save = cache->save({&*keys, prompt_tokens, view, all_pages, &compute_stream});
 //
-// Ownership: the Cache borrows the Backend (which must outlive the Cache and every Load and Save
-// it returned) and owns its host tier, its transfer streams and its page keys index. A Load or
-// Save may outlive its Cache: it keeps what it uses (the host slots it reads, the load stream)
-// alive until it is destroyed. Views passed to load/save are the engine's; the pages they name
+// With lower tiers (CacheOptions::lower_tiers: disk, Redis, ...), match() also says how far they
+// reach (lower_tokens); their chunks come up into host slots first (tests/cache_tiers_test.cc):
+//
+//   auto p = cache->promote(*keys, m->host_tokens / chunk * chunk, m->lower_tokens);
+//   std::int32_t n = p->wait_for(wanted_chunks, deadline);   // what arrived in time, pinned
+//   ... load() the promoted chunks as above; recompute the rest; destroy p after the load ...
+//
+// Saves flow down to the lower tiers by themselves (WriteDownOptions).
+//
+// Ownership: the Cache borrows the Backend (which must outlive the Cache and every Load, Save and
+// Promotion it returned), shares the lower tiers' stores, and owns its host tier, its transfer
+// streams, its page keys index and its threads (save completion, lower-tier writers and readers).
+// A Load, Save or Promotion may outlive its Cache: it keeps what it uses (the host slots it reads
+// or pins, the load stream) alive until it is destroyed. Views passed to load/save are the engine's; the pages they name
 // must stay allocated (and, for save, unchanged) until the Load / Save completes.
 //
 // Thread safety: every method may be called from any thread at the same time. Load and Save
@@ -94,17 +104,31 @@ inline constexpr std::int32_t kMaxChunkTokens = 1 << 16;
 // Longest prompt Cache::keys() takes.
 inline constexpr std::int64_t kMaxPromptTokens = std::int64_t{1} << 24;
 
-// How saves flow down from the host tier into the lower tiers.
+// How saves flow down from the host tier into the lower tiers, and how lower-tier hits come up.
+//
+// Policy: write-through below the host tier, asynchronous and lossy by design.
+//  - When a save's chunks are committed to the host tier, each is offered to every lower tier. A
+//    chunk a save finds present in the host tier was offered when it came in and is not offered
+//    again (except to persistent tiers at the sighting that admits it, below).
+//  - Admission: a persistent tier (StoreCapabilities::persistent: disk, Redis) takes a chunk only
+//    from its persistent_admit_sightings-th sighting on. A sighting is the chunk appearing in a
+//    save, whether the host tier had it or not; the cache remembers the sightings of the last
+//    sighting_memory chunks (LRU). A chunk seen too few times is counted
+//    (TierStats::write_not_admitted) and kept in the host tier only. Other tiers take every chunk.
+//  - Each tier has a queue of queue_chunks chunks served by threads_per_tier writer threads. A
+//    chunk that finds the queue full is dropped and counted (TierStats::write_dropped): saves
+//    never wait for a lower tier, and nothing is retried. A writer pins the chunk's host slot for
+//    the write (a chunk the host tier evicted before its turn is counted write_evicted), skips a
+//    chunk the tier already holds (contains(): write_present), and counts a failed write
+//    (write_failures; the error goes to flush_lower_tiers()).
+//  - Promotion reads run on promote_threads reader threads owned by the cache.
 struct WriteDownOptions {
-  // Chunks waiting to be written, per lower tier. A chunk that finds its tier's queue full is
-  // dropped and counted (TierStats::write_dropped), never waited for: the engine is not blocked.
-  std::int32_t queue_chunks = 32;
-  // A chunk is written to a persistent tier (StoreCapabilities::persistent) on its n-th sighting:
-  // a save of it by any request, whether the host tier had it or not. 2 keeps one-off prompts off
-  // the disk; 1 writes every chunk. Non-persistent tiers take every chunk.
+  std::int32_t queue_chunks = 32;  // chunks waiting per lower tier, in [1, 2^20]
+  // In [1, 2^20]. 2 keeps one-off prompts off the disk; 1 writes every chunk.
   std::int32_t persistent_admit_sightings = 2;
-  std::int32_t threads_per_tier = 1;  // writer threads per lower tier
-  std::int32_t promote_threads = 2;   // reader threads promoting lower-tier hits into host slots
+  std::int32_t sighting_memory = 1 << 16;  // chunks whose sightings are remembered, in [1, 2^26]
+  std::int32_t threads_per_tier = 1;       // writer threads per lower tier, in [1, 64]
+  std::int32_t promote_threads = 2;        // reader threads promoting into host slots, in [1, 64]
 };
 
 struct CacheOptions {
@@ -114,13 +138,22 @@ struct CacheOptions {
   KvLayout page_layout = KvLayout::kNHD;  // layout inside the engine's pages (part of the identity)
   // Unit of the tiers below the GPU: a multiple of page_tokens, at most kMaxChunkTokens.
   std::int32_t chunk_tokens = 256;
-  std::size_t host_bytes = 0;       // pinned host tier budget, never exceeded; 0: no host tier
+  // Pinned host tier budget, never exceeded; 0: no host tier. Refused (ResourceExhausted) when it
+  // does not fit in the machine's available memory or the container's memory limit, less a
+  // margin of 1/16 of that figure, at least 256 MiB (src/tiers/host/host_memory.h). A large budget
+  // is pinned in pieces of 256 MiB on a background thread: create() returns after the first, and
+  // the host tier grows as pieces are ready (CacheStats::host_usable_bytes); a piece that cannot
+  // be pinned stops the growth and goes to on_async_error.
+  std::size_t host_bytes = 0;
   PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
   // Tiers below the host tier, fastest first (tierkv/store.h: disk, Redis, the experiment tier).
   // A lower-tier hit reaches the GPU through a host slot: promote() reads it there and verifies it
   // before anything can load it. Saves flow down from the host tier (write_down). Requires a host
-  // tier (host_bytes > 0).
+  // tier (host_bytes > 0). The cache shares the stores: another cache (another engine process,
+  // through a shared disk directory or Redis) may use the same records. A chunk's record is named
+  // by identity() (so only a cache of the same model, weights, layout and chunk size reads it), the
+  // prompt's salt tag and the chunk key; its payload is the host slot as it is.
   std::vector<std::shared_ptr<Store>> lower_tiers;
   WriteDownOptions write_down;
   // Optional. Called with an asynchronous error that the caller may not otherwise see: a save
@@ -135,10 +168,15 @@ struct MatchResult {
                                  // pages, so a multiple of page_tokens
   std::int32_t host_tokens = 0;  // leading tokens the GPU pool and the host tier hold together
                                  // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
-  std::int32_t lower_tokens = 0;  // leading tokens all tiers hold together (>= host_tokens);
-                                  // beyond host_tokens, whole chunks of the lower tiers
+  // Leading tokens all tiers hold together (>= host_tokens; == host_tokens without lower tiers):
+  // beyond host_tokens, whole chunks that the host tier or a lower tier holds, asked chunk by
+  // chunk (Store::contains, which for a remote tier is a round trip; a tier that errors holds
+  // nothing), up to the first chunk that no tier holds. A lower-tier chunk must be promoted
+  // (Cache::promote) before it can be loaded.
+  std::int32_t lower_tokens = 0;
   // Per lower tier, in CacheOptions::lower_tiers order: the tokens of [host_tokens, lower_tokens)
-  // that it is the fastest tier to hold.
+  // that it is the fastest tier to hold. Tokens of chunks the host tier holds beyond host_tokens
+  // count for no lower tier. Empty without lower tiers.
   std::vector<std::int32_t> lower_tier_tokens;
 };
 
@@ -238,7 +276,9 @@ class Save {
 // Chunks of lower tiers being read into host slots (Cache::promote). Move-only. The chunks it
 // promoted stay pinned in the host tier until it is destroyed, so a load() after it finds them;
 // destroying it cancels what is not yet read and waits for the chunk being read. A moved-from
-// Promotion is empty (counts 0, wait() returns FailedPrecondition).
+// Promotion is empty (counts 0, wait() returns FailedPrecondition). A Promotion may outlive its
+// Cache: it keeps the host tier (and its pins) alive; the Cache's destruction ends it after the
+// chunk being read (wait() then returns FailedPrecondition) unless it ended already.
 class Promotion {
  public:
   Promotion(Promotion&&) noexcept;
@@ -255,8 +295,8 @@ class Promotion {
   std::int32_t wait_for(std::int32_t chunks, std::chrono::steady_clock::time_point deadline);
   // Blocks until it ended. OK when every chunk was promoted; else why it stopped: NotFound for a
   // chunk no tier holds any more, DataLoss for one that failed verification (removed from its
-  // tier), the tier's error (Unavailable, DeadlineExceeded, IoError), and
-  // FailedPrecondition after cancel().
+  // tier), the tier's error (Unavailable, DeadlineExceeded, IoError), ResourceExhausted when
+  // every host slot was pinned, and FailedPrecondition after cancel() or the Cache's destruction.
   Status wait();
   // Stops after the chunk being read; what is promoted stays.
   void cancel();
@@ -272,11 +312,18 @@ class Promotion {
 struct TierStats {
   std::string name;         // StoreCapabilities::name
   bool experiment = false;  // the bandwidth-limited stand-in, not a real tier
-  StoreStats store;         // the store's own counters (hits, misses by reason, bytes, latency)
+  bool persistent = false;  // StoreCapabilities::persistent: admission by sightings applies
+  // The store's own counters (hits, misses by reason, bytes, latency). misses[kDropped] is the
+  // cache's write_dropped: chunks this tier lacks because their write was dropped.
+  StoreStats store;
+  // Chunks this tier served to promotions (verified and published), and its reads that failed
+  // (DataLoss, IoError, timeouts: each ended a promotion).
   std::uint64_t promoted_chunks = 0, promote_failures = 0;
   std::uint64_t write_queued = 0;        // chunks handed to its writer queue
   std::uint64_t write_dropped = 0;       // chunks dropped because the queue was full
   std::uint64_t write_not_admitted = 0;  // persistent tier: chunks seen fewer times than required
+  std::uint64_t write_present = 0;       // queued chunks the tier held already (not rewritten)
+  std::uint64_t write_evicted = 0;       // queued chunks the host tier lost before their write
   std::uint64_t written_chunks = 0, write_failures = 0;
   std::int32_t queue_depth = 0;  // chunks waiting now
 };
@@ -291,9 +338,11 @@ struct CacheStats {
   std::uint64_t copy_engine_transfers = 0, sm_kernel_transfers = 0;
   std::uint64_t bytes_loaded = 0, bytes_saved = 0;
   std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;
+  std::size_t host_usable_bytes = 0;  // of host_allocated_bytes, pinned and in use so far
   std::int32_t host_slots = 0, host_ready_slots = 0, host_pinned_slots = 0;
   std::vector<TierStats> lower_tiers;  // in CacheOptions::lower_tiers order
-  // Bytes written to persistent lower tiers per byte saved into the host tier.
+  // Bytes written to persistent lower tiers per byte that saves committed to the host tier
+  // (saved_chunks); 0 before any save.
   double write_amplification = 0;
 };
 
@@ -301,9 +350,13 @@ class Cache {
  public:
   // InvalidArgument for a bad model or options (a model without a weights digest, chunk size not
   // a multiple of the page size or past kMaxChunkTokens, a host budget smaller than one chunk, a
-  // page pool of another identity, ...); ResourceExhausted when pinned memory is short.
+  // page pool of another identity, lower tiers without a host tier, a null store, write-down
+  // options out of range, ...); ResourceExhausted when the host budget does not fit in the
+  // machine's or container's memory, or pinned memory is short.
   static Result<std::unique_ptr<Cache>> create(Backend& backend, const CacheOptions& options);
-  // Finishes every save (flush), then releases what no Load still holds.
+  // Finishes every save (flush), ends the promotions in flight after their chunk being read,
+  // writes what the lower tiers' queues hold (at most queue_chunks per tier), then releases what
+  // no Load or Promotion still holds.
   ~Cache();
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
@@ -315,7 +368,8 @@ class Cache {
   // keys(tokens, {.salt = salt}).
   Result<PromptKeys> keys(std::span<const std::int32_t> tokens, std::string_view salt) const;
 
-  // How many leading tokens each tier holds. The answer can change before load(): load() pins.
+  // How many leading tokens each tier holds. The answer can change before load(): load() and
+  // promote() pin. With lower tiers it asks them (may block for their contains() calls).
   // InvalidArgument for keys of another cache identity or with fields that disagree.
   Result<MatchResult> match(const PromptKeys& keys);
 
@@ -337,19 +391,28 @@ class Cache {
   Status flush();
 
   // Starts promoting chunks [first_token, end_token) of the prompt (chunk-aligned, inside its full
-  // chunks) into the host tier: chunks the host tier has are pinned as they are; the others are
-  // read, in order, from the fastest lower tier holding each, on the cache's reader threads, into
-  // reserved host slots, verified (tierkv/store.h), published and pinned. Stops at the first chunk
-  // no tier holds or whose read fails. InvalidArgument as for load(); FailedPrecondition without a
-  // host tier.
+  // chunks) into the host tier: chunks the host tier has are pinned as they are (the leading ones
+  // before promote() returns); the others are read, in order, from the fastest lower tier holding
+  // each, on the cache's reader threads, into reserved host slots, verified (tierkv/store.h),
+  // published and pinned. A chunk being written into the host tier by a save or another
+  // promotion is waited for, not read twice. A tier whose record vanished since contains() (its
+  // read() is NotFound) hands over to the next tier holding it. Stops at the first chunk no tier
+  // holds or whose read fails; the failed chunk's slot is never published. Promotions in flight
+  // share the reader threads chunk by chunk. InvalidArgument for keys of another cache or a range
+  // that is not chunk-aligned or exceeds the prompt's full chunks; FailedPrecondition without a
+  // host tier. The range may be empty (the Promotion is done at once).
   Result<Promotion> promote(const PromptKeys& keys, std::int32_t first_token,
                             std::int32_t end_token);
 
-  // Blocks until the lower tiers' writer queues are empty.
+  // Waits for the saves queued so far to land (as flush(), without taking its error: their chunks
+  // are offered to the lower tiers then), then until every writer queue is empty and no write
+  // runs (while saves keep coming, until such a moment). Returns the first write error since the
+  // last flush_lower_tiers(), else OK; a failed write loses nothing the host tier holds.
   Status flush_lower_tiers();
 
   // Bytes of loads queued on the cache's load stream whose copies have not finished yet: what a
-  // load queued now waits behind.
+  // load queued now waits behind. Each queued load counts until its last layer's event completes
+  // (or its Load waited for it); a load whose Load is blocked in wait() counts until wait() returns.
   std::uint64_t queued_load_bytes() const;
 
   // The digest every key of this cache derives from: model identity (weights included), page

@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "cache/cache_state.h"
 #include "cache/geometry.h"
 #include "core/keys.h"
 #include "core/sha256.h"
@@ -25,6 +26,7 @@ struct Load::State {
   CopyPath path = CopyPath::kCopyEngine;
   std::vector<HostTier::Pin> pins;                 // released only after the copies landed
   std::vector<std::unique_ptr<Event>> layer_done;  // one per layer; empty when nothing loads
+  std::shared_ptr<QueuedLoad> queued;              // what queued_load_bytes() sees of it
   bool finished = false;                           // the copies are over and the pins released
   bool reported = false;                           // wait() returned `status` to the caller
   Status status;                                   // the copies' first error, once finished
@@ -59,15 +61,6 @@ Status moved_from(const char* what) {
 }  // namespace
 
 // ---- Save ---------------------------------------------------------------------------------------
-// ---- Save ---------------------------------------------------------------------------------------
-
-struct SaveState {
-  std::int32_t queued = 0, present = 0, dropped = 0;
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;  // GUARDED_BY(mu)
-  Status status;      // GUARDED_BY(mu)
-};
 
 Save::Save(std::shared_ptr<SaveState> s) : state_(std::move(s)) {}
 Save::Save(Save&&) noexcept = default;
@@ -98,24 +91,6 @@ Status Save::wait() {
 // ---- Cache --------------------------------------------------------------------------------------
 
 namespace {
-
-struct PendingSave {
-  std::shared_ptr<SaveState> save;
-  std::unique_ptr<Event> landed;
-  std::vector<HostTier::Pin> reserved;
-};
-
-struct Counters {  // statistics only: relaxed atomics
-  std::atomic<std::uint64_t> matches{0}, loads{0}, loaded_tokens{0}, missing_tokens{0};
-  std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0},
-      failed_chunks{0};
-  std::atomic<std::uint64_t> load_errors{0}, save_errors{0};
-  std::atomic<std::uint64_t> bytes_loaded{0}, bytes_saved{0};
-};
-
-void add(std::atomic<std::uint64_t>& c, std::uint64_t v) {
-  c.fetch_add(v, std::memory_order_relaxed);
-}
 
 Digest cache_identity(const CacheOptions& o) {
   Sha256 h;
@@ -159,56 +134,29 @@ void drain(Backend& backend, Stream& stream) {
 
 }  // namespace
 
-struct Cache::State {
-  Backend& backend;
-  CacheOptions opts;
-  Digest identity;
-  ChunkGeometry geo;
-  std::unique_ptr<HostTier> host;
-  std::unique_ptr<TransferEngine> transfer;
-  std::unique_ptr<Stream> load_stream, save_stream;
-  std::mutex load_mu, save_mu;  // one thread at a time on each stream
-  Counters counters;
+Cache::State::State(Backend& b, const CacheOptions& o)
+    : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
 
-  // Saves in flight, published by the completion thread once their bytes landed.
-  std::mutex pending_mu;
-  std::condition_variable pending_cv;
-  std::deque<PendingSave> pending;  // GUARDED_BY(pending_mu)
-  std::size_t in_flight = 0;        // GUARDED_BY(pending_mu): queued plus the one being finished
-  Status flush_error;               // GUARDED_BY(pending_mu): first failure since the last flush
-  bool stopping = false;            // GUARDED_BY(pending_mu)
-  std::thread completer;
-
-  State(Backend& b, const CacheOptions& o)
-      : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
-  ~State() {
-    // Streams first: destroying one waits for its queued copies, which read and write the host
-    // slab.
-    load_stream.reset();
-    save_stream.reset();
-  }
-
-  void complete_saves();
-  void finish(PendingSave& p);
-  void report(const Status& s) const {
-    if (opts.on_async_error) opts.on_async_error(s);
-  }
-  Status check_cache_keys(const PromptKeys* keys) const { return geo.check_keys(keys, identity); }
-  // After an asynchronous failure on one of the cache's streams: waits for what is queued there
-  // and clears the stream's error, so that a transient failure does not fail the loads or saves
-  // queued after it is handled (those already queued fail with it).
-  static void clear_stream_error(std::mutex& mu, Stream& stream) {
-    std::lock_guard lock(mu);
-    stream.synchronize().ignore();
-  }
-  Result<Load> queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st);
-};
+Cache::State::~State() {
+  // Streams first: destroying one waits for its queued copies, which read and write the host
+  // slab.
+  load_stream.reset();
+  save_stream.reset();
+}
 
 void Load::State::finish() {
   if (finished) return;
-  for (const auto& e : layer_done) {  // each: another thread's drain may have cleared the stream
-    const Status s = e->synchronize();
+  for (std::size_t l = 0; l < layer_done.size(); ++l) {
+    // Each layer: another thread's drain may have cleared the stream's error.
+    std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
+    if (queued != nullptr && l + 1 == layer_done.size()) shared = std::unique_lock(queued->mu);
+    const Status s = layer_done[l]->synchronize();
     if (!s.ok() && status.ok()) status = s.with_context("load");
+  }
+  if (queued != nullptr) {
+    std::lock_guard lock(queued->mu);
+    queued->last = nullptr;  // the events go with this state
+    queued->finished = true;
   }
   pins.clear();
   finished = true;
@@ -234,6 +182,8 @@ Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
   if (state_->layer_done.empty()) return Status::Ok();
   if (state_->finished && !state_->status.ok()) return state_->status;
   Event& e = *state_->layer_done[std::size_t(layer)];
+  std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
+  if (state_->queued != nullptr && layer + 1 == layers) shared = std::unique_lock(state_->queued->mu);
   const Result<bool> landed = e.done();  // an error that is known already is returned here
   if (!landed.ok()) return landed.status().with_context("load of layer " + std::to_string(layer));
   if (*landed) return Status::Ok();
@@ -270,8 +220,10 @@ void Cache::State::complete_saves() {
 void Cache::State::finish(PendingSave& p) {
   const Status landed = p.landed->synchronize();
   if (landed.ok()) {
-    for (HostTier::Pin& pin : p.reserved)
-      host->commit(std::move(pin));
+    for (std::size_t i = 0; i < p.reserved.size(); ++i) {
+      host->commit(std::move(p.reserved[i]));
+      if (lower != nullptr) lower->offer(p.salt_tag, p.chunk_keys[i], p.sightings[i], true);
+    }
     add(counters.saved_chunks, p.reserved.size());
   } else {
     p.reserved.clear();  // the copy is over (its event completed): the slots are free again
@@ -312,11 +264,23 @@ Result<std::unique_ptr<Cache>> Cache::create(Backend& backend, const CacheOption
       return invalid_argument("cache: the GPU page pool was made for another model or page layout");
     }
   }
+  if (!o.lower_tiers.empty() && o.host_bytes == 0) {
+    return invalid_argument(
+        "cache: lower_tiers need a host tier (host_bytes > 0): every lower-tier hit reaches the "
+        "GPU through a host slot");
+  }
   try {
     auto st = std::make_shared<State>(backend, o);
     if (o.host_bytes > 0) {
-      TIERKV_ASSIGN_OR_RETURN(st->host,
-                              HostTier::create(backend, o.host_bytes, st->geo.chunk_bytes()));
+      HostTierOptions h;
+      h.budget_bytes = o.host_bytes;
+      h.chunk_bytes = st->geo.chunk_bytes();
+      h.on_pin_error = o.on_async_error;
+      TIERKV_ASSIGN_OR_RETURN(st->host, HostTier::create(backend, h));
+    }
+    if (!o.lower_tiers.empty()) {
+      TIERKV_ASSIGN_OR_RETURN(
+          st->lower, LowerTiers::create(o, st->identity, 2 * st->geo.chunk_layer_bytes, *st->host));
     }
     TIERKV_ASSIGN_OR_RETURN(st->transfer, TransferEngine::create(backend, o.transfer));
     TIERKV_ASSIGN_OR_RETURN(st->load_stream, backend.create_stream());
@@ -334,6 +298,7 @@ Cache::Cache(std::shared_ptr<State> s) : state_(std::move(s)) {}
 
 Cache::~Cache() {
   flush().ignore();
+  if (state_->lower != nullptr) state_->lower->stop();  // after flush(): its chunks are offered
   {
     std::lock_guard lock(state_->pending_mu);
     state_->stopping = true;
@@ -396,6 +361,14 @@ Result<MatchResult> Cache::match(const PromptKeys& keys) {
     if (!on_gpu && (s.host == nullptr || !s.host->contains(keys.chunk_key(c)))) break;
   }
   m.host_tokens = std::max(m.gpu_tokens, c * keys.chunk_tokens);
+  m.lower_tokens = m.host_tokens;
+  if (s.lower != nullptr) {
+    try {
+      s.lower->match(keys, c, m);
+    } catch (const std::bad_alloc&) {
+      return resource_exhausted("match: out of host memory");
+    }
+  }
   return m;
 }
 
@@ -450,6 +423,9 @@ Result<Load> Cache::State::queue_load(const LoadRequest& r, std::unique_ptr<Load
     }
     st->layer_done.push_back(std::move(e).value());
   }
+  auto queued_load = std::make_shared<QueuedLoad>();  // before anything is queued: may throw
+  queued_load->bytes = std::uint64_t(st->loaded_tokens) * opts.model.kv_bytes_per_token();
+  queued_load->last = st->layer_done.back().get();
   const std::int32_t page0 = r.first_token / opts.model.page_tokens;  // first page of the load
   const std::int32_t first_chunk = r.first_token / opts.chunk_tokens;
   std::vector<CopyRun> runs;
@@ -482,8 +458,46 @@ Result<Load> Cache::State::queue_load(const LoadRequest& r, std::unique_ptr<Load
       return queued.with_context("load: queueing layer " + std::to_string(l));
     }
   }
-  add(counters.bytes_loaded, std::uint64_t(st->loaded_tokens) * opts.model.kv_bytes_per_token());
+  add(counters.bytes_loaded, queued_load->bytes);
+  st->queued = queued_load;
+  track_load(std::move(queued_load));
   return Load(std::move(st));
+}
+
+void Cache::State::track_load(std::shared_ptr<QueuedLoad> q) {
+  std::lock_guard lock(queued_mu);
+  while (!queued_loads.empty() && queued_loads.front()->finished)
+    queued_loads.pop_front();
+  try {
+    queued_loads.push_back(std::move(q));
+  } catch (const std::bad_alloc&) {
+    // Untracked: queued_load_bytes() undercounts this load; nothing else depends on it.
+  }
+}
+
+// Loads leave in queue order: the stream runs them in that order.
+std::uint64_t Cache::State::queued_load_bytes() {
+  std::lock_guard lock(queued_mu);
+  while (!queued_loads.empty()) {
+    QueuedLoad& q = *queued_loads.front();
+    if (!q.finished) {
+      std::unique_lock event(q.mu, std::try_to_lock);
+      if (!event.owns_lock()) break;  // its Load is asking the event: not known to be over
+      if (q.last != nullptr) {
+        const Result<bool> landed = q.last->done();
+        if (landed.ok() && !*landed) break;  // an error also means its copies are over
+      }
+    }
+    queued_loads.pop_front();
+  }
+  std::uint64_t bytes = 0;
+  for (const auto& q : queued_loads)
+    bytes += q->bytes;
+  return bytes;
+}
+
+std::uint64_t Cache::queued_load_bytes() const {
+  return state_->queued_load_bytes();
 }
 
 Result<Save> Cache::save(const SaveRequest& r) {
@@ -502,14 +516,21 @@ Result<Save> Cache::save(const SaveRequest& r) {
     add(s.counters.saves, 1);
     PendingSave p;
     p.save = state;
+    p.salt_tag = r.keys->salt_tag;
     std::vector<std::int32_t> chunk_ids;
     for (std::int32_t c = 0; c < chunks && s.host != nullptr; ++c) {
-      auto pin = s.host->reserve(r.keys->chunk_key(c));
+      const Key& key = r.keys->chunk_key(c);
+      // Every chunk of a save is a sighting (write-down admission), whatever the host tier does.
+      const std::uint32_t seen = s.lower != nullptr ? s.lower->sight(key) : 0;
+      auto pin = s.host->reserve(key);
       if (pin.ok()) {
         p.reserved.push_back(std::move(pin).value());
         chunk_ids.push_back(c);
+        p.chunk_keys.push_back(key);
+        p.sightings.push_back(seen);
       } else if (pin.status().code() == StatusCode::kAlreadyExists) {
         ++state->present;
+        if (s.lower != nullptr) s.lower->offer(p.salt_tag, key, seen, false);
       } else {
         ++state->dropped;
       }
@@ -565,16 +586,27 @@ Result<Save> Cache::save(const SaveRequest& r) {
   }
 }
 
+void Cache::State::wait_saves() {
+  std::unique_lock lock(pending_mu);
+  pending_cv.wait(lock, [&] { return in_flight == 0; });
+}
+
 Status Cache::flush() {
   State& s = *state_;
-  std::unique_lock lock(s.pending_mu);
-  s.pending_cv.wait(lock, [&] { return s.in_flight == 0; });
+  s.wait_saves();
+  std::lock_guard lock(s.pending_mu);
   return std::exchange(s.flush_error, Status::Ok());
+}
+
+Status Cache::flush_lower_tiers() {
+  State& s = *state_;
+  s.wait_saves();  // their chunks are offered once they landed
+  return s.lower != nullptr ? s.lower->flush() : Status::Ok();
 }
 
 CacheStats Cache::stats() const {
   const State& s = *state_;
-  const Counters& c = s.counters;
+  const CacheCounters& c = s.counters;
   CacheStats st;
   st.matches = c.matches.load();
   st.loads = c.loads.load();
@@ -599,6 +631,14 @@ CacheStats Cache::stats() const {
     st.host_slots = h.slots;
     st.host_ready_slots = h.ready_slots;
     st.host_pinned_slots = h.pinned_slots;
+    st.host_usable_bytes = h.usable_bytes;
+  }
+  if (s.lower != nullptr) {
+    try {
+      s.lower->stats(st, st.saved_chunks * s.geo.chunk_bytes());
+    } catch (const std::bad_alloc&) {
+      st.lower_tiers.clear();  // the figures of the lower tiers are left out
+    }
   }
   return st;
 }

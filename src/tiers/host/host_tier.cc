@@ -1,6 +1,8 @@
 #include "tiers/host/host_tier.h"
 
+#include <algorithm>
 #include <string>
+#include <system_error>
 
 namespace tierkv {
 
@@ -22,24 +24,60 @@ void HostTier::Pin::reset() {
 
 Result<std::unique_ptr<HostTier>> HostTier::create(Backend& backend, std::size_t budget,
                                                    std::size_t chunk_bytes) {
-  if (chunk_bytes == 0) return invalid_argument("host tier: chunk size is zero");
-  const std::size_t slots = budget / chunk_bytes;
-  if (slots == 0) {
-    return invalid_argument("host tier: a budget of " + std::to_string(budget) +
-                            " bytes holds no chunk of " + std::to_string(chunk_bytes) + " bytes");
-  }
-  if (slots > INT32_MAX) return invalid_argument("host tier: more than 2^31 slots");
-  auto slab = backend.allocate(MemoryKind::kPinnedHost, slots * chunk_bytes);
-  if (!slab.ok()) return slab.status().with_context("host tier");
-  return std::unique_ptr<HostTier>(
-      new HostTier(std::move(slab).value(), budget, chunk_bytes, static_cast<std::int32_t>(slots)));
+  HostTierOptions o;
+  o.budget_bytes = budget;
+  o.chunk_bytes = chunk_bytes;
+  return create(backend, o);
 }
 
-HostTier::HostTier(Buffer slab, std::size_t budget, std::size_t chunk_bytes, std::int32_t slots)
-    : slab_(std::move(slab)),
-      budget_(budget),
-      chunk_bytes_(chunk_bytes),
+Result<std::unique_ptr<HostTier>> HostTier::create(Backend& backend, const HostTierOptions& o) {
+  if (o.chunk_bytes == 0) return invalid_argument("host tier: chunk size is zero");
+  const std::size_t slots = o.budget_bytes / o.chunk_bytes;
+  if (slots == 0) {
+    return invalid_argument("host tier: a budget of " + std::to_string(o.budget_bytes) +
+                            " bytes holds no chunk of " + std::to_string(o.chunk_bytes) + " bytes");
+  }
+  if (slots > INT32_MAX) return invalid_argument("host tier: more than 2^31 slots");
+  TIERKV_RETURN_IF_ERROR(check_host_budget(slots * o.chunk_bytes,
+                                           o.memory ? *o.memory : read_host_memory(),
+                                           "host tier budget"));
+  const std::size_t per_piece = std::clamp<std::size_t>(o.piece_bytes / o.chunk_bytes, 1, slots);
+  try {
+    std::unique_ptr<HostTier> t(
+        new HostTier(backend, o, std::int32_t(slots), std::int32_t(per_piece)));
+    // The first piece here, so that a tier that exists has usable slots and a memory shortage at
+    // creation is the caller's error.
+    auto first = backend.allocate(MemoryKind::kPinnedHost,
+                                  std::min(slots, per_piece) * o.chunk_bytes);
+    if (!first.ok()) return first.status().with_context("host tier");
+    t->add_piece(0, std::move(first).value());
+    if (t->pieces_ > 1) {
+      {
+        std::lock_guard lock(t->mu_);
+        t->pinning_ = true;
+      }
+      t->pinner_ = std::thread([p = t.get()] { p->pin_pieces(); });
+    }
+    return t;
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("host tier: out of host memory for its index");
+  } catch (const std::system_error& e) {
+    return resource_exhausted(std::string("host tier: cannot start its pinning thread: ") +
+                              e.what());
+  }
+}
+
+HostTier::HostTier(Backend& backend, const HostTierOptions& o, std::int32_t slots,
+                   std::int32_t slots_per_piece)
+    : backend_(backend),
+      budget_(o.budget_bytes),
+      chunk_bytes_(o.chunk_bytes),
       slots_(slots),
+      slots_per_piece_(slots_per_piece),
+      pieces_((slots + slots_per_piece - 1) / slots_per_piece),
+      on_pin_error_(o.on_pin_error),
+      pinned_(std::size_t(pieces_)),
+      bases_(std::size_t(pieces_), nullptr),
       state_(std::size_t(slots), SlotState::kFree),
       pins_(std::size_t(slots), 0),
       keys_(std::size_t(slots)),
@@ -47,11 +85,69 @@ HostTier::HostTier(Buffer slab, std::size_t budget, std::size_t chunk_bytes, std
       next_(std::size_t(slots), -1),
       index_(std::size_t(slots)) {
   free_.reserve(std::size_t(slots));
-  for (std::int32_t s = slots - 1; s >= 0; --s)
-    free_.push_back(s);
 }
 
-HostTier::~HostTier() = default;
+HostTier::~HostTier() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  if (pinner_.joinable()) pinner_.join();
+}
+
+void HostTier::add_piece(std::int32_t p, Buffer buffer) {
+  const std::int32_t first = p * slots_per_piece_;
+  const std::int32_t end = std::min(slots_, first + slots_per_piece_);
+  std::lock_guard lock(mu_);
+  bases_[std::size_t(p)] = buffer.as<std::uint8_t>();
+  pinned_[std::size_t(p)] = std::move(buffer);
+  // Lowest slot on top: slots are handed out in address order.
+  free_.insert(free_.begin(), std::size_t(end - first), 0);
+  for (std::int32_t s = first; s < end; ++s)
+    free_[std::size_t(end - 1 - s)] = s;
+  usable_slots_ += end - first;
+}
+
+void HostTier::pin_pieces() {
+  Status failed;
+  for (std::int32_t p = 1; p < pieces_; ++p) {
+    {
+      std::lock_guard lock(mu_);
+      if (stop_) break;
+    }
+    const std::int32_t n = std::min(slots_per_piece_, slots_ - p * slots_per_piece_);
+    auto buffer = backend_.allocate(MemoryKind::kPinnedHost, std::size_t(n) * chunk_bytes_);
+    if (!buffer.ok()) {
+      failed = buffer.status().with_context(
+          "host tier: pinning piece " + std::to_string(p) + " of " + std::to_string(pieces_) +
+          "; the tier keeps its first " + std::to_string(p * slots_per_piece_) + " slots");
+      break;
+    }
+    add_piece(p, std::move(buffer).value());
+  }
+  if (!failed.ok() && on_pin_error_) on_pin_error_(failed);  // before wait_pinned() returns
+  {
+    std::lock_guard lock(mu_);
+    pinning_ = false;
+    pin_status_ = failed;
+  }
+  pinned_cv_.notify_all();
+}
+
+Status HostTier::pin_status() const {
+  std::lock_guard lock(mu_);
+  return pin_status_;
+}
+
+void HostTier::wait_pinned() const {
+  std::unique_lock lock(mu_);
+  pinned_cv_.wait(lock, [&] { return !pinning_; });
+}
+
+std::uint8_t* HostTier::slot_data(std::int32_t s) const {
+  return bases_[std::size_t(s / slots_per_piece_)] +
+         std::size_t(s % slots_per_piece_) * chunk_bytes_;
+}
 
 bool HostTier::contains(const Key& key) const {
   std::lock_guard lock(mu_);
@@ -70,7 +166,7 @@ HostTier::Pin HostTier::pin(const Key& key) {
   ++pins_[*s];
   lru_remove(*s);  // most recently used now
   lru_push_back(*s);
-  return Pin(this, *s, slab_.as<std::uint8_t>() + std::size_t(*s) * chunk_bytes_);
+  return Pin(this, *s, slot_data(*s));
 }
 
 Result<HostTier::Pin> HostTier::reserve(const Key& key) {
@@ -85,7 +181,12 @@ Result<HostTier::Pin> HostTier::reserve(const Key& key) {
     slot = find_victim();
     if (slot < 0) {
       ++counters_.reserve_failures;
-      return resource_exhausted("host tier: all " + std::to_string(slots_) + " slots are pinned");
+      std::string msg = "host tier: all " + std::to_string(usable_slots_) + " usable slots are pinned";
+      if (usable_slots_ < slots_) {
+        msg += " (" + std::to_string(slots_ - usable_slots_) + " more " +
+               (pinning_ ? "are being pinned)" : "could not be pinned)");
+      }
+      return resource_exhausted(std::move(msg));
     }
     lru_remove(slot);
     index_.erase(keys_[slot]);
@@ -95,22 +196,30 @@ Result<HostTier::Pin> HostTier::reserve(const Key& key) {
   keys_[slot] = key;
   pins_[slot] = 1;
   index_.insert(key, slot);
-  return Pin(this, slot, slab_.as<std::uint8_t>() + std::size_t(slot) * chunk_bytes_);
+  return Pin(this, slot, slot_data(slot));
+}
+
+void HostTier::mark_published(std::int32_t s, const Pin& pin) {
+  if (pin.tier_ != this || state_[s] != SlotState::kWriting) {
+    detail::abort_with("tierkv: HostTier::commit of a pin that is not a reservation of this tier");
+  }
+  state_[s] = SlotState::kReady;
+  lru_push_back(s);
+  ++counters_.commits;
 }
 
 void HostTier::commit(Pin pin) {
   {
     std::lock_guard lock(mu_);
-    const std::int32_t s = pin.slot_;
-    if (pin.tier_ != this || state_[s] != SlotState::kWriting) {
-      detail::abort_with(
-          "tierkv: HostTier::commit of a pin that is not a reservation of this tier");
-    }
-    state_[s] = SlotState::kReady;
-    lru_push_back(s);
-    ++counters_.commits;
+    mark_published(pin.slot_, pin);
   }
   pin.reset();
+}
+
+HostTier::Pin HostTier::publish(Pin pin) {
+  std::lock_guard lock(mu_);
+  mark_published(pin.slot_, pin);
+  return pin;  // the reservation's pin count carries over to the reader
 }
 
 bool HostTier::erase(const Key& key) {
@@ -166,7 +275,10 @@ HostTierStats HostTier::stats() const {
   st.budget_bytes = budget_;
   st.chunk_bytes = chunk_bytes_;
   st.slots = slots_;
+  st.usable_slots = usable_slots_;
   st.allocated_bytes = std::size_t(slots_) * chunk_bytes_;
+  st.usable_bytes = std::size_t(usable_slots_) * chunk_bytes_;
+  st.pinning = pinning_;
   for (std::int32_t s = 0; s < slots_; ++s) {
     st.ready_slots += state_[s] == SlotState::kReady;
     st.writing_slots += state_[s] == SlotState::kWriting;

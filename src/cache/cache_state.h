@@ -1,0 +1,113 @@
+// The state behind a Cache, shared by the Cache and by every Load and Promotion it returned (each
+// holds it, so that the host tier and the load stream outlive them). cache.cc runs loads and saves
+// over it; promotion.cc and the lower tiers (lower_tiers.h) the rest.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "cache/geometry.h"
+#include "cache/lower_tiers.h"
+#include "tierkv/cache.h"
+#include "tiers/host/host_tier.h"
+#include "transfer/transfer_engine.h"
+
+namespace tierkv {
+
+struct SaveState {
+  std::int32_t queued = 0, present = 0, dropped = 0;
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // GUARDED_BY(mu)
+  Status status;      // GUARDED_BY(mu)
+};
+
+// A save whose copies are queued; the completion thread publishes it once they landed.
+struct PendingSave {
+  std::shared_ptr<SaveState> save;
+  std::unique_ptr<Event> landed;
+  std::vector<HostTier::Pin> reserved;
+  // For the write-down, one per reserved slot: its chunk's key and sightings (LowerTiers::sight).
+  std::vector<Key> chunk_keys;
+  std::vector<std::uint32_t> sightings;
+  Digest salt_tag{};
+};
+
+// One load queued on the load stream, as queued_load_bytes() sees it: its bytes until its last
+// layer landed. The Load and the cache both ask the last layer's event; `mu` keeps them from
+// using it at the same time (an Event is used by one thread at a time).
+struct QueuedLoad {
+  std::uint64_t bytes = 0;
+  std::atomic<bool> finished{false};  // the Load saw its copies end
+  std::mutex mu;
+  Event* last = nullptr;  // GUARDED_BY(mu): the last layer's event; null once the Load finished
+};
+
+struct CacheCounters {  // statistics only: relaxed atomics
+  std::atomic<std::uint64_t> matches{0}, loads{0}, loaded_tokens{0}, missing_tokens{0};
+  std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0},
+      failed_chunks{0};
+  std::atomic<std::uint64_t> load_errors{0}, save_errors{0};
+  std::atomic<std::uint64_t> bytes_loaded{0}, bytes_saved{0};
+};
+
+inline void add(std::atomic<std::uint64_t>& c, std::uint64_t v) {
+  c.fetch_add(v, std::memory_order_relaxed);
+}
+
+struct Cache::State {
+  Backend& backend;
+  CacheOptions opts;
+  Digest identity;
+  ChunkGeometry geo;
+  std::unique_ptr<HostTier> host;
+  std::unique_ptr<LowerTiers> lower;  // null without lower tiers; stopped by ~Cache
+  std::unique_ptr<TransferEngine> transfer;
+  std::unique_ptr<Stream> load_stream, save_stream;
+  std::mutex load_mu, save_mu;  // one thread at a time on each stream
+  CacheCounters counters;
+
+  // Loads queued on load_stream, in queue order (so finished ones leave from the front).
+  std::mutex queued_mu;                                  // after load_mu when both are held
+  std::deque<std::shared_ptr<QueuedLoad>> queued_loads;  // GUARDED_BY(queued_mu)
+
+  // Saves in flight, published by the completion thread once their bytes landed.
+  std::mutex pending_mu;
+  std::condition_variable pending_cv;
+  std::deque<PendingSave> pending;  // GUARDED_BY(pending_mu)
+  std::size_t in_flight = 0;        // GUARDED_BY(pending_mu): queued plus the one being finished
+  Status flush_error;               // GUARDED_BY(pending_mu): first failure since the last flush
+  bool stopping = false;            // GUARDED_BY(pending_mu)
+  std::thread completer;
+
+  State(Backend& b, const CacheOptions& o);
+  ~State();
+
+  void complete_saves();
+  void finish(PendingSave& p);
+  void report(const Status& s) const {
+    if (opts.on_async_error) opts.on_async_error(s);
+  }
+  Status check_cache_keys(const PromptKeys* keys) const { return geo.check_keys(keys, identity); }
+  // After an asynchronous failure on one of the cache's streams: waits for what is queued there
+  // and clears the stream's error, so that a transient failure does not fail the loads or saves
+  // queued after it is handled (those already queued fail with it).
+  static void clear_stream_error(std::mutex& mu, Stream& stream) {
+    std::lock_guard lock(mu);
+    stream.synchronize().ignore();
+  }
+  Result<Load> queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st);
+  // Blocks until every save queued so far has been finished by the completion thread.
+  void wait_saves();
+  // Remembers a load just queued on load_stream. REQUIRES: load_mu held.
+  void track_load(std::shared_ptr<QueuedLoad> q);
+  std::uint64_t queued_load_bytes();
+};
+
+}  // namespace tierkv
