@@ -35,5 +35,6 @@ std::span<const Subcommand> subcommands();
 // The subcommands, one file each.
 Runner define_replay(CLI::App& app);   // replay_command.cc
 Runner define_inspect(CLI::App& app);  // inspect_command.cc
+Runner define_calibrate(CLI::App& app);  // calibrate_command.cc
 
 }  // namespace tierkv::cli
