@@ -30,6 +30,7 @@ constexpr int kKeys = 48;
 constexpr int kRounds = 300;
 
 // Key k always has the same shape; version v of it holds the payload of seed(k, v).
+constexpr std::size_t kMaxPayload = 4 * (48 << 10);
 RecordId key_id(int k) {
   return test::record_id(std::uint64_t(k), 1 + k % 4, (16 << 10) * (1 + k % 3));
 }
@@ -47,7 +48,7 @@ std::uint64_t seed(int k, std::int64_t v) { return std::uint64_t(k) * 1000003 + 
     std::vector<std::int64_t> next(kKeys);
     for (int k = 0; k < kKeys; ++k)
       next[k] = acked[k] + 1;
-    AlignedBuffer buf(4 * 48 << 10);
+    AlignedBuffer buf(kMaxPayload);
     for (;;) {
       const int k = 2 * int(rng() % (kKeys / 2)) + part;
       const RecordId id = key_id(k);
@@ -88,7 +89,7 @@ TEST(DiskCrashTest, KillDuringWritesThenReopenAndVerify) {
       child(o, acked, fds[1], std::uint64_t(round));
     }
     ::close(fds[1]);
-    std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 25000));
+    std::this_thread::sleep_for(std::chrono::microseconds(1000 + rng() % 15000));
     ::kill(pid, SIGKILL);
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
@@ -109,7 +110,7 @@ TEST(DiskCrashTest, KillDuringWritesThenReopenAndVerify) {
     invalid_removed += rec.removed_invalid;
     for (const auto& e : std::filesystem::directory_iterator(o.directory))
       leftover_tmp += e.path().extension() == ".tmp";
-    AlignedBuffer buf(4 * 48 << 10);
+    AlignedBuffer buf(kMaxPayload);
     for (int k = 0; k < kKeys; ++k) {
       const RecordId id = key_id(k);
       const std::span<std::uint8_t> p = buf.span().first(id.payload_bytes());
@@ -134,7 +135,7 @@ TEST(DiskCrashTest, KillDuringWritesThenReopenAndVerify) {
   EXPECT_EQ(leftover_tmp, 0u);
   EXPECT_EQ(child_errors, 0u);
   EXPECT_GT(acks, std::uint64_t(kRounds));
-  std::printf("reliability: crash loop: %d rounds (SIGKILL at 2-27 ms) in %.1f s, %llu "
+  std::printf("reliability: crash loop: %d rounds (SIGKILL at 1-16 ms) in %.1f s, %llu "
               "acknowledged writes, %llu records verified, %llu wrong bytes, %llu acknowledged "
               "records lost, %llu temporary files removed at reopen (%llu left), %llu invalid "
               "records removed\n",

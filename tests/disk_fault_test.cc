@@ -176,6 +176,32 @@ TEST_F(DiskFaultTest, ReadErrorsAreMissesAndKeepTheRecord) {
   EXPECT_EQ(store_->stats().misses[std::size_t(MissReason::kUnavailable)], 2u);
 }
 
+TEST_F(DiskFaultTest, LargeRecordsUnderFaults) {
+  const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB: checksummed while its I/O runs
+  for (const FileOp op : {FileOp::kWrite, FileOp::kSync, FileOp::kRename}) {
+    faults_->add({.op = op, .err = EIO, .first_call = faults_->calls(op) + 1});
+    EXPECT_FALSE(put(id, 1).ok());
+    EXPECT_FALSE(visible(id));
+    EXPECT_EQ(temporary_files(), 0u);
+  }
+  // The payload is written before the header: tear either.
+  for (std::uint64_t call : {1, 2}) {
+    faults_->add({.op = FileOp::kWrite, .kind = FileFaultKind::kTornWrite,
+                  .first_call = faults_->calls(FileOp::kWrite) + call});
+    ASSERT_OK(put(id, 2));
+    faults_->clear();
+    AlignedBuffer b(id.payload_bytes());
+    EXPECT_EQ(store_->read(id, b.span()).code(), StatusCode::kDataLoss);
+    EXPECT_FALSE(visible(id));
+  }
+  ASSERT_OK(put(id, 3));
+  faults_->add({.op = FileOp::kRead, .err = EIO, .first_call = faults_->calls(FileOp::kRead) + 2});
+  AlignedBuffer b(id.payload_bytes());
+  EXPECT_EQ(store_->read(id, b.span()).code(), StatusCode::kIoError) << "the payload read fails";
+  faults_->clear();
+  EXPECT_EQ(get(id, 3), 0);
+}
+
 TEST_F(DiskFaultTest, LeftoverTemporaryIsRemovedAtReopen) {
   const RecordId id = record_id(1, 4, 16 << 10);
   faults_->add({.op = FileOp::kWrite, .err = EIO});

@@ -15,10 +15,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <list>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -66,6 +68,66 @@ Status check_shape(const RecordId& id, std::size_t bytes) {
     return invalid_argument("payload buffer of " + std::to_string(bytes) +
                             " bytes for a record of " + std::to_string(id.payload_bytes()));
   return Status::Ok();
+}
+
+// Records at least this large overlap checksumming with their I/O, with one helper thread per
+// call: XXH3 over a 32 MiB record takes milliseconds of one core, a tenth to a fifth of the time
+// its O_DIRECT read takes on a 2-3 GB/s disk.
+constexpr std::uint64_t kOverlapMinBytes = 4 << 20;
+
+bool overlaps(const RecordId& id) {
+  return id.payload_bytes() >= kOverlapMinBytes && id.num_layers >= 2;
+}
+
+// Reads the payload `h` describes into `payload` and verifies every layer. A large payload is
+// read by a helper thread while this one verifies each layer as soon as it has landed.
+// `*io_failed` tells an I/O error (the record may be fine) from a bad record (DataLoss).
+Status read_payload_verified(File& f, const RecordHeader& h, std::span<std::uint8_t> payload,
+                             bool* io_failed) {
+  *io_failed = false;
+  const auto truncated = [] { return data_loss("corrupt record: the payload ends early"); };
+  if (!overlaps(h.id)) {
+    Result<std::size_t> n = read_full(f, h.header_bytes, payload);
+    if (!n.ok()) {
+      *io_failed = true;
+      return n.status();
+    }
+    if (*n != payload.size()) return truncated();
+    return verify_record_payload(h, payload);
+  }
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t landed = 0;                     // GUARDED_BY(m)
+  bool over = false;                          // GUARDED_BY(m)
+  Result<std::size_t> got = std::size_t(0);   // GUARDED_BY(m)
+  std::thread reader([&] {
+    Result<std::size_t> r = f.read_at_streaming(h.header_bytes, payload, [&](std::size_t n) {
+      std::lock_guard<std::mutex> l(m);
+      landed = n;
+      cv.notify_one();
+    });
+    std::lock_guard<std::mutex> l(m);
+    got = std::move(r);
+    over = true;
+    cv.notify_one();
+  });
+  const std::uint64_t lb = h.id.layer_bytes;
+  Status verdict;
+  for (std::uint32_t l = 0; l < h.id.num_layers && verdict.ok(); ++l) {
+    {
+      std::unique_lock<std::mutex> g(m);
+      cv.wait(g, [&] { return landed >= (l + 1) * lb || over; });
+      if (landed < (l + 1) * lb) break;  // the read failed or ended early
+    }
+    verdict = verify_record_layer(h, l, payload.subspan(l * lb, lb));
+  }
+  reader.join();
+  if (!got.ok()) {
+    *io_failed = true;
+    return got.status();
+  }
+  if (*got != payload.size()) return truncated();
+  return verdict;
 }
 
 class DiskStore final : public Store {
@@ -215,11 +277,10 @@ Status DiskStore::read_verified(File& f, const RecordId& id, std::span<std::uint
   if (size != h->record_bytes())
     return data_loss("corrupt record: the file has " + std::to_string(size) +
                      " bytes, its header says " + std::to_string(h->record_bytes()));
-  *why = MissReason::kUnavailable;
-  TIERKV_ASSIGN_OR_RETURN(const std::size_t n, read_full(f, h->header_bytes, payload));
-  *why = MissReason::kCorrupt;
-  if (n != payload.size()) return data_loss("corrupt record: the payload ends early");
-  return verify_record_payload(*h, payload);
+  bool io_failed = false;
+  Status s = read_payload_verified(f, *h, payload, &io_failed);
+  if (io_failed) *why = MissReason::kUnavailable;
+  return s;
 }
 
 Status DiskStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
@@ -287,11 +348,20 @@ Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8
                           fs_->open(path(tmp), {.create = true, .direct = direct}));
   // Allocated up front: O_DIRECT writes that extend a file are serialized by ext4 and XFS.
   TIERKV_RETURN_IF_ERROR(f->allocate(hb + payload.size()));
-  // Header, then payload, into the unpublished temporary (a torn write is caught either way; the
-  // header first measured a little faster here than the payload first).
-  TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
+  // The payload, then the header that checksums it, into the unpublished temporary. A large
+  // payload is written by a helper thread while this one computes the checksums.
+  if (overlaps(id)) {
+    Status written;
+    std::thread writer([&] { written = write_full(*f, hb, payload); });
+    const Status encoded = encode_record_header(id, payload, header.span());
+    writer.join();
+    TIERKV_RETURN_IF_ERROR(written);
+    TIERKV_RETURN_IF_ERROR(encoded);
+  } else {
+    TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
+    TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
+  }
   TIERKV_RETURN_IF_ERROR(write_full(*f, 0, header.span()));
-  TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
   if (o_.sync != DiskSync::kNone) TIERKV_RETURN_IF_ERROR(f->sync());
   return Status::Ok();
 }

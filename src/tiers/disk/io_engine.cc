@@ -56,10 +56,16 @@ class ThreadEngine final : public IoEngine {
       t.join();
   }
 
-  void run(std::span<IoRequest> reqs) override {
-    if (reqs.size() == 1) return run_sync(reqs[0]);
+  void run(std::span<IoRequest> reqs, const OnDone& on_done) override {
+    if (reqs.size() == 1) {
+      run_sync(reqs[0]);
+      if (on_done) on_done(0);
+      return;
+    }
     Batch batch;
     batch.pending = reqs.size();
+    batch.on_done = on_done ? &on_done : nullptr;
+    batch.first = reqs.data();
     {
       std::lock_guard<std::mutex> l(mu_);
       for (IoRequest& r : reqs)
@@ -79,6 +85,8 @@ class ThreadEngine final : public IoEngine {
     std::mutex mu;
     std::condition_variable cv;
     std::size_t pending = 0;  // GUARDED_BY(mu)
+    const OnDone* on_done = nullptr;
+    const IoRequest* first = nullptr;
   };
   struct Job {
     IoRequest* req;
@@ -96,6 +104,7 @@ class ThreadEngine final : public IoEngine {
         queue_.pop_front();
       }
       run_sync(*j.req);
+      if (j.batch->on_done) (*j.batch->on_done)(std::size_t(j.req - j.batch->first));
       std::lock_guard<std::mutex> l(j.batch->mu);
       // Notify under the lock: the waiter may destroy the batch as soon as it sees pending == 0.
       if (--j.batch->pending == 0) j.batch->cv.notify_all();
@@ -141,14 +150,16 @@ class UringEngine final : public IoEngine {
     return Status::Ok();
   }
 
-  void run(std::span<IoRequest> reqs) override {
+  void run(std::span<IoRequest> reqs, const OnDone& on_done) override {
     std::unique_ptr<Ring> ring = acquire();
     if (!ring) {  // no ring could be made now (memory): do the work here
-      for (IoRequest& r : reqs)
-        run_sync(r);
+      for (std::size_t i = 0; i < reqs.size(); ++i) {
+        run_sync(reqs[i]);
+        if (on_done) on_done(i);
+      }
       return;
     }
-    run_on(ring->ring, reqs);
+    run_on(ring->ring, reqs, on_done);
     std::lock_guard<std::mutex> l(mu_);
     free_.push_back(std::move(ring));
   }
@@ -176,7 +187,7 @@ class UringEngine final : public IoEngine {
     return r;
   }
 
-  void run_on(io_uring& ring, std::span<IoRequest> reqs) {
+  void run_on(io_uring& ring, std::span<IoRequest> reqs, const OnDone& on_done) {
     std::vector<std::size_t> done(reqs.size(), 0);
     std::deque<std::size_t> todo;
     for (std::size_t i = 0; i < reqs.size(); ++i)
@@ -200,7 +211,7 @@ class UringEngine final : public IoEngine {
       }
       int e = io_uring_submit_and_wait(&ring, 1);
       if (e < 0 && e != -EINTR && e != -EAGAIN && e != -EBUSY) {
-        fail_rest(ring, reqs, todo, inflight, finished, e);
+        fail_rest(ring, reqs, todo, inflight, finished, e, on_done);
         return;
       }
       io_uring_cqe* cqe = nullptr;
@@ -210,19 +221,23 @@ class UringEngine final : public IoEngine {
         io_uring_cqe_seen(&ring, cqe);
         --inflight;
         IoRequest& r = reqs[i];
+        bool over = true;
         if (res == -EAGAIN || res == -EINTR) {
           todo.push_back(i);
+          over = false;
         } else if (res < 0) {
           r.result = res;
-          ++finished;
         } else if (res == 0) {
           r.result = r.write ? -EIO : std::int64_t(done[i]);  // a read at the end of the file
-          ++finished;
         } else if ((done[i] += std::size_t(res)) == r.len) {
           r.result = std::int64_t(r.len);
-          ++finished;
         } else {
           todo.push_back(i);  // short: continue from where it stopped
+          over = false;
+        }
+        if (over) {
+          ++finished;
+          if (on_done) on_done(i);
         }
       }
     }
@@ -230,7 +245,7 @@ class UringEngine final : public IoEngine {
 
   // The ring failed as a whole: reap what is in flight, fail everything not finished.
   void fail_rest(io_uring& ring, std::span<IoRequest> reqs, std::deque<std::size_t>& todo,
-                 std::size_t inflight, std::size_t& finished, int err) {
+                 std::size_t inflight, std::size_t& finished, int err, const OnDone& on_done) {
     while (inflight > 0) {
       io_uring_cqe* cqe = nullptr;
       if (io_uring_wait_cqe(&ring, &cqe) < 0) break;
@@ -238,9 +253,12 @@ class UringEngine final : public IoEngine {
       io_uring_cqe_seen(&ring, cqe);
       --inflight;
       reqs[i].result = err;
+      if (on_done) on_done(i);
     }
-    for (std::size_t i : todo)
+    for (std::size_t i : todo) {
       reqs[i].result = err;
+      if (on_done) on_done(i);
+    }
     finished = reqs.size();
   }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -29,8 +30,11 @@ struct IoRequest {
 class IoEngine {
  public:
   virtual ~IoEngine() = default;
+  // Called once per finished request with its index, as requests finish (from the calling
+  // thread or an I/O thread; calls may be concurrent), before run() returns.
+  using OnDone = std::function<void(std::size_t)>;
   // Runs every request, in any order and possibly at once; returns when all are done.
-  virtual void run(std::span<IoRequest> requests) = 0;
+  virtual void run(std::span<IoRequest> requests, const OnDone& on_done = nullptr) = 0;
   virtual std::string describe() const = 0;
 };
 

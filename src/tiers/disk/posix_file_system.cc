@@ -71,6 +71,32 @@ class PosixFile final : public File {
   Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) override {
     return transfer(true, offset, const_cast<std::uint8_t*>(src.data()), src.size());
   }
+  Result<std::size_t> read_at_streaming(std::uint64_t offset, std::span<std::uint8_t> dst,
+                                        const std::function<void(std::size_t)>& landed) override {
+    // Pieces finish in any order: report the prefix of whole pieces done so far.
+    std::mutex m;
+    std::vector<bool> done;
+    std::size_t prefix = 0, bytes = 0;  // GUARDED_BY(m): pieces and bytes of the whole prefix
+    std::span<const IoRequest> reqs;
+    const IoEngine::OnDone on_done = [&](std::size_t i) {
+      std::lock_guard<std::mutex> l(m);
+      done[i] = true;
+      const std::size_t before = bytes;
+      while (prefix < done.size() && done[prefix] && reqs[prefix].result == std::int64_t(reqs[prefix].len))
+        bytes += reqs[prefix++].len;
+      if (bytes > before) landed(bytes);
+    };
+    Result<std::size_t> r = transfer(false, offset, dst.data(), dst.size(), &on_done,
+                                     [&](std::span<const IoRequest> all) {
+                                       reqs = all;
+                                       done.assign(all.size(), false);
+                                     });
+    if (r.ok()) {
+      std::lock_guard<std::mutex> l(m);
+      if (*r != bytes) landed(*r);  // a short read at the end of the file
+    }
+    return r;
+  }
   Status sync() override {
     if (::fsync(fd_) != 0) return errno_status(errno, "fsync", path_);
     return Status::Ok();
@@ -95,13 +121,18 @@ class PosixFile final : public File {
  private:
   // Splits [offset, offset + len) into pieces of block_ bytes, runs them at once, and returns the
   // bytes moved from `offset` on (a read stops at the end of the file), or the first error.
-  Result<std::size_t> transfer(bool write, std::uint64_t offset, std::uint8_t* buf, std::size_t len) {
+  // `on_done` (optional) is passed to the engine; `prepared` sees the requests before they run.
+  Result<std::size_t> transfer(
+      bool write, std::uint64_t offset, std::uint8_t* buf, std::size_t len,
+      const IoEngine::OnDone* on_done = nullptr,
+      const std::function<void(std::span<const IoRequest>)>& prepared = nullptr) {
     if (len == 0) return std::size_t(0);
     std::vector<IoRequest> reqs;
     reqs.reserve(len / block_ + 1);
     for (std::size_t at = 0; at < len; at += block_)
       reqs.push_back({fd_, write, offset + at, buf + at, std::min<std::size_t>(block_, len - at)});
-    engine_.run(reqs);
+    if (prepared) prepared(reqs);
+    engine_.run(reqs, on_done ? *on_done : IoEngine::OnDone());
     std::size_t total = 0;
     for (const IoRequest& r : reqs) {
       if (r.result < 0) return errno_status(int(-r.result), write ? "pwrite" : "pread", path_);
