@@ -174,12 +174,12 @@ std::string first_line(const Context& c, bool gpu_visible) {
   const std::string& b = c.header.backend;
   std::string line = "tierkv replay: " + b + " backend (" + c.header.device + "), model " +
                      c.header.model + ", " + c.header.weights;
-  if (b == "cpu" && !gpu_visible) {
-    line += ". No GPU here: the tiny model on the CPU backend at small sizes (a GPU machine runs "
-            "the 8B-shaped model at full sizes).";
-  } else if (b == "cpu") {
-    line += " (the CPU backend, as asked).";
-  }
+  if (b != "cpu") return line;
+  line += gpu_visible ? ". The CPU backend, as asked" : ". No GPU here";
+  line += c.header.model == "tiny"
+              ? ": the tiny model on the CPU backend at small sizes (a GPU machine runs the "
+                "8B-shaped model at full sizes)."
+              : ": the " + c.header.model + "-shaped model on the CPU backend, as asked (slow).";
   return line;
 }
 

@@ -106,14 +106,14 @@ void add_engine_flags(CLI::App& app, ReplayOptions& o) {
 
 void add_tier_flags(CLI::App& app, TierFlags& t) {
   auto* g = "tier budgets (defaults: tiny model / 8B-shaped)";
-  app.add_option("--gpu-pages", t.gpu_pages, "GPU page pool, pages of 16 tokens [tiny: twice the longest request; 8B: 12288 or that]")
+  app.add_option("--gpu-pages", t.gpu_pages, "GPU page pool, pages of 16 tokens [twice the longest request; 8B on cuda: at least 12288]")
       ->group(g)->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 28));
-  app.add_option("--host-bytes", t.host_bytes, "host tier of the host policies [64 MiB / 32 GiB]")
+  app.add_option("--host-bytes", t.host_bytes, "host tier of the host policies [64 MiB / 32 GiB (4 GiB on the cpu backend)]")
       ->group(g)->transform(CLI::AsSizeValue(false));
   app.add_option("--staging-bytes", t.staging_bytes,
                  "host tier under the lower-tier policies [the longest prompt's full chunks + 1]")
       ->group(g)->transform(CLI::AsSizeValue(false));
-  app.add_option("--slow-bytes", t.slow_bytes, "experiment tier budget [256 MiB / 32 GiB]")
+  app.add_option("--slow-bytes", t.slow_bytes, "experiment tier budget [256 MiB / 32 GiB (4 GiB on the cpu backend)]")
       ->group(g)->transform(CLI::AsSizeValue(false));
   app.add_option("--slow-gbps", t.slow_gbps,
                  "experiment tier bandwidth, GB/s [0.0005 / 2: about 1.7x the prefill time of "
@@ -229,9 +229,10 @@ void resolve_defaults(ReplayOptions& o, BackendKind backend, const ModelSpec& mo
   or_default(o.max_prompt, 0, model.max_positions);
   TierFlags& tf = o.tiers;
   const std::uint64_t MiB = 1 << 20, GiB = std::uint64_t{1} << 30;
-  or_default(tf.gpu_pages, std::int64_t{0}, std::int64_t{tiny ? 0 : 12288});  // tiny: see run_replay
-  or_default(tf.host_bytes, std::uint64_t{0}, tiny ? 64 * MiB : 32 * GiB);
-  or_default(tf.slow_bytes, std::uint64_t{0}, tiny ? 256 * MiB : 32 * GiB);
+  or_default(tf.gpu_pages, std::int64_t{0}, std::int64_t{tiny || small ? 0 : 12288});  // 0: see run_replay
+  // The 8B shape on the CPU backend (only when asked) gets budgets a workstation holds.
+  or_default(tf.host_bytes, std::uint64_t{0}, tiny ? 64 * MiB : small ? 4 * GiB : 32 * GiB);
+  or_default(tf.slow_bytes, std::uint64_t{0}, tiny ? 256 * MiB : small ? 4 * GiB : 32 * GiB);
   or_default(tf.slow_gbps, 0.0, tiny ? 0.0005 : 2.0);
   or_default(tf.slow_latency_us, -1.0, 50.0);
   or_default(tf.disk_bytes, std::uint64_t{0}, tf.slow_bytes);

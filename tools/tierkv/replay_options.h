@@ -46,12 +46,15 @@ struct TraceFlags {
 
 // Budgets of the tiers, per policy run (each policy starts from empty tiers of these sizes).
 struct TierFlags {
-  std::int64_t gpu_pages = 0;       // GPU page pool; default: twice the longest request (tiny), at least 12288 (8B)
-  std::uint64_t host_bytes = 0;     // host tier of the host policies; default 64 MiB / 32 GiB
+  std::int64_t gpu_pages = 0;       // GPU page pool; default: twice the longest request, at
+                                    // least 12288 for the 8B shape on cuda
+  std::uint64_t host_bytes = 0;     // host tier of the host policies; default 64 MiB (tiny),
+                                    // 32 GiB (8B; 4 GiB on the cpu backend)
   // Host tier under the policies over a lower tier (its staging area): default, the longest
   // prompt's full chunks plus one, so the lower tier serves what does not fit.
   std::uint64_t staging_bytes = 0;
-  std::uint64_t slow_bytes = 0;     // experiment tier; default 256 MiB / 32 GiB
+  std::uint64_t slow_bytes = 0;     // experiment tier; default 256 MiB (tiny), 32 GiB (8B; 4 GiB
+                                    // on the cpu backend)
   double slow_gbps = 0;             // experiment tier bandwidth; default 0.0005 (tiny), 2 (8B)
   double slow_latency_us = -1;      // experiment tier latency per operation; default 50
   std::string disk_dir;             // when set: the planned-disk policy, records under it

@@ -316,7 +316,7 @@ std::string format_max_rates(const std::vector<MaxRate>& rates) {
                     std::to_string(m.probes.size())});
   }
   std::string threshold = rates.empty() ? "" : ms(rates.front().threshold_ms);
-  return "Highest arrival-rate scale (x the trace's rate) at which p90 TTFT stays under " +
+  return "Highest arrival-rate scale (x the workload's arrival rate) at which p90 TTFT stays under " +
          threshold + " ms:\n" + render(rows);
 }
 

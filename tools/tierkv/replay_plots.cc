@@ -54,21 +54,45 @@ std::string python_with_matplotlib() {
   return "";
 }
 
-Status draw_plots(const std::string& python, const std::string& script, const std::string& jsonl, const std::string& dir,
+// Draws the timelines after the first in one more Python process, through the plot script's own
+// functions (one process per timeline would import matplotlib each time).
+constexpr const char* kMoreTimelines = R"(import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
+import plot_replay as p
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+data = p.load([sys.argv[2]])
+for policy, rid in zip(sys.argv[4::2], sys.argv[5::2]):
+    recs = [r for r in data["timeline"] if r["policy"] == policy and r["id"] == int(rid)]
+    if recs:
+        for path in p.plot_timeline(plt, recs, policy, int(rid), sys.argv[3], ["png", "svg"]):
+            print("wrote " + path)
+)";
+
+Status draw_plots(const std::string& python, const std::string& script, const std::string& jsonl,
+                  const std::string& dir,
                   const std::vector<std::pair<std::string, std::int64_t>>& timelines) {
-  // One run draws the TTFT plots and the first policy's timeline; one more per other policy
-  // draws its timeline (and the same TTFT plots again, quietly).
-  for (std::size_t k = 0; k < std::max<std::size_t>(1, timelines.size()); ++k) {
-    std::vector<std::string> args{python, script, jsonl, "--out", dir};
-    if (k < timelines.size()) {
-      args.insert(args.end(), {"--timeline-policy", timelines[k].first, "--timeline-id",
-                               std::to_string(timelines[k].second)});
-    }
-    const int rc = run(args, k > 0);
-    if (rc != 0) {
-      return internal_error("plots: `" + command_text(args) + "` exited with status " +
-                            std::to_string(rc));
-    }
+  std::vector<std::string> args{python, script, jsonl, "--out", dir};
+  if (!timelines.empty()) {
+    args.insert(args.end(), {"--timeline-policy", timelines[0].first, "--timeline-id",
+                             std::to_string(timelines[0].second)});
+  }
+  int rc = run(args, false);
+  if (rc != 0) {
+    return internal_error("plots: `" + command_text(args) + "` exited with status " +
+                          std::to_string(rc));
+  }
+  if (timelines.size() < 2) return Status::Ok();
+  args = {python, "-c", kMoreTimelines, script, jsonl, dir};
+  for (std::size_t k = 1; k < timelines.size(); ++k) {
+    args.push_back(timelines[k].first);
+    args.push_back(std::to_string(timelines[k].second));
+  }
+  rc = run(args, false);
+  if (rc != 0) {
+    return internal_error("plots: drawing the other timelines with " + python + " (through " +
+                          script + ") exited with status " + std::to_string(rc));
   }
   return Status::Ok();
 }
