@@ -86,6 +86,9 @@ struct WarmPrefillOptions {
   // maximum. Chunks are cut on a grid of this size from position 0, so a token's KV is computed in
   // the same chunk (hence the same arithmetic) whatever was cached.
   std::int32_t chunk_tokens = 0;
+  // For benchmarks and tuning, with kPlanned: recompute [gpu_end, split) and load from split on,
+  // instead of the planner's split (clipped to what is cached; page-aligned). -1: the planner's.
+  std::int32_t split = -1;
   bool save = true;       // save the prompt's full chunks once their KV is final
   bool timeline = false;  // record per-layer load and compute times (WarmPrefillResult::timeline)
 };

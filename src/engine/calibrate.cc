@@ -65,7 +65,9 @@ Result<Bench> make_bench(Backend& b, Stream& s, const ModelSpec& model, std::int
                                             model.kv_dtype, 100 + std::uint64_t(l), -1, 1, s));
     }
   }
-  TIERKV_ASSIGN_OR_RETURN(LlamaWeights w, random_llama_weights(b, s, model, 1));
+  ModelSpec shape = model;  // only the shape matters here: weights of its own
+  shape.identity.weights.clear();
+  TIERKV_ASSIGN_OR_RETURN(LlamaWeights w, random_llama_weights(b, s, shape, 1));
   RunnerOptions ro;
   ro.max_step_tokens = max_new;
   ro.max_batch = 1;
@@ -173,10 +175,9 @@ Result<std::vector<double>> time_reads(const CalibrateOptions& o, Store& store, 
   return us;
 }
 
-// A tier's figures, as the planner reads them: chunks read one after another at read_gbps (a
-// whole chunk's bytes over its median read time), each operation costing latency_us (what a
-// one-layer read takes beyond its bytes), and a tail of p99_latency_us for the slowest.
-Status measure_tier(const CalibrateOptions& o, Store& store, CostProfile& p) {
+}  // namespace
+
+Result<TierCost> measure_tier(const CalibrateOptions& o, Store& store) {
   RecordId shape;
   shape.identity = sha256("tierkv.calibrate", 16);
   shape.tokens = std::uint32_t(o.chunk_tokens);
@@ -205,9 +206,10 @@ Status measure_tier(const CalibrateOptions& o, Store& store, CostProfile& p) {
   say(o, "tier " + t.name + ": " + std::to_string(t.read_gbps) + " GB/s a chunk after another, " +
              std::to_string(t.latency_us) + " us per read, tail " +
              std::to_string(t.p99_latency_us) + " us");
-  p.tiers.push_back(t);
-  return Status::Ok();
+  return t;
 }
+
+namespace {
 
 std::vector<std::int32_t> clamp_axis(std::vector<std::int32_t> v, std::int32_t lo, std::int32_t hi) {
   for (auto& x : v)
@@ -262,7 +264,8 @@ Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& o) {
   }
   for (const auto& tier : o.tiers) {
     if (tier == nullptr) continue;
-    TIERKV_RETURN_IF_ERROR(measure_tier(o, *tier, p));
+    TIERKV_ASSIGN_OR_RETURN(TierCost t, measure_tier(o, *tier));
+    p.tiers.push_back(std::move(t));
   }
   return p;
 }

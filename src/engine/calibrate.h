@@ -42,4 +42,10 @@ struct CalibrateOptions {
 
 Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& options);
 
+// One lower tier's figures, as the planner reads them: chunks (of options.model's shape and
+// options.chunk_tokens) read one after another at read_gbps (a whole chunk's bytes over its median
+// read time), each read costing latency_us (what a one-layer read takes beyond its bytes), and a
+// tail of p99_latency_us for the slowest. Writes and erases options.tier_chunks records of its own.
+Result<TierCost> measure_tier(const CalibrateOptions& options, Store& store);
+
 }  // namespace tierkv

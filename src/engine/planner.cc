@@ -216,13 +216,17 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
           if (sizes.empty()) sizes.push_back(max_chunk);
         }
         std::vector<std::int32_t> ends = {b.gpu, b.host, b.lower};
+        if (in.split >= 0) ends = {b.lower};
         ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
         for (std::int32_t s : sizes) {
           for (std::int32_t e : ends) {
             // Fronts: gpu_end, then every boundary of the compute grid and of the cache's
             // chunks up to e (the load starts there; both grids are powers of two).
             const std::int32_t step = std::max(in.page_tokens, std::min(s, in.cache_chunk_tokens));
-            for (std::int32_t k = b.gpu; k <= e;) {
+            const std::int32_t fixed_k =
+                in.split >= 0 ? std::clamp(in.split / in.page_tokens * in.page_tokens, b.gpu, e)
+                              : -1;
+            for (std::int32_t k = fixed_k >= 0 ? fixed_k : b.gpu; k <= e;) {
               const double t = predict(in, profile, k, e, s, true).total_us;
               if (t < best * 0.999) {
                 best = t;
@@ -230,12 +234,13 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
                 end = e;
                 chunk = s;
               }
-              if (k == e) break;
+              if (k == e || fixed_k >= 0) break;
               k = std::min(e, (k / step + 1) * step);
             }
           }
         }
-        how = begin > b.gpu ? "recompute the front while the back loads"
+        how = in.split >= 0 ? "a fixed split"
+              : begin > b.gpu ? "recompute the front while the back loads"
               : end > begin ? "load the cached chunks behind the compute"
                             : "compute: loading would be slower";
         if (end < b.lower && end > begin) how += " (the lower tiers' part is recomputed)";

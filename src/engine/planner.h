@@ -39,6 +39,7 @@ struct PlanInput {
   std::int32_t cache_chunk_tokens = 256;  // loads below the GPU move whole chunks
   std::int32_t max_chunk_tokens = 2048;   // the model's longest prefill chunk
   std::int32_t chunk_tokens = 0;          // fixed prefill chunk size; 0: the planner's choice
+  std::int32_t split = -1;                // kPlanned: a fixed front/back split; -1: searched
   std::int32_t num_layers = 0;
   std::size_t kv_bytes_per_token_layer = 0;  // K plus V of one token in one layer
   double queued_ahead_us = 0;                // loads queued before this one

@@ -127,6 +127,7 @@ PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r) const {
   in.cache_chunk_tokens = co.chunk_tokens;
   in.max_chunk_tokens = model.max_chunk_tokens();
   in.chunk_tokens = r.options.chunk_tokens;
+  in.split = r.options.split;
   in.num_layers = m.num_layers;
   in.kv_bytes_per_token_layer = m.kv_bytes_per_token_layer();
   const double gbps = profile.host_to_device_copy_engine.gbps(1 << 20);
