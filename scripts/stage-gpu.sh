@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
 rm -rf .gpu-bin && mkdir -p .gpu-bin
-cp build/tests/tierkv_all_tests build/tools/tierkv-bench/tierkv-bench build/tools/tierkv-transfer-bench/tierkv-transfer-bench build/tools/tierkv-model-bench/tierkv-model-bench build/tools/tierkv-prefill-bench/tierkv-prefill-bench .gpu-bin/
+cp build/tests/tierkv_all_tests build/tools/tierkv-bench/tierkv-bench build/tools/tierkv-transfer-bench/tierkv-transfer-bench build/tools/tierkv-model-bench/tierkv-model-bench build/tools/tierkv-prefill-bench/tierkv-prefill-bench build/tools/tierkv-warm-bench/tierkv-warm-bench build/tools/tierkv/tierkv .gpu-bin/
 strip --strip-unneeded .gpu-bin/*
 tar czf .gpu-bin.tgz .gpu-bin
 du -sh .gpu-bin .gpu-bin.tgz
