@@ -241,8 +241,8 @@ int run_replay(ReplayOptions& o) {
   if (!prepared.ok()) return report_error(kTool, prepared.status(), kExitUsage);
   const std::int64_t page = model->page_tokens;
   const std::int64_t longest_pages = (prepared->longest_request + page - 1) / page;
-  if (!gpu_pages_given) {  // the tiny model's default pool holds two of the longest requests
-    o.tiers.gpu_pages = std::max(o.tiers.gpu_pages, 2 * longest_pages);
+  if (!gpu_pages_given) {  // by default the pool holds 1.5 of the longest requests
+    o.tiers.gpu_pages = std::max(o.tiers.gpu_pages, (3 * longest_pages + 1) / 2);
   } else if (o.tiers.gpu_pages < longest_pages) {
     return report_error(kTool,
                         invalid_argument("--gpu-pages " + std::to_string(o.tiers.gpu_pages) +

@@ -46,7 +46,7 @@ void add_workload_flags(CLI::App& app, ReplayOptions& o) {
   app.add_option("--seed", o.seed, "seed of the workloads and of the random weights")
       ->capture_default_str();
   auto* g = "chat workload (defaults: cpu / cuda)";
-  app.add_option("--sessions", o.chat.sessions, "chat sessions [6 / 64]")->group(g)->check(CLI::PositiveNumber);
+  app.add_option("--sessions", o.chat.sessions, "chat sessions [8 / 64]")->group(g)->check(CLI::PositiveNumber);
   app.add_option("--session-rate", o.chat.session_rate, "sessions starting per second [1 / 0.5]")
       ->group(g)->check(CLI::PositiveNumber);
   app.add_option("--turns", o.chat.mean_turns, "mean turns per session [3 / 4]")->group(g)->check(CLI::Range(1.0, 1e6));
@@ -57,16 +57,16 @@ void add_workload_flags(CLI::App& app, ReplayOptions& o) {
       ->group(g)->check(CLI::PositiveNumber);
   app.add_option("--answer-tokens", o.chat.answer_tokens, "median answer tokens, chat and docqa [8 / 128]")
       ->group(g)->check(CLI::PositiveNumber);
-  app.add_option("--think-s", o.chat.think_s, "mean think time between turns, s [1 / 5]")
+  app.add_option("--think-s", o.chat.think_s, "mean think time between turns, s [2 / 5]")
       ->group(g)->check(CLI::NonNegativeNumber);
   g = "document QA workload (defaults: cpu / cuda)";
-  app.add_option("--documents", o.docqa.documents, "shared documents [3 / 8]")->group(g)->check(CLI::PositiveNumber);
+  app.add_option("--documents", o.docqa.documents, "shared documents [6 / 8]")->group(g)->check(CLI::PositiveNumber);
   app.add_option("--document-tokens", o.docqa.document_tokens, "median document tokens [640 / 8192]")
       ->group(g)->check(CLI::PositiveNumber);
-  app.add_option("--questions", o.docqa.questions, "questions [10 / 256]")->group(g)->check(CLI::PositiveNumber);
+  app.add_option("--questions", o.docqa.questions, "questions [20 / 256]")->group(g)->check(CLI::PositiveNumber);
   app.add_option("--question-rate", o.docqa.question_rate, "questions per second [1 / 2]")
       ->group(g)->check(CLI::PositiveNumber);
-  app.add_option("--zipf", o.docqa.zipf, "document popularity exponent [1]")->group(g)->check(CLI::NonNegativeNumber);
+  app.add_option("--zipf", o.docqa.zipf, "document popularity exponent (Zipf) [0.5 / 1]")->group(g)->check(CLI::NonNegativeNumber);
   g = "trace workload";
   app.add_option("--trace", o.trace.path,
                  "Mooncake-format trace (JSON Lines) [bench/traces/mooncake-conversation.jsonl]")
@@ -94,8 +94,9 @@ void add_engine_flags(CLI::App& app, ReplayOptions& o) {
   app.add_option("--chunk-tokens", o.chunk_tokens, "prefill chunk; 0: the executor's choice")
       ->group(g)->check(CLI::Range(0, 65536));
   app.add_option("--cache-chunk-tokens", o.cache_chunk_tokens,
-                 "the cache's chunk, the unit of every tier below the GPU")
-      ->group(g)->capture_default_str()->check(CLI::Range(16, 65536));
+                 "the cache's chunk, the unit of every tier below the GPU [64 for the tiny model, "
+                 "whose prompts are short; 256]")
+      ->group(g)->check(CLI::Range(16, 65536));
   app.add_option("--max-batch", o.max_batch, "most running requests (one decode batch)")
       ->group(g)->capture_default_str()->check(CLI::Range(1, 1024));
   app.add_option("--policies", o.policies,
@@ -106,7 +107,7 @@ void add_engine_flags(CLI::App& app, ReplayOptions& o) {
 
 void add_tier_flags(CLI::App& app, TierFlags& t) {
   auto* g = "tier budgets (defaults: tiny model / 8B-shaped)";
-  app.add_option("--gpu-pages", t.gpu_pages, "GPU page pool, pages of 16 tokens [twice the longest request; 8B on cuda: at least 12288]")
+  app.add_option("--gpu-pages", t.gpu_pages, "GPU page pool, pages of 16 tokens [1.5x the longest request; 8B on cuda: at least 12288]")
       ->group(g)->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 28));
   app.add_option("--host-bytes", t.host_bytes, "host tier of the host policies [64 MiB / 32 GiB (4 GiB on the cpu backend)]")
       ->group(g)->transform(CLI::AsSizeValue(false));
@@ -116,8 +117,8 @@ void add_tier_flags(CLI::App& app, TierFlags& t) {
   app.add_option("--slow-bytes", t.slow_bytes, "experiment tier budget [256 MiB / 32 GiB (4 GiB on the cpu backend)]")
       ->group(g)->transform(CLI::AsSizeValue(false));
   app.add_option("--slow-gbps", t.slow_gbps,
-                 "experiment tier bandwidth, GB/s [0.0005 / 2: about 1.7x the prefill time of "
-                 "the tokens it holds, on each]")
+                 "experiment tier bandwidth, GB/s [tiny: 0.0005, where a 64-token chunk takes "
+                 "about as long to read as to recompute on two cores; 8B: 2]")
       ->group(g)->check(CLI::PositiveNumber);
   app.add_option("--slow-latency-us", t.slow_latency_us, "experiment tier latency per read [50]")
       ->group(g)->check(CLI::NonNegativeNumber);
@@ -186,7 +187,7 @@ Status validate(const ReplayOptions& o) {
       return invalid_argument("--redis: expected host:port, got '" + o.tiers.redis + "'");
     }
   }
-  if (o.cache_chunk_tokens % 16 != 0) {
+  if (o.cache_chunk_tokens % 16 != 0) {  // 0 (the default) passes
     return invalid_argument("--cache-chunk-tokens must be a multiple of the page size (16)");
   }
   return Status::Ok();
@@ -207,26 +208,27 @@ void resolve_defaults(ReplayOptions& o, BackendKind backend, const ModelSpec& mo
   o.small = small;
   ChatFlags& c = o.chat;
   const bool answer_set = c.answer_tokens != 0;
-  or_default(c.sessions, 0, small ? 6 : 64);
+  or_default(c.sessions, 0, small ? 8 : 64);
   or_default(c.session_rate, 0.0, small ? 1.0 : 0.5);
   or_default(c.mean_turns, 0.0, small ? 3.0 : 4.0);
   or_default(c.max_turns, 0, small ? 4 : 16);
   or_default(c.system_tokens, -1, small ? 256 : 2048);
   or_default(c.user_tokens, 0, small ? 48 : 256);
   or_default(c.answer_tokens, 0, small ? 8 : 128);
-  or_default(c.think_s, -1.0, small ? 1.0 : 5.0);
+  or_default(c.think_s, -1.0, small ? 2.0 : 5.0);
   DocQaFlags& d = o.docqa;
-  or_default(d.documents, 0, small ? 3 : 8);
+  or_default(d.documents, 0, small ? 6 : 8);
   or_default(d.document_tokens, 0, small ? 640 : 8192);
-  or_default(d.questions, 0, small ? 10 : 256);
+  or_default(d.questions, 0, small ? 20 : 256);
   or_default(d.question_rate, 0.0, small ? 1.0 : 2.0);
-  or_default(d.zipf, -1.0, 1.0);
+  or_default(d.zipf, -1.0, small ? 0.5 : 1.0);
   or_default(d.answer_tokens, 0, answer_set ? c.answer_tokens : (small ? 8 : 64));
   TraceFlags& t = o.trace;
   or_default(t.path, std::string(), std::string(TIERKV_SOURCE_DIR "/bench/traces/mooncake-conversation.jsonl"));
   or_default(t.length_scale, 0.0, tiny ? 1.0 / 32 : 1.0);
   or_default(t.max_output, 0, small ? 16 : 512);
   or_default(o.max_prompt, 0, model.max_positions);
+  or_default(o.cache_chunk_tokens, 0, tiny ? 64 : 256);
   TierFlags& tf = o.tiers;
   const std::uint64_t MiB = 1 << 20, GiB = std::uint64_t{1} << 30;
   or_default(tf.gpu_pages, std::int64_t{0}, std::int64_t{tiny || small ? 0 : 12288});  // 0: see run_replay

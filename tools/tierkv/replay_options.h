@@ -19,22 +19,22 @@
 namespace tierkv::cli::replay {
 
 struct ChatFlags {
-  std::int32_t sessions = 0;       // default: 6 (cpu), 64 (cuda)
+  std::int32_t sessions = 0;       // default: 8 (cpu), 64 (cuda)
   double session_rate = 0;         // sessions per second; default 1 (cpu), 0.5 (cuda)
   double mean_turns = 0;           // default 3 (cpu), 4 (cuda)
   std::int32_t max_turns = 0;      // default 4 (cpu), 16 (cuda)
   std::int32_t system_tokens = -1; // default 256 (cpu), 2048 (cuda)
   std::int32_t user_tokens = 0;    // median; default 48 (cpu), 256 (cuda)
   std::int32_t answer_tokens = 0;  // median; default 8 (cpu), 128 (cuda)
-  double think_s = -1;             // mean; default 1 (cpu), 5 (cuda)
+  double think_s = -1;             // mean; default 2 (cpu), 5 (cuda)
 };
 
 struct DocQaFlags {
-  std::int32_t documents = 0;        // default 3 (cpu), 8 (cuda)
+  std::int32_t documents = 0;        // default 6 (cpu), 8 (cuda)
   std::int32_t document_tokens = 0;  // median; default 640 (cpu), 8192 (cuda)
-  std::int32_t questions = 0;        // default 10 (cpu), 256 (cuda)
+  std::int32_t questions = 0;        // default 20 (cpu), 256 (cuda)
   double question_rate = 0;          // per second; default 1 (cpu), 2 (cuda)
-  double zipf = -1;                  // default 1
+  double zipf = -1;                  // default 0.5 (cpu), 1 (cuda)
   std::int32_t answer_tokens = 0;    // median; default 8 (cpu), 64 (cuda)
 };
 
@@ -46,7 +46,7 @@ struct TraceFlags {
 
 // Budgets of the tiers, per policy run (each policy starts from empty tiers of these sizes).
 struct TierFlags {
-  std::int64_t gpu_pages = 0;       // GPU page pool; default: twice the longest request, at
+  std::int64_t gpu_pages = 0;       // GPU page pool; default: 1.5x the longest request, at
                                     // least 12288 for the 8B shape on cuda
   std::uint64_t host_bytes = 0;     // host tier of the host policies; default 64 MiB (tiny),
                                     // 32 GiB (8B; 4 GiB on the cpu backend)
@@ -81,7 +81,8 @@ struct ReplayOptions {
   std::string profile;           // cost profile for the planner; "": the default path
 
   std::int32_t chunk_tokens = 0;        // prefill chunk; 0: the executor's choice
-  std::int32_t cache_chunk_tokens = 256;  // the cache's chunk (the unit below the GPU)
+  std::int32_t cache_chunk_tokens = 0;  // the cache's chunk (the unit below the GPU); default 64
+                                        // for the tiny model (its prompts are short), else 256
   std::int32_t max_batch = 32;          // running requests (one decode batch)
   TierFlags tiers;
 
