@@ -357,7 +357,9 @@ TierUsage PolicyEngine::usage() const {
     for (const TierStats& t : cs.lower_tiers)
       read += t.store.bytes_read;
     u.bytes_moved.emplace_back(tier_name(*s.lower), std::int64_t(read));
-    u.memory_bytes.emplace_back(tier_name(*s.lower), std::int64_t(s.lower_budget()));
+    if (s.lower_budget() > 0) {  // Redis: the server's maxmemory decides
+      u.memory_bytes.emplace_back(tier_name(*s.lower), std::int64_t(s.lower_budget()));
+    }
     u.descriptions.push_back(tier_name(*s.lower) + ": " + s.lower->capabilities().description);
   }
   u.saved_chunks = cs.saved_chunks;
