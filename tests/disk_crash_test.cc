@@ -134,7 +134,7 @@ TEST(DiskCrashTest, KillDuringWritesThenReopenAndVerify) {
   EXPECT_EQ(lost, 0u);
   EXPECT_EQ(leftover_tmp, 0u);
   EXPECT_EQ(child_errors, 0u);
-  EXPECT_GT(acks, std::uint64_t(kRounds));
+  EXPECT_GT(acks, std::uint64_t(kRounds / 10)) << "the child must get writes done between kills";
   std::printf("reliability: crash loop: %d rounds (SIGKILL at 1-16 ms) in %.1f s, %llu "
               "acknowledged writes, %llu records verified, %llu wrong bytes, %llu acknowledged "
               "records lost, %llu temporary files removed at reopen (%llu left), %llu invalid "

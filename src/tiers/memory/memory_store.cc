@@ -63,7 +63,7 @@ struct MemoryStore::State {
     std::this_thread::sleep_until(done);
   }
 
-  void drop_locked(const Key& k, bool evict) {
+  void drop_locked(Key k, bool evict) {  // by value: callers pass lru elements
     auto it = records.find(k);
     if (it == records.end()) return;
     held -= it->second.charged;
