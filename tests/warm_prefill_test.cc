@@ -17,6 +17,7 @@
 #include "backends.h"
 #include "engine/llama.h"
 #include "engine/runner_model.h"
+#include "tiers/memory/memory_store.h"
 
 namespace tierkv {
 namespace {
@@ -35,6 +36,7 @@ CostProfile test_profile(std::int32_t layers) {
   p.prefill.new_tokens = {64, 512};
   p.prefill.prefix_tokens = {0, 2048};
   p.prefill.us = {100, 200, 600, 1200};
+  p.tiers = {{"memory", 20.0, 5, 20, false}};  // the unthrottled in-memory store
   return p;
 }
 
@@ -48,8 +50,8 @@ class WarmPrefillTest : public ::testing::Test {
  protected:
   void SetUp() override { build(1 << 30); }
 
-  // host_chunks: the host tier's budget in chunks.
-  void build(std::int32_t host_chunks) {
+  // host_chunks: the host tier's budget in chunks; `lower`: tiers below it.
+  void build(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {}) {
     runner_.reset();
     warm_.reset();
     cache_.reset();
@@ -73,11 +75,20 @@ class WarmPrefillTest : public ::testing::Test {
     ro.max_step_tokens = 512;
     ASSERT_OK_AND_ASSIGN(runner_, LlamaRunner::create(*fault_, std::move(w), pool_->view(), ro));
     model_ = std::make_unique<RunnerPrefillModel>(*runner_);
+    rebuild_cache(host_chunks, std::move(lower));
+  }
+
+  // A new cache (and executor) over the same model and pages: its host tier holds nothing.
+  void rebuild_cache(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {}) {
+    warm_.reset();
+    cache_.reset();
     CacheOptions co;
     co.model = spec_;
     co.chunk_tokens = kChunk;
     co.host_bytes = std::size_t(std::min(host_chunks, 64)) * kChunk * spec_.kv_bytes_per_token();
     co.transfer.calibrate = false;
+    co.lower_tiers = std::move(lower);
+    co.write_down.persistent_admit_sightings = 1;
     ASSERT_OK_AND_ASSIGN(cache_, Cache::create(*fault_, co));
     ASSERT_OK_AND_ASSIGN(warm_,
                          WarmPrefill::create(*fault_, *cache_, *model_, test_profile(spec_.num_layers)));
@@ -91,17 +102,23 @@ class WarmPrefillTest : public ::testing::Test {
     return t;
   }
 
-  // Serves one prompt with `policy` on fresh pages (the GPU holds nothing of it).
+  // Serves one prompt with `policy` on fresh pages (the GPU holds nothing of it); or, with
+  // `gpu_pages`, on those pages, whose first `gpu_tokens` tokens hold the prompt's KV already.
   Served serve(const std::vector<std::int32_t>& prompt, PrefillPolicy policy,
-               std::int32_t chunk = 0, bool timeline = false) {
+               std::int32_t chunk = 0, bool timeline = false, std::int32_t gpu_tokens = 0,
+               const std::vector<std::int32_t>* gpu_pages = nullptr) {
     Served out;
     auto keys = cache_->keys(prompt, "tenant");
     EXPECT_TRUE(keys.ok());
     auto m = cache_->match(*keys);
     EXPECT_TRUE(m.ok());
+    m->gpu_tokens = gpu_tokens;
+    m->host_tokens = std::max(m->host_tokens, gpu_tokens);
+    m->lower_tokens = std::max(m->lower_tokens, m->host_tokens);
     const std::int32_t page = spec_.page_tokens;
     const auto n = std::int32_t(prompt.size());
-    auto pages = pool_->allocate((n + page - 1) / page);
+    auto pages = gpu_pages != nullptr ? Result<std::vector<std::int32_t>>(*gpu_pages)
+                                      : pool_->allocate((n + page - 1) / page);
     EXPECT_TRUE(pages.ok());
     WarmPrefillRequest r;
     r.tokens = prompt;
@@ -121,7 +138,7 @@ class WarmPrefillTest : public ::testing::Test {
     EXPECT_OK(stream_->synchronize());
     EXPECT_OK(cache_->flush());
     out.kv = read_kv(*pages, n);
-    EXPECT_OK(pool_->release(*pages));
+    if (gpu_pages == nullptr) EXPECT_OK(pool_->release(*pages));
     return out;
   }
 
@@ -257,6 +274,37 @@ TEST_F(WarmPrefillTest, ChunksEvictedAfterMatchAreRecomputed) {
   EXPECT_TRUE(read_kv(pages, 300) == cold.kv);
   ASSERT_OK(stream_->synchronize());
   ASSERT_OK(pool_->release(pages));
+}
+
+// A GPU prefix that ends inside a chunk, with the rest of the cached prefix only in a lower tier
+// (the case the replay's cross-policy check caught): the chunk holding the end of the GPU prefix
+// is promoted whole and loaded from there; nothing is left uncomputed.
+TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<Store> lower, MemoryStore::create({}));
+  build(8, {lower});
+  const auto prompt = tokens(300, 8);
+  const std::int32_t page = spec_.page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto resident, pool_->allocate((300 + page - 1) / page));
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute, 0, false, 0, &resident);
+  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
+  ASSERT_OK(cache_->flush_lower_tiers());
+  for (PrefillPolicy p : {PrefillPolicy::kLayerwise, PrefillPolicy::kPlanned,
+                          PrefillPolicy::kLoadThenCompute}) {
+    for (std::int32_t gpu : {48, 64, 0}) {
+      SCOPED_TRACE(std::string(prefill_policy_name(p)) + ", GPU prefix " + std::to_string(gpu));
+      rebuild_cache(8, {lower});  // a new cache over the same lower tier: an empty host tier
+      const Served s = serve(prompt, p, 0, false, gpu, &resident);
+      EXPECT_EQ(s.next, cold.next) << s.result.plan.why;
+      EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation: " << s.result.plan.why;
+      EXPECT_EQ(s.result.loaded_tokens + s.result.computed_tokens + gpu, 300) << s.result.plan.why;
+      EXPECT_GT(s.result.plan.loaded_tokens(), 0) << s.result.plan.why;
+      // What the tier did not deliver by the plan's deadline (a busy machine) was computed, and
+      // says why.
+      EXPECT_EQ(s.result.loaded_tokens + s.result.fallback_tokens, s.result.plan.loaded_tokens());
+      if (s.result.fallback_tokens > 0) EXPECT_FALSE(s.result.load_status.ok());
+    }
+  }
+  ASSERT_OK(pool_->release(resident));
 }
 
 TEST_F(WarmPrefillTest, RecordsATimelineOfLoadsAndCompute) {

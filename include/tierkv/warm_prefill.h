@@ -108,6 +108,9 @@ struct WarmPrefillPlan {
   // Predictions (ms): this plan, loading alone, computing what it computes alone, and computing
   // the whole prompt (every cached token recomputed).
   double predicted_ms = 0, load_ms = 0, compute_ms = 0, recompute_all_ms = 0;
+  // When the lower tiers' part is predicted to be in host slots (0: no such part, or no profile):
+  // the deadline past which what has not arrived is computed instead.
+  double lower_ready_ms = 0;
   std::string why;  // one line a person can read: the choice and the figures behind it
 
   std::int32_t loaded_tokens() const { return load_end - load_begin; }

@@ -134,6 +134,7 @@ PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t l
   const double slow = load.any ? 1.0 + profile.copy_engine_compute_slowdown : 1.0;
   PlanCost cost;
   cost.load_us = load.end();
+  cost.lower_ready_us = load.lower ? load.lower_start : 0.0;
   const std::int32_t tail_begin = std::max(load_end, load_begin);
   cost.compute_us = c.range(b.gpu, load_begin) + c.range(tail_begin, in.prompt_tokens);
   double t = c.range(b.gpu, load_begin) * slow;  // the recomputed front needs nothing loaded
@@ -259,6 +260,7 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
     plan.load_ms = c.load_us / 1e3;
     plan.compute_ms = c.compute_us / 1e3;
     plan.recompute_all_ms = none.total_us / 1e3;
+    plan.lower_ready_ms = c.lower_ready_us / 1e3;
   }
   char line[320];
   std::snprintf(line, sizeof line,

@@ -55,6 +55,7 @@ inline constexpr std::int32_t kDefaultPrefillChunk = 512;
 // per layer (warm prefill); otherwise the whole load finishes before the tail starts.
 struct PlanCost {
   double total_us = 0, load_us = 0, compute_us = 0;
+  double lower_ready_us = 0;  // when the lower tiers' part is predicted to be in host slots
 };
 PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t load_begin,
                  std::int32_t load_end, std::int32_t chunk, bool gated);

@@ -59,7 +59,8 @@ struct WarmPrefill::State {
   // Runs the plan's regions from `from` on (the ones before are in the pages already); with
   // `no_loads`, computes everything from `from`.
   Status attempt(const WarmPrefillRequest& r, Stream& stream, const WarmPrefillPlan& plan,
-                 std::int32_t from, bool no_loads, TimelineEvents* tl, Attempt& out);
+                 std::int32_t from, bool no_loads, Clock::time_point start, TimelineEvents* tl,
+                 Attempt& out);
   Status compute(const WarmPrefillRequest& r, Stream& stream, std::int32_t begin, std::int32_t end,
                  std::int32_t grid, const std::vector<Load*>& gates, bool last_region,
                  TimelineEvents* tl, std::int32_t& chunk_index, std::int32_t* next);
@@ -194,7 +195,7 @@ Status time_load(Backend& backend, Stream& side, const Load& load, std::int32_t 
 
 Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
                                    const WarmPrefillPlan& plan, std::int32_t from, bool no_loads,
-                                   TimelineEvents* tl, Attempt& out) {
+                                   Clock::time_point start, TimelineEvents* tl, Attempt& out) {
   const std::int32_t n = std::int32_t(r.tokens.size());
   const std::int32_t page = model.spec().page_tokens, layers = model.spec().num_layers;
   const std::int32_t chunk = cache.options().chunk_tokens;
@@ -236,9 +237,12 @@ Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
   const std::int32_t load_begin = no_loads ? n : std::max(from, plan.load_begin);
   const std::int32_t load_end = no_loads ? n : std::max(load_begin, plan.load_end);
   const std::int32_t host_end = std::clamp(plan.host_end, load_begin, load_end);
-  // Lower-tier chunks are read into host slots first; start that before anything else.
+  // Lower-tier chunks are read into host slots first; start that before anything else. Promotion
+  // moves whole chunks: it starts at the chunk holding host_end (which is inside a chunk when the
+  // GPU prefix ends there), and the load then takes that chunk's pages from host_end on.
+  const std::int32_t promote_begin = host_end / chunk * chunk;
   if (host_end < load_end) {
-    auto p = cache.promote(*r.keys, host_end, load_end);
+    auto p = cache.promote(*r.keys, promote_begin, load_end);
     if (p.ok()) {
       promotion.emplace(std::move(p).value());
     } else if (out.load_status.ok()) {
@@ -254,7 +258,6 @@ Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
   // time and compute the rest (a slow tier that falls behind its plan hands its rest over).
   std::int32_t chunk_index = 0;
   std::size_t next_region = 0;
-  bool ran_compute_before_lower = false;
   const auto run_regions = [&](std::size_t upto, bool last) -> Status {
     for (; next_region < upto; ++next_region) {
       const Region& g = regions[next_region];
@@ -276,12 +279,15 @@ Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
   Status run;
   if (promotion) {
     run = run_regions(regions.size(), false);
-    ran_compute_before_lower = true;
-    // The planner's promise: the lower part is read by the time the front is computed. Give it
-    // until then (measured from now, as the front runs on the device meanwhile) plus a margin.
-    const double budget_ms = std::max(plan.predicted_ms - plan.compute_ms, 0.0) * 1.25 + 5.0;
-    const auto deadline = Clock::now() + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
-    const std::int32_t want = (load_end - host_end) / chunk;
+    // The planner's promise: the lower part is in host slots by lower_ready_ms after the start.
+    // Past that (with a margin for the tier's noise) what has not arrived is computed instead.
+    // Without predictions (no profile) the promotion is waited for whole.
+    const std::int32_t want = (load_end - promote_begin) / chunk;
+    auto deadline = Clock::time_point::max();
+    if (plan.lower_ready_ms > 0) {
+      const double budget_ms = plan.lower_ready_ms * 1.25 + 2.0;
+      deadline = start + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
+    }
     const std::int32_t got = promotion->wait_for(want, deadline);
     if (got < want) {
       promotion->cancel();
@@ -294,10 +300,12 @@ Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
                                                         " chunks by the plan's deadline");
       }
     }
-    const std::int32_t lower_got = add_load(host_end, host_end + got * chunk);
+    const std::int32_t arrived = std::min(load_end, promote_begin + got * chunk);
+    const std::int32_t lower_got = add_load(host_end, std::max(host_end, arrived));
     add_compute(lower_got, load_end);
+  } else {
+    add_compute(host_end, load_end);  // no promotion could start: compute the lower part
   }
-  (void)ran_compute_before_lower;
   add_compute(load_end, n);
   if (run.ok()) run = run_regions(regions.size(), true);
 
@@ -337,7 +345,7 @@ Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& 
     TIERKV_RETURN_IF_ERROR(s.timeline_stream->wait(*tl->start));
   }
   State::Attempt a;
-  TIERKV_RETURN_IF_ERROR(s.attempt(r, compute_stream, res.plan, res.plan.gpu_end, false,
+  TIERKV_RETURN_IF_ERROR(s.attempt(r, compute_stream, res.plan, res.plan.gpu_end, false, t0,
                                    tl ? &*tl : nullptr, a));
   res.load_status = a.load_status;
   res.loaded_tokens = a.loaded;
@@ -350,7 +358,7 @@ Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& 
     // from there; everything before it is right (computed, or loaded by loads that succeeded).
     State::Attempt again;
     TIERKV_RETURN_IF_ERROR(
-        s.attempt(r, compute_stream, res.plan, a.failed_at, true, nullptr, again));
+        s.attempt(r, compute_stream, res.plan, a.failed_at, true, t0, nullptr, again));
     res.next_token = again.next_token;
     res.computed_tokens += again.computed;
   }
