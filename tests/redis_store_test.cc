@@ -4,6 +4,8 @@
 // server; chaos (the server killed, paused, flushed, restarted mid-workload; values corrupted or
 // replaced by another identity's); a three-node cluster (spread, MOVED, ASK, a node lost).
 // Skipped, saying why, when redis-server or redis-cli is not on PATH.
+#include "tierkv/redis_store.h"
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -27,7 +29,6 @@
 #include "tiers/redis/layout.h"
 #include "tiers/redis/slots.h"
 #include "tiers/redis/testing/local_redis.h"
-#include "tierkv/redis_store.h"
 
 namespace tierkv {
 namespace {
@@ -40,20 +41,20 @@ using redis::testing::LocalRedisCluster;
 using redis::testing::LocalRedisOptions;
 using Clock = std::chrono::steady_clock;
 
-#define SKIP_WITHOUT_REDIS()                                                   \
-  do {                                                                         \
-    std::string missing_ = redis::testing::redis_programs_missing();           \
+#define SKIP_WITHOUT_REDIS()                                                     \
+  do {                                                                           \
+    std::string missing_ = redis::testing::redis_programs_missing();             \
     if (!missing_.empty()) GTEST_SKIP() << "Redis tier tests need " << missing_; \
   } while (0)
 
-#define ASSERT_OK(expr)                            \
-  do {                                             \
-    ::tierkv::Status s_ = (expr);                  \
+#define ASSERT_OK(expr)                                      \
+  do {                                                       \
+    ::tierkv::Status s_ = (expr);                            \
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.to_string(); \
   } while (0)
-#define EXPECT_OK(expr)                            \
-  do {                                             \
-    ::tierkv::Status s_ = (expr);                  \
+#define EXPECT_OK(expr)                                      \
+  do {                                                       \
+    ::tierkv::Status s_ = (expr);                            \
     EXPECT_TRUE(s_.ok()) << #expr << ": " << s_.to_string(); \
   } while (0)
 
@@ -69,7 +70,8 @@ struct Figures {
   std::atomic<std::int64_t> max_call_us{0};
 
   void add_misses(const StoreStats& s) {
-    for (std::size_t i = 0; i < s.misses.size(); ++i) misses[i] += s.misses[i];
+    for (std::size_t i = 0; i < s.misses.size(); ++i)
+      misses[i] += s.misses[i];
   }
   std::string line() const {
     std::string t = "rounds=" + std::to_string(rounds) + " requests=" + std::to_string(requests) +
@@ -87,7 +89,8 @@ Figures g_total;
 class PrintFigures : public ::testing::Environment {
  public:
   void TearDown() override {
-    if (g_total.requests > 0) std::printf("reliability: all redis chaos: %s\n", g_total.line().c_str());
+    if (g_total.requests > 0)
+      std::printf("reliability: all redis chaos: %s\n", g_total.line().c_str());
   }
 };
 [[maybe_unused]] const auto* g_env = ::testing::AddGlobalTestEnvironment(new PrintFigures);
@@ -116,7 +119,9 @@ std::unique_ptr<LocalRedis> start_server(const LocalRedisOptions& o = {}) {
   return r.ok() ? std::move(r).value() : nullptr;
 }
 
-std::uint64_t seed_of(const RecordId& id) { return id.chunk_key.hash() ^ id.identity[0]; }
+std::uint64_t seed_of(const RecordId& id) {
+  return id.chunk_key.hash() ^ id.identity[0];
+}
 
 std::vector<std::uint8_t> payload_of(const RecordId& id) {
   std::vector<std::uint8_t> p(id.payload_bytes());
@@ -124,7 +129,9 @@ std::vector<std::uint8_t> payload_of(const RecordId& id) {
   return p;
 }
 
-Status write_record(Store& s, const RecordId& id) { return s.write(id, payload_of(id)); }
+Status write_record(Store& s, const RecordId& id) {
+  return s.write(id, payload_of(id));
+}
 
 // Reads `id`; on a hit, adds the bytes that differ from what was written to *wrong.
 Status read_record(Store& s, const RecordId& id, std::uint64_t* wrong = nullptr) {
@@ -142,7 +149,9 @@ std::string layout_key(const RecordId& id, std::uint64_t max_value, std::size_t 
   RecordLayout l(id, "tkv", RecordLayout::parts_for(id.layer_bytes, max_value));
   return v == SIZE_MAX ? l.header_key() : l.value_key(v);
 }
-std::string header_key(const RecordId& id) { return layout_key(id, 1 << 20, SIZE_MAX); }
+std::string header_key(const RecordId& id) {
+  return layout_key(id, 1 << 20, SIZE_MAX);
+}
 
 long long integer_of(const Result<redis::ReplyPtr>& r) {
   return r.ok() && r->get()->type == REDIS_REPLY_INTEGER ? r->get()->integer : -1;
@@ -155,7 +164,8 @@ class Workload {
   Workload(Store& store, std::function<RecordId(int)> shape, int records, int threads,
            double write_share)
       : store_(store), shape_(std::move(shape)), records_(records), write_share_(write_share) {
-    for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t] { run(t); });
+    for (int t = 0; t < threads; ++t)
+      threads_.emplace_back([this, t] { run(t); });
   }
   ~Workload() { stop(); }
   void stop() {
@@ -227,7 +237,8 @@ TEST(RedisSlots, MatchRedisCluster) {
   RecordLayout l(id, "tkv", RecordLayout::parts_for(id.layer_bytes, 1 << 20));
   EXPECT_EQ(l.parts_per_layer(), 3u);
   EXPECT_EQ(l.values(), 12u);
-  for (std::size_t v = 0; v < l.values(); ++v) EXPECT_EQ(redis::key_slot(l.value_key(v)), l.slot());
+  for (std::size_t v = 0; v < l.values(); ++v)
+    EXPECT_EQ(redis::key_slot(l.value_key(v)), l.slot());
   EXPECT_NE(l.header_key().find(":{" + id.chunk_key.hex() + "}:h"), std::string::npos);
   EXPECT_EQ(l.value_key(4), l.header_key().substr(0, l.header_key().size() - 1) + "1.1");
   EXPECT_FALSE(RecordLayout::valid_parts(10, 6));  // 2+2+2+2+2+0: an empty part
@@ -237,7 +248,8 @@ TEST(RedisSlots, MatchRedisCluster) {
 // The flat reply reader over a socket pair, the stream cut into pieces of every kind.
 TEST(RedisFlatReader, ParsesAnyChunkingAndDeliversIntoTheSink) {
   std::string big(40000, '\0');
-  for (std::size_t i = 0; i < big.size(); ++i) big[i] = char(i * 7 + 3);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = char(i * 7 + 3);
   const std::string stream = "+OK\r\n*4\r\n$5\r\nhello\r\n$-1\r\n$" + std::to_string(big.size()) +
                              "\r\n" + big + "\r\n:7\r\n:42\r\n-ERR no\r\n*0\r\n$3\r\nabc\r\n";
   for (std::size_t chunk : {std::size_t(1), std::size_t(7), std::size_t(4096), stream.size()}) {
@@ -266,9 +278,8 @@ TEST(RedisFlatReader, ParsesAnyChunkingAndDeliversIntoTheSink) {
     EXPECT_EQ(std::string(small.begin(), small.end()), "hello");
     EXPECT_TRUE(redis::is_nil(a->element[1]));
     EXPECT_TRUE(redis::delivered(a->element[2]));
-    EXPECT_TRUE(std::equal(large.begin(), large.end(), big.begin(), [](std::uint8_t x, char y) {
-      return x == std::uint8_t(y);
-    }));
+    EXPECT_TRUE(std::equal(large.begin(), large.end(), big.begin(),
+                           [](std::uint8_t x, char y) { return x == std::uint8_t(y); }));
     EXPECT_EQ(a->element[3]->integer, 7);
     EXPECT_EQ(replies[2]->integer, 42);
     EXPECT_EQ(reply_text(replies[3].get()), "ERR no");
@@ -316,9 +327,11 @@ TEST(RedisStore, WriteReadMissEraseContains) {
   ASSERT_TRUE(store);
   EXPECT_EQ(store->capabilities().name, "redis");
   EXPECT_TRUE(store->capabilities().shared);
-  for (int i = 0; i < 16; ++i) ASSERT_OK(write_record(*store, test::record_id(i, 4, 65536)));
+  for (int i = 0; i < 16; ++i)
+    ASSERT_OK(write_record(*store, test::record_id(i, 4, 65536)));
   std::uint64_t wrong = 0;
-  for (int i = 0; i < 16; ++i) EXPECT_OK(read_record(*store, test::record_id(i, 4, 65536), &wrong));
+  for (int i = 0; i < 16; ++i)
+    EXPECT_OK(read_record(*store, test::record_id(i, 4, 65536), &wrong));
   EXPECT_EQ(wrong, 0u);
 
   RecordId absent = test::record_id(99, 4, 65536);
@@ -436,7 +449,9 @@ TEST(RedisStore, ThreadsEveryByteChecked) {
   ASSERT_TRUE(server);
   auto store = open_store(options_for(server->port()));
   ASSERT_TRUE(store);
-  auto shape = [](int i) { return test::record_id(std::uint64_t(i), 1 + i % 4, 4096 * (1 + i % 7)); };
+  auto shape = [](int i) {
+    return test::record_id(std::uint64_t(i), 1 + i % 4, 4096 * (1 + i % 7));
+  };
   std::atomic<std::uint64_t> wrong{0}, hits{0}, failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
@@ -451,11 +466,14 @@ TEST(RedisStore, ThreadsEveryByteChecked) {
       }
       wrong += w;
     });
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
   EXPECT_EQ(wrong, 0u);
   EXPECT_EQ(failures, 0u);
-  for (int i = 0; i < 48; ++i) ASSERT_OK(write_record(*store, shape(i)));
-  for (int i = 0; i < 48; ++i) EXPECT_OK(read_record(*store, shape(i)));
+  for (int i = 0; i < 48; ++i)
+    ASSERT_OK(write_record(*store, shape(i)));
+  for (int i = 0; i < 48; ++i)
+    EXPECT_OK(read_record(*store, shape(i)));
 }
 
 TEST(RedisStore, TwoStoresAndAProcessShareOneServer) {
@@ -465,8 +483,10 @@ TEST(RedisStore, TwoStoresAndAProcessShareOneServer) {
   auto a = open_store(options_for(server->port()));
   auto b = open_store(options_for(server->port()));
   ASSERT_TRUE(a && b);
-  for (int i = 0; i < 8; ++i) ASSERT_OK(write_record(*a, test::record_id(i)));
-  for (int i = 0; i < 8; ++i) EXPECT_OK(read_record(*b, test::record_id(i)));
+  for (int i = 0; i < 8; ++i)
+    ASSERT_OK(write_record(*a, test::record_id(i)));
+  for (int i = 0; i < 8; ++i)
+    EXPECT_OK(read_record(*b, test::record_id(i)));
   ASSERT_OK(b->erase(test::record_id(0)));
   EXPECT_EQ(read_record(*a, test::record_id(0)).code(), StatusCode::kNotFound);
 
@@ -477,14 +497,16 @@ TEST(RedisStore, TwoStoresAndAProcessShareOneServer) {
   if (pid == 0) {
     auto s = open_redis_store(options_for(server->port()));
     int bad = s.ok() ? 0 : 1;
-    for (int i = 100; i < 110 && bad == 0; ++i) bad += !write_record(**s, test::record_id(i)).ok();
+    for (int i = 100; i < 110 && bad == 0; ++i)
+      bad += !write_record(**s, test::record_id(i)).ok();
     ::_exit(bad == 0 ? 0 : 1);
   }
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child process failed to write";
   std::uint64_t wrong = 0;
-  for (int i = 100; i < 110; ++i) EXPECT_OK(read_record(*a, test::record_id(i), &wrong));
+  for (int i = 100; i < 110; ++i)
+    EXPECT_OK(read_record(*a, test::record_id(i), &wrong));
   EXPECT_EQ(wrong, 0u);
 }
 
@@ -547,12 +569,13 @@ TEST(RedisStore, CorruptAndForeignRecordsAreRemovedMisses) {
   const std::uint64_t reads = st.hits + st.misses[std::size_t(MissReason::kCorrupt)] +
                               st.misses[std::size_t(MissReason::kForeign)] +
                               st.misses[std::size_t(MissReason::kEvicted)];
-  std::printf("reliability: redis corrupt, foreign and partly evicted records: %llu reads, %llu "
-              "hits, corrupt=%llu foreign=%llu evicted=%llu, each removed, 0 wrong bytes\n",
-              (unsigned long long)reads, (unsigned long long)st.hits,
-              (unsigned long long)st.misses[std::size_t(MissReason::kCorrupt)],
-              (unsigned long long)st.misses[std::size_t(MissReason::kForeign)],
-              (unsigned long long)st.misses[std::size_t(MissReason::kEvicted)]);
+  std::printf(
+      "reliability: redis corrupt, foreign and partly evicted records: %llu reads, %llu "
+      "hits, corrupt=%llu foreign=%llu evicted=%llu, each removed, 0 wrong bytes\n",
+      (unsigned long long)reads, (unsigned long long)st.hits,
+      (unsigned long long)st.misses[std::size_t(MissReason::kCorrupt)],
+      (unsigned long long)st.misses[std::size_t(MissReason::kForeign)],
+      (unsigned long long)st.misses[std::size_t(MissReason::kEvicted)]);
   g_total.requests += reads;
   g_total.hits += st.hits;
   g_total.add_misses(st);
@@ -566,7 +589,8 @@ TEST(RedisStore, ChaosKillPauseFlushRestart) {
   auto store = open_store(options_for(server->port()));
   ASSERT_TRUE(store);
   auto shape = [](int i) { return test::record_id(std::uint64_t(i), 4, 32768); };
-  for (int i = 0; i < 32; ++i) ASSERT_OK(write_record(*store, shape(i)));
+  for (int i = 0; i < 32; ++i)
+    ASSERT_OK(write_record(*store, shape(i)));
   Figures f;
   {
     Workload w(*store, shape, 48, 3, 0.4);
@@ -655,7 +679,9 @@ class RedisClusterTest : public ::testing::Test {
 std::unique_ptr<LocalRedisCluster> RedisClusterTest::cluster_;
 std::string RedisClusterTest::setup_error_;
 
-RecordId cluster_record(int i) { return test::record_id(std::uint64_t(1000 + i), 2, 16384); }
+RecordId cluster_record(int i) {
+  return test::record_id(std::uint64_t(1000 + i), 2, 16384);
+}
 
 TEST_F(RedisClusterTest, RecordsSpreadOverEveryNode) {
   auto store = open_store(options());
@@ -673,7 +699,8 @@ TEST_F(RedisClusterTest, RecordsSpreadOverEveryNode) {
     EXPECT_EQ(integer_of(cluster_->node(n).command({"DBSIZE"})), per_node[std::size_t(n)] * 3);
   }
   std::uint64_t wrong = 0;
-  for (int i = 0; i < 60; ++i) EXPECT_OK(read_record(*store, cluster_record(i), &wrong));
+  for (int i = 0; i < 60; ++i)
+    EXPECT_OK(read_record(*store, cluster_record(i), &wrong));
   EXPECT_EQ(wrong, 0u);
   // The slot computed here is the server's.
   std::string key = header_key(cluster_record(7));
@@ -703,7 +730,7 @@ TEST_F(RedisClusterTest, MovedAndAsk) {
   ASSERT_TRUE(keys.ok());
   ASSERT_EQ(keys->get()->elements, 3u);
   std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(D.port()), "", "0",
-                                      "5000", "KEYS"};
+                                      "5000",    "KEYS"};
   for (std::size_t k = 0; k < keys->get()->elements; ++k)
     migrate.emplace_back(reply_text(keys->get()->element[k]));
   auto moved = S.command(migrate);
@@ -738,10 +765,12 @@ TEST_F(RedisClusterTest, MovedAndAsk) {
 TEST_F(RedisClusterTest, NodeLostMidWorkload) {
   auto store = open_store(options());
   ASSERT_TRUE(store);
-  for (int i = 0; i < 60; ++i) ASSERT_OK(write_record(*store, cluster_record(i)));
+  for (int i = 0; i < 60; ++i)
+    ASSERT_OK(write_record(*store, cluster_record(i)));
   const int victim = 2;
   std::vector<bool> on_victim(60);
-  for (int i = 0; i < 60; ++i) on_victim[std::size_t(i)] = node_of_slot(slot_of(cluster_record(i))) == victim;
+  for (int i = 0; i < 60; ++i)
+    on_victim[std::size_t(i)] = node_of_slot(slot_of(cluster_record(i))) == victim;
   Figures f;
   std::atomic<std::uint64_t> live_hits{0}, live_misses{0}, dead_hits{0}, dead_misses{0};
   std::atomic<bool> killed{false}, stop{false};
@@ -774,14 +803,16 @@ TEST_F(RedisClusterTest, NodeLostMidWorkload) {
   f.rounds += 1;
   std::this_thread::sleep_for(1500ms);
   stop = true;
-  for (auto& t : readers) t.join();
+  for (auto& t : readers)
+    t.join();
   StoreStats s = store->stats();
   f.add_misses(s);
-  std::printf("reliability: redis cluster, 1 of 3 nodes killed: %s; after the kill: live nodes "
-              "%llu hits %llu misses, dead node %llu hits %llu misses\n",
-              f.line().c_str(), (unsigned long long)live_hits.load(),
-              (unsigned long long)live_misses.load(), (unsigned long long)dead_hits.load(),
-              (unsigned long long)dead_misses.load());
+  std::printf(
+      "reliability: redis cluster, 1 of 3 nodes killed: %s; after the kill: live nodes "
+      "%llu hits %llu misses, dead node %llu hits %llu misses\n",
+      f.line().c_str(), (unsigned long long)live_hits.load(),
+      (unsigned long long)live_misses.load(), (unsigned long long)dead_hits.load(),
+      (unsigned long long)dead_misses.load());
   EXPECT_GT(live_hits, 0u);
   EXPECT_EQ(live_misses, 0u);
   EXPECT_GT(dead_misses, 0u);

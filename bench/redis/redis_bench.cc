@@ -1,5 +1,5 @@
 // Throughput of the Redis tier: records of `--values` values of `--value-bytes` each (one record =
-// one MULTI/EXEC on write, one MGET on read, so a record is a pipeline of that many values) written
+// one MSET on write, one MGET on read, so a record is a pipeline of that many values) written
 // and read through open_redis_store() by `--threads` threads for `--seconds` each, against a
 // running server (--port) or cluster (--cluster). Prints one JSON line per operation (bench
 // "redis", impl "tierkv"; schema in bench/redis/README.md). bench/redis/run.sh starts the servers
@@ -10,10 +10,9 @@
 // as it always is; the bytes are not compared again here. CPU seconds per GB of this process and
 // of the servers named by --server-pids are reported too: on a shared machine they say more
 // about cost than the wall-clock rate does.
-#include <CLI/CLI.hpp>
-
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -41,7 +40,7 @@ struct Flags {
   int records = 8;
   double seconds = 3;
   std::string card = "cpu";
-  std::string op = "both";  // set, get or both
+  std::string op = "both";       // set, get or both
   std::vector<int> server_pids;  // whose CPU time to report
   std::string mode_name;
 };
@@ -62,7 +61,8 @@ RecordId record(int thread, int i, const Flags& f) {
     id.salt_tag[b] = std::uint8_t(b);
   }
   std::mt19937_64 g(std::uint64_t(thread) * 1000003 + std::uint64_t(i));
-  for (auto& b : id.chunk_key.bytes) b = std::uint8_t(g());
+  for (auto& b : id.chunk_key.bytes)
+    b = std::uint8_t(g());
   id.tokens = 256;
   id.num_layers = f.values;
   id.layer_bytes = f.value_bytes;
@@ -80,8 +80,8 @@ double proc_cpu_seconds(int pid) {
   if (n == 0 || p == nullptr) return 0;
   unsigned long long utime = 0, stime = 0;
   // state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                  &stime) != 2)
+  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) !=
+      2)
     return 0;
   return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
 }
@@ -106,7 +106,8 @@ Phase run_phase(const Flags& f, Op op) {
   std::vector<std::thread> threads;
   auto server_cpu = [&] {
     double c = 0;
-    for (int pid : f.server_pids) c += proc_cpu_seconds(pid);
+    for (int pid : f.server_pids)
+      c += proc_cpu_seconds(pid);
     return c;
   };
   const double client0 = self_cpu_seconds(), server0 = server_cpu();
@@ -117,7 +118,8 @@ Phase run_phase(const Flags& f, Op op) {
       std::mt19937_64 g(std::uint64_t(t) + 7);
       for (std::size_t k = 0; k < buf.size(); k += 8) {
         std::uint64_t w = g();
-        for (std::size_t j = 0; j < 8 && k + j < buf.size(); ++j) buf[k + j] = std::uint8_t(w >> (8 * j));
+        for (std::size_t j = 0; j < 8 && k + j < buf.size(); ++j)
+          buf[k + j] = std::uint8_t(w >> (8 * j));
       }
       std::uint64_t n = 0, bad = 0;
       for (int i = 0; !stop; i = (i + 1) % f.records) {
@@ -131,7 +133,8 @@ Phase run_phase(const Flags& f, Op op) {
     });
   std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
   stop = true;
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
   Phase p;
   p.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   p.client_cpu = self_cpu_seconds() - client0;
@@ -184,7 +187,8 @@ int run(const Flags& f) {
       for (int i = 0; i < f.records; ++i) {
         Status st = s.write(record(t, i, f), buf);
         if (!st.ok()) {
-          std::fprintf(stderr, "redis_bench: writing the working set: %s\n", st.to_string().c_str());
+          std::fprintf(stderr, "redis_bench: writing the working set: %s\n",
+                       st.to_string().c_str());
           return 1;
         }
       }

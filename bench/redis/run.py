@@ -5,7 +5,7 @@ Starts its own servers (one redis-server, then a three-node cluster made with
 `redis-cli --cluster create`) on free ports, and for each value size runs, alternately and
 --reps times each:
   - redis_bench (bench/redis/redis_bench.cc): records of --pipeline values written (one
-    MULTI/EXEC) and read (one MGET) through the Redis store by --clients threads;
+    MSET) and read (one MGET) through the Redis store by --clients threads;
   - redis-benchmark -t set,get -d SIZE -P PIPELINE -c CLIENTS (the peer: the same value size,
     the same number of values in flight per connection, the same number of connections).
 Prints one JSON line per (mode, size, op, impl) with the median of the reps (bench "redis",

@@ -9,12 +9,12 @@
 //   <prefix>:<identity, 16 hex>:{<chunk key, 64 hex>}:<l>.<p>    part p of layer l when one layer
 //                                                                 is larger than max_value_bytes
 //
-// write() sends the payload values and then the header in one MULTI/EXEC on the record's node, so
-// a reader sees all of a record or none of it; read() fetches them with one MGET (atomic as well),
-// receiving each value from the socket straight into the caller's buffer, and verifies the header
-// and every layer's checksum before it reports a hit. Each call is one
-// round trip (plus redirections in a cluster), pipelined on one connection, and bounded by
-// command_timeout: a dead, paused or flushed server turns into misses (Unavailable,
+// write() sends the payload values and then the header in one MSET on the record's node (with a
+// ttl: one MULTI/EXEC of SET ... PX), so a reader sees all of a record or none of it; read()
+// fetches them with one MGET (atomic as well), receiving each value from the socket straight into
+// the caller's buffer, and verifies the header and every layer's checksum before it reports a
+// hit. Each call is one round trip (plus redirections in a cluster) on one connection, and is
+// bounded by command_timeout: a dead, paused or flushed server turns into misses (Unavailable,
 // DeadlineExceeded, NotFound), never a hang. Connections are pooled per node and re-made by
 // themselves, with exponential backoff while a node stays unreachable (calls to it fail at once
 // during the backoff instead of waiting for a timeout each).

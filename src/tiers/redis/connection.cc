@@ -18,7 +18,9 @@ namespace {
 // values do not come this way: exchanges with a ReplySink use the FlatReader.)
 constexpr std::size_t kReadChunk = std::size_t(64) << 10;
 
-std::string errno_text(int e) { return std::strerror(e); }
+std::string errno_text(int e) {
+  return std::strerror(e);
+}
 
 int poll_ms(Deadline deadline) {
   auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
@@ -31,7 +33,9 @@ int poll_ms(Deadline deadline) {
 Connection::Connection(redisContext* c, std::string peer)
     : ctx_(c), peer_(std::move(peer)), rbuf_(kReadChunk) {}
 
-Connection::~Connection() { redisFree(ctx_); }
+Connection::~Connection() {
+  redisFree(ctx_);
+}
 
 Status Connection::fail(Status s) {
   broken_ = true;
@@ -42,12 +46,12 @@ Status Connection::fail(Status s) {
 Status Connection::wait(short events, Deadline deadline, short* revents) {
   for (;;) {
     int ms = poll_ms(deadline);
-    if (ms <= 0)
-      return fail(deadline_exceeded("redis at " + peer_ + " did not answer in time"));
+    if (ms <= 0) return fail(deadline_exceeded("redis at " + peer_ + " did not answer in time"));
     pollfd p{ctx_->fd, events, 0};
     int n = ::poll(&p, 1, ms);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(unavailable("poll on redis connection " + peer_ + ": " + errno_text(errno)));
+    if (n < 0)
+      return fail(unavailable("poll on redis connection " + peer_ + ": " + errno_text(errno)));
     if (n == 0) continue;  // the loop re-checks the deadline
     *revents = p.revents;
     return Status::Ok();
@@ -118,8 +122,7 @@ Status Connection::send_some(std::vector<iovec>& iov, std::size_t& first) {
   return Status::Ok();
 }
 
-Status Connection::receive_some(std::vector<ReplyPtr>* replies, std::size_t want,
-                                ReplySink* sink) {
+Status Connection::receive_some(std::vector<ReplyPtr>* replies, std::size_t want, ReplySink* sink) {
   if (sink != nullptr) {
     bool would_block = false;
     Status s = flat_.pump(ctx_->fd, replies, want, sink, &would_block);
@@ -150,8 +153,8 @@ Status Connection::take_replies(std::vector<ReplyPtr>* replies, std::size_t want
   while (replies->size() < want) {
     void* r = nullptr;
     if (redisReaderGetReply(ctx_->reader, &r) != REDIS_OK)
-      return fail(unavailable("malformed reply from redis at " + peer_ + ": " +
-                              ctx_->reader->errstr));
+      return fail(
+          unavailable("malformed reply from redis at " + peer_ + ": " + ctx_->reader->errstr));
     if (r == nullptr) break;
     replies->emplace_back(static_cast<redisReply*>(r));
     used_ = true;

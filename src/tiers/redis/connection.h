@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "tierkv/status.h"
 #include "tiers/redis/flat_reader.h"
 #include "tiers/redis/resp.h"
-#include "tierkv/status.h"
 
 struct redisContext;
 

@@ -28,7 +28,9 @@ bool parse_int(std::string_view s, long long* v) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
-Status out_of_memory() { return unavailable("redis reply: out of memory"); }
+Status out_of_memory() {
+  return unavailable("redis reply: out of memory");
+}
 
 }  // namespace
 
@@ -52,8 +54,8 @@ Status FlatReader::receive(int fd, char* dst, std::size_t n, std::size_t* got, b
   }
 }
 
-Status FlatReader::pump(int fd, std::vector<ReplyPtr>* replies, std::size_t want,
-                        ReplySink* sink, bool* would_block) {
+Status FlatReader::pump(int fd, std::vector<ReplyPtr>* replies, std::size_t want, ReplySink* sink,
+                        bool* would_block) {
   *would_block = false;
   while (replies->size() < want) {
     bool progress = false;
@@ -63,8 +65,8 @@ Status FlatReader::pump(int fd, std::vector<ReplyPtr>* replies, std::size_t want
     std::size_t got = 0;
     const std::size_t rest = bulk_len_ - bulk_got_;
     if (state_ == State::kBulk && rest >= kDirectBytes) {  // the buffer is empty here
-      TIERKV_RETURN_IF_ERROR(receive(fd, reinterpret_cast<char*>(bulk_dst_) + bulk_got_, rest,
-                                     &got, would_block));
+      TIERKV_RETURN_IF_ERROR(
+          receive(fd, reinterpret_cast<char*>(bulk_dst_) + bulk_got_, rest, &got, would_block));
       bulk_got_ += got;
     } else {
       if (begin_ > 0) {  // keep the unparsed bytes at the front
@@ -73,8 +75,8 @@ Status FlatReader::pump(int fd, std::vector<ReplyPtr>* replies, std::size_t want
         begin_ = 0;
       }
       if (end_ == buf_.size()) return data_loss("redis reply line longer than 256 KiB");
-      TIERKV_RETURN_IF_ERROR(receive(fd, buf_.data() + end_, buf_.size() - end_, &got,
-                                     would_block));
+      TIERKV_RETURN_IF_ERROR(
+          receive(fd, buf_.data() + end_, buf_.size() - end_, &got, would_block));
       end_ += got;
     }
     if (*would_block) return Status::Ok();

@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tiers/redis/resp.h"
 #include "tierkv/status.h"
+#include "tiers/redis/resp.h"
 
 namespace tierkv::redis {
 
@@ -55,7 +55,7 @@ class FlatReader {
   State state_ = State::kLine;
   std::uint8_t* bulk_dst_ = nullptr;  // where the body of the bulk string being read goes
   std::size_t bulk_len_ = 0, bulk_got_ = 0;
-  ReplyPtr pending_;                  // that bulk string, when it is not an array's element
+  ReplyPtr pending_;  // that bulk string, when it is not an array's element
 
   ReplyPtr array_;  // the array being filled (owns its elements, the one being read included)
   std::size_t array_next_ = 0;

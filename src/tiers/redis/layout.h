@@ -6,8 +6,8 @@
 //
 // The header value is the record header (src/core/record.h) followed by the writer's number of
 // parts per layer (8 bytes, little-endian), so that a reader configured with another
-// max_value_bytes still finds the parts. Every key of a record has the same hash tag, the chunk key, so a record lives in
-// one cluster slot and one MULTI/EXEC or MGET covers it.
+// max_value_bytes still finds the parts. Every key of a record has the same hash tag, the chunk
+// key, so a record lives in one cluster slot and one MSET (or MULTI/EXEC) or MGET covers it.
 //
 // Thread safety: values and pure functions.
 #pragma once

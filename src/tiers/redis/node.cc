@@ -120,6 +120,8 @@ void Node::failed(const std::string& why) {
   last_error_ = why;
 }
 
-void Node::report_failure(const Status& why) { failed(why.message()); }
+void Node::report_failure(const Status& why) {
+  failed(why.message());
+}
 
 }  // namespace tierkv::redis

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "tiers/redis/connection.h"
 #include "tierkv/status.h"
+#include "tiers/redis/connection.h"
 
 namespace tierkv::redis {
 
@@ -96,10 +96,10 @@ class Node {
 
   std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;  // GUARDED_BY(mu_)
-  std::uint64_t epoch_ = 0;       // GUARDED_BY(mu_): bumped when pooled connections are dropped
-  int failures_ = 0;              // GUARDED_BY(mu_): consecutive failures
+  std::uint64_t epoch_ = 0;  // GUARDED_BY(mu_): bumped when pooled connections are dropped
+  int failures_ = 0;         // GUARDED_BY(mu_): consecutive failures
   std::chrono::steady_clock::time_point retry_at_{};  // GUARDED_BY(mu_)
-  std::string last_error_;        // GUARDED_BY(mu_)
+  std::string last_error_;                            // GUARDED_BY(mu_)
 };
 
 }  // namespace tierkv::redis

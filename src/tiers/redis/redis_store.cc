@@ -62,14 +62,18 @@ Status server_error(const redisReply* r, const std::string& what) {
 }
 
 void put_u64(std::vector<std::uint8_t>& v, std::uint64_t x) {
-  for (int i = 0; i < 8; ++i) v.push_back(std::uint8_t(x >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    v.push_back(std::uint8_t(x >> (8 * i)));
 }
 
 std::uint64_t get_u64(const char* p) {
   std::uint64_t x = 0;
-  for (int i = 7; i >= 0; --i) x = (x << 8) | std::uint8_t(p[i]);
+  for (int i = 7; i >= 0; --i)
+    x = (x << 8) | std::uint8_t(p[i]);
   return x;
 }
+
+Status check_write_replies(const std::vector<ReplyPtr>& replies, std::size_t sets);
 
 class RedisStore final : public Store {
  public:
@@ -83,8 +87,9 @@ class RedisStore final : public Store {
     caps_.max_value_bytes = o.max_value_bytes;
   }
 
-  Status connect() { return router_.connect(Clock::now() + options_.connect_timeout +
-                                            options_.command_timeout); }
+  Status connect() {
+    return router_.connect(Clock::now() + options_.connect_timeout + options_.command_timeout);
+  }
 
   const StoreCapabilities& capabilities() const override { return caps_; }
   Result<bool> contains(const RecordId& id) override;
@@ -100,6 +105,8 @@ class RedisStore final : public Store {
     return RecordLayout(id, options_.key_prefix,
                         RecordLayout::parts_for(id.layer_bytes, options_.max_value_bytes));
   }
+  void write_transaction(const RecordLayout& lay, std::span<const std::uint8_t> payload,
+                         std::span<const std::uint8_t> header, CommandBatch* batch) const;
   Status read_once(const RecordId& id, const RecordLayout& layout, std::span<std::uint8_t> payload,
                    Deadline deadline, MissReason* reason, std::uint64_t* writer_parts);
   Status check_values(const redisReply* reply, const RecordId& id, const RecordLayout& layout,
@@ -122,8 +129,7 @@ class RedisStore final : public Store {
 };
 
 std::string RedisStore::endpoints() const {
-  if (!router_.cluster())
-    return options_.server.host + ":" + std::to_string(options_.server.port);
+  if (!router_.cluster()) return options_.server.host + ":" + std::to_string(options_.server.port);
   std::string s = "seeds";
   for (const RedisEndpoint& e : options_.cluster_seeds)
     s += " " + e.host + ":" + std::to_string(e.port);
@@ -143,52 +149,61 @@ Status RedisStore::write(const RecordId& id, std::span<const std::uint8_t> paylo
   const RecordLayout lay = layout(id);
   put_u64(*header, lay.parts_per_layer());
 
-  // Payload values first, the header last, all in one transaction: a reader (MGET, atomic as
-  // well) sees the whole record or nothing of it.
-  const bool ttl = options_.ttl.count() > 0;
-  const std::int64_t payload_ttl = (options_.ttl + kPayloadTtlMargin).count();
+  // Payload values first, the header last, in one atomic command (MSET) or, with a ttl, one
+  // transaction: a reader (MGET, atomic as well) sees the whole record or nothing of it.
   CommandBatch batch;
-  batch.command({"MULTI"});
-  for (std::size_t v = 0; v < lay.values(); ++v) {
-    batch.begin(ttl ? 5 : 3);
-    batch.arg("SET");
-    batch.arg(lay.value_key(v));
-    batch.arg_ref(lay.value_bytes(payload, v));
-    if (ttl) {
-      batch.arg("PX");
-      batch.arg(payload_ttl);
+  if (options_.ttl.count() > 0) {
+    write_transaction(lay, payload, *header, &batch);
+  } else {
+    batch.begin(int(2 * lay.values() + 3));
+    batch.arg("MSET");
+    for (std::size_t v = 0; v < lay.values(); ++v) {
+      batch.arg(lay.value_key(v));
+      batch.arg_ref(lay.value_bytes(payload, v));
     }
+    batch.arg(lay.header_key());
+    batch.arg_ref(*header);
   }
-  batch.begin(ttl ? 5 : 3);
-  batch.arg("SET");
-  batch.arg(lay.header_key());
-  batch.arg_ref(*header);
-  if (ttl) {
-    batch.arg("PX");
-    batch.arg(std::int64_t(options_.ttl.count()));
-  }
-  batch.command({"EXEC"});
-
   std::vector<ReplyPtr> replies;
   Status s = unreachable(router_.execute(lay.slot(), batch, deadline(), &replies));
-  if (s.ok()) {
-    const redisReply* exec = replies.back().get();
-    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != lay.values() + 1) {
-      const redisReply* why = exec;
-      for (const ReplyPtr& r : replies)
-        if (redis::is_error(r.get())) {
-          why = r.get();
-          break;
-        }
-      s = server_error(why, "redis store write");
-    } else {
-      for (std::size_t i = 0; i < exec->elements && s.ok(); ++i)
-        if (!redis::is_status(exec->element[i], "OK"))
-          s = server_error(exec->element[i], "redis store write");
-    }
-  }
+  if (s.ok()) s = check_write_replies(replies, lay.values() + 1);
   count_write(s.ok(), payload.size(), t0);
   return s;
+}
+
+// MULTI, SET ... PX for every value and then the header (which expires first), EXEC.
+void RedisStore::write_transaction(const RecordLayout& lay, std::span<const std::uint8_t> payload,
+                                   std::span<const std::uint8_t> header,
+                                   CommandBatch* batch) const {
+  const std::int64_t payload_ttl = (options_.ttl + kPayloadTtlMargin).count();
+  batch->command({"MULTI"});
+  for (std::size_t v = 0; v <= lay.values(); ++v) {
+    const bool head = v == lay.values();
+    batch->begin(5);
+    batch->arg("SET");
+    batch->arg(head ? lay.header_key() : lay.value_key(v));
+    batch->arg_ref(head ? header : lay.value_bytes(payload, v));
+    batch->arg("PX");
+    batch->arg(head ? std::int64_t(options_.ttl.count()) : payload_ttl);
+  }
+  batch->command({"EXEC"});
+}
+
+// OK when the write's replies say every value was stored: +OK for an MSET, or an EXEC array of
+// `sets` +OKs for a transaction.
+Status check_write_replies(const std::vector<ReplyPtr>& replies, std::size_t sets) {
+  const redisReply* last = replies.back().get();
+  if (replies.size() == 1)
+    return redis::is_status(last, "OK") ? Status::Ok() : server_error(last, "redis store write");
+  if (last->type != REDIS_REPLY_ARRAY || last->elements != sets) {
+    for (const ReplyPtr& r : replies)  // the queued command that failed says more than EXEC
+      if (redis::is_error(r.get())) return server_error(r.get(), "redis store write");
+    return server_error(last, "redis store write");
+  }
+  for (std::size_t i = 0; i < last->elements; ++i)
+    if (!redis::is_status(last->element[i], "OK"))
+      return server_error(last->element[i], "redis store write");
+  return Status::Ok();
 }
 
 void RedisStore::count_write(bool ok, std::uint64_t bytes, Clock::time_point t0) {
@@ -244,14 +259,15 @@ Status RedisStore::miss(MissReason reason, Status why, Clock::time_point t0) {
 // miss, `reason` says why; `writer_parts` is set (non-zero) only when the record is there but was
 // split into another number of parts than `layout` has.
 Status RedisStore::read_once(const RecordId& id, const RecordLayout& layout,
-                             std::span<std::uint8_t> payload, Deadline deadline,
-                             MissReason* reason, std::uint64_t* writer_parts) {
+                             std::span<std::uint8_t> payload, Deadline deadline, MissReason* reason,
+                             std::uint64_t* writer_parts) {
   *writer_parts = 0;
   CommandBatch batch;
   batch.begin(int(layout.values() + 2));
   batch.arg("MGET");
   batch.arg(layout.header_key());
-  for (std::size_t v = 0; v < layout.values(); ++v) batch.arg(layout.value_key(v));
+  for (std::size_t v = 0; v < layout.values(); ++v)
+    batch.arg(layout.value_key(v));
   redis::ReplySink sink;
   sink.targets.reserve(layout.values() + 1);
   sink.targets.emplace_back();  // the header is an ordinary reply
@@ -287,8 +303,7 @@ Status RedisStore::check_values(const redisReply* reply, const RecordId& id,
   std::string_view hv = redis::reply_text(head);
   if (hv.size() < redis::kPartTrailerBytes) return data_loss("redis record header too short");
   const auto* hb = reinterpret_cast<const std::uint8_t*>(hv.data());
-  Result<RecordHeader> header =
-      parse_record_header({hb, hv.size() - redis::kPartTrailerBytes});
+  Result<RecordHeader> header = parse_record_header({hb, hv.size() - redis::kPartTrailerBytes});
   if (!header.ok()) return header.status();
   if (hv.size() != header->header_bytes + redis::kPartTrailerBytes)
     return data_loss("redis record header value has " + std::to_string(hv.size()) + " bytes");
@@ -327,7 +342,8 @@ Status RedisStore::remove(const RecordLayout& layout, Deadline deadline) {
   batch.begin(int(layout.values() + 2));
   batch.arg("DEL");
   batch.arg(layout.header_key());
-  for (std::size_t v = 0; v < layout.values(); ++v) batch.arg(layout.value_key(v));
+  for (std::size_t v = 0; v < layout.values(); ++v)
+    batch.arg(layout.value_key(v));
   std::vector<ReplyPtr> replies;
   TIERKV_RETURN_IF_ERROR(unreachable(router_.execute(layout.slot(), batch, deadline, &replies)));
   if (redis::is_error(replies[0].get())) return server_error(replies[0].get(), "redis store erase");

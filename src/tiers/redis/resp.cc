@@ -7,7 +7,9 @@
 
 namespace tierkv::redis {
 
-void ReplyDeleter::operator()(redisReply* r) const { freeReplyObject(r); }
+void ReplyDeleter::operator()(redisReply* r) const {
+  freeReplyObject(r);
+}
 
 // ---- CommandBatch ----------------------------------------------------------------------------
 
@@ -65,7 +67,8 @@ void CommandBatch::arg_ref(std::span<const std::uint8_t> bytes) {
 
 void CommandBatch::command(std::initializer_list<std::string_view> args) {
   begin(int(args.size()));
-  for (std::string_view a : args) arg(a);
+  for (std::string_view a : args)
+    arg(a);
 }
 
 void CommandBatch::clear() {
@@ -91,8 +94,12 @@ bool delivered(const redisReply* r) {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-bool is_error(const redisReply* r) { return r != nullptr && r->type == REDIS_REPLY_ERROR; }
-bool is_nil(const redisReply* r) { return r != nullptr && r->type == REDIS_REPLY_NIL; }
+bool is_error(const redisReply* r) {
+  return r != nullptr && r->type == REDIS_REPLY_ERROR;
+}
+bool is_nil(const redisReply* r) {
+  return r != nullptr && r->type == REDIS_REPLY_NIL;
+}
 bool is_status(const redisReply* r, std::string_view s) {
   return r != nullptr && r->type == REDIS_REPLY_STATUS && reply_text(r) == s;
 }
@@ -108,13 +115,20 @@ std::string_view reply_text(const redisReply* r) {
 std::string describe(const redisReply* r) {
   if (r == nullptr) return "no reply";
   switch (r->type) {
-    case REDIS_REPLY_ERROR: return "error '" + std::string(reply_text(r)) + "'";
-    case REDIS_REPLY_STATUS: return "status '" + std::string(reply_text(r)) + "'";
-    case REDIS_REPLY_STRING: return "a string of " + std::to_string(r->len) + " bytes";
-    case REDIS_REPLY_INTEGER: return "integer " + std::to_string(r->integer);
-    case REDIS_REPLY_NIL: return "nil";
-    case REDIS_REPLY_ARRAY: return "an array of " + std::to_string(r->elements);
-    default: return "reply type " + std::to_string(r->type);
+    case REDIS_REPLY_ERROR:
+      return "error '" + std::string(reply_text(r)) + "'";
+    case REDIS_REPLY_STATUS:
+      return "status '" + std::string(reply_text(r)) + "'";
+    case REDIS_REPLY_STRING:
+      return "a string of " + std::to_string(r->len) + " bytes";
+    case REDIS_REPLY_INTEGER:
+      return "integer " + std::to_string(r->integer);
+    case REDIS_REPLY_NIL:
+      return "nil";
+    case REDIS_REPLY_ARRAY:
+      return "an array of " + std::to_string(r->elements);
+    default:
+      return "reply type " + std::to_string(r->type);
   }
 }
 

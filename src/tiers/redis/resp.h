@@ -77,7 +77,7 @@ bool is_error(const redisReply* r);
 bool is_nil(const redisReply* r);
 bool is_status(const redisReply* r, std::string_view s);
 std::string_view reply_text(const redisReply* r);  // string, status or error text; "" otherwise
-std::string describe(const redisReply* r);           // for messages
+std::string describe(const redisReply* r);         // for messages
 
 // A MOVED or ASK redirection ("MOVED 3999 127.0.0.1:6381").
 struct Redirect {

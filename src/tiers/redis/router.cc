@@ -49,7 +49,8 @@ Router::Router(const RedisStoreOptions& options)
       seeds_(cluster_ ? options.cluster_seeds : std::vector<RedisEndpoint>{options.server}),
       refresh_interval_(options.refresh_interval),
       slots_(kClusterSlots, nullptr) {
-  for (const RedisEndpoint& e : seeds_) node_at(e.host, e.port);
+  for (const RedisEndpoint& e : seeds_)
+    node_at(e.host, e.port);
   if (!cluster_) std::fill(slots_.begin(), slots_.end(), node_at(seeds_[0].host, seeds_[0].port));
 }
 
@@ -79,7 +80,8 @@ std::string Router::node_name(int slot) {
 std::vector<std::string> Router::node_names() {
   std::shared_lock lock(mu_);
   std::vector<std::string> names;
-  for (const auto& [name, node] : nodes_) names.push_back(name);
+  for (const auto& [name, node] : nodes_)
+    names.push_back(name);
   return names;
 }
 
@@ -135,7 +137,8 @@ Status Router::refresh_from(Node* node, Deadline deadline) {
 Status Router::refresh(Deadline deadline) {
   last_refresh_ns_.store(now_ns(), std::memory_order_relaxed);
   std::vector<Node*> candidates;
-  for (const RedisEndpoint& e : seeds_) candidates.push_back(node_at(e.host, e.port));
+  for (const RedisEndpoint& e : seeds_)
+    candidates.push_back(node_at(e.host, e.port));
   {
     std::shared_lock lock(mu_);
     for (const auto& [name, node] : nodes_)

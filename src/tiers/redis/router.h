@@ -20,12 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "tierkv/redis_store.h"
+#include "tierkv/status.h"
 #include "tiers/redis/connection.h"
 #include "tiers/redis/node.h"
 #include "tiers/redis/resp.h"
 #include "tiers/redis/slots.h"
-#include "tierkv/redis_store.h"
-#include "tierkv/status.h"
 
 namespace tierkv::redis {
 

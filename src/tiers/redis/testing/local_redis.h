@@ -30,8 +30,8 @@
 #include <thread>
 #include <vector>
 
-#include "tiers/redis/resp.h"
 #include "tierkv/status.h"
+#include "tiers/redis/resp.h"
 
 extern char** environ;
 
@@ -92,7 +92,8 @@ inline int run_program(const std::vector<std::string>& argv, const std::string& 
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = -1;
   int rc = ::posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
@@ -124,8 +125,8 @@ inline Result<ReplyPtr> admin(int port, const std::vector<std::string>& args,
       argv.push_back(s.data());
       lens.push_back(s.size());
     }
-    return ReplyPtr(static_cast<redisReply*>(
-        redisCommandArgv(c, int(argv.size()), argv.data(), lens.data())));
+    return ReplyPtr(
+        static_cast<redisReply*>(redisCommandArgv(c, int(argv.size()), argv.data(), lens.data())));
   };
   if (!password.empty()) command({"AUTH", password});
   ReplyPtr r = command(args);
@@ -136,9 +137,9 @@ inline Result<ReplyPtr> admin(int port, const std::vector<std::string>& args,
 }
 
 struct LocalRedisOptions {
-  std::string password;               // requirepass
-  bool cluster = false;               // cluster-enabled, with full coverage not required
-  std::vector<std::string> extra;     // more "--name value" arguments
+  std::string password;            // requirepass
+  bool cluster = false;            // cluster-enabled, with full coverage not required
+  std::vector<std::string> extra;  // more "--name value" arguments
 };
 
 class LocalRedis {
@@ -199,22 +200,29 @@ class LocalRedis {
 
   Status launch() {
     std::vector<std::string> argv = {find_program("redis-server"),
-                                     "--port", std::to_string(port_),
-                                     "--bind", "127.0.0.1",
-                                     "--save", "",
-                                     "--appendonly", "no",
-                                     "--dir", dir_,
-                                     "--logfile", dir_ + "/redis.log"};
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--dir",
+                                     dir_,
+                                     "--logfile",
+                                     dir_ + "/redis.log"};
     if (!options_.password.empty()) argv.insert(argv.end(), {"--requirepass", options_.password});
     if (options_.cluster) {
       std::filesystem::remove(dir_ + "/nodes.conf");
-      argv.insert(argv.end(), {"--cluster-enabled", "yes", "--cluster-config-file",
-                               dir_ + "/nodes.conf", "--cluster-node-timeout", "3000",
-                               "--cluster-require-full-coverage", "no"});
+      argv.insert(argv.end(),
+                  {"--cluster-enabled", "yes", "--cluster-config-file", dir_ + "/nodes.conf",
+                   "--cluster-node-timeout", "3000", "--cluster-require-full-coverage", "no"});
     }
     argv.insert(argv.end(), options_.extra.begin(), options_.extra.end());
     std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
+    for (std::string& a : argv)
+      args.push_back(a.data());
     args.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -289,7 +297,8 @@ class LocalRedisCluster {
         std::string_view t = r.ok() ? reply_text(r->get()) : std::string_view();
         ok = ok && t.find("cluster_state:ok") != std::string_view::npos &&
              t.find("cluster_slots_ok:16384") != std::string_view::npos &&
-             t.find("cluster_known_nodes:" + std::to_string(nodes_.size())) != std::string_view::npos;
+             t.find("cluster_known_nodes:" + std::to_string(nodes_.size())) !=
+                 std::string_view::npos;
       }
       if (ok) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
