@@ -137,6 +137,10 @@ struct WarmPrefillResult {
   std::uint64_t bytes_loaded = 0;
   double ttft_ms = 0;  // wall time of run(), from its call to the next token
   std::vector<TimelineEntry> timeline;  // with WarmPrefillOptions::timeline
+  // The save of the prompt's full chunks (WarmPrefillOptions::save), in flight: the engine must
+  // keep the prompt's pages unchanged until save->done() (or save->wait()); null when nothing was
+  // saved.
+  std::shared_ptr<Save> save;
 };
 
 struct WarmPrefillRequest {

@@ -371,7 +371,7 @@ Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& 
     sr.src_pages = r.pages;
     sr.producer = &compute_stream;
     auto saved = s.cache.save(sr);  // a save that cannot start costs a later hit, nothing else
-    (void)saved;
+    if (saved.ok()) res.save = std::make_shared<Save>(std::move(saved).value());
   }
   if (tl) {
     TIERKV_RETURN_IF_ERROR(compute_stream.synchronize());
