@@ -168,7 +168,7 @@ void DiskCorruptionTest::sweep(bool direct, std::size_t header_stride,
               static_cast<unsigned long long>(cases), static_cast<unsigned long long>(hits_));
 }
 
-TEST_F(DiskCorruptionTest, EveryDamageIsAMissAndTheRecordIsRemoved) { sweep(false, 1, 1000, 200); }
+TEST_F(DiskCorruptionTest, EveryDamageIsAMissAndTheRecordIsRemoved) { sweep(false, 1, 512, 128); }
 TEST_F(DiskCorruptionTest, SampleThroughODirect) { sweep(true, 16, 100, 50); }
 
 // Damage found when the directory is opened: a header flip, a truncation, a record of another key

@@ -42,10 +42,9 @@ void run_sync(IoRequest& r) {
 
 class ThreadEngine final : public IoEngine {
  public:
-  explicit ThreadEngine(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i)
-      workers_.emplace_back([this] { work(); });
-  }
+  // The threads start with the first call that has several requests: a store that never moves
+  // a large transfer (or a process that forks before it does) has none.
+  explicit ThreadEngine(int threads) : threads_(std::max(1, threads)) {}
   ~ThreadEngine() override {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -62,6 +61,10 @@ class ThreadEngine final : public IoEngine {
       if (on_done) on_done(0);
       return;
     }
+    std::call_once(started_, [this] {
+      for (int i = 0; i < threads_; ++i)
+        workers_.emplace_back([this] { work(); });
+    });
     Batch batch;
     batch.pending = reqs.size();
     batch.on_done = on_done ? &on_done : nullptr;
@@ -77,7 +80,7 @@ class ThreadEngine final : public IoEngine {
   }
 
   std::string describe() const override {
-    return "threads (" + std::to_string(workers_.size()) + ", pread/pwrite)";
+    return "threads (" + std::to_string(threads_) + ", pread/pwrite)";
   }
 
  private:
@@ -115,7 +118,9 @@ class ThreadEngine final : public IoEngine {
   std::condition_variable cv_;
   std::deque<Job> queue_;  // GUARDED_BY(mu_)
   bool stop_ = false;      // GUARDED_BY(mu_)
-  std::vector<std::thread> workers_;
+  const int threads_;
+  std::once_flag started_;
+  std::vector<std::thread> workers_;  // written once, under started_
 };
 
 #if TIERKV_HAVE_LIBURING
