@@ -177,14 +177,14 @@ TEST_F(DiskFaultTest, ReadErrorsAreMissesAndKeepTheRecord) {
 }
 
 TEST_F(DiskFaultTest, LargeRecordsUnderFaults) {
-  const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB: checksummed while its I/O runs
+  const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB: several pieces of I/O per write
   for (const FileOp op : {FileOp::kWrite, FileOp::kSync, FileOp::kRename}) {
     faults_->add({.op = op, .err = EIO, .first_call = faults_->calls(op) + 1});
     EXPECT_FALSE(put(id, 1).ok());
     EXPECT_FALSE(visible(id));
     EXPECT_EQ(temporary_files(), 0u);
   }
-  // The payload is written before the header: tear either.
+  // Tear the header or the payload.
   for (std::uint64_t call : {1, 2}) {
     faults_->add({.op = FileOp::kWrite, .kind = FileFaultKind::kTornWrite,
                   .first_call = faults_->calls(FileOp::kWrite) + call});

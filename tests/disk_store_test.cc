@@ -275,10 +275,12 @@ TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
               static_cast<unsigned long long>(wrong.load()));
 }
 
-// Records of 4 MiB and more are verified layer by layer while the rest of the payload is still
-// being read (and checksummed while their payload is written): the same verdicts as small ones.
+// With verify_while_reading, records of 4 MiB and more are verified layer by layer while the rest
+// of the payload is still being read: the same verdicts as the plain path.
 TEST_P(DiskStoreTest, LargeRecordsAreVerifiedWhileTheyLand) {
-  auto s = open_store(options());
+  DiskStoreOptions o = options();
+  o.verify_while_reading = true;
+  auto s = open_store(o);
   ASSERT_TRUE(s);
   const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB
   ASSERT_OK(put(*s, id, 1));

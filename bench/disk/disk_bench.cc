@@ -39,6 +39,7 @@ struct Args {
   int queue_depth = 32;
   std::uint64_t block_kib = 1024;
   std::string card = "cpu";
+  bool verify_while_reading = false;
 };
 
 void usage() {
@@ -68,6 +69,7 @@ bool parse(int argc, char** argv, Args* a) {
     else if (k == "--queue-depth") a->queue_depth = std::atoi(v);
     else if (k == "--block-kib") a->block_kib = std::strtoull(v, nullptr, 10);
     else if (k == "--card") a->card = v;
+    else if (k == "--verify-while-reading") a->verify_while_reading = std::atoi(v) != 0;
     else return false;
   }
   return !a->dir.empty() && a->records > 0 && a->layers > 0 && a->layer_kib > 0 && a->reps > 0 &&
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
   o.io_threads = a.threads;
   o.queue_depth = a.queue_depth;
   o.io_block_bytes = a.block_kib << 10;
+  o.verify_while_reading = a.verify_while_reading;
   auto opened = tierkv::open_disk_store(o);
   if (!opened.ok()) {
     std::fprintf(stderr, "disk_bench: %s\n", opened.status().to_string().c_str());
@@ -171,10 +174,10 @@ int main(int argc, char** argv) {
     std::printf("{\"bench\": \"disk\", \"impl\": \"tierkv\", \"op\": \"%s\", \"card\": \"%s\", "
                 "\"date\": \"%s\", \"bytes\": %.0f, \"record_bytes\": %zu, \"records\": %d, "
                 "\"layers\": %d, \"concurrency\": %d, \"sync\": \"%s\", \"block_bytes\": %llu, "
-                "\"gbps\": %.4f, \"gbps_reps\": [",
+                "\"verify_while_reading\": %s, \"gbps\": %.4f, \"gbps_reps\": [",
                 op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers,
                 a.concurrency, a.sync.c_str(), static_cast<unsigned long long>(a.block_kib << 10),
-                g[g.size() / 2]);
+                a.verify_while_reading ? "true" : "false", g[g.size() / 2]);
     for (std::size_t i = 0; i < g.size(); ++i)
       std::printf("%s%.4f", i ? ", " : "", g[i]);
     std::printf("], \"store\": \"%s\"}\n", io.c_str());
