@@ -95,7 +95,8 @@ struct RedisStoreOptions {
   // until the server is up.
   bool connect_at_open = true;
 
-  // Cluster: how often at most the whole slot map is read again after a MOVED.
+  // Cluster: how often at most the whole slot map is read again (after a MOVED, or when a node
+  // stops answering, so that a replica promoted in its place is found).
   std::chrono::milliseconds refresh_interval{1000};
 };
 
