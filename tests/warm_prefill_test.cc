@@ -307,6 +307,60 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
   ASSERT_OK(pool_->release(resident));
 }
 
+// An engine's continuous-batching loop: one prefill chunk per step, a decode token of another
+// sequence between steps. The answer and the KV are the cold ones, also when a load fails.
+TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {
+  const auto prompt = tokens(400, 9);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);  // saves 6 chunks
+  // Another running sequence that decodes between the steps.
+  const std::int32_t page = spec_.page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto other_pages, pool_->allocate(8));
+  Sequence other;
+  other.pages = other_pages;
+  const auto other_prompt = tokens(60, 10);
+  ASSERT_OK(runner_->prefill(other, other_prompt, 64, *stream_, nullptr));
+  for (std::uint64_t failing : {0, 1, 2}) {
+    SCOPED_TRACE("failing copy " + std::to_string(failing));
+    if (failing > 0) ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache_->keys(prompt, "tenant"));
+    ASSERT_OK_AND_ASSIGN(const MatchResult m, cache_->match(keys));
+    ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate((400 + page - 1) / page));
+    WarmPrefillRequest r;
+    r.tokens = prompt;
+    r.keys = &keys;
+    r.match = m;
+    r.kv = pool_->view();
+    r.pages = pages;
+    r.options.policy = PrefillPolicy::kLayerwise;
+    r.options.chunk_tokens = 64;
+    ASSERT_OK_AND_ASSIGN(auto run, warm_->start(r, *stream_));
+    int steps = 0;
+    while (!run->done()) {
+      EXPECT_GT(run->next_chunk_tokens(), 0);
+      ASSERT_OK(run->step().status());
+      ++steps;
+      Sequence* seqs[] = {&other};
+      const std::int32_t t[] = {1};
+      std::vector<std::int32_t> next;
+      if (other.len < 120) ASSERT_OK(runner_->decode(seqs, t, *stream_, nullptr, &next));
+    }
+    fault_->clear_plan();
+    EXPECT_EQ(run->next_chunk_tokens(), 0);
+    EXPECT_EQ(run->step().status().code(), StatusCode::kFailedPrecondition);
+    ASSERT_OK_AND_ASSIGN(const WarmPrefillResult res, run->finish());
+    run.reset();
+    EXPECT_EQ(res.next_token, cold.next);
+    EXPECT_TRUE(read_kv(pages, 400) == cold.kv);
+    EXPECT_GE(steps, failing > 0 ? 2 : 1);
+    if (failing > 0) EXPECT_EQ(res.fallback_tokens, 384);
+    if (res.save) ASSERT_OK(res.save->wait());
+    ASSERT_OK(stream_->synchronize());
+    ASSERT_OK(pool_->release(pages));
+  }
+  ASSERT_OK(pool_->release(other_pages));
+}
+
 TEST_F(WarmPrefillTest, RecordsATimelineOfLoadsAndCompute) {
   const auto prompt = tokens(300, 6);
   serve(prompt, PrefillPolicy::kLayerwise);

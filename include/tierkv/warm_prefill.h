@@ -159,6 +159,8 @@ struct WarmPrefillRequest {
   WarmPrefillOptions options;
 };
 
+class WarmPrefillRun;
+
 class WarmPrefill {
  public:
   // `profile` feeds the planner (kPlanned); a profile without figures makes kPlanned behave as
@@ -175,11 +177,52 @@ class WarmPrefill {
   // Plans and runs one request; returns after the next token is known (its KV and the loaded KV
   // are in the pages; saves may still be in flight). InvalidArgument for a malformed request
   // (keys of another cache, pages that do not cover the prompt, a chunk size the model refuses).
+  // The same as start() and step() until done, then finish().
   Result<WarmPrefillResult> run(const WarmPrefillRequest& request, Stream& compute);
 
+  // Starts one request for an engine that interleaves prefill chunks with other work (a
+  // continuous-batching step: one prefill chunk, then a decode token for every running request):
+  // plans it and queues its loads (and starts its lower tiers' promotion), computing nothing yet.
+  // The request's spans (tokens, keys, pages) must stay valid until the run is destroyed. Errors
+  // as run().
+  Result<std::unique_ptr<WarmPrefillRun>> start(const WarmPrefillRequest& request,
+                                                Stream& compute);
+
  private:
+  friend class WarmPrefillRun;
   struct State;
   explicit WarmPrefill(std::unique_ptr<State> s);
+  std::unique_ptr<State> state_;
+};
+
+// One request in progress (WarmPrefill::start). Each step() queues the next prefill chunk on the
+// compute stream; the prompt's last chunk blocks until the next token is known, the others do
+// not, except that the first chunk after a lower tiers' part waits for what the tiers deliver, up
+// to the plan's deadline. A load that turns out to have failed makes the run compute again from
+// there, in more steps: the answer is the right one. Destroying a run waits for the loads it
+// queued (nothing it queued writes into the pages after that). Used by one thread at a time.
+class WarmPrefillRun {
+ public:
+  ~WarmPrefillRun();
+  WarmPrefillRun(const WarmPrefillRun&) = delete;
+  WarmPrefillRun& operator=(const WarmPrefillRun&) = delete;
+
+  // Queues the next chunk; true when the prompt is done (finish() then has the result). An error
+  // of the model or the device (not of a load: that is recomputed) ends the run.
+  // FailedPrecondition once done.
+  Result<bool> step();
+  bool done() const;
+  // Tokens the next step() computes at most (0 when done): a scheduler's estimate of its cost.
+  std::int32_t next_chunk_tokens() const;
+  const WarmPrefillPlan& plan() const;
+  // The result, once done (FailedPrecondition before): saves the prompt's full chunks (options),
+  // reads the timeline. Call it once.
+  Result<WarmPrefillResult> finish();
+
+ private:
+  friend class WarmPrefill;
+  struct State;
+  explicit WarmPrefillRun(std::unique_ptr<State> s);
   std::unique_ptr<State> state_;
 };
 

@@ -48,23 +48,260 @@ struct WarmPrefill::State {
 
   Status check(const WarmPrefillRequest& r) const;
   PlanInput plan_input(const WarmPrefillRequest& r) const;
-
-  struct Attempt {
-    std::int32_t next_token = -1;
-    std::int32_t loaded = 0, computed = 0, fallback = 0;
-    Status load_status;
-    std::int32_t failed_at = -1;  // begin of the first region whose load failed
-    std::uint64_t bytes_loaded = 0;
-  };
-  // Runs the plan's regions from `from` on (the ones before are in the pages already); with
-  // `no_loads`, computes everything from `from`.
-  Status attempt(const WarmPrefillRequest& r, Stream& stream, const WarmPrefillPlan& plan,
-                 std::int32_t from, bool no_loads, Clock::time_point start, TimelineEvents* tl,
-                 Attempt& out);
-  Status compute(const WarmPrefillRequest& r, Stream& stream, std::int32_t begin, std::int32_t end,
-                 std::int32_t grid, const std::vector<Load*>& gates, bool last_region,
-                 TimelineEvents* tl, std::int32_t& chunk_index, std::int32_t* next);
 };
+
+// One request in progress. Its regions grow as the run goes: at the start the front, the host
+// part of the load and (when no lower tier is involved) the tail; the lower tiers' part and the
+// tail once their promotion delivered or its deadline passed.
+struct WarmPrefillRun::State {
+  WarmPrefill::State& exec;
+  WarmPrefillRequest r;
+  Stream& stream;
+  Clock::time_point t0;
+  WarmPrefillResult res;
+  std::optional<TimelineEvents> tl;
+
+  std::vector<Region> regions;
+  std::vector<std::unique_ptr<Load>> loads;
+  std::optional<Promotion> promotion;
+  std::int32_t promote_begin = 0, host_end = 0, load_end = 0;
+  bool lower_pending = false;  // the lower part and the tail are not regions yet
+
+  std::size_t region = 0;   // the region the next chunk belongs to
+  std::int32_t pos = 0;     // where the next chunk starts
+  std::int32_t chunk_index = 0;
+  bool fallback = false;    // recomputing after a failed load
+  bool finished = false;
+  std::int32_t next_token = -1;
+
+  State(WarmPrefill::State& e, const WarmPrefillRequest& req, Stream& s)
+      : exec(e), r(req), stream(s), t0(Clock::now()) {}
+  ~State() {
+    // Nothing this run queued may write into the pages or read the pins after it is gone.
+    for (auto& l : loads)
+      l->wait().ignore();
+  }
+
+  std::int32_t n() const { return std::int32_t(r.tokens.size()); }
+  std::int32_t page() const { return exec.model.spec().page_tokens; }
+  std::int32_t chunk() const { return exec.cache.options().chunk_tokens; }
+
+  void add_compute(std::int32_t b, std::int32_t e);
+  std::int32_t add_load(std::int32_t b, std::int32_t e);
+  void begin(std::int32_t from, bool no_loads);
+  void resolve_lower();
+  std::vector<Load*> gates_before(std::size_t i) const;
+  Status run_chunk(bool* done);
+  // After the last chunk: collects every load's status; a failure turns the rest into recompute.
+  // Returns whether the run is over.
+  bool settle();
+  Status timeline_entries();
+};
+
+void WarmPrefillRun::State::add_compute(std::int32_t b, std::int32_t e) {
+  if (e <= b) return;
+  if (!regions.empty() && regions.back().load == nullptr && regions.back().end == b) {
+    regions.back().end = e;
+  } else {
+    regions.push_back({b, e, nullptr});
+  }
+}
+
+// Queues a load of [b, e); what does not arrive is computed. Returns where it stopped.
+std::int32_t WarmPrefillRun::State::add_load(std::int32_t b, std::int32_t e) {
+  if (e <= b) return b;
+  LoadRequest lr;
+  lr.keys = r.keys;
+  lr.first_token = b;
+  lr.num_tokens = e - b;
+  lr.dst = r.kv;
+  lr.dst_pages = r.pages.subspan(std::size_t(b / page()));
+  auto load = exec.cache.load(lr);
+  if (!load.ok()) {
+    if (res.load_status.ok()) res.load_status = load.status();
+    return b;
+  }
+  const std::int32_t got = load->loaded_tokens();
+  if (got < e - b && res.load_status.ok())
+    res.load_status = not_found("warm prefill: chunks left the host tier since match()");
+  if (got == 0) return b;
+  loads.push_back(std::make_unique<Load>(std::move(load).value()));
+  regions.push_back({b, b + got, loads.back().get()});
+  if (tl) {  // when each layer landed, on the timeline stream
+    Stream& side = *exec.timeline_stream;
+    for (std::int32_t l = 0; l < exec.model.spec().num_layers; ++l) {
+      if (!loads.back()->wait_layer(l, side).ok()) break;
+      auto e = exec.backend.create_event();
+      if (!e.ok() || !side.record(**e).ok()) break;
+      tl->marks.push_back({TimelineEntry::Lane::kLoad, l, 0, std::move(e).value()});
+    }
+  }
+  return b + got;
+}
+
+// Lays out the regions from `from` on: the recomputed front, the host part of the load, and, when
+// no lower tier is involved (or `no_loads`), the tail. A lower tiers' part starts its promotion.
+void WarmPrefillRun::State::begin(std::int32_t from, bool no_loads) {
+  const WarmPrefillPlan& plan = res.plan;
+  const std::int32_t load_begin = no_loads ? n() : std::max(from, plan.load_begin);
+  load_end = no_loads ? n() : std::max(load_begin, plan.load_end);
+  host_end = std::clamp(plan.host_end, load_begin, load_end);
+  // Promotion moves whole chunks: it starts at the chunk holding host_end (inside a chunk when the
+  // GPU prefix ends there), and the load then takes that chunk's pages from host_end on.
+  promote_begin = host_end / chunk() * chunk();
+  if (host_end < load_end) {
+    auto p = exec.cache.promote(*r.keys, promote_begin, load_end);
+    if (p.ok()) {
+      promotion.emplace(std::move(p).value());
+    } else if (res.load_status.ok()) {
+      res.load_status = p.status();
+    }
+  }
+  add_compute(from, std::min(load_begin, n()));
+  const std::int32_t host_got = add_load(load_begin, host_end);
+  add_compute(host_got, host_end);
+  lower_pending = promotion.has_value();
+  if (!lower_pending) {
+    add_compute(host_end, load_end);  // no promotion could start: compute the lower part
+    add_compute(load_end, n());
+  }
+}
+
+// The planner's promise: the lower part is in host slots by lower_ready_ms after the start. Past
+// that (with a margin for the tier's noise) what has not arrived is computed instead. Without
+// predictions (no profile) the promotion is waited for whole.
+void WarmPrefillRun::State::resolve_lower() {
+  const std::int32_t want = (load_end - promote_begin) / chunk();
+  auto deadline = Clock::time_point::max();
+  if (res.plan.lower_ready_ms > 0) {
+    const double budget_ms = res.plan.lower_ready_ms * 1.25 + 2.0;
+    deadline = t0 + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
+  }
+  const std::int32_t got = promotion->wait_for(want, deadline);
+  if (got < want) {
+    promotion->cancel();
+    if (res.load_status.ok()) {
+      const Status why = promotion->done() ? promotion->wait() : Status::Ok();
+      res.load_status = !why.ok() ? why
+                                  : deadline_exceeded("warm prefill: the lower tiers delivered " +
+                                                      std::to_string(got) + " of " +
+                                                      std::to_string(want) +
+                                                      " chunks by the plan's deadline");
+    }
+  }
+  const std::int32_t arrived = std::min(load_end, promote_begin + got * chunk());
+  const std::int32_t lower_got = add_load(host_end, std::max(host_end, arrived));
+  add_compute(lower_got, load_end);
+  add_compute(load_end, n());
+  lower_pending = false;
+}
+
+std::vector<Load*> WarmPrefillRun::State::gates_before(std::size_t i) const {
+  std::vector<Load*> gates;
+  for (std::size_t k = 0; k < i; ++k)
+    if (regions[k].load != nullptr) gates.push_back(regions[k].load);
+  return gates;
+}
+
+// Queues the next chunk: the next piece of the grid inside the current computed region. The first
+// piece of a region waits, layer by layer, for the loads of the regions before it (the pieces
+// after it are behind those waits on the same stream).
+Status WarmPrefillRun::State::run_chunk(bool* last) {
+  *last = false;
+  for (;;) {
+    while (region < regions.size() && regions[region].load != nullptr)
+      ++region;
+    if (region < regions.size()) break;
+    if (!lower_pending) return internal_error("warm prefill: no region left to compute");
+    resolve_lower();
+  }
+  const Region g = regions[region];
+  if (pos < g.begin) pos = g.begin;
+  const std::int32_t grid = res.plan.chunk_tokens;
+  const std::int32_t b = std::min(g.end, (pos / grid + 1) * grid);
+  std::vector<Load*> gates;
+  if (pos == g.begin) gates = gates_before(region);
+  if (pos == g.begin && res.plan.policy == PrefillPolicy::kLoadThenCompute) {
+    for (Load* l : gates)
+      l->wait().ignore();  // the whole load before any compute; errors are collected at the end
+  }
+  LayerHooks hooks;
+  if (!gates.empty()) {
+    hooks.before_attention = [&gates](std::int32_t layer, Stream& s) -> Status {
+      for (Load* l : gates)
+        TIERKV_RETURN_IF_ERROR(l->wait_layer(layer, s));
+      return Status::Ok();
+    };
+  }
+  const std::int32_t chunk_now = chunk_index++;
+  if (tl) {
+    hooks.after_layer = [this, chunk_now](std::int32_t layer, Stream& s) -> Status {
+      TIERKV_ASSIGN_OR_RETURN(auto e, exec.backend.create_event());
+      TIERKV_RETURN_IF_ERROR(s.record(*e));
+      tl->marks.push_back({TimelineEntry::Lane::kCompute, layer, chunk_now, std::move(e)});
+      return Status::Ok();
+    };
+  }
+  PrefillChunk c;
+  c.tokens = r.tokens.subspan(std::size_t(pos), std::size_t(b - pos));
+  c.start = pos;
+  c.pages = r.pages;
+  c.last = b == n() && !lower_pending && region + 1 == regions.size();
+  const Status s = exec.model.prefill(c, hooks, stream, c.last ? &next_token : nullptr);
+  res.computed_tokens += b - pos;
+  pos = b;
+  if (pos == g.end) ++region;
+  *last = c.last;
+  return s;
+}
+
+bool WarmPrefillRun::State::settle() {
+  if (fallback) return true;  // the second pass loads nothing; the first pass's counts stand
+  std::int32_t failed_at = -1;
+  std::int32_t loaded = 0;
+  std::uint64_t bytes = 0;
+  for (const Region& g : regions) {
+    if (g.load == nullptr) continue;
+    const Status s = g.load->wait();
+    if (!s.ok()) {
+      if (failed_at < 0) failed_at = g.begin;
+      if (res.load_status.ok()) res.load_status = s;
+    } else if (failed_at < 0) {
+      loaded += g.end - g.begin;
+      bytes += std::uint64_t(g.end - g.begin) * exec.model.spec().kv_bytes_per_token();
+    }
+  }
+  res.loaded_tokens = loaded;
+  res.bytes_loaded = bytes;
+  if (failed_at < 0) return true;
+  // A load failed after it was queued: what was computed from it on used bad KV. Compute again
+  // from there; everything before it is right (computed, or loaded by loads that succeeded).
+  stream.synchronize().ignore();  // what was queued is over, and the stream's error cleared
+  regions.clear();
+  region = 0;
+  pos = failed_at;
+  lower_pending = false;
+  fallback = true;
+  add_compute(failed_at, n());
+  return false;
+}
+
+Status WarmPrefillRun::State::timeline_entries() {
+  TIERKV_RETURN_IF_ERROR(stream.synchronize());
+  TIERKV_RETURN_IF_ERROR(exec.timeline_stream->synchronize());
+  double prev_compute = 0, prev_load = 0;
+  for (auto& m : tl->marks) {
+    auto end = exec.backend.elapsed_ms(*tl->start, *m.event);
+    if (!end.ok()) continue;
+    double& prev = m.lane == TimelineEntry::Lane::kLoad ? prev_load : prev_compute;
+    if (m.lane == TimelineEntry::Lane::kLoad && m.layer == 0) prev = 0;
+    res.timeline.push_back({m.lane, m.layer, m.chunk, std::min(prev, *end), *end});
+    prev = *end;
+  }
+  return Status::Ok();
+}
+
+// ---- WarmPrefill --------------------------------------------------------------------------------
 
 WarmPrefill::WarmPrefill(std::unique_ptr<State> s) : state_(std::move(s)) {}
 WarmPrefill::~WarmPrefill() = default;
@@ -141,252 +378,83 @@ Result<WarmPrefillPlan> WarmPrefill::plan(const WarmPrefillRequest& r) const {
   return make_plan(state_->plan_input(r), state_->profile);
 }
 
-// Computes [begin, end) in pieces on the grid of `grid` tokens from position 0; each layer's
-// attention in the first piece first waits for that layer of every load in `gates` (the pieces
-// after it are behind those waits on the same stream).
-Status WarmPrefill::State::compute(const WarmPrefillRequest& r, Stream& stream, std::int32_t begin,
-                                   std::int32_t end, std::int32_t grid,
-                                   const std::vector<Load*>& gates, bool last_region,
-                                   TimelineEvents* tl, std::int32_t& chunk_index,
-                                   std::int32_t* next) {
-  std::int32_t chunk_now = 0;
-  LayerHooks hooks;
-  if (!gates.empty()) {
-    hooks.before_attention = [&gates](std::int32_t layer, Stream& s) -> Status {
-      for (Load* l : gates)
-        TIERKV_RETURN_IF_ERROR(l->wait_layer(layer, s));
-      return Status::Ok();
-    };
+Result<std::unique_ptr<WarmPrefillRun>> WarmPrefill::start(const WarmPrefillRequest& r,
+                                                           Stream& compute_stream) {
+  State& s = *state_;
+  TIERKV_RETURN_IF_ERROR(s.check(r));
+  auto st = std::make_unique<WarmPrefillRun::State>(s, r, compute_stream);
+  st->res.plan = make_plan(s.plan_input(r), s.profile);
+  if (r.options.timeline) {
+    st->tl.emplace();
+    TIERKV_ASSIGN_OR_RETURN(st->tl->start, s.backend.create_event());
+    TIERKV_RETURN_IF_ERROR(compute_stream.record(*st->tl->start));
+    TIERKV_RETURN_IF_ERROR(s.timeline_stream->wait(*st->tl->start));
   }
-  if (tl != nullptr) {
-    hooks.after_layer = [&](std::int32_t layer, Stream& s) -> Status {
-      TIERKV_ASSIGN_OR_RETURN(auto e, backend.create_event());
-      TIERKV_RETURN_IF_ERROR(s.record(*e));
-      tl->marks.push_back({TimelineEntry::Lane::kCompute, layer, chunk_now, std::move(e)});
-      return Status::Ok();
-    };
-  }
-  for (std::int32_t a = begin; a < end;) {
-    const std::int32_t b = std::min(end, (a / grid + 1) * grid);
-    PrefillChunk c;
-    c.tokens = r.tokens.subspan(std::size_t(a), std::size_t(b - a));
-    c.start = a;
-    c.pages = r.pages;
-    c.last = last_region && b == end;
-    chunk_now = chunk_index++;
-    TIERKV_RETURN_IF_ERROR(model.prefill(c, hooks, stream, c.last ? next : nullptr));
-    hooks.before_attention = nullptr;
-    a = b;
-  }
-  return Status::Ok();
-}
-
-// Records, on the timeline stream, when each layer of `load` landed.
-Status time_load(Backend& backend, Stream& side, const Load& load, std::int32_t layers,
-                 TimelineEvents& tl) {
-  for (std::int32_t l = 0; l < layers; ++l) {
-    TIERKV_RETURN_IF_ERROR(load.wait_layer(l, side));
-    TIERKV_ASSIGN_OR_RETURN(auto e, backend.create_event());
-    TIERKV_RETURN_IF_ERROR(side.record(*e));
-    tl.marks.push_back({TimelineEntry::Lane::kLoad, l, 0, std::move(e)});
-  }
-  return Status::Ok();
-}
-
-Status WarmPrefill::State::attempt(const WarmPrefillRequest& r, Stream& stream,
-                                   const WarmPrefillPlan& plan, std::int32_t from, bool no_loads,
-                                   Clock::time_point start, TimelineEvents* tl, Attempt& out) {
-  const std::int32_t n = std::int32_t(r.tokens.size());
-  const std::int32_t page = model.spec().page_tokens, layers = model.spec().num_layers;
-  const std::int32_t chunk = cache.options().chunk_tokens;
-  std::vector<Region> regions;
-  std::vector<std::unique_ptr<Load>> loads;
-  std::optional<Promotion> promotion;
-  const auto add_compute = [&](std::int32_t b, std::int32_t e) {
-    if (e <= b) return;
-    if (!regions.empty() && regions.back().load == nullptr && regions.back().end == b) {
-      regions.back().end = e;
-    } else {
-      regions.push_back({b, e, nullptr});
-    }
-  };
-  // Queues a load of [b, e); what does not arrive is computed. Returns where it stopped.
-  const auto add_load = [&](std::int32_t b, std::int32_t e) -> std::int32_t {
-    if (e <= b) return b;
-    LoadRequest lr;
-    lr.keys = r.keys;
-    lr.first_token = b;
-    lr.num_tokens = e - b;
-    lr.dst = r.kv;
-    lr.dst_pages = r.pages.subspan(std::size_t(b / page));
-    auto load = cache.load(lr);
-    if (!load.ok()) {
-      if (out.load_status.ok()) out.load_status = load.status();
-      return b;
-    }
-    const std::int32_t got = load->loaded_tokens();
-    if (got < e - b && out.load_status.ok())
-      out.load_status = not_found("warm prefill: chunks left the host tier since match()");
-    if (got == 0) return b;
-    loads.push_back(std::make_unique<Load>(std::move(load).value()));
-    regions.push_back({b, b + got, loads.back().get()});
-    if (tl != nullptr) time_load(backend, *timeline_stream, *loads.back(), layers, *tl).ignore();
-    return b + got;
-  };
-
-  const std::int32_t load_begin = no_loads ? n : std::max(from, plan.load_begin);
-  const std::int32_t load_end = no_loads ? n : std::max(load_begin, plan.load_end);
-  const std::int32_t host_end = std::clamp(plan.host_end, load_begin, load_end);
-  // Lower-tier chunks are read into host slots first; start that before anything else. Promotion
-  // moves whole chunks: it starts at the chunk holding host_end (which is inside a chunk when the
-  // GPU prefix ends there), and the load then takes that chunk's pages from host_end on.
-  const std::int32_t promote_begin = host_end / chunk * chunk;
-  if (host_end < load_end) {
-    auto p = cache.promote(*r.keys, promote_begin, load_end);
-    if (p.ok()) {
-      promotion.emplace(std::move(p).value());
-    } else if (out.load_status.ok()) {
-      out.load_status = p.status();
-    }
-  }
-  // The front that is recomputed, then the host part of the load.
-  add_compute(from, std::min(load_begin, n));
-  const std::int32_t host_got = add_load(load_begin, host_end);
-  add_compute(host_got, host_end);
-
-  // Compute what comes before the lower tiers' part while it is read; then take what arrived in
-  // time and compute the rest (a slow tier that falls behind its plan hands its rest over).
-  std::int32_t chunk_index = 0;
-  std::size_t next_region = 0;
-  const auto run_regions = [&](std::size_t upto, bool last) -> Status {
-    for (; next_region < upto; ++next_region) {
-      const Region& g = regions[next_region];
-      if (g.load != nullptr) continue;
-      std::vector<Load*> gates;
-      for (std::size_t i = 0; i < next_region; ++i)
-        if (regions[i].load != nullptr) gates.push_back(regions[i].load);
-      if (plan.policy == PrefillPolicy::kLoadThenCompute) {
-        for (Load* l : gates)
-          l->wait().ignore();  // errors are collected after the run
-      }
-      const bool is_last = last && next_region + 1 == upto;
-      TIERKV_RETURN_IF_ERROR(compute(r, stream, g.begin, g.end, plan.chunk_tokens, gates, is_last,
-                                     tl, chunk_index, &out.next_token));
-      out.computed += g.end - g.begin;
-    }
-    return Status::Ok();
-  };
-  Status run;
-  if (promotion) {
-    run = run_regions(regions.size(), false);
-    // The planner's promise: the lower part is in host slots by lower_ready_ms after the start.
-    // Past that (with a margin for the tier's noise) what has not arrived is computed instead.
-    // Without predictions (no profile) the promotion is waited for whole.
-    const std::int32_t want = (load_end - promote_begin) / chunk;
-    auto deadline = Clock::time_point::max();
-    if (plan.lower_ready_ms > 0) {
-      const double budget_ms = plan.lower_ready_ms * 1.25 + 2.0;
-      deadline = start + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
-    }
-    const std::int32_t got = promotion->wait_for(want, deadline);
-    if (got < want) {
-      promotion->cancel();
-      if (out.load_status.ok()) {
-        const Status why = promotion->done() ? promotion->wait() : Status::Ok();
-        out.load_status = !why.ok() ? why
-                                    : deadline_exceeded("warm prefill: the lower tiers delivered " +
-                                                        std::to_string(got) + " of " +
-                                                        std::to_string(want) +
-                                                        " chunks by the plan's deadline");
-      }
-    }
-    const std::int32_t arrived = std::min(load_end, promote_begin + got * chunk);
-    const std::int32_t lower_got = add_load(host_end, std::max(host_end, arrived));
-    add_compute(lower_got, load_end);
-  } else {
-    add_compute(host_end, load_end);  // no promotion could start: compute the lower part
-  }
-  add_compute(load_end, n);
-  if (run.ok()) run = run_regions(regions.size(), true);
-
-  // Every load is over before the pages it wrote are used or its pins go: collect the errors.
-  for (const Region& g : regions) {
-    if (g.load == nullptr) continue;
-    const Status s = g.load->wait();
-    if (!s.ok()) {
-      if (out.failed_at < 0) out.failed_at = g.begin;
-      if (out.load_status.ok()) out.load_status = s;
-    } else if (out.failed_at < 0) {
-      out.loaded += g.end - g.begin;
-      out.bytes_loaded += std::uint64_t(g.end - g.begin) * model.spec().kv_bytes_per_token();
-    }
-  }
-  if (!run.ok()) {
-    stream.synchronize().ignore();  // what was queued is over, and the stream's error cleared
-    if (out.failed_at < 0) {
-      // The compute failed with no failed load to blame: a model or device error, not a miss.
-      return run;
-    }
-  }
-  return Status::Ok();
+  st->begin(st->res.plan.gpu_end, false);
+  return std::unique_ptr<WarmPrefillRun>(new WarmPrefillRun(std::move(st)));
 }
 
 Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& compute_stream) {
+  TIERKV_ASSIGN_OR_RETURN(auto run, start(r, compute_stream));
+  while (!run->done())
+    TIERKV_RETURN_IF_ERROR(run->step().status());
+  return run->finish();
+}
+
+// ---- WarmPrefillRun -----------------------------------------------------------------------------
+
+WarmPrefillRun::WarmPrefillRun(std::unique_ptr<State> s) : state_(std::move(s)) {}
+WarmPrefillRun::~WarmPrefillRun() = default;
+
+const WarmPrefillPlan& WarmPrefillRun::plan() const {
+  return state_->res.plan;
+}
+
+bool WarmPrefillRun::done() const {
+  return state_->finished;
+}
+
+std::int32_t WarmPrefillRun::next_chunk_tokens() const {
+  const State& s = *state_;
+  if (s.finished) return 0;
+  const std::int32_t grid = s.res.plan.chunk_tokens;
+  return std::min(s.n(), (s.pos / grid + 1) * grid) - s.pos;
+}
+
+Result<bool> WarmPrefillRun::step() {
   State& s = *state_;
-  const auto t0 = Clock::now();
-  TIERKV_RETURN_IF_ERROR(s.check(r));
-  WarmPrefillResult res;
-  res.plan = make_plan(s.plan_input(r), s.profile);
-  std::optional<TimelineEvents> tl;
-  if (r.options.timeline) {
-    tl.emplace();
-    TIERKV_ASSIGN_OR_RETURN(tl->start, s.backend.create_event());
-    TIERKV_RETURN_IF_ERROR(compute_stream.record(*tl->start));
-    TIERKV_RETURN_IF_ERROR(s.timeline_stream->wait(*tl->start));
+  if (s.finished) return failed_precondition("warm prefill: the run is over");
+  bool last = false;
+  const Status ran = s.run_chunk(&last);
+  if (!ran.ok() || last) {
+    const bool over = s.settle();
+    if (!ran.ok() && over) return ran;  // no failed load to blame: a model or device error
+    if (!over) return false;            // a load failed: recompute from there, chunk by chunk
+    s.finished = true;
+    s.res.next_token = s.next_token;
+    s.res.ttft_ms = ms_since(s.t0);
   }
-  State::Attempt a;
-  TIERKV_RETURN_IF_ERROR(s.attempt(r, compute_stream, res.plan, res.plan.gpu_end, false, t0,
-                                   tl ? &*tl : nullptr, a));
-  res.load_status = a.load_status;
-  res.loaded_tokens = a.loaded;
-  res.bytes_loaded = a.bytes_loaded;
-  res.computed_tokens = a.computed;
-  res.next_token = a.next_token;
-  res.fallback_tokens = res.plan.loaded_tokens() - a.loaded;
-  if (a.failed_at >= 0) {
-    // A load failed after it was queued: what was computed from it on used bad KV. Compute again
-    // from there; everything before it is right (computed, or loaded by loads that succeeded).
-    State::Attempt again;
-    TIERKV_RETURN_IF_ERROR(
-        s.attempt(r, compute_stream, res.plan, a.failed_at, true, t0, nullptr, again));
-    res.next_token = again.next_token;
-    res.computed_tokens += again.computed;
-  }
-  res.ttft_ms = ms_since(t0);
+  return s.finished;
+}
+
+Result<WarmPrefillResult> WarmPrefillRun::finish() {
+  State& s = *state_;
+  if (!s.finished) return failed_precondition("warm prefill: finish() before the last chunk");
+  WarmPrefillResult& res = s.res;
+  res.fallback_tokens = res.plan.loaded_tokens() - res.loaded_tokens;
+  const WarmPrefillRequest& r = s.r;
   if (r.options.save && r.options.policy != PrefillPolicy::kRecompute) {
     SaveRequest sr;
     sr.keys = r.keys;
     sr.num_tokens = std::int32_t(r.tokens.size());
     sr.src = r.kv;
     sr.src_pages = r.pages;
-    sr.producer = &compute_stream;
-    auto saved = s.cache.save(sr);  // a save that cannot start costs a later hit, nothing else
+    sr.producer = &s.stream;
+    auto saved = s.exec.cache.save(sr);  // a save that cannot start costs a later hit, nothing else
     if (saved.ok()) res.save = std::make_shared<Save>(std::move(saved).value());
   }
-  if (tl) {
-    TIERKV_RETURN_IF_ERROR(compute_stream.synchronize());
-    TIERKV_RETURN_IF_ERROR(s.timeline_stream->synchronize());
-    double prev_compute = 0, prev_load = 0;
-    for (auto& m : tl->marks) {
-      auto end = s.backend.elapsed_ms(*tl->start, *m.event);
-      if (!end.ok()) continue;
-      double& prev = m.lane == TimelineEntry::Lane::kLoad ? prev_load : prev_compute;
-      if (m.lane == TimelineEntry::Lane::kLoad && m.layer == 0) prev = 0;
-      res.timeline.push_back({m.lane, m.layer, m.chunk, std::min(prev, *end), *end});
-      prev = *end;
-    }
-  }
-  return res;
+  if (s.tl) TIERKV_RETURN_IF_ERROR(s.timeline_entries());
+  return std::move(res);
 }
 
 }  // namespace tierkv
