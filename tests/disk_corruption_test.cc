@@ -89,8 +89,8 @@ class DiskCorruptionTest : public ::testing::Test {
   std::uint64_t hits_ = 0, served_wrong_ = 0, removed_ = 0;
 };
 
-void DiskCorruptionTest::sweep(bool direct, std::size_t header_stride,
-                               std::size_t payload_samples, std::size_t truncations) {
+void DiskCorruptionTest::sweep(bool direct, std::size_t header_stride, std::size_t payload_samples,
+                               std::size_t truncations) {
   open(direct);
   hits_ = served_wrong_ = removed_ = 0;
   std::uint64_t header = 0, header_corrupt = 0;
@@ -114,13 +114,12 @@ void DiskCorruptionTest::sweep(bool direct, std::size_t header_stride,
     ++payload;
   }
   std::uint64_t trunc = 0, trunc_corrupt = 0;
-  std::vector<std::size_t> lengths = {0, 1, 15, 16, 17, 143, 144, 4095, 4096, 4097,
-                                      good_.size() - 4096, good_.size() - 1};
+  std::vector<std::size_t> lengths = {
+      0, 1, 15, 16, 17, 143, 144, 4095, 4096, 4097, good_.size() - 4096, good_.size() - 1};
   while (lengths.size() < truncations)
     lengths.push_back(rng() % good_.size());
   for (std::size_t n : lengths) {
-    trunc_corrupt +=
-        damage_and_read(std::span(good_).first(n)) == MissReason::kCorrupt;
+    trunc_corrupt += damage_and_read(std::span(good_).first(n)) == MissReason::kCorrupt;
     ++trunc;
   }
   auto longer = good_;
@@ -153,23 +152,26 @@ void DiskCorruptionTest::sweep(bool direct, std::size_t header_stride,
   EXPECT_EQ(trunc_corrupt, trunc);
   EXPECT_EQ(foreign_counted, foreign);
   EXPECT_EQ(removed_, cases);
-  std::printf("reliability: corruption sweep (%s): header bytes flipped %llu/%llu missed as corrupt, "
-              "payload bytes flipped %llu/%llu, truncations and growth %llu/%llu, foreign "
-              "(identity, salt, key, tokens, shape) %llu/%llu missed as foreign; %llu/%llu "
-              "records removed, %llu served\n",
-              direct ? "O_DIRECT reads, every 16th header byte" : "buffered reads",
-              static_cast<unsigned long long>(header_corrupt),
-              static_cast<unsigned long long>(header),
-              static_cast<unsigned long long>(payload_corrupt),
-              static_cast<unsigned long long>(payload),
-              static_cast<unsigned long long>(trunc_corrupt), static_cast<unsigned long long>(trunc),
-              static_cast<unsigned long long>(foreign_counted),
-              static_cast<unsigned long long>(foreign), static_cast<unsigned long long>(removed_),
-              static_cast<unsigned long long>(cases), static_cast<unsigned long long>(hits_));
+  std::printf(
+      "reliability: corruption sweep (%s): header bytes flipped %llu/%llu missed as corrupt, "
+      "payload bytes flipped %llu/%llu, truncations and growth %llu/%llu, foreign "
+      "(identity, salt, key, tokens, shape) %llu/%llu missed as foreign; %llu/%llu "
+      "records removed, %llu served\n",
+      direct ? "O_DIRECT reads, every 16th header byte" : "buffered reads",
+      static_cast<unsigned long long>(header_corrupt), static_cast<unsigned long long>(header),
+      static_cast<unsigned long long>(payload_corrupt), static_cast<unsigned long long>(payload),
+      static_cast<unsigned long long>(trunc_corrupt), static_cast<unsigned long long>(trunc),
+      static_cast<unsigned long long>(foreign_counted), static_cast<unsigned long long>(foreign),
+      static_cast<unsigned long long>(removed_), static_cast<unsigned long long>(cases),
+      static_cast<unsigned long long>(hits_));
 }
 
-TEST_F(DiskCorruptionTest, EveryDamageIsAMissAndTheRecordIsRemoved) { sweep(false, 1, 512, 128); }
-TEST_F(DiskCorruptionTest, SampleThroughODirect) { sweep(true, 16, 100, 50); }
+TEST_F(DiskCorruptionTest, EveryDamageIsAMissAndTheRecordIsRemoved) {
+  sweep(false, 1, 512, 128);
+}
+TEST_F(DiskCorruptionTest, SampleThroughODirect) {
+  sweep(true, 16, 100, 50);
+}
 
 // Damage found when the directory is opened: a header flip, a truncation, a record of another key
 // under this name are removed by the index rebuild and counted.

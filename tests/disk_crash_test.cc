@@ -36,7 +36,9 @@ RecordId key_id(int k) {
 }
 constexpr std::uint64_t kReady = ~std::uint64_t(0);  // the child's first message: store open
 
-std::uint64_t seed(int k, std::int64_t v) { return std::uint64_t(k) * 1000003 + std::uint64_t(v); }
+std::uint64_t seed(int k, std::int64_t v) {
+  return std::uint64_t(k) * 1000003 + std::uint64_t(v);
+}
 
 // The child: writes versions after the last acknowledged ones, from two threads over disjoint
 // keys, and reports each write that returned OK on `ack` as (key << 32 | version). Never returns.
@@ -137,23 +139,23 @@ TEST(DiskCrashTest, KillDuringWritesThenReopenAndVerify) {
       wrong += std::min(w0, w1);
     }
   }
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(wrong, 0u);
   EXPECT_EQ(lost, 0u);
   EXPECT_EQ(leftover_tmp, 0u);
   EXPECT_EQ(child_errors, 0u);
   EXPECT_GT(acks, std::uint64_t(kRounds / 10)) << "the child must get writes done between kills";
-  std::printf("reliability: crash loop: %d rounds (SIGKILL 1-16 ms after the open, or during it) in %.1f s, %llu "
-              "acknowledged writes, %llu records verified, %llu wrong bytes, %llu acknowledged "
-              "records lost, %llu temporary files removed at reopen (%llu left), %llu invalid "
-              "records removed\n",
-              kRounds, secs, static_cast<unsigned long long>(acks),
-              static_cast<unsigned long long>(verified), static_cast<unsigned long long>(wrong),
-              static_cast<unsigned long long>(lost),
-              static_cast<unsigned long long>(tmp_removed),
-              static_cast<unsigned long long>(leftover_tmp),
-              static_cast<unsigned long long>(invalid_removed));
+  std::printf(
+      "reliability: crash loop: %d rounds (SIGKILL 1-16 ms after the open, or during it) in %.1f "
+      "s, %llu "
+      "acknowledged writes, %llu records verified, %llu wrong bytes, %llu acknowledged "
+      "records lost, %llu temporary files removed at reopen (%llu left), %llu invalid "
+      "records removed\n",
+      kRounds, secs, static_cast<unsigned long long>(acks),
+      static_cast<unsigned long long>(verified), static_cast<unsigned long long>(wrong),
+      static_cast<unsigned long long>(lost), static_cast<unsigned long long>(tmp_removed),
+      static_cast<unsigned long long>(leftover_tmp),
+      static_cast<unsigned long long>(invalid_removed));
 }
 
 }  // namespace

@@ -100,7 +100,9 @@ TEST_F(DiskFaultTest, FailedWritesAreNeverVisible) {
       const RecordId old = record_id(std::uint64_t(200 + checked), 4, 16 << 10);
       ASSERT_OK(put(old, 1));
       // Opens fail for the write's temporary file only, so that the old record stays readable.
-      faults_->add({.op = c.op, .err = c.err, .first_call = faults_->calls(c.op) + 1,
+      faults_->add({.op = c.op,
+                    .err = c.err,
+                    .first_call = faults_->calls(c.op) + 1,
                     .times = persistent ? FileFault::kPersistent : 1,
                     .path_contains = c.op == FileOp::kOpen ? ".tmp" : ""});
       const Status w = put(id, 7);
@@ -120,16 +122,18 @@ TEST_F(DiskFaultTest, FailedWritesAreNeverVisible) {
     }
   }
   const StoreStats st = store_->stats();
-  std::printf("reliability: file faults: %d write fault cases (open/pwrite/fsync/rename/dir fsync; "
-              "EIO/ENOSPC; transient and persistent): %llu failed writes, none visible, 0 "
-              "temporary files left\n",
-              checked, static_cast<unsigned long long>(st.write_failures));
+  std::printf(
+      "reliability: file faults: %d write fault cases (open/pwrite/fsync/rename/dir fsync; "
+      "EIO/ENOSPC; transient and persistent): %llu failed writes, none visible, 0 "
+      "temporary files left\n",
+      checked, static_cast<unsigned long long>(st.write_failures));
 }
 
 TEST_F(DiskFaultTest, ShortWritesAreContinued) {
   for (const bool persistent : {false, true}) {
     const RecordId id = record_id(persistent ? 2 : 1, 4, 64 << 10);
-    faults_->add({.op = FileOp::kWrite, .kind = FileFaultKind::kShortWrite,
+    faults_->add({.op = FileOp::kWrite,
+                  .kind = FileFaultKind::kShortWrite,
                   .first_call = faults_->calls(FileOp::kWrite) + 1,
                   .times = persistent ? FileFault::kPersistent : 1});
     ASSERT_OK(put(id, 3));
@@ -144,7 +148,8 @@ TEST_F(DiskFaultTest, TornWritesAreCaughtOnRead) {
   for (int i = 0; i < 8; ++i) {
     const RecordId id = record_id(std::uint64_t(i), 4, 64 << 10);
     // Tear the header (write call 1 of the record) or the payload (call 2).
-    faults_->add({.op = FileOp::kWrite, .kind = FileFaultKind::kTornWrite,
+    faults_->add({.op = FileOp::kWrite,
+                  .kind = FileFaultKind::kTornWrite,
                   .first_call = faults_->calls(FileOp::kWrite) + 1 + std::uint64_t(i % 2)});
     ASSERT_OK(put(id, 5));  // a torn write does not know it is torn
     faults_->clear();
@@ -164,7 +169,9 @@ TEST_F(DiskFaultTest, TornWritesAreCaughtOnRead) {
 TEST_F(DiskFaultTest, ReadErrorsAreMissesAndKeepTheRecord) {
   const RecordId id = record_id(1, 4, 16 << 10);
   ASSERT_OK(put(id, 1));
-  faults_->add({.op = FileOp::kRead, .err = EIO, .first_call = faults_->calls(FileOp::kRead) + 1,
+  faults_->add({.op = FileOp::kRead,
+                .err = EIO,
+                .first_call = faults_->calls(FileOp::kRead) + 1,
                 .times = FileFault::kPersistent});
   AlignedBuffer b(id.payload_bytes());
   EXPECT_EQ(store_->read(id, b.span()).code(), StatusCode::kIoError);
@@ -186,7 +193,8 @@ TEST_F(DiskFaultTest, LargeRecordsUnderFaults) {
   }
   // Tear the header or the payload.
   for (std::uint64_t call : {1, 2}) {
-    faults_->add({.op = FileOp::kWrite, .kind = FileFaultKind::kTornWrite,
+    faults_->add({.op = FileOp::kWrite,
+                  .kind = FileFaultKind::kTornWrite,
                   .first_call = faults_->calls(FileOp::kWrite) + call});
     ASSERT_OK(put(id, 2));
     faults_->clear();
@@ -225,9 +233,11 @@ TEST_F(DiskFaultTest, RandomFaultSoak) {
   std::vector<std::int64_t> last_ok(kKeys, -1);  // version of the last OK write, -1: none
   std::vector<std::int64_t> version(kKeys, 0);
   std::uint64_t hits = 0, misses = 0, wrong = 0, failed_writes = 0;
-  const FileOp ops[] = {FileOp::kOpen, FileOp::kRead, FileOp::kWrite, FileOp::kSync,
+  const FileOp ops[] = {FileOp::kOpen,   FileOp::kRead,   FileOp::kWrite,  FileOp::kSync,
                         FileOp::kRename, FileOp::kRemove, FileOp::kSyncDir};
-  const auto seed = [](int k, std::int64_t v) { return std::uint64_t(k) * 100000 + std::uint64_t(v); };
+  const auto seed = [](int k, std::int64_t v) {
+    return std::uint64_t(k) * 100000 + std::uint64_t(v);
+  };
   for (int i = 0; i < kOps; ++i) {
     if (rng() % 8 == 0) {
       faults_->clear();
@@ -260,11 +270,12 @@ TEST_F(DiskFaultTest, RandomFaultSoak) {
   EXPECT_EQ(wrong, 0u);
   EXPECT_GT(hits, 0u);
   EXPECT_GT(failed_writes, 0u);
-  std::printf("reliability: random file faults: %d operations, %llu faults injected, %llu failed "
-              "writes, %llu verified hits, %llu misses, %llu wrong bytes\n",
-              kOps, static_cast<unsigned long long>(faults_->injected()),
-              static_cast<unsigned long long>(failed_writes), static_cast<unsigned long long>(hits),
-              static_cast<unsigned long long>(misses), static_cast<unsigned long long>(wrong));
+  std::printf(
+      "reliability: random file faults: %d operations, %llu faults injected, %llu failed "
+      "writes, %llu verified hits, %llu misses, %llu wrong bytes\n",
+      kOps, static_cast<unsigned long long>(faults_->injected()),
+      static_cast<unsigned long long>(failed_writes), static_cast<unsigned long long>(hits),
+      static_cast<unsigned long long>(misses), static_cast<unsigned long long>(wrong));
 }
 
 }  // namespace

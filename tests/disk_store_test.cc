@@ -3,8 +3,8 @@
 // (tmpfs), and inspect.
 #include "tierkv/disk_store.h"
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -159,10 +159,10 @@ TEST_P(DiskStoreTest, BudgetEvictsLeastRecentlyUsed) {
   EXPECT_EQ(rec.records, 2u);
   EXPECT_EQ(rec.evicted, 2u);
   EXPECT_EQ(s->stats().records, 2u);
-  std::printf("reliability: lru budget: 6 writes into 4 slots, %llu evicted, reopen at 2 slots "
-              "evicted %llu\n",
-              static_cast<unsigned long long>(st.evictions),
-              static_cast<unsigned long long>(rec.evicted));
+  std::printf(
+      "reliability: lru budget: 6 writes into 4 slots, %llu evicted, reopen at 2 slots "
+      "evicted %llu\n",
+      static_cast<unsigned long long>(st.evictions), static_cast<unsigned long long>(rec.evicted));
 }
 
 TEST_P(DiskStoreTest, IndexIsRebuiltAfterReopen) {
@@ -189,12 +189,13 @@ TEST_P(DiskStoreTest, IndexIsRebuiltAfterReopen) {
     EXPECT_EQ(get(*s, record_id(i, 2 + i % 3, 4096 * (1 + i % 4)), i), 0) << i;
   EXPECT_EQ(s->stats().records, std::uint64_t(kRecords));
   EXPECT_TRUE(fs::exists(o.directory + "/README"));
-  std::printf("reliability: rebuild: %llu records indexed, %llu temporary and %llu invalid files "
-              "removed, %llu other files kept\n",
-              static_cast<unsigned long long>(rec.records),
-              static_cast<unsigned long long>(rec.removed_temporary),
-              static_cast<unsigned long long>(rec.removed_invalid),
-              static_cast<unsigned long long>(rec.other_files));
+  std::printf(
+      "reliability: rebuild: %llu records indexed, %llu temporary and %llu invalid files "
+      "removed, %llu other files kept\n",
+      static_cast<unsigned long long>(rec.records),
+      static_cast<unsigned long long>(rec.removed_temporary),
+      static_cast<unsigned long long>(rec.removed_invalid),
+      static_cast<unsigned long long>(rec.other_files));
 }
 
 TEST_P(DiskStoreTest, SecondOpenerOfADirectoryIsRefused) {
@@ -218,8 +219,9 @@ TEST_P(DiskStoreTest, SecondOpenerOfADirectoryIsRefused) {
   // Once the first store is gone, the directory opens again.
   s.reset();
   EXPECT_TRUE(open_disk_store(o).ok());
-  std::printf("reliability: two openers: the second (same process and a forked one) refused "
-              "with FailedPrecondition\n");
+  std::printf(
+      "reliability: two openers: the second (same process and a forked one) refused "
+      "with FailedPrecondition\n");
 }
 
 TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
@@ -251,9 +253,15 @@ TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
           }
         } else if (op < 9) {
           fill_payload(k, buf.span());
-          if (s->write(id, buf.span()).ok()) ++writes; else ++errors;
+          if (s->write(id, buf.span()).ok())
+            ++writes;
+          else
+            ++errors;
         } else {
-          if (s->erase(id).ok()) ++erases; else ++errors;
+          if (s->erase(id).ok())
+            ++erases;
+          else
+            ++errors;
         }
       }
     });
@@ -265,14 +273,14 @@ TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
   EXPECT_GT(hits.load(), 0u);
   const StoreStats st = s->stats();
   EXPECT_LE(st.records, 12u);
-  std::printf("reliability: threads: %d threads, %llu verified hits, %llu misses, %llu writes, "
-              "%llu erases, %llu evictions, %llu wrong bytes\n",
-              kThreads, static_cast<unsigned long long>(hits.load()),
-              static_cast<unsigned long long>(misses.load()),
-              static_cast<unsigned long long>(writes.load()),
-              static_cast<unsigned long long>(erases.load()),
-              static_cast<unsigned long long>(st.evictions),
-              static_cast<unsigned long long>(wrong.load()));
+  std::printf(
+      "reliability: threads: %d threads, %llu verified hits, %llu misses, %llu writes, "
+      "%llu erases, %llu evictions, %llu wrong bytes\n",
+      kThreads, static_cast<unsigned long long>(hits.load()),
+      static_cast<unsigned long long>(misses.load()),
+      static_cast<unsigned long long>(writes.load()),
+      static_cast<unsigned long long>(erases.load()), static_cast<unsigned long long>(st.evictions),
+      static_cast<unsigned long long>(wrong.load()));
 }
 
 // With verify_while_reading, records of 4 MiB and more are verified layer by layer while the rest
@@ -355,7 +363,8 @@ TEST(DiskStoreOpenTest, ODirectProbeOnTmpfsAndBufferedIo) {
   if (fd >= 0) ::close(fd);
   ::unlink(probe.c_str());
   for (bool direct_io : {true, false}) {
-    auto s = open_store({.directory = dir.path() + (direct_io ? "/a" : "/b"), .direct_io = direct_io});
+    auto s =
+        open_store({.directory = dir.path() + (direct_io ? "/a" : "/b"), .direct_io = direct_io});
     ASSERT_TRUE(s);
     const std::string& d = s->capabilities().description;
     const bool says_direct = d.find("O_DIRECT,") != std::string::npos;

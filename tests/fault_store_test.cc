@@ -47,9 +47,8 @@ TEST(FaultStoreTest, PersistentFaultsKeepFailing) {
   auto s = make();
   const RecordId id = record_id(1);
   ASSERT_OK(s->write(id, payload_of(id, 1)));
-  ASSERT_OK(s->add_rule({.op = FaultOp::kRead,
-                         .code = StatusCode::kUnavailable,
-                         .times = FaultRule::kPersistent}));
+  ASSERT_OK(s->add_rule(
+      {.op = FaultOp::kRead, .code = StatusCode::kUnavailable, .times = FaultRule::kPersistent}));
   ASSERT_OK(s->add_rule({.op = FaultOp::kContains,
                          .code = StatusCode::kDeadlineExceeded,
                          .times = FaultRule::kPersistent}));
@@ -69,7 +68,8 @@ TEST(FaultStoreTest, CorruptionAndDelay) {
   const RecordId id = record_id(1);
   ASSERT_OK(s->write(id, payload_of(id, 1)));
   ASSERT_OK(s->add_rule({.op = FaultOp::kRead, .kind = FaultKind::kCorrupt}));
-  ASSERT_OK(s->add_rule({.op = FaultOp::kRead, .kind = FaultKind::kCorruptSilently, .first_call = 2}));
+  ASSERT_OK(
+      s->add_rule({.op = FaultOp::kRead, .kind = FaultKind::kCorruptSilently, .first_call = 2}));
   ASSERT_OK(s->add_rule({.op = FaultOp::kRead,
                          .kind = FaultKind::kDelay,
                          .first_call = 3,
@@ -88,7 +88,8 @@ TEST(FaultStoreTest, CorruptionAndDelay) {
 TEST(FaultStoreTest, FailAfterLetsTheWriteLand) {
   auto s = make();
   const RecordId id = record_id(1);
-  ASSERT_OK(s->add_rule({.op = FaultOp::kWrite, .kind = FaultKind::kFailAfter,
+  ASSERT_OK(s->add_rule({.op = FaultOp::kWrite,
+                         .kind = FaultKind::kFailAfter,
                          .code = StatusCode::kDeadlineExceeded}));
   EXPECT_EQ(s->write(id, payload_of(id, 1)).code(), StatusCode::kDeadlineExceeded);
   std::vector<std::uint8_t> out(id.payload_bytes());

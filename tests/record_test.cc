@@ -82,9 +82,9 @@ TEST(RecordTest, EncodingIsLittleEndianAtFixedOffsets) {
   std::vector<std::uint8_t> payload(id.payload_bytes(), 0x5a);
   ASSERT_OK_AND_ASSIGN(auto h, encode_record_header(id, payload));
   EXPECT_EQ(std::memcmp(h.data(), kRecordMagic, 8), 0);
-  EXPECT_EQ(h[8], 1);     // version
+  EXPECT_EQ(h[8], 1);      // version
   EXPECT_EQ(h[13], 0x10);  // header_bytes 4096 = 0x1000
-  EXPECT_EQ(h[20], 2);    // num_layers
+  EXPECT_EQ(h[20], 2);     // num_layers
   EXPECT_EQ(h[24], 0x0d);
   EXPECT_EQ(h[27], 0x0a);  // tokens
   EXPECT_EQ(h[32], 0x03);

@@ -2,6 +2,8 @@
 // a store returns can be checked against the byte it was given.
 #pragma once
 
+#include <stdlib.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -10,8 +12,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <stdlib.h>
 
 #include "core/counter_rng.h"
 #include "tierkv/store.h"
@@ -56,7 +56,8 @@ inline std::uint64_t wrong_bytes(std::uint64_t seed, std::span<const std::uint8_
 // A 4096-aligned buffer like a host slot (O_DIRECT stores need the alignment).
 struct AlignedBuffer {
   explicit AlignedBuffer(std::size_t n)
-      : size(n), data(static_cast<std::uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
+      : size(n),
+        data(static_cast<std::uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
   ~AlignedBuffer() { std::free(data); }
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;

@@ -43,13 +43,14 @@ struct Args {
 };
 
 void usage() {
-  std::fprintf(stderr,
-               "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
-               "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
-               "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--card NAME]\n"
-               "Writes N records of L x K KiB into a disk store in DIR (records it made are "
-               "erased first and at the end), reads them back verified, R times; prints JSON "
-               "Lines.\n");
+  std::fprintf(
+      stderr,
+      "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
+      "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
+      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--card NAME]\n"
+      "Writes N records of L x K KiB into a disk store in DIR (records it made are "
+      "erased first and at the end), reads them back verified, R times; prints JSON "
+      "Lines.\n");
 }
 
 bool parse(int argc, char** argv, Args* a) {
@@ -57,20 +58,34 @@ bool parse(int argc, char** argv, Args* a) {
     const std::string k = argv[i];
     if (i + 1 >= argc) return false;
     const char* v = argv[++i];
-    if (k == "--dir") a->dir = v;
-    else if (k == "--records") a->records = std::atoi(v);
-    else if (k == "--layers") a->layers = std::atoi(v);
-    else if (k == "--layer-kib") a->layer_kib = std::strtoull(v, nullptr, 10);
-    else if (k == "--reps") a->reps = std::atoi(v);
-    else if (k == "--concurrency") a->concurrency = std::atoi(v);
-    else if (k == "--sync") a->sync = v;
-    else if (k == "--io") a->io = v;
-    else if (k == "--threads") a->threads = std::atoi(v);
-    else if (k == "--queue-depth") a->queue_depth = std::atoi(v);
-    else if (k == "--block-kib") a->block_kib = std::strtoull(v, nullptr, 10);
-    else if (k == "--card") a->card = v;
-    else if (k == "--verify-while-reading") a->verify_while_reading = std::atoi(v) != 0;
-    else return false;
+    if (k == "--dir")
+      a->dir = v;
+    else if (k == "--records")
+      a->records = std::atoi(v);
+    else if (k == "--layers")
+      a->layers = std::atoi(v);
+    else if (k == "--layer-kib")
+      a->layer_kib = std::strtoull(v, nullptr, 10);
+    else if (k == "--reps")
+      a->reps = std::atoi(v);
+    else if (k == "--concurrency")
+      a->concurrency = std::atoi(v);
+    else if (k == "--sync")
+      a->sync = v;
+    else if (k == "--io")
+      a->io = v;
+    else if (k == "--threads")
+      a->threads = std::atoi(v);
+    else if (k == "--queue-depth")
+      a->queue_depth = std::atoi(v);
+    else if (k == "--block-kib")
+      a->block_kib = std::strtoull(v, nullptr, 10);
+    else if (k == "--card")
+      a->card = v;
+    else if (k == "--verify-while-reading")
+      a->verify_while_reading = std::atoi(v) != 0;
+    else
+      return false;
   }
   return !a->dir.empty() && a->records > 0 && a->layers > 0 && a->layer_kib > 0 && a->reps > 0 &&
          a->concurrency > 0;
@@ -121,10 +136,10 @@ int main(int argc, char** argv) {
   }
   tierkv::DiskStoreOptions o;
   o.directory = a.dir;
-  o.sync = a.sync == "none" ? tierkv::DiskSync::kNone
+  o.sync = a.sync == "none"   ? tierkv::DiskSync::kNone
            : a.sync == "file" ? tierkv::DiskSync::kFile
                               : tierkv::DiskSync::kFileAndDirectory;
-  o.io = a.io == "io_uring" ? tierkv::IoBackend::kIoUring
+  o.io = a.io == "io_uring"  ? tierkv::IoBackend::kIoUring
          : a.io == "threads" ? tierkv::IoBackend::kThreads
                              : tierkv::IoBackend::kAuto;
   o.io_threads = a.threads;
@@ -155,12 +170,22 @@ int main(int argc, char** argv) {
   std::vector<double> wr, rd;
   std::atomic<int> failures{0};
   for (int r = 0; r < a.reps; ++r) {
-    wr.push_back(total / timed(a, [&](int t, int i) {
-      return store.write(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
-    }, &failures) / 1e9);
-    rd.push_back(total / timed(a, [&](int t, int i) {
-      return store.read(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
-    }, &failures) / 1e9);
+    wr.push_back(total /
+                 timed(
+                     a,
+                     [&](int t, int i) {
+                       return store.write(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
+                     },
+                     &failures) /
+                 1e9);
+    rd.push_back(total /
+                 timed(
+                     a,
+                     [&](int t, int i) {
+                       return store.read(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
+                     },
+                     &failures) /
+                 1e9);
     for (int i = 0; i < a.records; ++i)
       store.erase(record(i, a)).ignore();
   }
@@ -171,13 +196,14 @@ int main(int argc, char** argv) {
   const std::string io = store.capabilities().description;
   const auto line = [&](const char* op, std::vector<double> g) {
     std::sort(g.begin(), g.end());
-    std::printf("{\"bench\": \"disk\", \"impl\": \"tierkv\", \"op\": \"%s\", \"card\": \"%s\", "
-                "\"date\": \"%s\", \"bytes\": %.0f, \"record_bytes\": %zu, \"records\": %d, "
-                "\"layers\": %d, \"concurrency\": %d, \"sync\": \"%s\", \"block_bytes\": %llu, "
-                "\"verify_while_reading\": %s, \"gbps\": %.4f, \"gbps_reps\": [",
-                op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers,
-                a.concurrency, a.sync.c_str(), static_cast<unsigned long long>(a.block_kib << 10),
-                a.verify_while_reading ? "true" : "false", g[g.size() / 2]);
+    std::printf(
+        "{\"bench\": \"disk\", \"impl\": \"tierkv\", \"op\": \"%s\", \"card\": \"%s\", "
+        "\"date\": \"%s\", \"bytes\": %.0f, \"record_bytes\": %zu, \"records\": %d, "
+        "\"layers\": %d, \"concurrency\": %d, \"sync\": \"%s\", \"block_bytes\": %llu, "
+        "\"verify_while_reading\": %s, \"gbps\": %.4f, \"gbps_reps\": [",
+        op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers, a.concurrency,
+        a.sync.c_str(), static_cast<unsigned long long>(a.block_kib << 10),
+        a.verify_while_reading ? "true" : "false", g[g.size() / 2]);
     for (std::size_t i = 0; i < g.size(); ++i)
       std::printf("%s%.4f", i ? ", " : "", g[i]);
     std::printf("], \"store\": \"%s\"}\n", io.c_str());

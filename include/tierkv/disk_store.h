@@ -69,14 +69,14 @@ enum class IoBackend : std::uint8_t {
 };
 
 struct DiskStoreOptions {
-  std::string directory;                        // required; created (0700) when missing
-  std::uint64_t budget_bytes = 0;               // files' bytes; 0: unbounded
+  std::string directory;           // required; created (0700) when missing
+  std::uint64_t budget_bytes = 0;  // files' bytes; 0: unbounded
   DiskSync sync = DiskSync::kFileAndDirectory;
   IoBackend io = IoBackend::kAuto;
-  int io_threads = 4;                           // the thread pool's size (kThreads or fallback)
-  int queue_depth = 32;                         // io_uring entries per ring
-  std::uint64_t io_block_bytes = 1 << 20;       // a transfer is split into pieces of this size
-  bool direct_io = true;                        // false: never O_DIRECT
+  int io_threads = 4;                      // the thread pool's size (kThreads or fallback)
+  int queue_depth = 32;                    // io_uring entries per ring
+  std::uint64_t io_block_bytes = 1 << 20;  // a transfer is split into pieces of this size
+  bool direct_io = true;                   // false: never O_DIRECT
   // Verify a record of 4 MiB or more layer by layer while the rest of it is still being read (a
   // helper thread reads). Off by default: on the 2-vCPU test VM under load it measured slower
   // (1.38 vs 1.70 GB/s for 32 MiB records); it may pay off where cores are idle: measure with

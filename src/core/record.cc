@@ -27,7 +27,7 @@ constexpr std::size_t kOffChunkKey = 112;
 constexpr std::size_t kOffLayerTable = 144;
 constexpr std::size_t kLayerEntryBytes = 16;  // u64 length, u64 checksum
 
-constexpr std::uint32_t kChecksumXxh3 = 1;  // XXH3-64, layer i seeded with i
+constexpr std::uint32_t kChecksumXxh3 = 1;                       // XXH3-64, layer i seeded with i
 constexpr std::uint64_t kHeaderSeed = 0x7469'6572'6b76'6872ull;  // "tierkvhr"
 
 std::size_t table_end(std::uint32_t num_layers) {
@@ -241,8 +241,8 @@ Status check_record_id(const RecordHeader& h, const RecordId& e) {
                    std::to_string(e.tokens) + ")");
   if (h.id.num_layers != e.num_layers || h.id.layer_bytes != e.layer_bytes)
     return foreign("shape (stored " + std::to_string(h.id.num_layers) + " x " +
-                   std::to_string(h.id.layer_bytes) + " B, asked " +
-                   std::to_string(e.num_layers) + " x " + std::to_string(e.layer_bytes) + " B)");
+                   std::to_string(h.id.layer_bytes) + " B, asked " + std::to_string(e.num_layers) +
+                   " x " + std::to_string(e.layer_bytes) + " B)");
   return Status::Ok();
 }
 
@@ -274,15 +274,14 @@ RecordCheck decode_record(std::span<const std::uint8_t> record, const RecordId& 
   if (payload_out.size() != expected.payload_bytes())
     return {MissReason::kAbsent,
             invalid_argument("payload buffer of " + std::to_string(payload_out.size()) +
-                             " bytes for a record of " +
-                             std::to_string(expected.payload_bytes()))};
+                             " bytes for a record of " + std::to_string(expected.payload_bytes()))};
   Result<RecordHeader> h = parse_record_header(record);
   if (!h.ok()) return {MissReason::kCorrupt, h.status()};
   if (Status s = check_record_id(*h, expected); !s.ok()) return {MissReason::kForeign, s};
   if (record.size() != h->record_bytes())
-    return {MissReason::kCorrupt, corrupt("record has " + std::to_string(record.size()) +
-                                          " bytes, the header says " +
-                                          std::to_string(h->record_bytes()))};
+    return {MissReason::kCorrupt,
+            corrupt("record has " + std::to_string(record.size()) + " bytes, the header says " +
+                    std::to_string(h->record_bytes()))};
   const auto payload = record.subspan(h->header_bytes);
   if (Status s = verify_record_payload(*h, payload); !s.ok()) return {MissReason::kCorrupt, s};
   std::copy(payload.begin(), payload.end(), payload_out.begin());

@@ -55,10 +55,10 @@ std::uint32_t record_header_size(std::uint32_t num_layers);
 // A parsed, validated header. The payload it describes still has to be verified.
 struct RecordHeader {
   std::uint32_t version = 0;
-  std::uint32_t header_bytes = 0;  // multiple of kRecordAlign; the payload starts here
-  RecordId id;                     // identity, salt tag, chunk key, tokens, shape
-  std::uint64_t payload_bytes = 0;                // == id.payload_bytes()
-  std::vector<std::uint64_t> layer_checksums;     // one per layer
+  std::uint32_t header_bytes = 0;              // multiple of kRecordAlign; the payload starts here
+  RecordId id;                                 // identity, salt tag, chunk key, tokens, shape
+  std::uint64_t payload_bytes = 0;             // == id.payload_bytes()
+  std::vector<std::uint64_t> layer_checksums;  // one per layer
   std::uint64_t record_bytes() const { return header_bytes + payload_bytes; }
 };
 

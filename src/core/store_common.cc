@@ -51,7 +51,8 @@ double LatencyHistogram::quantile_us(double q) const {
   if (n == 0) return 0;
   q = std::min(std::max(q, 0.0), 1.0);
   // The smallest bucket whose cumulative count reaches ceil(q * n) (at least 1).
-  const auto want = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::ceil(q * double(n))));
+  const auto want =
+      std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::ceil(q * double(n))));
   std::uint64_t seen = 0;
   for (int b = 0; b < kBuckets; ++b) {
     seen += counts[std::size_t(b)];

@@ -20,8 +20,7 @@ inline void fuzz_record_header_once(const std::uint8_t* data, std::size_t size) 
   if (!h.ok()) return;
   // An accepted header is internally consistent.
   if (h->header_bytes % kRecordAlign != 0 || h->header_bytes > size ||
-      h->layer_checksums.size() != h->id.num_layers ||
-      h->payload_bytes != h->id.payload_bytes() ||
+      h->layer_checksums.size() != h->id.num_layers || h->payload_bytes != h->id.payload_bytes() ||
       record_header_size(h->id.num_layers) != h->header_bytes)
     std::abort();
   if (!check_record_id(*h, h->id).ok()) std::abort();

@@ -55,7 +55,8 @@ std::optional<RecordFileName> parse_record_file_name(std::string_view name) {
 }
 
 bool is_temporary_file_name(std::string_view name) {
-  return name.size() > kTmpSuffix.size() && name.substr(name.size() - kTmpSuffix.size()) == kTmpSuffix;
+  return name.size() > kTmpSuffix.size() &&
+         name.substr(name.size() - kTmpSuffix.size()) == kTmpSuffix;
 }
 
 bool header_matches_name(const RecordHeader& h, const RecordFileName& name) {
@@ -69,7 +70,9 @@ AlignedBytes::AlignedBytes(std::size_t n) : n_(n) {
   if (::posix_memalign(&p, kDirectAlign, rounded == 0 ? kDirectAlign : rounded) == 0)
     p_ = static_cast<std::uint8_t*>(p);
 }
-AlignedBytes::~AlignedBytes() { std::free(p_); }
+AlignedBytes::~AlignedBytes() {
+  std::free(p_);
+}
 
 Result<RecordHeader> read_record_file_header(File& f, std::uint64_t* file_bytes) {
   TIERKV_ASSIGN_OR_RETURN(const std::uint64_t size, f.size());

@@ -97,9 +97,9 @@ Status read_payload_verified(File& f, const RecordHeader& h, std::span<std::uint
   }
   std::mutex m;
   std::condition_variable cv;
-  std::size_t landed = 0;                     // GUARDED_BY(m)
-  bool over = false;                          // GUARDED_BY(m)
-  Result<std::size_t> got = std::size_t(0);   // GUARDED_BY(m)
+  std::size_t landed = 0;                    // GUARDED_BY(m)
+  bool over = false;                         // GUARDED_BY(m)
+  Result<std::size_t> got = std::size_t(0);  // GUARDED_BY(m)
   std::thread reader([&] {
     Result<std::size_t> r = f.read_at_streaming(h.header_bytes, payload, [&](std::size_t n) {
       std::lock_guard<std::mutex> l(m);
@@ -138,7 +138,7 @@ class DiskStore final : public Store {
     caps_.name = "disk";
     caps_.persistent = true;
     caps_.description = "disk " + dir_ + " (" + fs_->describe() + ", " +
-                        (direct         ? "O_DIRECT"
+                        (direct        ? "O_DIRECT"
                          : o.direct_io ? "buffered: the file system refuses O_DIRECT"
                                        : "buffered: direct_io off") +
                         ", " + sync_name(o.sync) +
@@ -209,11 +209,12 @@ class DiskStore final : public Store {
   StoreStats st_;                                 // GUARDED_BY(mu_)
 };
 
-void DiskStore::add_locked(const std::string& name, std::uint64_t file_bytes,
-                           std::uint64_t payload, bool newest) {
+void DiskStore::add_locked(const std::string& name, std::uint64_t file_bytes, std::uint64_t payload,
+                           bool newest) {
   forget_locked(name);
   lru_.insert(newest ? lru_.begin() : lru_.end(), name);
-  index_[name] = Entry{file_bytes, payload, next_generation_++, newest ? lru_.begin() : std::prev(lru_.end())};
+  index_[name] =
+      Entry{file_bytes, payload, next_generation_++, newest ? lru_.begin() : std::prev(lru_.end())};
   used_ += file_bytes;
   payload_held_ += payload;
   evicted_.erase(name);
@@ -299,8 +300,8 @@ Status DiskStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
     }
     gen = it->second.generation;
     lru_.splice(lru_.begin(), lru_, it->second.lru);
-    Result<std::unique_ptr<File>> r =
-        fs_->open(path(name), {.direct = direct_ && direct_capable(payload.data(), payload.size())});
+    Result<std::unique_ptr<File>> r = fs_->open(
+        path(name), {.direct = direct_ && direct_capable(payload.data(), payload.size())});
     if (!r.ok()) {
       const bool gone = r.status().code() == StatusCode::kNotFound;
       if (gone) forget_locked(name);  // removed behind the store's back
@@ -358,9 +359,8 @@ Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8
   return Status::Ok();
 }
 
-Status DiskStore::publish(const std::string& tmp, const std::string& name,
-                          std::uint64_t file_bytes, std::uint64_t payload_bytes,
-                          std::uint64_t* gen) {
+Status DiskStore::publish(const std::string& tmp, const std::string& name, std::uint64_t file_bytes,
+                          std::uint64_t payload_bytes, std::uint64_t* gen) {
   std::lock_guard<std::mutex> l(mu_);
   reserved_ -= file_bytes;
   TIERKV_RETURN_IF_ERROR(fs_->rename(path(tmp), path(name)));
@@ -500,12 +500,11 @@ Result<std::unique_ptr<Store>> open_disk_store_with(const DiskStoreOptions& o,
 namespace tierkv {
 
 Result<std::unique_ptr<Store>> open_disk_store(const DiskStoreOptions& o, DiskRecovery* recovery) {
-  TIERKV_ASSIGN_OR_RETURN(
-      std::unique_ptr<disk::FileSystem> fs,
-      disk::make_posix_file_system({.io = o.io,
-                                    .io_threads = o.io_threads,
-                                    .queue_depth = o.queue_depth,
-                                    .io_block_bytes = o.io_block_bytes}));
+  TIERKV_ASSIGN_OR_RETURN(std::unique_ptr<disk::FileSystem> fs,
+                          disk::make_posix_file_system({.io = o.io,
+                                                        .io_threads = o.io_threads,
+                                                        .queue_depth = o.queue_depth,
+                                                        .io_block_bytes = o.io_block_bytes}));
   return disk::open_disk_store_with(o, std::shared_ptr<disk::FileSystem>(std::move(fs)), recovery);
 }
 

@@ -37,7 +37,8 @@ class FaultFile final : public File {
   }
   Status allocate(std::uint64_t bytes) override {
     FileFault f;
-    if (fs_.next(FileOp::kAllocate, path_, &f)) return errno_status(f.err, "fallocate (injected)", path_);
+    if (fs_.next(FileOp::kAllocate, path_, &f))
+      return errno_status(f.err, "fallocate (injected)", path_);
     return base_->allocate(bytes);
   }
   Result<std::uint64_t> size() override { return base_->size(); }

@@ -29,7 +29,16 @@
 namespace tierkv::disk {
 
 enum class FileOp : std::uint8_t {
-  kOpen = 0, kRead, kWrite, kSync, kRename, kRemove, kSyncDir, kList, kAllocate, kCount
+  kOpen = 0,
+  kRead,
+  kWrite,
+  kSync,
+  kRename,
+  kRemove,
+  kSyncDir,
+  kList,
+  kAllocate,
+  kCount
 };
 enum class FileFaultKind : std::uint8_t { kError = 0, kShortWrite, kTornWrite };
 
@@ -70,9 +79,9 @@ class FaultFileSystem final : public FileSystem {
  private:
   std::unique_ptr<FileSystem> base_;
   mutable std::mutex mu_;
-  std::vector<FileFault> faults_;                                  // GUARDED_BY(mu_)
+  std::vector<FileFault> faults_;                                   // GUARDED_BY(mu_)
   std::array<std::uint64_t, std::size_t(FileOp::kCount)> calls_{};  // GUARDED_BY(mu_)
-  std::uint64_t injected_ = 0;                                     // GUARDED_BY(mu_)
+  std::uint64_t injected_ = 0;                                      // GUARDED_BY(mu_)
 };
 
 }  // namespace tierkv::disk

@@ -1,5 +1,6 @@
 // The disk tier's file layer: every file operation the disk store and inspect make goes through
-// this seam, so that tests can put a fault-injecting layer (fault_file_system.h) under a real store.
+// this seam, so that tests can put a fault-injecting layer (fault_file_system.h) under a real
+// store.
 //
 // Paths are plain strings; the store builds them from its directory and its own file names.
 // Errors are Status: IoError naming the call, the path and errno's text; ResourceExhausted for

@@ -105,14 +105,13 @@ void print_inspect_report(const InspectReport& rep, std::FILE* out) {
     if (!r.problem.empty()) std::fprintf(out, "  (%s)", r.problem.c_str());
     std::fprintf(out, "\n");
   }
-  std::fprintf(out,
-               "inspect: %llu ok (%llu bytes), %llu corrupt, %llu foreign, %llu temporary, %llu "
-               "other files\n",
-               static_cast<unsigned long long>(rep.ok), static_cast<unsigned long long>(rep.bytes),
-               static_cast<unsigned long long>(rep.corrupt),
-               static_cast<unsigned long long>(rep.foreign),
-               static_cast<unsigned long long>(rep.temporary),
-               static_cast<unsigned long long>(rep.other));
+  std::fprintf(
+      out,
+      "inspect: %llu ok (%llu bytes), %llu corrupt, %llu foreign, %llu temporary, %llu "
+      "other files\n",
+      static_cast<unsigned long long>(rep.ok), static_cast<unsigned long long>(rep.bytes),
+      static_cast<unsigned long long>(rep.corrupt), static_cast<unsigned long long>(rep.foreign),
+      static_cast<unsigned long long>(rep.temporary), static_cast<unsigned long long>(rep.other));
 }
 
 }  // namespace tierkv::disk

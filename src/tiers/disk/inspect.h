@@ -17,12 +17,12 @@
 namespace tierkv::disk {
 
 struct InspectedRecord {
-  std::string file;              // name inside the directory
+  std::string file;  // name inside the directory
   std::uint64_t file_bytes = 0;
-  bool header_ok = false;        // `header` is valid only then
+  bool header_ok = false;  // `header` is valid only then
   RecordHeader header;
   MissReason verdict = MissReason::kAbsent;  // kAbsent: ok; kCorrupt; kForeign (name mismatch)
-  std::string problem;           // what failed, empty when ok
+  std::string problem;                       // what failed, empty when ok
 };
 
 struct InspectReport {

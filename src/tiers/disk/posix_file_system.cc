@@ -25,8 +25,9 @@ Status errno_status(int err, const std::string& call, const std::string& path) {
       return not_found(m);
     case ENOSPC:
     case EDQUOT:
-      return resource_exhausted(m + " (the cache's file system is full: free space or lower "
-                                    "the disk budget)");
+      return resource_exhausted(m +
+                                " (the cache's file system is full: free space or lower "
+                                "the disk budget)");
     case EEXIST:
       return already_exists(m);
     case EACCES:
@@ -82,7 +83,8 @@ class PosixFile final : public File {
       std::lock_guard<std::mutex> l(m);
       done[i] = true;
       const std::size_t before = bytes;
-      while (prefix < done.size() && done[prefix] && reqs[prefix].result == std::int64_t(reqs[prefix].len))
+      while (prefix < done.size() && done[prefix] &&
+             reqs[prefix].result == std::int64_t(reqs[prefix].len))
         bytes += reqs[prefix++].len;
       if (bytes > before) landed(bytes);
     };
@@ -221,9 +223,10 @@ class PosixFileSystem final : public FileSystem {
       const int err = errno;
       ::close(fd);
       if (err == EWOULDBLOCK)
-        return failed_precondition(path + " is locked: another tierkv disk store (in this or "
-                                          "another process) has this cache directory open; "
-                                          "give each store its own directory");
+        return failed_precondition(path +
+                                   " is locked: another tierkv disk store (in this or "
+                                   "another process) has this cache directory open; "
+                                   "give each store its own directory");
       return errno_status(err, "flock", path);
     }
     return std::unique_ptr<DirLock>(new PosixLock(fd));

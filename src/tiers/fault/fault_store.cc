@@ -60,7 +60,9 @@ Status FaultStore::injected_status(const FaultRule& rule, const char* what) {
   return Status(rule.code, std::string("injected fault in ") + what);
 }
 
-const StoreCapabilities& FaultStore::capabilities() const { return caps_; }
+const StoreCapabilities& FaultStore::capabilities() const {
+  return caps_;
+}
 
 Result<bool> FaultStore::contains(const RecordId& id) {
   const Fired f = next_call(FaultOp::kContains);
@@ -117,6 +119,8 @@ Status FaultStore::erase(const RecordId& id) {
   return s;
 }
 
-StoreStats FaultStore::stats() const { return inner_->stats(); }
+StoreStats FaultStore::stats() const {
+  return inner_->stats();
+}
 
 }  // namespace tierkv

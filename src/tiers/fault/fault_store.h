@@ -80,9 +80,9 @@ class FaultStore final : public Store {
   std::unique_ptr<Store> inner_;
   StoreCapabilities caps_;
   mutable std::mutex mu_;
-  std::vector<FaultRule> rules_;                                 // GUARDED_BY(mu_)
+  std::vector<FaultRule> rules_;                                     // GUARDED_BY(mu_)
   std::array<std::uint64_t, std::size_t(FaultOp::kCount)> calls_{};  // GUARDED_BY(mu_)
-  std::uint64_t injected_ = 0;                                   // GUARDED_BY(mu_)
+  std::uint64_t injected_ = 0;                                       // GUARDED_BY(mu_)
 };
 
 }  // namespace tierkv

@@ -31,16 +31,16 @@ struct MemoryStore::State {
   std::mutex mu;
   struct Entry {
     std::shared_ptr<const std::vector<std::uint8_t>> bytes;  // replaced, never changed
-    std::uint64_t charged = 0;  // bytes counted against the budget
+    std::uint64_t charged = 0;                               // bytes counted against the budget
     std::uint64_t payload = 0;
     std::list<Key>::iterator lru;
   };
   std::unordered_map<Key, Entry, KeyHash> records;  // GUARDED_BY(mu)
-  std::list<Key> lru;                                // GUARDED_BY(mu): front = most recent
-  std::unordered_set<Key, KeyHash> evicted;          // GUARDED_BY(mu)
-  std::deque<Key> evicted_order;                     // GUARDED_BY(mu)
-  std::uint64_t held = 0;                            // GUARDED_BY(mu): charged bytes
-  StoreStats st;                                     // GUARDED_BY(mu)
+  std::list<Key> lru;                               // GUARDED_BY(mu): front = most recent
+  std::unordered_set<Key, KeyHash> evicted;         // GUARDED_BY(mu)
+  std::deque<Key> evicted_order;                    // GUARDED_BY(mu)
+  std::uint64_t held = 0;                           // GUARDED_BY(mu): charged bytes
+  StoreStats st;                                    // GUARDED_BY(mu)
 
   std::mutex link_mu;
   Clock::time_point link_free{};  // GUARDED_BY(link_mu): when the simulated link is idle again
@@ -111,7 +111,9 @@ Result<std::unique_ptr<MemoryStore>> MemoryStore::create(const MemoryStoreOption
 MemoryStore::MemoryStore(std::unique_ptr<State> state) : s_(std::move(state)) {}
 MemoryStore::~MemoryStore() = default;
 
-const StoreCapabilities& MemoryStore::capabilities() const { return s_->caps; }
+const StoreCapabilities& MemoryStore::capabilities() const {
+  return s_->caps;
+}
 
 Result<bool> MemoryStore::contains(const RecordId& id) {
   s_->throttle(0);
@@ -172,9 +174,9 @@ Status MemoryStore::write(const RecordId& id, std::span<const std::uint8_t> payl
   while (budget > 0 && s_->held + size > budget)
     s_->drop_locked(s_->lru.back(), true);
   s_->lru.push_front(id.chunk_key);
-  s_->records[id.chunk_key] = State::Entry{
-      std::make_shared<const std::vector<std::uint8_t>>(std::move(rec).value()), size,
-      payload.size(), s_->lru.begin()};
+  s_->records[id.chunk_key] =
+      State::Entry{std::make_shared<const std::vector<std::uint8_t>>(std::move(rec).value()), size,
+                   payload.size(), s_->lru.begin()};
   s_->held += size;
   s_->evicted.erase(id.chunk_key);
   ++s_->st.writes;

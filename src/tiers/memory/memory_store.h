@@ -54,7 +54,8 @@ class MemoryStore final : public Store {
   // For tests: calls `edit` on the stored bytes (header then payload) of the record whose chunk key
   // is id.chunk_key, e.g. to flip a byte or truncate it. NotFound when there is none. The budget
   // keeps counting the record's original size.
-  Status edit_record(const RecordId& id, const std::function<void(std::vector<std::uint8_t>&)>& edit);
+  Status edit_record(const RecordId& id,
+                     const std::function<void(std::vector<std::uint8_t>&)>& edit);
 
  private:
   struct State;
