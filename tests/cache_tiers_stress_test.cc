@@ -133,8 +133,8 @@ void run(bool chaos) {
                                .budget_bytes = 40 * (h.chunk_bytes() + 8192),
                                .sync = DiskSync::kNone});
   ASSERT_TRUE(disk.ok()) << disk.status().to_string();
-  const std::vector<std::shared_ptr<Store>> tiers = {faulty,
-                                                     std::shared_ptr<Store>(std::move(disk).value())};
+  const std::vector<std::shared_ptr<Store>> tiers = {
+      faulty, std::shared_ptr<Store>(std::move(disk).value())};
   std::atomic<int> reported{0};
   std::vector<std::unique_ptr<Cache>> caches;
   for (int c = 0; c < 2; ++c) {
@@ -161,9 +161,15 @@ void run(bool chaos) {
         r.first_call = faulty->calls(FaultOp::kRead) + 1 + rng() % 8;
         r.times = 1 + rng() % 4;
         switch (rng() % 6) {
-          case 0: r.code = StatusCode::kIoError; break;
-          case 1: r.kind = FaultKind::kCorrupt; break;
-          case 2: r.code = StatusCode::kDeadlineExceeded; break;
+          case 0:
+            r.code = StatusCode::kIoError;
+            break;
+          case 1:
+            r.kind = FaultKind::kCorrupt;
+            break;
+          case 2:
+            r.code = StatusCode::kDeadlineExceeded;
+            break;
           case 3:
             r.kind = FaultKind::kDelay;
             r.delay = std::chrono::microseconds(rng() % 3000);
@@ -229,8 +235,12 @@ void run(bool chaos) {
   caches.clear();
 }
 
-TEST(CacheTiersStress, TwoCachesOverSharedTiers) { run(false); }
-TEST(CacheTiersStress, TwoCachesOverAMisbehavingTier) { run(true); }
+TEST(CacheTiersStress, TwoCachesOverSharedTiers) {
+  run(false);
+}
+TEST(CacheTiersStress, TwoCachesOverAMisbehavingTier) {
+  run(true);
+}
 
 }  // namespace
 }  // namespace tierkv

@@ -65,7 +65,9 @@ class GatedStore final : public Store {
   }
   const StoreCapabilities& capabilities() const override { return inner_->capabilities(); }
   Result<bool> contains(const RecordId& id) override { return inner_->contains(id); }
-  Status read(const RecordId& id, std::span<std::uint8_t> p) override { return inner_->read(id, p); }
+  Status read(const RecordId& id, std::span<std::uint8_t> p) override {
+    return inner_->read(id, p);
+  }
   Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return open_; });
@@ -199,7 +201,9 @@ class CacheTiersTest : public ::testing::Test {
   std::unique_ptr<Stream> stream_;
 };
 
-TEST_F(CacheTiersTest, RoundTripThroughTheMemoryStore) { round_trip({memory_store()}); }
+TEST_F(CacheTiersTest, RoundTripThroughTheMemoryStore) {
+  round_trip({memory_store()});
+}
 
 TEST_F(CacheTiersTest, RoundTripThroughTheDiskStore) {
   TempDir dir;
@@ -254,7 +258,7 @@ TEST_F(CacheTiersTest, CorruptRecordsAreMissesNeverLoaded) {
   std::mt19937_64 rng(23);
   for (int which = 0; which < 3; ++which) {
     SCOPED_TRACE(which);
-    const std::shared_ptr<Store> tier = which == 0 ? std::shared_ptr<Store>(mem)
+    const std::shared_ptr<Store> tier = which == 0   ? std::shared_ptr<Store>(mem)
                                         : which == 1 ? disk
                                                      : fault_tier;
     PromptKeys a;
@@ -306,8 +310,8 @@ TEST_F(CacheTiersTest, FailedReadsStopPromotionsAtTheFailingChunk) {
     a = save(*writer, rng, 4);
   }
   int cases = 0;
-  for (StatusCode code : {StatusCode::kIoError, StatusCode::kDeadlineExceeded,
-                          StatusCode::kUnavailable}) {
+  for (StatusCode code :
+       {StatusCode::kIoError, StatusCode::kDeadlineExceeded, StatusCode::kUnavailable}) {
     for (std::int32_t k = 1; k <= 4; ++k) {
       SCOPED_TRACE(std::to_string(int(code)) + " at read " + std::to_string(k));
       faulty->clear_rules();
@@ -344,9 +348,8 @@ TEST_F(CacheTiersTest, FailedReadsStopPromotionsAtTheFailingChunk) {
 TEST_F(CacheTiersTest, FailedWritesAreNeverVisible) {
   auto inner = memory_store();
   auto faulty = fault_store(inner);
-  ASSERT_OK(faulty->add_rule({.op = FaultOp::kWrite,
-                              .code = StatusCode::kIoError,
-                              .times = FaultRule::kPersistent}));
+  ASSERT_OK(faulty->add_rule(
+      {.op = FaultOp::kWrite, .code = StatusCode::kIoError, .times = FaultRule::kPersistent}));
   auto cache = make(4, {faulty});
   std::mt19937_64 rng(25);
   const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 3);
@@ -390,8 +393,8 @@ TEST_F(CacheTiersTest, DeadlineAgainstTheExperimentTierGivesPartialProgress) {
   std::size_t wrong = 0;
   EXPECT_EQ(load_and_check(*cache, a, 0, got * kChunk, wrong), got * kChunk);
   EXPECT_EQ(wrong, 0u);
-  std::cout << "tiers: experiment tier, " << by_deadline << " of 10 chunks by the deadline, "
-            << got << " after cancel\n";
+  std::cout << "tiers: experiment tier, " << by_deadline << " of 10 chunks by the deadline, " << got
+            << " after cancel\n";
 }
 
 // A tier whose writes hang: the write-down queue fills, further chunks are dropped and counted, and
@@ -415,7 +418,7 @@ TEST_F(CacheTiersTest, FullWriteQueuesDropAndNeverBlock) {
   const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_LT(waited, 10.0) << "the engine waited for a blocked tier";
   CacheStats st = cache->stats();
-  const TierStats& t = st.lower_tiers[0];
+  const TierStats t = st.lower_tiers[0];  // a copy: st is read again below
   EXPECT_EQ(t.write_queued + t.write_dropped, 6u);
   EXPECT_GE(t.write_dropped, 3u) << "one chunk in the writer, two queued, the rest dropped";
   EXPECT_LE(t.write_queued, 3u);
@@ -548,8 +551,8 @@ TEST_F(CacheTiersTest, QueuedLoadBytesFollowTheLoadStream) {
   ASSERT_OK(fb.set_plan({.copy_delay = std::chrono::milliseconds(100)}));
   ASSERT_OK_AND_ASSIGN(auto pages, h.pool().allocate(2 * kChunk / h.model().page_tokens));
   ASSERT_OK_AND_ASSIGN(Load one, cache->load(h.load_request(a, 0, 2 * kChunk, pages)));
-  ASSERT_OK_AND_ASSIGN(Load two, cache->load(h.load_request(a, kChunk, kChunk,
-                                                            std::span(pages).subspan(4))));
+  ASSERT_OK_AND_ASSIGN(Load two,
+                       cache->load(h.load_request(a, kChunk, kChunk, std::span(pages).subspan(4))));
   EXPECT_EQ(cache->queued_load_bytes(), 3 * h.chunk_bytes());
   ASSERT_OK(one.wait());
   EXPECT_LE(cache->queued_load_bytes(), h.chunk_bytes());
@@ -591,7 +594,7 @@ TEST_F(CacheTiersTest, BadTierOptionsAndRangesAreRefused) {
   Promotion moved = std::move(cache->promote(a, 0, kChunk).value());
   Promotion taken = std::move(moved);
   EXPECT_EQ(moved.wait().code(), StatusCode::kFailedPrecondition);  // NOLINT: moved from
-  EXPECT_EQ(moved.promoted_chunks(), 0);                           // NOLINT
+  EXPECT_EQ(moved.promoted_chunks(), 0);                            // NOLINT
   EXPECT_OK(taken.wait());
 }
 

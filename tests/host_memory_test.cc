@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -249,6 +250,26 @@ TEST_F(HostTierPinningTest, APieceThatCannotBePinnedStopsTheGrowth) {
     held.push_back(std::move(tier->reserve(key_of(i)).value()));
   const auto none = tier->reserve(key_of(9));
   EXPECT_NE(none.status().message().find("could not be pinned"), std::string::npos);
+}
+
+// Through the cache: a budget of three pieces is usable in part at once and whole soon after.
+TEST_F(HostTierPinningTest, ACacheGrowsItsHostTierInTheBackground) {
+  test::CacheHarness h(*cpu_, 16);
+  CacheOptions o = h.options(1);
+  o.transfer.calibrate = false;
+  o.host_bytes = 600 * kMiB;
+  if (read_host_memory().available < 2 * kGiB) GTEST_SKIP() << "not enough memory available";
+  ASSERT_OK_AND_ASSIGN(auto cache, Cache::create(*cpu_, o));
+  CacheStats st = cache->stats();
+  EXPECT_EQ(st.host_allocated_bytes, 600 * kMiB / h.chunk_bytes() * h.chunk_bytes());
+  EXPECT_GE(st.host_usable_bytes, 256 * kMiB);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (st.host_usable_bytes < st.host_allocated_bytes &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    st = cache->stats();
+  }
+  EXPECT_EQ(st.host_usable_bytes, st.host_allocated_bytes);
 }
 
 // Destroying a tier while it still pins waits for the piece in progress and frees everything.

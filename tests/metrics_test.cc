@@ -146,7 +146,8 @@ std::vector<std::string> check_exposition(const std::string& text,
         break;
       }
     }
-    if (family != current) problem(n, "sample of " + family + " outside its family (" + current + ")");
+    if (family != current)
+      problem(n, "sample of " + family + " outside its family (" + current + ")");
     std::string key = s.name + "{", base = "{";
     std::string le;
     for (const auto& [k, v] : s.labels) {
@@ -204,7 +205,7 @@ TEST(Metrics, ACacheWithTiersExportsAValidExposition) {
   ASSERT_OK_AND_ASSIGN(auto stream, backend->create_stream());
   std::mt19937_64 rng(41);
   const PromptKeys a = h.save_prompt(*cache, *stream, rng, 3);
-  ASSERT_OK(cache->flush_lower_tiers());  // the writers' pins are gone
+  ASSERT_OK(cache->flush_lower_tiers());   // the writers' pins are gone
   h.save_prompt(*cache, *stream, rng, 4);  // evicts a from the host tier
   ASSERT_OK(cache->flush_lower_tiers());
   {
@@ -227,8 +228,8 @@ TEST(Metrics, ACacheWithTiersExportsAValidExposition) {
   std::size_t samples = 0;
   for (char c : text)
     samples += c == '\n';
-  std::cout << "metrics: " << text.size() << " bytes, " << samples << " lines, "
-            << series.size() << " series, " << problems.size() << " problems\n";
+  std::cout << "metrics: " << text.size() << " bytes, " << samples << " lines, " << series.size()
+            << " series, " << problems.size() << " problems\n";
 }
 
 TEST(Metrics, LabelsAreEscapedAndPrefixesCleaned) {
@@ -251,9 +252,9 @@ TEST(Metrics, LabelsAreEscapedAndPrefixesCleaned) {
   EXPECT_EQ(series["my_app_cache_tier_read_latency_seconds_bucket{tier=" + t.name +
                    ",level=0,le=1e-06,}"],
             1);
-  EXPECT_EQ(series["my_app_cache_tier_read_latency_seconds_bucket{tier=" + t.name +
-                   ",level=0,le=+Inf,}"],
-            3);
+  EXPECT_EQ(
+      series["my_app_cache_tier_read_latency_seconds_bucket{tier=" + t.name + ",level=0,le=+Inf,}"],
+      3);
   EXPECT_TRUE(check_exposition(prometheus_text(CacheStats{}, "")).empty());
   // The checker itself catches what it must.
   EXPECT_FALSE(check_exposition("x_total 1\n").empty()) << "no TYPE";

@@ -29,8 +29,9 @@
 // Promotion it returned), shares the lower tiers' stores, and owns its host tier, its transfer
 // streams, its page keys index and its threads (save completion, lower-tier writers and readers).
 // A Load, Save or Promotion may outlive its Cache: it keeps what it uses (the host slots it reads
-// or pins, the load stream) alive until it is destroyed. Views passed to load/save are the engine's; the pages they name
-// must stay allocated (and, for save, unchanged) until the Load / Save completes.
+// or pins, the load stream) alive until it is destroyed. Views passed to load/save are the
+// engine's; the pages they name must stay allocated (and, for save, unchanged) until the Load /
+// Save completes.
 //
 // Thread safety: every method may be called from any thread at the same time. Load and Save
 // handles are used by one thread at a time.
@@ -141,9 +142,9 @@ struct CacheOptions {
   // Pinned host tier budget, never exceeded; 0: no host tier. Refused (ResourceExhausted) when it
   // does not fit in the machine's available memory or the container's memory limit, less a
   // margin of 1/16 of that figure, at least 256 MiB (src/tiers/host/host_memory.h). A large budget
-  // is pinned in pieces of 256 MiB on a background thread: create() returns after the first, and
-  // the host tier grows as pieces are ready (CacheStats::host_usable_bytes); a piece that cannot
-  // be pinned stops the growth and goes to on_async_error.
+  // is pinned in pieces of 256 MiB: create() pins the first and returns, a background thread the
+  // rest, and the host tier grows as pieces are ready (CacheStats::host_usable_bytes); a piece
+  // that cannot be pinned stops the growth and goes to on_async_error.
   std::size_t host_bytes = 0;
   PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
@@ -158,8 +159,10 @@ struct CacheOptions {
   WriteDownOptions write_down;
   // Optional. Called with an asynchronous error that the caller may not otherwise see: a save
   // whose copies failed (its chunks are not published), a Load destroyed before wait() returned
-  // its copy error. Called from the thread that finds the error (the cache's completion thread, or
-  // the one destroying the Load); must be thread-safe and must not call into the cache.
+  // its copy error, a piece of the host tier that could not be pinned (the tier stays smaller).
+  // Called from the thread that finds the error (the cache's completion thread, the one destroying
+  // the Load, the host tier's pinning thread); must be thread-safe and must not call into the
+  // cache.
   std::function<void(const Status&)> on_async_error;
 };
 

@@ -183,7 +183,8 @@ Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
   if (state_->finished && !state_->status.ok()) return state_->status;
   Event& e = *state_->layer_done[std::size_t(layer)];
   std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
-  if (state_->queued != nullptr && layer + 1 == layers) shared = std::unique_lock(state_->queued->mu);
+  if (state_->queued != nullptr && layer + 1 == layers)
+    shared = std::unique_lock(state_->queued->mu);
   const Result<bool> landed = e.done();  // an error that is known already is returned here
   if (!landed.ok()) return landed.status().with_context("load of layer " + std::to_string(layer));
   if (*landed) return Status::Ok();
@@ -299,6 +300,8 @@ Cache::Cache(std::shared_ptr<State> s) : state_(std::move(s)) {}
 Cache::~Cache() {
   flush().ignore();
   if (state_->lower != nullptr) state_->lower->stop();  // after flush(): its chunks are offered
+  // on_async_error is not called from the pinning thread after the Cache is gone.
+  if (state_->host != nullptr) state_->host->stop_pinning();
   {
     std::lock_guard lock(state_->pending_mu);
     state_->stopping = true;

@@ -114,7 +114,9 @@ Result<std::unique_ptr<LowerTiers>> LowerTiers::create(const CacheOptions& o,
   return t;
 }
 
-LowerTiers::~LowerTiers() { stop(); }
+LowerTiers::~LowerTiers() {
+  stop();
+}
 
 RecordId LowerTiers::record_id(const Digest& salt_tag, const Key& chunk_key) const {
   RecordId id;

@@ -119,7 +119,7 @@ class LowerTiers {
   const std::uint64_t layer_bytes_;
   HostTier& host_;
   std::vector<std::unique_ptr<Tier>> tiers_;
-  std::unique_ptr<Sightings> sightings_;  // null when no tier admits by sightings
+  std::unique_ptr<Sightings> sightings_;            // null when no tier admits by sightings
   std::atomic<std::uint64_t> persistent_bytes_{0};  // written to persistent tiers; statistics
 
   std::mutex read_mu_;

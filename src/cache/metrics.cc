@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <functional>
 #include <new>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace tierkv {
@@ -183,7 +183,8 @@ void tier_families(Text& t, const CacheStats& s) {
   const auto st = [](std::uint64_t StoreStats::*f) {
     return [f](const TierStats& x) { return x.store.*f; };
   };
-  per_tier(t, s, "tier_writes_total", "counter", "Records the store wrote.", st(&StoreStats::writes));
+  per_tier(t, s, "tier_writes_total", "counter", "Records the store wrote.",
+           st(&StoreStats::writes));
   per_tier(t, s, "tier_store_write_failures_total", "counter", "Writes the store failed.",
            st(&StoreStats::write_failures));
   per_tier(t, s, "tier_erases_total", "counter", "Records erased.", st(&StoreStats::erases));
@@ -225,8 +226,7 @@ void tier_families(Text& t, const CacheStats& s) {
   per_tier(t, s, "tier_write_present_total", "counter",
            "Queued chunks the tier held already (not rewritten).", u(&TierStats::write_present));
   per_tier(t, s, "tier_write_evicted_total", "counter",
-           "Queued chunks the host tier evicted before their write.",
-           u(&TierStats::write_evicted));
+           "Queued chunks the host tier evicted before their write.", u(&TierStats::write_evicted));
   per_tier(t, s, "tier_written_chunks_total", "counter", "Chunks written down.",
            u(&TierStats::written_chunks));
   per_tier(t, s, "tier_write_failures_total", "counter", "Chunks whose write-down failed.",

@@ -4,6 +4,7 @@
 // share the readers chunk by chunk.
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <string>
 #include <thread>
 
@@ -18,6 +19,10 @@ struct Promotion::State : PromotionTask {};
 namespace {
 Status promotion_moved_from(const char* what) {
   return failed_precondition(std::string(what) + ": the Promotion was moved from");
+}
+// Short enough for the string's inline buffer: making it allocates nothing.
+Status out_of_memory() {
+  return Status(StatusCode::kResourceExhausted, "out of memory");
 }
 }  // namespace
 
@@ -70,8 +75,7 @@ std::int32_t Promotion::wait_for(std::int32_t chunks,
                                  std::chrono::steady_clock::time_point deadline) {
   if (!state_) return 0;
   std::unique_lock lock(state_->mu);
-  state_->cv.wait_until(lock, deadline,
-                        [&] { return state_->done || state_->promoted >= chunks; });
+  state_->cv.wait_until(lock, deadline, [&] { return state_->done || state_->promoted >= chunks; });
   return state_->promoted;
 }
 
@@ -173,7 +177,12 @@ void LowerTiers::read_loop() {
       task->in_flight = true;
       c = task->promoted;
     }
-    Result<HostTier::Pin> pin = promote_chunk(*task, c);
+    Result<HostTier::Pin> pin = out_of_memory();
+    try {
+      pin = promote_chunk(*task, c);
+    } catch (const std::bad_alloc&) {
+      // The chunk's slot, if reserved, was dropped unpublished: the promotion ends here.
+    }
     bool more = false;
     {
       std::lock_guard lock(task->mu);
@@ -194,9 +203,13 @@ void LowerTiers::read_loop() {
       task->cv.notify_all();
     }
     if (more) {
-      {
+      try {
         std::lock_guard lock(read_mu_);
-        read_queue_.push_back(std::move(task));
+        read_queue_.push_back(task);
+      } catch (const std::bad_alloc&) {
+        std::lock_guard lock(task->mu);
+        task->end_locked(out_of_memory());
+        continue;
       }
       read_cv_.notify_one();
     }
@@ -211,23 +224,26 @@ void LowerTiers::read_loop() {
 Result<HostTier::Pin> LowerTiers::promote_chunk(PromotionTask& task, std::int32_t c) {
   const Key& key = task.chunk_keys[std::size_t(c)];
   const RecordId id = record_id(task.salt_tag, key);
-  const std::string where = "promote: chunk " + std::to_string(task.first_token / opts_.chunk_tokens + c);
+  const std::string where =
+      "promote: chunk " + std::to_string(task.first_token / opts_.chunk_tokens + c);
   const auto holds = [&](std::size_t t) {
     const Result<bool> held = tiers_[t]->store->contains(id);
     return held.ok() && *held;  // a tier that cannot answer holds nothing for us
   };
+  if (HostTier::Pin pin = host_.pin(key)) return pin;
+  std::size_t t = 0;
+  while (t < tiers_.size() && !holds(t))
+    ++t;
+  if (t == tiers_.size()) return not_found(where + ": no tier holds it");
   auto backoff = std::chrono::microseconds(50);
   for (;;) {
-    if (HostTier::Pin pin = host_.pin(key)) return pin;
-    std::size_t t = 0;
-    while (t < tiers_.size() && !holds(t))
-      ++t;
-    if (t == tiers_.size()) return not_found(where + ": no tier holds it");
     Result<HostTier::Pin> slot = host_.reserve(key);
     if (!slot.ok()) {
       if (slot.status().code() != StatusCode::kAlreadyExists)
         return slot.status().with_context(where);
-      // Being written by a save or another promotion: it lands or is dropped soon.
+      // Being written by a save or another promotion: it lands (and is pinned here) or is
+      // dropped (and the next reserve() succeeds) soon.
+      if (HostTier::Pin pin = host_.pin(key)) return pin;
       if (stopping_ || task_cancelled(task))
         return failed_precondition(where + ": cancelled while another writer held it");
       std::this_thread::sleep_for(backoff);

@@ -1,5 +1,6 @@
 // Write-down: chunks the host tier holds, offered to the lower tiers through a bounded queue per
 // tier and written by that tier's threads (the policy: WriteDownOptions in tierkv/cache.h).
+#include <new>
 #include <string>
 
 #include "cache/lower_tiers.h"
@@ -23,13 +24,14 @@ void LowerTiers::offer(const Digest& salt_tag, const Key& chunk_key, std::uint32
       continue;
     }
     bool queued = false;
-    {
+    try {
       std::lock_guard lock(tier->mu);
-      if (!tier->stopping &&
-          tier->queue.size() < std::size_t(opts_.write_down.queue_chunks)) {
+      if (!tier->stopping && tier->queue.size() < std::size_t(opts_.write_down.queue_chunks)) {
         tier->queue.push_back(record_id(salt_tag, chunk_key));
         queued = true;
       }
+    } catch (const std::bad_alloc&) {
+      // Counted as dropped: the write-down never blocks or fails a save.
     }
     if (queued) {
       bump(tier->counters.queued);
@@ -51,7 +53,11 @@ void LowerTiers::write_loop(Tier& tier) {
       tier.queue.pop_front();
       ++tier.busy;
     }
-    write_one(tier, id);
+    try {
+      write_one(tier, id);
+    } catch (const std::bad_alloc&) {
+      bump(tier.counters.failures);  // not written; the host tier still has the chunk
+    }
     bool idle = false;
     {
       std::lock_guard lock(tier.mu);

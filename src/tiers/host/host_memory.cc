@@ -14,8 +14,10 @@ constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
 constexpr std::uint64_t kNoLimit = std::uint64_t{1} << 62;
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r'))
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r'))
     s.remove_suffix(1);
   return s;
 }
@@ -122,7 +124,8 @@ HostMemory parse_host_memory(std::string_view meminfo, std::string_view cgroup_v
 }
 
 HostMemory read_host_memory(const std::string& root) {
-  const std::string base = root.empty() || root.back() != '/' ? root : root.substr(0, root.size() - 1);
+  const std::string base =
+      root.empty() || root.back() != '/' ? root : root.substr(0, root.size() - 1);
   bool found = false;
   HostMemory m = parse_host_memory(read_file(base + "/proc/meminfo", found), {}, {});
   std::string v2_path, v1_path;

@@ -38,17 +38,16 @@ Result<std::unique_ptr<HostTier>> HostTier::create(Backend& backend, const HostT
                             " bytes holds no chunk of " + std::to_string(o.chunk_bytes) + " bytes");
   }
   if (slots > INT32_MAX) return invalid_argument("host tier: more than 2^31 slots");
-  TIERKV_RETURN_IF_ERROR(check_host_budget(slots * o.chunk_bytes,
-                                           o.memory ? *o.memory : read_host_memory(),
-                                           "host tier budget"));
+  TIERKV_RETURN_IF_ERROR(check_host_budget(
+      slots * o.chunk_bytes, o.memory ? *o.memory : read_host_memory(), "host tier budget"));
   const std::size_t per_piece = std::clamp<std::size_t>(o.piece_bytes / o.chunk_bytes, 1, slots);
   try {
     std::unique_ptr<HostTier> t(
         new HostTier(backend, o, std::int32_t(slots), std::int32_t(per_piece)));
     // The first piece here, so that a tier that exists has usable slots and a memory shortage at
     // creation is the caller's error.
-    auto first = backend.allocate(MemoryKind::kPinnedHost,
-                                  std::min(slots, per_piece) * o.chunk_bytes);
+    auto first =
+        backend.allocate(MemoryKind::kPinnedHost, std::min(slots, per_piece) * o.chunk_bytes);
     if (!first.ok()) return first.status().with_context("host tier");
     t->add_piece(0, std::move(first).value());
     if (t->pieces_ > 1) {
@@ -88,6 +87,10 @@ HostTier::HostTier(Backend& backend, const HostTierOptions& o, std::int32_t slot
 }
 
 HostTier::~HostTier() {
+  stop_pinning();
+}
+
+void HostTier::stop_pinning() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -181,7 +184,8 @@ Result<HostTier::Pin> HostTier::reserve(const Key& key) {
     slot = find_victim();
     if (slot < 0) {
       ++counters_.reserve_failures;
-      std::string msg = "host tier: all " + std::to_string(usable_slots_) + " usable slots are pinned";
+      std::string msg =
+          "host tier: all " + std::to_string(usable_slots_) + " usable slots are pinned";
       if (usable_slots_ < slots_) {
         msg += " (" + std::to_string(slots_ - usable_slots_) + " more " +
                (pinning_ ? "are being pinned)" : "could not be pinned)");

@@ -6,13 +6,15 @@
 // also a lower-tier record's payload (tierkv/store.h), so a slot is read from and written to a
 // store as it is.
 //
-// Start-up: pinning (cudaHostAlloc / cudaHostRegister) costs about 1 s per 4 GiB on the H100 test
-// machine, so a large slab is pinned in pieces of about piece_bytes (whole slots): the first piece
-// at creation, the others one after another on a background thread. A slot becomes usable when its
-// piece is pinned; until then reserve() does not hand it out (HostTierStats::usable_slots and
-// usable_bytes say how far pinning got). A piece that cannot be pinned stops the growth there: the
-// tier keeps the slots it has, and the error goes to on_pin_error and pin_status(). On the CPU
-// backend "pinned" memory is ordinary memory; the code path is the same.
+// Start-up: pinning (cudaHostAlloc / cudaHostRegister) takes time in proportion to the bytes (every
+// page is touched and locked), so a large slab is pinned in pieces of about piece_bytes (whole
+// slots): the first piece at creation (so that a shortage then is create()'s error, and a small
+// tier is whole at once), the others one after another on a background thread. A slot becomes
+// usable when its piece is pinned; until then reserve() does not hand it out
+// (HostTierStats::usable_slots and usable_bytes say how far pinning got). A piece that cannot be
+// pinned stops the growth there: the tier keeps the slots it has, and the error goes to
+// on_pin_error and pin_status(). On the CPU backend "pinned" memory is ordinary memory; the code
+// path is the same.
 //
 // Budget checks: create() refuses a slab larger than the machine's available memory or the
 // container's memory limit, less a margin (tiers/host/host_memory.h), before it pins anything.
@@ -39,10 +41,10 @@
 #include <vector>
 
 #include "core/key_map.h"
-#include "tiers/host/host_memory.h"
 #include "tierkv/backend.h"
 #include "tierkv/key.h"
 #include "tierkv/status.h"
+#include "tiers/host/host_memory.h"
 
 namespace tierkv {
 
@@ -133,6 +135,10 @@ class HostTier {
   Status pin_status() const;
   // Blocks until the background pinning ended (every piece pinned, or stopped by an error).
   void wait_pinned() const;
+  // Stops the background pinning after the piece in progress and waits for it: the tier keeps the
+  // slots pinned so far, and on_pin_error is not called after this returns. Idempotent; the
+  // destructor calls it. Not to be called concurrently with itself.
+  void stop_pinning();
 
  private:
   enum class SlotState : std::uint8_t { kFree, kWriting, kReady };
