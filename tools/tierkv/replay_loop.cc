@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <deque>
+#include <memory>
+#include <optional>
 #include <queue>
 #include <utility>
 
@@ -20,6 +22,13 @@ struct Running {
   Sequence seq;
 };
 
+// The request whose prefill is under way, one chunk per step.
+struct Prefilling {
+  std::size_t index = 0;
+  std::unique_ptr<PrefillJob> job;
+  double started_s = 0;  // virtual time of its first chunk's step
+};
+
 class Loop {
  public:
   Loop(PolicyEngine& e, const rp::Workload& w, const LoopOptions& o) : e_(e), w_(w), o_(o) {}
@@ -30,8 +39,8 @@ class Loop {
   Status init();
   void admit();
   Status step();
-  // Runs the prefill of the queue's head when it fits; sets *ran.
-  Status prefill_head(Clock::time_point t0, bool* ran);
+  // Runs one prefill chunk: of the request under way, or of the queue's head when it fits.
+  Status prefill_head(Clock::time_point t0);
   Status decode(std::vector<std::size_t>* decoded);
   Status finish_done();
   void schedule_next_turn(std::size_t i);
@@ -46,6 +55,7 @@ class Loop {
   using Arrival = std::pair<double, std::size_t>;
   std::priority_queue<Arrival, std::vector<Arrival>, std::greater<>> pending_;
   std::deque<std::size_t> waiting_;
+  std::optional<Prefilling> head_;
   std::vector<Running> running_;
   double now_ = 0;
   std::int64_t done_ = 0, steps_ = 0;
@@ -88,33 +98,38 @@ void Loop::admit() {
   }
 }
 
-Status Loop::prefill_head(Clock::time_point t0, bool* ran) {
-  *ran = false;
-  if (waiting_.empty() || std::int64_t(running_.size()) >= o_.max_batch) return Status::Ok();
-  const std::size_t i = waiting_.front();
-  const rp::ReplayRequest& r = req(i);
-  Running live{i, {}};
-  auto out = e_.prefill(prompts_[i], r.tenant, r.output_tokens, r.id == o_.timeline_request,
-                        live.seq);
-  if (!out.ok()) return out.status().with_context("request " + std::to_string(r.id));
-  if (!out->has_value()) {
-    if (!running_.empty()) return Status::Ok();  // waits for pages
-    return resource_exhausted(
-        "request " + std::to_string(r.id) + " needs " +
-        std::to_string(e_.pages_needed(std::int32_t(prompts_[i].size()), r.output_tokens)) +
-        " pages and the GPU page pool has " + std::to_string(e_.pool_pages()) +
-        ": raise --gpu-pages or lower --max-prompt");
+Status Loop::prefill_head(Clock::time_point t0) {
+  if (!head_) {
+    if (waiting_.empty() || std::int64_t(running_.size()) >= o_.max_batch) return Status::Ok();
+    const std::size_t i = waiting_.front();
+    const rp::ReplayRequest& r = req(i);
+    auto job = e_.start_prefill(prompts_[i], r.tenant, r.output_tokens, r.id == o_.timeline_request);
+    if (!job.ok()) return job.status().with_context("request " + std::to_string(r.id));
+    if (!job->has_value()) {
+      if (!running_.empty()) return Status::Ok();  // waits for pages
+      return resource_exhausted(
+          "request " + std::to_string(r.id) + " needs " +
+          std::to_string(e_.pages_needed(std::int32_t(prompts_[i].size()), r.output_tokens)) +
+          " pages and the GPU page pool has " + std::to_string(e_.pool_pages()) +
+          ": raise --gpu-pages or lower --max-prompt");
+    }
+    waiting_.pop_front();
+    head_ = Prefilling{i, std::move(**job), now_};
   }
-  waiting_.pop_front();
+  const std::size_t i = head_->index;
+  Running live{i, {}};
+  auto out = e_.step_prefill(*head_->job, live.seq);
+  if (!out.ok()) return out.status().with_context("request " + std::to_string(req(i).id));
+  if (!out->has_value()) return Status::Ok();  // more chunks in the next steps
   RequestRecord& x = rec_[i];
-  x.prefill_ms = seconds_since(t0) * 1e3;
-  x.first_token_s = now_ + x.prefill_ms / 1e3;
+  x.first_token_s = now_ + seconds_since(t0);
+  x.prefill_ms = (x.first_token_s - head_->started_s) * 1e3;
+  head_.reset();
   x.prompt_tokens = std::int32_t(prompts_[i].size());
   x.prefill = std::move(**out);
   x.output.push_back(x.prefill.next_token);
   x.token_s.push_back(x.first_token_s);
   running_.push_back(std::move(live));
-  *ran = true;
   return Status::Ok();
 }
 
@@ -164,8 +179,7 @@ Status Loop::finish_done() {
 
 Status Loop::step() {
   const Clock::time_point t0 = Clock::now();
-  bool prefilled = false;
-  TIERKV_RETURN_IF_ERROR(prefill_head(t0, &prefilled));
+  TIERKV_RETURN_IF_ERROR(prefill_head(t0));
   std::vector<std::size_t> decoded;
   TIERKV_RETURN_IF_ERROR(decode(&decoded));
   const double decode_end = now_ + seconds_since(t0);
@@ -183,7 +197,7 @@ Result<PolicyRun> Loop::run() {
   const std::int64_t n = std::int64_t(rec_.size());
   while (done_ < n) {
     admit();
-    if (waiting_.empty() && running_.empty()) {
+    if (waiting_.empty() && running_.empty() && !head_) {
       if (pending_.empty()) return internal_error("replay: requests are left but none will arrive");
       now_ = std::max(now_, pending_.top().first);
       continue;

@@ -1,8 +1,8 @@
 // The continuous-batching loop of `tierkv replay`, on virtual time.
 //
-// Each step runs the prefill of the request at the head of the prefill queue (through the
-// executor, which cuts it into chunks on its grid) and then one decode token for every running
-// request, in one decode call. Requests join the queue at their arrival: open-loop requests at
+// Each step runs one prefill chunk of the request at the head of the prefill queue (through the
+// executor: WarmPrefill::start, then one WarmPrefillRun::step per loop step) and then one decode
+// token for every running request, in one decode call. Requests join the queue at their arrival: open-loop requests at
 // arrival_s; a chat turn after the first arrives think_s after its previous turn's last token,
 // with the history (the previous prompt and the tokens the model generated for it) in front of
 // its message. Time is virtual: it advances by each step's measured wall time (the step returns
@@ -31,7 +31,7 @@ struct RequestRecord {
   double arrival_s = 0, first_token_s = 0, finish_s = 0;
   std::int32_t prompt_tokens = 0;
   PrefillOutcome prefill;
-  double prefill_ms = 0;  // wall time of the prefill (executor run)
+  double prefill_ms = 0;  // from its first prefill chunk's step to its first token (virtual)
   std::vector<double> token_s;  // when each output token was known (token_s[0] = first_token_s)
   std::vector<std::int32_t> output;
 

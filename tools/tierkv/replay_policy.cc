@@ -267,51 +267,70 @@ TierTokens PolicyEngine::State::hits(const MatchResult& m, std::int32_t gpu_matc
   return t;
 }
 
-Result<std::optional<PrefillOutcome>> PolicyEngine::prefill(std::span<const std::int32_t> prompt,
-                                                            const std::string& tenant,
-                                                            std::int32_t output_tokens,
-                                                            bool timeline, Sequence& seq) {
+Result<std::optional<std::unique_ptr<PrefillJob>>> PolicyEngine::start_prefill(
+    std::span<const std::int32_t> prompt, const std::string& tenant, std::int32_t output_tokens,
+    bool timeline) {
+  using Started = std::optional<std::unique_ptr<PrefillJob>>;
   State& s = *s_;
-  TIERKV_ASSIGN_OR_RETURN(const PromptKeys keys, s.cache->keys(prompt, tenant));
-  MatchResult m;
+  auto job = std::make_unique<PrefillJob>();
+  job->prompt = prompt;
+  TIERKV_ASSIGN_OR_RETURN(job->keys, s.cache->keys(prompt, tenant));
   if (s.spec.prefill != PrefillPolicy::kRecompute) {
-    TIERKV_ASSIGN_OR_RETURN(m, s.cache->match(keys));
+    TIERKV_ASSIGN_OR_RETURN(job->match, s.cache->match(job->keys));
   }
-  const std::int32_t gpu_matched = m.gpu_tokens;
-  TIERKV_ASSIGN_OR_RETURN(auto pages,
-                          s.take_pages(keys, m, pages_needed(std::int32_t(prompt.size()), output_tokens)));
-  if (!pages) return std::optional<PrefillOutcome>();
+  job->gpu_matched = job->match.gpu_tokens;
+  TIERKV_ASSIGN_OR_RETURN(auto pages, s.take_pages(job->keys, job->match,
+                                                   pages_needed(std::int32_t(prompt.size()), output_tokens)));
+  if (!pages) return Started();
+  job->pages = std::move(*pages);
   const std::int64_t prompt_pages = (std::int64_t(prompt.size()) + s.page() - 1) / s.page();
-
   WarmPrefillRequest r;
   r.tokens = prompt;
-  r.keys = &keys;
-  r.match = m;
+  r.keys = &job->keys;
+  r.match = job->match;
   r.kv = s.pool->view();
-  r.pages = std::span<const std::int32_t>(pages->data(), std::size_t(prompt_pages));
+  r.pages = std::span<const std::int32_t>(job->pages.data(), std::size_t(prompt_pages));
   r.options.policy = s.spec.prefill;
   r.options.chunk_tokens = s.config.chunk_tokens;
   r.options.save = s.spec.host_tier;
   r.options.timeline = timeline;
-  auto res = s.executor->run(r, *s.stream);
-  if (!res.ok()) {
-    s.pool->release(*pages).ignore();
-    return res.status().with_context("warm prefill (" + s.spec.label + ")");
+  auto run = s.executor->start(r, *s.stream);
+  if (!run.ok()) {
+    s.pool->release(job->pages).ignore();
+    return run.status().with_context("warm prefill (" + s.spec.label + ")");
   }
+  job->run = std::move(run).value();
+  return Started(std::move(job));
+}
+
+Result<std::optional<PrefillOutcome>> PolicyEngine::step_prefill(PrefillJob& job, Sequence& seq) {
+  State& s = *s_;
+  auto fail = [&](const Status& st) -> Status {
+    job.run.reset();  // waits for its loads: nothing writes into the pages after this
+    s.pool->release(job.pages).ignore();
+    job.pages.clear();
+    return st.with_context("warm prefill (" + s.spec.label + ")");
+  };
+  auto done = job.run->step();
+  if (!done.ok()) return fail(done.status());
+  if (!*done) return std::optional<PrefillOutcome>();
+  auto res = job.run->finish();
+  if (!res.ok()) return fail(res.status());
+  const MatchResult& m = job.match;
   if (s.spec.gpu_prefix) {
-    for (std::size_t i = std::size_t(m.gpu_tokens / s.page()); i < keys.pages.size(); ++i)
-      s.pool->publish((*pages)[i], keys.pages[i]);
+    for (std::size_t i = std::size_t(m.gpu_tokens / s.page()); i < job.keys.pages.size(); ++i)
+      s.pool->publish(job.pages[i], job.keys.pages[i]);
   }
-  seq.pages = std::move(*pages);
-  seq.len = std::int32_t(prompt.size());
+  seq.pages = std::move(job.pages);
+  seq.len = std::int32_t(job.prompt.size());
 
   PrefillOutcome o;
   o.next_token = res->next_token;
-  o.hit_tokens = s.hits(m, gpu_matched);
+  o.hit_tokens = s.hits(m, job.gpu_matched);
   o.loaded_tokens = res->loaded_tokens;
   o.computed_tokens = res->computed_tokens;
   o.fallback_tokens = res->fallback_tokens;
-  o.recomputed_tokens = std::max(0, m.lower_tokens - gpu_matched - res->loaded_tokens);
+  o.recomputed_tokens = std::max(0, m.lower_tokens - job.gpu_matched - res->loaded_tokens);
   if (s.spec.prefill == PrefillPolicy::kRecompute || s.spec.prefill == PrefillPolicy::kGpuOnly)
     o.recomputed_tokens = 0;
   o.bytes_loaded = res->bytes_loaded;
@@ -321,6 +340,7 @@ Result<std::optional<PrefillOutcome>> PolicyEngine::prefill(std::span<const std:
   o.why = res->plan.why;
   o.timeline = std::move(res->timeline);
   s.fallback_tokens += std::uint64_t(res->fallback_tokens);
+  job.run.reset();
   return std::optional<PrefillOutcome>(std::move(o));
 }
 

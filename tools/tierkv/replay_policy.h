@@ -94,6 +94,16 @@ struct TierUsage {
 
 Result<PolicySpec> policy_spec(const std::string& id, const EngineConfig& config);
 
+// A prefill in progress: what the executor's run reads stays here until it is done.
+struct PrefillJob {
+  std::span<const std::int32_t> prompt;
+  PromptKeys keys;
+  MatchResult match;
+  std::int32_t gpu_matched = 0;  // GPU tokens the match found (before taking pages)
+  std::vector<std::int32_t> pages;
+  std::unique_ptr<WarmPrefillRun> run;
+};
+
 class PolicyEngine {
  public:
   // Allocates the pool (checked against the device's free memory), creates the runner with fresh
@@ -104,13 +114,17 @@ class PolicyEngine {
 
   const PolicySpec& spec() const;
 
-  // Prefills `prompt` through the executor into pages of `seq` (which it fills: the pages for
-  // the prompt and `output_tokens` more tokens, and len = prompt size). std::nullopt when the pool
-  // has no room for it now (nothing changed; retry after a request finished).
-  Result<std::optional<PrefillOutcome>> prefill(std::span<const std::int32_t> prompt,
-                                                const std::string& tenant,
-                                                std::int32_t output_tokens, bool timeline,
-                                                Sequence& seq);
+  // Starts the prefill of `prompt` through the executor (WarmPrefill::start): takes pages for the
+  // prompt and `output_tokens` more tokens and queues the loads. `prompt` must stay valid until
+  // the job is done. std::nullopt when the pool has no room for it now (nothing changed; retry
+  // after a request finished).
+  Result<std::optional<std::unique_ptr<PrefillJob>>> start_prefill(
+      std::span<const std::int32_t> prompt, const std::string& tenant, std::int32_t output_tokens,
+      bool timeline);
+  // Queues the job's next prefill chunk. When that was the last, fills `seq` (the job's pages,
+  // len = prompt size) and returns the outcome; std::nullopt while chunks remain. On an error the
+  // job's pages go back to the pool.
+  Result<std::optional<PrefillOutcome>> step_prefill(PrefillJob& job, Sequence& seq);
   // One decode step of the batch: fills `next`.
   Status decode(std::span<Sequence* const> seqs, std::span<const std::int32_t> tokens,
                 std::vector<std::int32_t>& next);
