@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# On the H100 test machine: the warm-prefill measurements, in parts that each fit one device call.
+#   scripts/gpu-warm.sh OUT_DIR PART...
+# Parts:
+#   tests     the whole GPU test suite (tierkv_all_tests), summary in gpu-tests.txt
+#   host      tierkv-warm-bench, prefix in the host tier (and the per-layer analysis); writes the
+#             measured profile to profile.json
+#   slow      tierkv-warm-bench, the planner against fixed splits over the experiment tier at 1, 2,
+#             5 and 10 GB/s (reads profile.json when the host part wrote it)
+#   peer      the PyTorch layer-wise warm-prefill peer on the same grid
+#   replay    tierkv replay (8B shape, random weights) on a synthetic chat workload and on the
+#             Mooncake trace
+# Binaries come from .gpu-bin/ or .gpu-bin.tgz (scripts/stage-gpu.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?OUT_DIR}
+shift
+mkdir -p "$out"
+[[ ! -x .gpu-bin/tierkv-warm-bench && -f .gpu-bin.tgz ]] && tar xzf .gpu-bin.tgz
+bin=.gpu-bin
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9_.-')
+day=$(date -u +%Y%m%d)
+status=0
+for part in "$@"; do
+  start=$SECONDS
+  case $part in
+    tests)
+      timeout "${TEST_TIMEOUT:-300}" stdbuf -oL "$bin/tierkv_all_tests" --gtest_brief=1 \
+        >"$out/gpu-tests.log" 2>&1
+      rc=$?
+      { echo "== tierkv_all_tests (exit $rc)"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$out/gpu-tests.log" | head -60; } \
+        | tee "$out/gpu-tests.txt"
+      [[ $rc -eq 0 ]] || status=1
+      ;;
+    host)
+      timeout "${HOST_TIMEOUT:-400}" "$bin/tierkv-warm-bench" --backend cuda --reps "${REPS:-3}" \
+        --save-profile "$out/profile.json" --json "$out/warm-prefill-$card-$day.jsonl" \
+        --report "$out/warm-prefill-$card-$day.txt" ${HOST_ARGS:-} || status=1
+      ;;
+    slow)
+      prof=()
+      [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
+      timeout "${SLOW_TIMEOUT:-400}" "$bin/tierkv-warm-bench" --backend cuda --reps 2 "${prof[@]}" \
+        --prefix 4096 --new 512 --slow-gbps 1,2,5,10 --slow-prefix 16384 --slow-new 128,2048 \
+        --splits 4 --json "$out/warm-prefill-slow-$card-$day.jsonl" \
+        --report "$out/warm-prefill-slow-$card-$day.txt" ${SLOW_ARGS:-} || status=1
+      ;;
+    peer)
+      PYTHONUNBUFFERED=1 timeout "${PEER_TIMEOUT:-400}" python3 bench/peers/torch_warm_prefill_peers.py \
+        --out-dir "$out" ${PEER_ARGS:-} || status=1
+      ;;
+    replay)
+      prof=()
+      [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
+      timeout "${REPLAY_TIMEOUT:-450}" "$bin/tierkv" replay --backend cuda "${prof[@]}" \
+        --json "$out/replay-$card-$day.jsonl" ${REPLAY_ARGS:-} >"$out/replay-$card-$day.txt" 2>"$out/replay-$card-$day.err" \
+        || status=1
+      tail -60 "$out/replay-$card-$day.txt"
+      ;;
+    *) echo "gpu-warm: unknown part $part" >&2; status=2 ;;
+  esac
+  echo "gpu-warm: $part took $((SECONDS - start)) s (status so far $status)"
+done
+exit $status
