@@ -118,10 +118,14 @@ inline constexpr std::int64_t kMaxPromptTokens = std::int64_t{1} << 24;
 //    (TierStats::write_not_admitted) and kept in the host tier only. Other tiers take every chunk.
 //  - Each tier has a queue of queue_chunks chunks served by threads_per_tier writer threads. A
 //    chunk that finds the queue full is dropped and counted (TierStats::write_dropped): saves
-//    never wait for a lower tier, and nothing is retried. A writer pins the chunk's host slot for
+//    never wait for a lower tier, and nothing is retried: a dropped chunk is offered again only
+//    when a later save brings it back into the host tier. A writer pins the chunk's host slot for
 //    the write (a chunk the host tier evicted before its turn is counted write_evicted), skips a
 //    chunk the tier already holds (contains(): write_present), and counts a failed write
-//    (write_failures; the error goes to flush_lower_tiers()).
+//    (write_failures; the error goes to flush_lower_tiers()). A slot pinned by a writer cannot be
+//    evicted meanwhile: with a host tier of a few chunks, saves that come while writes run may
+//    find no free slot (Save::dropped_chunks).
+//  - Chunks promoted from a lower tier are not written to the other lower tiers.
 //  - Promotion reads run on promote_threads reader threads owned by the cache.
 struct WriteDownOptions {
   std::int32_t queue_chunks = 32;  // chunks waiting per lower tier, in [1, 2^20]
@@ -254,8 +258,8 @@ struct SaveState;  // shared by a Save and the cache thread that completes it
 // moved-from Save is empty: its counts are 0, done() is true and wait() returns
 // FailedPrecondition. A Save may outlive its Cache (the Cache's destruction finishes every save).
 //
-// Chunks that find no host slot are dropped, not waited for: every slot may be pinned by loads
-// or by saves in flight -- this save's own chunks included, so a save of more chunks than the
+// Chunks that find no host slot are dropped, not waited for: every slot may be pinned by loads,
+// promotions, lower-tier writes or saves in flight -- this save's own chunks included, so a save of more chunks than the
 // host budget holds drops the chunks past what fits.
 class Save {
  public:
