@@ -576,12 +576,16 @@ Result<Save> Cache::save(const SaveRequest& r) {
         return failed(path.status(), false);  // a copy that fails to queue copies nothing
       if (Status st = s.save_stream->record(*p.landed); !st.ok()) return failed(st, true);
     }
-    add(s.counters.bytes_saved, p.reserved.size() * s.geo.chunk_bytes());
-    {
+    const std::uint64_t bytes = p.reserved.size() * s.geo.chunk_bytes();
+    try {
       std::lock_guard lock(s.pending_mu);
+      s.pending.push_back(std::move(p));  // on failure `p` is untouched (deque's strong guarantee)
       ++s.in_flight;
-      s.pending.push_back(std::move(p));
+    } catch (const std::bad_alloc&) {
+      // The copy is queued: the slots are released only after it is over.
+      return failed(resource_exhausted("out of host memory"), true);
     }
+    add(s.counters.bytes_saved, bytes);
     s.pending_cv.notify_all();
     return Save(state);
   } catch (const std::bad_alloc&) {
