@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <random>
@@ -268,6 +269,49 @@ Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& o) {
     p.tiers.push_back(std::move(t));
   }
   return p;
+}
+
+std::vector<HideRow> hide_analysis(const CostProfile& p, const ModelSpec& model,
+                                   std::span<const std::int32_t> prefixes,
+                                   std::span<const std::int32_t> chunk_sizes) {
+  const double tb = double(model.kv_bytes_per_token_layer());
+  const double run = 256 * tb / 2;  // a 256-token chunk's K (or V) of one layer
+  std::vector<HideRow> rows;
+  for (std::int32_t prefix : prefixes) {
+    HideRow r;
+    r.prefix_tokens = prefix;
+    r.load_us = p.host_to_device_copy_engine.us(prefix * tb, run);
+    for (std::int32_t n : chunk_sizes) {
+      const double c = p.prefill.layer_us(n, prefix);
+      r.compute_us.push_back(c);
+      if (r.hides_at < 0 && c >= r.load_us) r.hides_at = n;
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::string format_hide_analysis(const std::vector<HideRow>& rows,
+                                 std::span<const std::int32_t> chunk_sizes) {
+  std::string out;
+  char cell[64];
+  std::snprintf(cell, sizeof cell, "%8s %10s", "prefix", "load");
+  out += cell;
+  for (std::int32_t n : chunk_sizes) {
+    std::snprintf(cell, sizeof cell, " %9d", n);
+    out += cell;
+  }
+  out += "   hides at\n";
+  for (const HideRow& r : rows) {
+    std::snprintf(cell, sizeof cell, "%8d %10.1f", r.prefix_tokens, r.load_us);
+    out += cell;
+    for (double c : r.compute_us) {
+      std::snprintf(cell, sizeof cell, " %9.1f", c);
+      out += cell;
+    }
+    out += r.hides_at > 0 ? "   " + std::to_string(r.hides_at) + "\n" : std::string("   none\n");
+  }
+  return out;
 }
 
 }  // namespace tierkv

@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -47,5 +49,21 @@ Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& options)
 // read time), each read costing latency_us (what a one-layer read takes beyond its bytes), and a
 // tail of p99_latency_us for the slowest. Writes and erases options.tier_chunks records of its own.
 Result<TierCost> measure_tier(const CalibrateOptions& options, Store& store);
+
+// The seed report's question, answered from a profile: per layer, loading a prefix of P tokens
+// from the host tier against computing a chunk of n new tokens over it, and the smallest chunk
+// whose compute hides the load (the chunk a warm prefill needs for the load to cost nothing).
+struct HideRow {
+  std::int32_t prefix_tokens = 0;
+  double load_us = 0;               // one layer of the prefix over the copy engines
+  std::vector<double> compute_us;   // one layer of each chunk size over the prefix
+  std::int32_t hides_at = -1;       // the smallest chunk size whose compute >= load; -1: none
+};
+std::vector<HideRow> hide_analysis(const CostProfile& profile, const ModelSpec& model,
+                                   std::span<const std::int32_t> prefixes,
+                                   std::span<const std::int32_t> chunk_sizes);
+// A text table of those rows, one per prefix.
+std::string format_hide_analysis(const std::vector<HideRow>& rows,
+                                 std::span<const std::int32_t> chunk_sizes);
 
 }  // namespace tierkv

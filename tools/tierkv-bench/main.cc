@@ -8,6 +8,7 @@
 #include "common/bench_io.h"
 #include "common/measure.h"
 #include "decode_bench.h"
+#include "engine/planner.h"
 #include "options.h"
 #include "report.h"
 #include "results.h"
@@ -17,6 +18,32 @@ namespace tierkv::bench {
 namespace {
 
 constexpr std::string_view kTool = "tierkv-bench";
+
+// The seed report's open question: per layer, loading a prefix against computing a chunk of new
+// tokens over it, on the model's shape (the runner with random weights), and the smallest chunk
+// whose compute hides the load. Prefixes are the batch-1 KV lengths the model's positions allow.
+Status measure_prefill_vs_load(Backend& backend, const Options& opts, BenchData& data) {
+  const bool gpu = backend.kind() == BackendKind::kCuda;
+  CalibrateOptions co;
+  // The model's full prefill runs here: on the CPU backend, whose reference kernels would take
+  // hours over an 8B shape, the tiny model stands in (and the report says so).
+  co.model = gpu ? opts.model : *model_preset("tiny");
+  co.new_tokens = gpu ? std::vector<std::int32_t>(std::begin(kPlannerChunkSizes), std::end(kPlannerChunkSizes))
+                      : std::vector<std::int32_t>{16, 64};
+  co.prefix_tokens = {0};
+  for (std::int32_t p : opts.kv_lens)
+    if (p + co.new_tokens.back() <= co.model.max_positions) co.prefix_tokens.push_back(p);
+  std::sort(co.prefix_tokens.begin(), co.prefix_tokens.end());
+  co.prefix_tokens.erase(std::unique(co.prefix_tokens.begin(), co.prefix_tokens.end()),
+                         co.prefix_tokens.end());
+  co.reps = gpu ? 3 : 1;
+  TIERKV_ASSIGN_OR_RETURN(CostProfile p, calibrate(backend, co));
+  data.prefill_prefixes = co.prefix_tokens;
+  data.hide_rows = hide_analysis(p, co.model, co.prefix_tokens, kPlannerChunkSizes);
+  data.prefill_model = co.model.name;
+  data.prefill_profile = std::move(p);
+  return Status::Ok();
+}
 
 Status run_sections(Backend& backend, Stream& stream, const Options& opts, BenchData& data) {
   Progress progress("tierkv-bench", opts.quiet);
@@ -28,6 +55,7 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
   if (opts.has_section("ragged")) total += static_cast<int>(opts.ragged_batches.size());
   if (opts.has_section("transfer")) total += 1;
   if (opts.has_section("reference")) total += 1;
+  if (opts.has_section("prefill")) total += 1;
   progress.set_total(total);
   if (opts.has_section("decode")) {
     for (std::int32_t kv : opts.kv_lens) {
@@ -90,6 +118,10 @@ Status run_sections(Backend& backend, Stream& stream, const Options& opts, Bench
   if (opts.has_section("reference")) {
     progress.step("reference bandwidths");
     TIERKV_ASSIGN_OR_RETURN(data.ceilings, measure_ceilings(backend, stream, opts));
+  }
+  if (opts.has_section("prefill")) {
+    progress.step("prefill per layer beside load per layer");
+    TIERKV_RETURN_IF_ERROR(measure_prefill_vs_load(backend, opts, data));
   }
   progress.finish();
   return Status::Ok();

@@ -15,10 +15,11 @@ namespace {
 
 constexpr std::int32_t kMaxKvTokens = 1 << 22;
 constexpr std::int32_t kMaxBatch = 65535;
-const std::vector<std::string> kSections = {"decode", "batched",  "grid",
-                                            "ragged", "transfer", "reference"};
+const std::vector<std::string> kSections = {"decode",   "batched",   "grid",   "ragged",
+                                            "transfer", "reference", "prefill"};
 // Run when --sections is not given; grid and ragged are asked for by name.
-const std::vector<std::string> kDefaultSections = {"decode", "batched", "transfer", "reference"};
+const std::vector<std::string> kDefaultSections = {"decode", "batched", "transfer", "reference",
+                                                   "prefill"};
 
 }  // namespace
 
@@ -89,8 +90,9 @@ int parse_options(int argc, char** argv, Options& opts) {
       ->check(CLI::IsMember({"auto", "on", "off"}));
   opts.sections = kDefaultSections;
   app.add_option("--sections", opts.sections,
-                 "sections to run: decode, batched, grid, ragged, transfer, reference "
-                 "[decode,batched,transfer,reference]")
+                 "sections to run: decode, batched, grid, ragged, transfer, reference, prefill "
+                 "(per-layer prefill beside per-layer load) [decode,batched,transfer,reference,"
+                 "prefill]")
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::IsMember(kSections));

@@ -28,7 +28,7 @@ struct Options {
   std::vector<std::int32_t> ragged_batches;  // ragged: one skewed case per batch size
   std::int32_t ragged_max_len = 32768;       // longest sequence of a ragged case
   DecodePlanOptions plan;                    // overrides of the decode planner (tuning)
-  std::vector<std::string> sections;         // decode, batched, grid, ragged, transfer, reference
+  std::vector<std::string> sections;  // decode, batched, grid, ragged, transfer, reference, prefill
   int warmup = 3;
   int reps = 0;
   int min_calls = 0;             // decode launches per timed graph replay

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "card_specs.h"
+#include "engine/planner.h"
 
 namespace tierkv::bench {
 namespace {
@@ -356,6 +357,16 @@ std::string render_report(const RunInfo& run, const Options& opts, const BenchDa
   if (!data.kv_transfers.empty()) pinned_vs_pageable(out, data);
   findings(out, data, run.device.backend == BackendKind::kCuda);
   if (!data.ceilings.empty()) reference_bandwidths(out, run, data);
+  if (!data.hide_rows.empty()) {
+    out += "\nPrefill compute beside the load it must hide, per layer (us): loading a prefix from\n"
+           "pinned host memory over the copy engines against computing a chunk of new tokens over\n"
+           "it, measured on the model's shape; the smallest chunk whose compute hides the load.\n"
+           "Below that chunk a warm prefill waits for the link; above it the load costs nothing.\n" +
+           std::string("Model: ") + data.prefill_model +
+           (run.device.backend == BackendKind::kCuda ? "" : " (the CPU backend: the tiny model)") +
+           "\n";
+    out += format_hide_analysis(data.hide_rows, kPlannerChunkSizes);
+  }
   return out;
 }
 

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/planner.h"
+
 #include "card_specs.h"
 
 namespace tierkv::bench {
@@ -102,6 +104,18 @@ std::vector<std::string> to_jsonl(const RunInfo& run, const Options& opts, const
   for (const auto* list : {&data.kv_transfers, &data.ceilings}) {
     for (const TransferMeasurement& m : *list)
       lines.push_back(transfer_json(run, opts, m).dump());
+  }
+  for (const HideRow& r : data.hide_rows) {
+    for (std::size_t i = 0; i < r.compute_us.size(); ++i) {
+      json j = common(run, opts, "prefill_vs_load");
+      j.update(json{{"prefix_tokens", r.prefix_tokens},
+                    {"new_tokens", kPlannerChunkSizes[i]},
+                    {"compute_us_per_layer", r.compute_us[i]},
+                    {"load_us_per_layer", r.load_us},
+                    {"hides", r.compute_us[i] >= r.load_us},
+                    {"model", data.prefill_model}});
+      lines.push_back(j.dump());
+    }
   }
   return lines;
 }

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <string>
+#include <optional>
 #include <vector>
+
+#include "engine/calibrate.h"
 
 #include "common/bench_io.h"
 #include "decode_bench.h"
@@ -28,6 +31,11 @@ struct BenchData {
   std::vector<std::string> skipped;        // grid / ragged cases that did not fit, and why
   std::vector<TransferMeasurement> kv_transfers;
   std::vector<TransferMeasurement> ceilings;
+  // prefill: the model's measured prefill grid and the link (a profile), and the analysis of it.
+  std::optional<CostProfile> prefill_profile;
+  std::vector<std::int32_t> prefill_prefixes;
+  std::vector<HideRow> hide_rows;
+  std::string prefill_model;  // the model measured (tiny on the CPU backend)
 };
 
 // One JSON object per measured figure.

@@ -262,7 +262,7 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
   return Status::Ok();
 }
 
-// Section 2: the prefix only in the experiment tier.
+// Section 3: the prefix only in the experiment tier.
 Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
   const Options& o = rig.o;
   if (o.slow_gbps.empty()) return Status::Ok();
@@ -337,33 +337,13 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
   return Status::Ok();
 }
 
-// Section 3: per-layer compute beside per-layer load, from the profile's measured figures.
+// Section 2: per-layer compute beside per-layer load, from the profile's measured figures.
 void hide_section(const Rig& rig, std::string& text) {
-  const CostProfile& p = *rig.profile;
-  const double tb = double(rig.spec.kv_bytes_per_token_layer());
-  char line[256];
   text += "\n2. Per layer: loading a prefix against computing a chunk over it (us, measured grid); "
           "the smallest chunk whose compute hides the load\n";
-  std::snprintf(line, sizeof line, "%8s %10s", "prefix", "load");
-  text += line;
-  for (std::int32_t n : kPlannerChunkSizes) {
-    std::snprintf(line, sizeof line, " %9d", n);
-    text += line;
-  }
-  text += "   hides at\n";
-  for (std::int32_t prefix : rig.o.prefixes) {
-    const double load = p.host_to_device_copy_engine.us(prefix * tb, 256 * tb / 2);
-    std::snprintf(line, sizeof line, "%8d %10.1f", prefix, load);
-    text += line;
-    std::int32_t hides = -1;
-    for (std::int32_t n : kPlannerChunkSizes) {
-      const double c = p.prefill.layer_us(n, prefix);
-      std::snprintf(line, sizeof line, " %9.1f", c);
-      text += line;
-      if (hides < 0 && c >= load) hides = n;
-    }
-    text += hides > 0 ? "   " + std::to_string(hides) + "\n" : "   > 2048\n";
-  }
+  text += format_hide_analysis(
+      hide_analysis(*rig.profile, rig.spec, rig.o.prefixes, kPlannerChunkSizes),
+      kPlannerChunkSizes);
 }
 
 int run(Options o) {
