@@ -131,9 +131,9 @@ std::int32_t WarmPrefillRun::State::add_load(std::int32_t b, std::int32_t e) {
     Stream& side = *exec.timeline_stream;
     for (std::int32_t l = 0; l < exec.model.spec().num_layers; ++l) {
       if (!loads.back()->wait_layer(l, side).ok()) break;
-      auto e = exec.backend.create_event();
-      if (!e.ok() || !side.record(**e).ok()) break;
-      tl->marks.push_back({TimelineEntry::Lane::kLoad, l, 0, std::move(e).value()});
+      auto landed = exec.backend.create_event();
+      if (!landed.ok() || !side.record(**landed).ok()) break;
+      tl->marks.push_back({TimelineEntry::Lane::kLoad, l, 0, std::move(landed).value()});
     }
   }
   return b + got;
