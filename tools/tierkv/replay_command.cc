@@ -45,6 +45,8 @@ struct Context {
   std::vector<std::string> lines;  // JSON Lines, in order
   std::vector<std::pair<std::string, std::int64_t>> timelines;  // (policy, request) recorded
   bool mismatch = false;
+  // (labels, text): each policy run's cache statistics in the Prometheus text format
+  std::vector<std::pair<std::vector<std::pair<std::string, std::string>>, std::string>> metrics;
 };
 
 std::uint64_t chunk_bytes(const ModelSpec& m, std::int32_t chunk_tokens) {
@@ -143,6 +145,7 @@ Status replay_workload(Context& c, const std::string& name, const PreparedWorklo
       }
     }
     c.lines.push_back(summary_json(summaries.back(), c.header));
+    c.metrics.push_back({{{"workload", name}, {"policy", run.spec.label}}, run.metrics});
   }
   std::vector<std::string> tiers = tier_lines(c);
   std::printf("\n%s", format_tables(c.header, name, summaries, tiers).c_str());
@@ -201,8 +204,12 @@ Result<Prepared> prepare_all(const ReplayOptions& o, const ModelSpec& model) {
   return p;
 }
 
-int write_outputs(Context& c, bench::OutputFile& json, const std::string& jsonl_path) {
+int write_outputs(Context& c, bench::OutputFile& json, const std::string& jsonl_path,
+                  bench::OutputFile& metrics) {
   if (Status s = json.commit_lines(c.lines); !s.ok()) return report_error(kTool, s, kExitFailure);
+  if (Status s = metrics.commit(merge_prometheus(c.metrics)); !s.ok())
+    return report_error(kTool, s, kExitFailure);
+  if (metrics.enabled()) std::printf("\nMetrics (Prometheus text): %s\n", c.o.metrics.c_str());
   if (!jsonl_path.empty()) std::printf("\nJSON Lines: %s (%zu records)\n", jsonl_path.c_str(), c.lines.size());
   if (c.o.plots.empty()) return 0;
   const std::string python = python_with_matplotlib();
@@ -226,6 +233,8 @@ int run_replay(ReplayOptions& o) {
   if (Status s = make_plot_dir(o.plots); !s.ok()) return report_error(kTool, s, kExitUsage);
   auto json = bench::OutputFile::open(jsonl_path, o.json.empty() ? "--plots" : "--json");
   if (!json.ok()) return report_error(kTool, json.status(), kExitUsage);
+  auto metrics = bench::OutputFile::open(o.metrics, "--metrics");
+  if (!metrics.ok()) return report_error(kTool, metrics.status(), kExitUsage);
   auto kind = bench::backend_from_flag(o.backend);
   if (!kind.ok()) return report_error(kTool, kind.status().with_context("--backend"), kExitUsage);
   auto backend = create_backend(*kind);
@@ -290,7 +299,7 @@ int run_replay(ReplayOptions& o) {
   for (const auto& [name, w] : prepared->workloads) {
     if (Status s = replay_workload(c, name, w); !s.ok()) return report_error(kTool, s, kExitFailure);
   }
-  if (int rc = write_outputs(c, *json, jsonl_path); rc != 0) return rc;
+  if (int rc = write_outputs(c, *json, jsonl_path, *metrics); rc != 0) return rc;
   if (c.mismatch) {
     std::fprintf(stderr, "%s: greedy outputs differ between policies (listed above)\n", kTool.data());
     return kExitFailure;

@@ -208,6 +208,7 @@ Result<PolicyRun> Loop::run() {
   run.spec = e_.spec();
   run.records = std::move(rec_);
   run.usage = e_.usage();
+  run.metrics = e_.metrics();
   run.wall_s = seconds_since(t0);
   run.virtual_s = now_;
   run.steps = steps_;

@@ -44,6 +44,7 @@ struct PolicyRun {
   PolicySpec spec;
   std::vector<RequestRecord> records;  // by position in the workload's request list
   TierUsage usage;
+  std::string metrics;   // the cache's statistics at the end, Prometheus text format
   double wall_s = 0;     // real time of the replay (engine creation excluded)
   double virtual_s = 0;  // virtual time at the last token
   std::int64_t steps = 0;

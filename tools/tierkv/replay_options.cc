@@ -133,6 +133,10 @@ void add_tier_flags(CLI::App& app, TierFlags& t) {
 void add_output_flags(CLI::App& app, ReplayOptions& o) {
   auto* g = "output";
   app.add_option("--json", o.json, "write JSON Lines here (bench/replay/README.md)")->group(g);
+  app.add_option("--metrics", o.metrics,
+                 "write each policy's cache statistics here, in the Prometheus text format "
+                 "(labels workload and policy)")
+      ->group(g);
   app.add_option("--plots", o.plots,
                  "draw plots into this directory (bench/replay/plot_replay.py; needs matplotlib)")
       ->group(g);

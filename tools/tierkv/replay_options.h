@@ -87,6 +87,7 @@ struct ReplayOptions {
   TierFlags tiers;
 
   std::string json;          // JSON Lines file
+  std::string metrics;       // each policy's cache statistics, Prometheus text format
   std::string plots;         // directory for plots
   std::string plot_script;   // default: bench/replay/plot_replay.py of the source tree
   std::int64_t timeline_request = -1;  // -1: the first with the longest shared prefix

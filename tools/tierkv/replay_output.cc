@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -318,6 +319,75 @@ std::string format_max_rates(const std::vector<MaxRate>& rates) {
   std::string threshold = rates.empty() ? "" : ms(rates.front().threshold_ms);
   return "Highest arrival-rate scale (x the workload's arrival rate) at which p90 TTFT stays under " +
          threshold + " ms:\n" + render(rows);
+}
+
+namespace {
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string merge_prometheus(
+    const std::vector<std::pair<std::vector<std::pair<std::string, std::string>>, std::string>>&
+        expositions) {
+  struct Family {
+    std::string help, type;
+    std::vector<std::string> samples;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Family> families;
+  for (const auto& [labels, text] : expositions) {
+    std::string extra;
+    for (const auto& [k, v] : labels)
+      extra += (extra.empty() ? "" : ",") + k + "=\"" + escape_label(v) + "\"";
+    std::string family;  // the family of the samples that follow (its last TYPE line)
+    std::size_t at = 0;
+    while (at < text.size()) {
+      const std::size_t end = std::min(text.find('\n', at), text.size());
+      const std::string line = text.substr(at, end - at);
+      at = end + 1;
+      if (line.empty()) continue;
+      if (line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0) {
+        const std::size_t name_end = line.find(' ', 7);
+        family = line.substr(7, name_end == std::string::npos ? std::string::npos : name_end - 7);
+        if (!families.count(family)) order.push_back(family);
+        Family& f = families[family];
+        (line[2] == 'H' ? f.help : f.type) = line;
+        continue;
+      }
+      if (line[0] == '#') continue;
+      const std::size_t brace = line.find('{'), space = line.find(' ');
+      std::string sample;
+      if (brace != std::string::npos && brace < space) {
+        sample = line.substr(0, brace + 1) + extra + (line[brace + 1] == '}' ? "" : ",") +
+                 line.substr(brace + 1);
+      } else {
+        sample = line.substr(0, space) + "{" + extra + "}" + line.substr(space);
+      }
+      if (!families.count(family)) order.push_back(family);
+      families[family].samples.push_back(std::move(sample));
+    }
+  }
+  std::string out;
+  for (const std::string& name : order) {
+    const Family& f = families[name];
+    if (!f.help.empty()) out += f.help + "\n";
+    if (!f.type.empty()) out += f.type + "\n";
+    for (const std::string& s : f.samples)
+      out += s + "\n";
+  }
+  return out;
 }
 
 }  // namespace tierkv::cli::replay

@@ -60,6 +60,13 @@ struct MaxRate {
   std::vector<std::pair<double, double>> probes;
 };
 std::string max_rate_json(const MaxRate& m, const RunHeader& header);
+
+// Several expositions in the Prometheus text format (prometheus_text) as one: each metric
+// family's HELP and TYPE once, then its samples from every exposition, each sample given the
+// exposition's labels (e.g. {workload="chat",policy="warm"}) in front of its own.
+std::string merge_prometheus(
+    const std::vector<std::pair<std::vector<std::pair<std::string, std::string>>, std::string>>&
+        expositions);
 std::string format_max_rates(const std::vector<MaxRate>& rates);
 
 }  // namespace tierkv::cli::replay

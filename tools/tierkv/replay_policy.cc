@@ -11,6 +11,7 @@
 #include "common/memory_check.h"
 #include "engine/runner_model.h"
 #include "tierkv/cache.h"
+#include "tierkv/metrics.h"
 #include "tierkv/disk_store.h"
 #include "tierkv/page_pool.h"
 #include "tierkv/redis_store.h"
@@ -355,6 +356,10 @@ Status PolicyEngine::finish(Sequence& seq) {
   Status st = s_->pool->release(seq.pages);
   seq.pages.clear();
   return st;
+}
+
+std::string PolicyEngine::metrics() const {
+  return prometheus_text(s_->cache->stats());
 }
 
 TierUsage PolicyEngine::usage() const {

@@ -135,6 +135,8 @@ class PolicyEngine {
   std::int64_t pool_pages() const;
 
   TierUsage usage() const;
+  // The cache's statistics in the Prometheus text format (tierkv/metrics.h).
+  std::string metrics() const;
 
  private:
   struct State;
