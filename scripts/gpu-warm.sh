@@ -2,7 +2,7 @@
 # On the H100 test machine: the warm-prefill measurements, in parts that each fit one device call.
 #   scripts/gpu-warm.sh OUT_DIR PART...
 # Parts:
-#   tests     the whole GPU test suite (tierkv_all_tests), summary in gpu-tests.txt
+#   tests     the GPU test suite (tierkv_all_tests, its CUDA instances), summary in gpu-tests.txt
 #   host      tierkv-warm-bench, prefix in the host tier (and the per-layer analysis); writes the
 #             measured profile to profile.json
 #   slow      tierkv-warm-bench, the planner against fixed splits over the experiment tier at 1, 2,
@@ -25,8 +25,9 @@ for part in "$@"; do
   start=$SECONDS
   case $part in
     tests)
+      # The CUDA instances (the CPU ones run in CI); TEST_FILTER= runs everything.
       timeout "${TEST_TIMEOUT:-300}" stdbuf -oL "$bin/tierkv_all_tests" --gtest_brief=1 \
-        >"$out/gpu-tests.log" 2>&1
+        --gtest_filter="${TEST_FILTER-*cuda*:*Cuda*:*CUDA*}" >"$out/gpu-tests.log" 2>&1
       rc=$?
       { echo "== tierkv_all_tests (exit $rc)"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$out/gpu-tests.log" | head -60; } \
         | tee "$out/gpu-tests.txt"
