@@ -57,6 +57,7 @@ struct Options {
   std::string json, report;
   bool skip_recompute_above = false;
   std::int32_t recompute_max = 0;
+  bool quiet = false;  // no progress lines on stderr
 };
 
 using Clock = std::chrono::steady_clock;
@@ -173,7 +174,8 @@ Status build(Rig& rig, std::int32_t max_tokens) {
     co.prefix_tokens = cpu ? std::vector<std::int32_t>{0, 512}
                            : std::vector<std::int32_t>{0, 4096, 16384, 32768};
     co.reps = cpu ? 1 : 3;
-    co.progress = [](std::string_view l) { std::fprintf(stderr, "  calibrate: %.*s\n", int(l.size()), l.data()); };
+    if (!o.quiet)
+      co.progress = [](std::string_view l) { std::fprintf(stderr, "  calibrate: %.*s\n", int(l.size()), l.data()); };
     TIERKV_ASSIGN_OR_RETURN(CostProfile p, calibrate(rig.backend, co));
     if (!o.save_profile.empty()) TIERKV_RETURN_IF_ERROR(save_profile(p, o.save_profile));
     rig.profile = std::make_shared<const CostProfile>(std::move(p));
@@ -256,7 +258,7 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
                              std::pair{"tierkv-recompute", &t_rec}}) {
         if (!v->empty()) rows.push_back({impl, prefix, fresh, median(*v), 0, -1, impl == std::string("tierkv-planned") ? why : ""});
       }
-      std::fprintf(stderr, "%s", line);
+      if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
     }
   }
   return Status::Ok();
@@ -331,7 +333,7 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
                     planned.ttft_ms, best, best_split, planned.ttft_ms / best);
       text += line;
       text += "        planned: " + planned.plan.why + "\n";
-      std::fprintf(stderr, "%s", line);
+      if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
     }
   }
   return Status::Ok();
@@ -378,7 +380,7 @@ int run(Options o) {
                             "the targets are for the H100"
                           : "") +
                      ", " + bench::utc_date() + "\n";
-  std::fprintf(stderr, "%s", text.c_str());
+  if (!o.quiet) std::fprintf(stderr, "%s", text.c_str());
   std::vector<Row> rows;
   Status s = build(rig, max_tokens);
   if (s.ok()) s = host_section(rig, rows, text);
@@ -425,6 +427,7 @@ int main(int argc, char** argv) {
   app.add_option("--save-profile", o.save_profile, "write the measured profile here");
   app.add_option("--json", o.json, "JSON Lines results");
   app.add_option("--report", o.report, "the text report");
+  app.add_flag("--quiet", o.quiet, "no progress lines on stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
