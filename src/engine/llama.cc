@@ -17,6 +17,10 @@ std::size_t bytes_of(DType t, std::size_t elems) {
   return elems * dtype_size(t);
 }
 
+std::size_t pad16(std::size_t bytes) {
+  return (bytes + 15) / 16 * 16;
+}
+
 Status fill(Backend& b, Stream& s, Buffer& buf, DType t, std::size_t elems, std::uint64_t seed,
             float lo, float hi) {
   return b.fill_uniform(buf.data(), elems, t, seed, lo, hi, s);
@@ -144,6 +148,13 @@ struct LlamaRunner::State {
   }
 
   Status allocate();
+  // A step's small transfers (its inputs up, the next tokens and logits down) through the SM copy
+  // path: a copy-engine transfer on the compute stream would queue behind a load's layers on the
+  // copy engines and hold the step up for them. REQUIRES: both buffers hold pad16(bytes).
+  Status small_copy(void* dst, const void* src, std::size_t bytes, Stream& s) {
+    const CopyRun run{dst, src, pad16(bytes)};
+    return backend.copy_runs({&run, 1}, CopyPath::kSmKernel, 1, s);
+  }
   Status ensure_workspace(std::size_t bytes, Stream& s);
   Status layer(std::int32_t l, std::int32_t n, const PagedKvLayer& kv_layer, const void* attn_plan,
                bool prefill, Stream& s, const LayerHooks* hooks);
@@ -170,14 +181,15 @@ Status LlamaRunner::State::allocate() {
   TIERKV_RETURN_IF_ERROR(dev(gate_up, bytes_of(t, n * 2 * std::size_t(s.intermediate))));
   TIERKV_RETURN_IF_ERROR(dev(act, bytes_of(t, n * std::size_t(s.intermediate))));
   const std::size_t rows = std::size_t(std::max(opts.max_batch, 1));
-  TIERKV_RETURN_IF_ERROR(dev(logits, rows * std::size_t(s.vocab) * sizeof(float)));
-  TIERKV_RETURN_IF_ERROR(dev(next, rows * sizeof(std::int32_t)));
-  TIERKV_RETURN_IF_ERROR(dev(dev_index, index_elems() * sizeof(std::int32_t)));
-  TIERKV_ASSIGN_OR_RETURN(
-      host_index, backend.allocate(MemoryKind::kPinnedHost, index_elems() * sizeof(std::int32_t)));
+  TIERKV_RETURN_IF_ERROR(dev(logits, pad16(rows * std::size_t(s.vocab) * sizeof(float))));
+  TIERKV_RETURN_IF_ERROR(dev(next, pad16(rows * sizeof(std::int32_t))));
+  // Sizes padded to 16 bytes: the step's transfers go through the SM copy path (small_copy).
+  TIERKV_RETURN_IF_ERROR(dev(dev_index, pad16(index_elems() * sizeof(std::int32_t))));
+  TIERKV_ASSIGN_OR_RETURN(host_index, backend.allocate(MemoryKind::kPinnedHost,
+                                                       pad16(index_elems() * sizeof(std::int32_t))));
   TIERKV_ASSIGN_OR_RETURN(host_out, backend.allocate(MemoryKind::kPinnedHost,
-                                                     rows * (std::size_t(s.vocab) * sizeof(float) +
-                                                             sizeof(std::int32_t))));
+                                                     pad16(rows * std::size_t(s.vocab) * sizeof(float)) +
+                                                         pad16(rows * sizeof(std::int32_t))));
   const std::vector<float> freq = rope_inv_freq(s);
   TIERKV_RETURN_IF_ERROR(dev(inv_freq, freq.size() * sizeof(float)));
   TIERKV_ASSIGN_OR_RETURN(staged, backend.create_event());
@@ -330,7 +342,7 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
   dev_ix =
       index_at(dev_index.data(), std::size_t(n), std::size_t(batch), std::size_t(table_stride));
   TIERKV_RETURN_IF_ERROR(
-      s.copy(dev_index.data(), host_index.data(), ix.elems * sizeof(std::int32_t)));
+      small_copy(dev_index.data(), host_index.data(), ix.elems * sizeof(std::int32_t), s));
   TIERKV_RETURN_IF_ERROR(s.record(*staged));
 
   PagedKvView view = kv;
@@ -379,9 +391,10 @@ Status LlamaRunner::State::step(std::span<Sequence* const> seqs,
       ops->argmax(logits.as<const float>(), rows, ms.vocab, next.as<std::int32_t>(), s));
   const std::size_t logit_bytes = std::size_t(rows) * ms.vocab * sizeof(float);
   auto* host_logits = host_out.as<float>();
-  auto* host_next = reinterpret_cast<std::int32_t*>(host_out.as<std::uint8_t>() + logit_bytes);
-  if (logits_out != nullptr) TIERKV_RETURN_IF_ERROR(s.copy(host_logits, logits.data(), logit_bytes));
-  TIERKV_RETURN_IF_ERROR(s.copy(host_next, next.data(), std::size_t(rows) * sizeof(std::int32_t)));
+  auto* host_next = reinterpret_cast<std::int32_t*>(host_out.as<std::uint8_t>() + pad16(logit_bytes));
+  if (logits_out != nullptr) TIERKV_RETURN_IF_ERROR(small_copy(host_logits, logits.data(), logit_bytes, s));
+  TIERKV_RETURN_IF_ERROR(
+      small_copy(host_next, next.data(), std::size_t(rows) * sizeof(std::int32_t), s));
   TIERKV_RETURN_IF_ERROR(s.synchronize());
   if (logits_out != nullptr)
     logits_out->assign(host_logits, host_logits + std::size_t(rows) * ms.vocab);
