@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -188,6 +189,96 @@ TEST_F(CacheFaultTest, AnAsynchronousCopyErrorOfALoadReachesTheEngine) {
   EXPECT_EQ(cache->stats().load_errors, std::uint64_t(layers) + 1);
   EXPECT_EQ(cache->stats().host_pinned_slots, 0);
   ASSERT_OK(h_->pool().release(dst));
+}
+
+// Layer-major issue: load_many queues layer l of every request before layer l + 1 of any, one
+// copy per layer. Failing the second copy (layer 1) after it ran leaves every request's layer 0
+// clean and fails every request's wait(); request-major issue would have failed the later
+// requests' layer 0 as well.
+TEST_F(CacheFaultTest, LoadManyIssuesLayerMajor) {
+  auto cache = make_cache(8);
+  std::mt19937_64 rng(17);
+  std::vector<PromptKeys> prompts;
+  for (int i = 0; i < 3; ++i)
+    prompts.push_back(h_->save_prompt(*cache, *stream_, rng, 2));
+  const std::int32_t ppc = kChunk / h_->model().page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto pages, h_->pool().allocate(6 * ppc));
+  std::vector<LoadRequest> rs;
+  for (int i = 0; i < 3; ++i)
+    rs.push_back(h_->load_request(prompts[std::size_t(i)], 0, 2 * kChunk,
+                                  std::span(pages).subspan(std::size_t(i * 2 * ppc), 2 * std::size_t(ppc))));
+  ASSERT_OK(fault_->set_plan({.fail_copy_async = 2, .copy_delay = std::chrono::milliseconds(5)}));
+  ASSERT_OK_AND_ASSIGN(std::vector<Load> loads, cache->load_many(rs));
+  ASSERT_EQ(loads.size(), 3u);
+  for (std::size_t i = 0; i < loads.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+    ASSERT_OK(loads[i].wait_layer(0, *compute));
+    const Status landed = compute->synchronize();
+    EXPECT_TRUE(landed.ok()) << "layer 0 must land before the failing layer-1 copy: "
+                             << landed.to_string();
+  }
+  for (Load& l : loads)
+    EXPECT_EQ(l.wait().code(), StatusCode::kDeviceError);
+  fault_->clear_plan();
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  ASSERT_OK(h_->pool().release(pages));
+}
+
+// A load that shares another's chunks in flight fails with it: the source's failed copies come
+// before the shared copies on the load stream, so the later load's events carry the error and its
+// wait() reports it (its pages must be recomputed), never a success over garbage.
+TEST_F(CacheFaultTest, ALoadSharingAFailedLoadFailsToo) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(19);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  const std::int32_t ppc = kChunk / h_->model().page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto first_pages, h_->pool().allocate(2 * ppc));
+  ASSERT_OK_AND_ASSIGN(auto second_pages, h_->pool().allocate(2 * ppc));
+  for (std::uint64_t failing = 1; failing <= std::uint64_t(h_->model().num_layers); ++failing) {
+    SCOPED_TRACE("source copy " + std::to_string(failing));
+    ASSERT_OK(fault_->set_plan(
+        {.fail_copy_async = failing, .copy_delay = std::chrono::milliseconds(2)}));
+    ASSERT_OK_AND_ASSIGN(Load first, cache->load(h_->load_request(a, 0, 2 * kChunk, first_pages)));
+    ASSERT_OK_AND_ASSIGN(Load second,
+                         cache->load(h_->load_request(a, 0, 2 * kChunk, second_pages)));
+    EXPECT_EQ(second.shared_tokens(), 2 * kChunk);
+    EXPECT_EQ(second.wait().code(), StatusCode::kDeviceError);
+    EXPECT_EQ(first.wait().code(), StatusCode::kDeviceError);
+    fault_->clear_plan();
+  }
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  ASSERT_OK(h_->pool().release(first_pages));
+  ASSERT_OK(h_->pool().release(second_pages));
+}
+
+// The source's pages stay the engine's until the loads that copy out of them are done: its Load,
+// destroyed while their (delayed) copies are still queued, waits for them, so the engine may
+// overwrite the pages right after and the sharing load still gets exact bytes.
+TEST_F(CacheFaultTest, ASourceLoadWaitsForTheLoadsThatShareIt) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(23);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  const std::int32_t ppc = kChunk / h_->model().page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto first_pages, h_->pool().allocate(2 * ppc));
+  ASSERT_OK_AND_ASSIGN(auto second_pages, h_->pool().allocate(2 * ppc));
+  ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(20)}));
+  std::optional<Load> second;
+  {
+    ASSERT_OK_AND_ASSIGN(Load first, cache->load(h_->load_request(a, 0, 2 * kChunk, first_pages)));
+    ASSERT_OK_AND_ASSIGN(Load shared,
+                         cache->load(h_->load_request(a, 0, 2 * kChunk, second_pages)));
+    EXPECT_EQ(shared.shared_tokens(), 2 * kChunk);
+    second.emplace(std::move(shared));
+  }  // `first` is destroyed here, the shared copies still queued behind their delays
+  fault_->clear_plan();
+  ASSERT_OK_AND_ASSIGN(auto other, fault_->create_stream());
+  h_->clobber(*other, first_pages);  // the engine reuses the source's pages at once
+  ASSERT_OK(other->synchronize());
+  ASSERT_OK(second->wait());
+  EXPECT_EQ(h_->wrong_elements(*stream_, a, second_pages, 0, second_pages.size()), 0u);
+  ASSERT_OK(h_->pool().release(first_pages));
+  ASSERT_OK(h_->pool().release(second_pages));
 }
 
 // Each call a save makes, broken in turn, at queueing and after running: a failed save never

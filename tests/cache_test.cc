@@ -263,6 +263,99 @@ TEST_P(CacheTest, LoadThatLosesChunksSaysWhichTokensAreMissing) {
   EXPECT_EQ(cache->stats().missing_tokens, std::uint64_t(2 * kChunk));
 }
 
+// Two requests returning to one prefix at once: the second load copies the chunks the first is
+// still bringing in from its GPU pages (device to device) instead of over PCIe again, from a chunk
+// boundary or from inside a chunk, and every byte is the prefix's. Once the first Load is done, a
+// third load goes to the host tier again.
+TEST_P(CacheTest, LoadsInFlightShareTheirChunks) {
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  auto cache = make_cache(8);
+  std::mt19937_64 rng(seed);
+  const PromptKeys a = save_prompt(*cache, rng, 4);
+  const std::int32_t pages_per_chunk = kChunk / model_.page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto first_pages, pool_->allocate(4 * pages_per_chunk));
+  ASSERT_OK_AND_ASSIGN(auto second_pages, pool_->allocate(4 * pages_per_chunk));
+  ASSERT_OK_AND_ASSIGN(auto third_pages, pool_->allocate(4 * pages_per_chunk - 1));
+  ASSERT_OK_AND_ASSIGN(auto compute, backend().create_stream());
+  const std::uint64_t all = 4 * std::uint64_t(kChunk) * model_.kv_bytes_per_token();
+  {
+    ASSERT_OK_AND_ASSIGN(Load first, cache->load(load_request(a, 0, 4 * kChunk, first_pages)));
+    EXPECT_EQ(first.shared_tokens(), 0);
+    ASSERT_OK_AND_ASSIGN(Load second, cache->load(load_request(a, 0, 4 * kChunk, second_pages)));
+    EXPECT_EQ(second.loaded_tokens(), 4 * kChunk);
+    EXPECT_EQ(second.shared_tokens(), 4 * kChunk);
+    // From the second page on: the first chunk is entered mid-way.
+    const std::int32_t from = model_.page_tokens;
+    ASSERT_OK_AND_ASSIGN(Load third,
+                         cache->load(load_request(a, from, 4 * kChunk - from, third_pages)));
+    EXPECT_EQ(third.shared_tokens(), 4 * kChunk - from);
+    EXPECT_EQ(cache->stats().bytes_loaded, all) << "the prefix crossed PCIe once";
+    EXPECT_EQ(cache->stats().shared_chunks, 8u);
+    for (std::int32_t l = 0; l < model_.num_layers; ++l) {
+      ASSERT_OK(second.wait_layer(l, *compute));
+      ASSERT_OK(third.wait_layer(l, *compute));
+    }
+    ASSERT_OK(compute->synchronize());
+    EXPECT_EQ(wrong_elements(*compute, a, second_pages, 0, second_pages.size()), 0u);
+    EXPECT_EQ(h_->wrong_elements(*compute, a, third_pages, 1, third_pages.size()), 0u);
+    ASSERT_OK(first.wait());  // withdraws its offer
+    ASSERT_OK(second.wait());
+    ASSERT_OK(third.wait());
+  }
+  clobber(stream(), second_pages);
+  ASSERT_OK(stream().synchronize());
+  ASSERT_OK_AND_ASSIGN(Load again, cache->load(load_request(a, 0, 4 * kChunk, second_pages)));
+  EXPECT_EQ(again.shared_tokens(), 0) << "nothing in flight to share";
+  ASSERT_OK(again.wait());
+  EXPECT_EQ(wrong_elements(stream(), a, second_pages, 0, second_pages.size()), 0u);
+  EXPECT_EQ(cache->stats().bytes_loaded, 2 * all);
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  EXPECT_OK(pool_->release(first_pages));
+  EXPECT_OK(pool_->release(second_pages));
+  EXPECT_OK(pool_->release(third_pages));
+}
+
+// load_many: several prompts at once, a repeated one among them (shared within the call), each
+// loaded exactly; a bad request anywhere fails the call before anything is queued.
+TEST_P(CacheTest, LoadManyLoadsEveryRequest) {
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  auto cache = make_cache(8);
+  std::mt19937_64 rng(seed);
+  const PromptKeys a = save_prompt(*cache, rng, 2), b = save_prompt(*cache, rng, 3);
+  const std::int32_t ppc = kChunk / model_.page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto pa, pool_->allocate(2 * ppc));
+  ASSERT_OK_AND_ASSIGN(auto pb, pool_->allocate(3 * ppc));
+  ASSERT_OK_AND_ASSIGN(auto pa2, pool_->allocate(2 * ppc));
+  std::vector<LoadRequest> rs = {load_request(a, 0, 2 * kChunk, pa),
+                                 load_request(b, 0, 3 * kChunk, pb),
+                                 load_request(a, 0, 2 * kChunk, pa2)};
+  const CacheStats before = cache->stats();
+  auto bad = rs;
+  bad[1].num_tokens = 4 * kChunk;  // past b's full chunks
+  const Result<std::vector<Load>> refused = cache->load_many(bad);
+  ASSERT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("request 1"), std::string::npos)
+      << refused.status().to_string();
+  EXPECT_EQ(cache->stats().loads, before.loads) << "a refused call queues nothing";
+  ASSERT_OK_AND_ASSIGN(std::vector<Load> loads, cache->load_many(rs));
+  ASSERT_EQ(loads.size(), 3u);
+  EXPECT_EQ(loads[2].shared_tokens(), 2 * kChunk);
+  for (Load& l : loads)
+    ASSERT_OK(l.wait());
+  EXPECT_EQ(wrong_elements(stream(), a, pa, 0, pa.size()), 0u);
+  EXPECT_EQ(wrong_elements(stream(), b, pb, 0, pb.size()), 0u);
+  EXPECT_EQ(wrong_elements(stream(), a, pa2, 0, pa2.size()), 0u);
+  EXPECT_EQ(cache->stats().bytes_loaded - before.bytes_loaded,
+            5 * std::uint64_t(kChunk) * model_.kv_bytes_per_token());
+  ASSERT_OK_AND_ASSIGN(std::vector<Load> none, cache->load_many({}));
+  EXPECT_TRUE(none.empty());
+  EXPECT_OK(pool_->release(pa));
+  EXPECT_OK(pool_->release(pb));
+  EXPECT_OK(pool_->release(pa2));
+}
+
 TEST_P(CacheTest, ConcurrentMatchLoadSaveEvict) {
   auto cache = make_cache(10);
   constexpr int kThreads = 4;

@@ -547,12 +547,13 @@ TEST_F(CacheTiersTest, QueuedLoadBytesFollowTheLoadStream) {
   ASSERT_OK_AND_ASSIGN(auto s, fb.create_stream());
   std::mt19937_64 rng(31);
   const PromptKeys a = h.save_prompt(*cache, *s, rng, 2);
+  const PromptKeys b = h.save_prompt(*cache, *s, rng, 2);  // another prompt: nothing to share
   EXPECT_EQ(cache->queued_load_bytes(), 0u);
   ASSERT_OK(fb.set_plan({.copy_delay = std::chrono::milliseconds(100)}));
-  ASSERT_OK_AND_ASSIGN(auto pages, h.pool().allocate(2 * kChunk / h.model().page_tokens));
+  ASSERT_OK_AND_ASSIGN(auto pages, h.pool().allocate(3 * kChunk / h.model().page_tokens));
   ASSERT_OK_AND_ASSIGN(Load one, cache->load(h.load_request(a, 0, 2 * kChunk, pages)));
   ASSERT_OK_AND_ASSIGN(Load two,
-                       cache->load(h.load_request(a, kChunk, kChunk, std::span(pages).subspan(4))));
+                       cache->load(h.load_request(b, kChunk, kChunk, std::span(pages).subspan(8))));
   EXPECT_EQ(cache->queued_load_bytes(), 3 * h.chunk_bytes());
   ASSERT_OK(one.wait());
   EXPECT_LE(cache->queued_load_bytes(), h.chunk_bytes());

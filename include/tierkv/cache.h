@@ -218,6 +218,9 @@ class Load {
   // tier between match() and load(): the engine recomputes [first + loaded, first + requested).
   std::int32_t loaded_tokens() const;
   std::int32_t requested_tokens() const;
+  // Of loaded_tokens(), those copied device to device from the pages of a load in flight
+  // (Cache::load) rather than from the host tier.
+  std::int32_t shared_tokens() const;
   // Makes `stream` wait until layer `layer` of every loaded chunk has landed. Does not block.
   // Returns the copies' error when they have failed already (then the engine must not use the
   // layer and recomputes the loaded tokens); an error found later reaches `stream` itself: its
@@ -343,7 +346,9 @@ struct CacheStats {
   std::uint64_t load_errors = 0;  // loads whose copies failed (at queueing or asynchronously)
   std::uint64_t save_errors = 0;  // saves whose copies failed
   std::uint64_t copy_engine_transfers = 0, sm_kernel_transfers = 0;
-  std::uint64_t bytes_loaded = 0, bytes_saved = 0;
+  std::uint64_t bytes_loaded = 0, bytes_saved = 0;  // host tier <-> GPU pages
+  // Chunks (and their bytes) that loads copied device to device from a load in flight.
+  std::uint64_t shared_chunks = 0, bytes_shared = 0;
   std::size_t host_budget_bytes = 0, host_allocated_bytes = 0;
   std::size_t host_usable_bytes = 0;  // of host_allocated_bytes, pinned and in use so far
   std::int32_t host_slots = 0, host_ready_slots = 0, host_pinned_slots = 0;
@@ -386,7 +391,23 @@ class Cache {
   // start or chunk-aligned at the end, past the prompt's full chunks, page ids outside the view or
   // too few of them, or a view of another shape. When queueing fails midway it returns the error
   // only after every copy it queued has finished (nothing lands later), and releases its pins.
+  //
+  // Loads in flight share: a chunk that an earlier load is still bringing into GPU pages (from
+  // its queueing until its Load is waited for or destroyed) is copied from those pages, device to
+  // device after each layer landed, instead of crossing PCIe again (Load::shared_tokens(),
+  // CacheStats::shared_chunks). The earlier Load then also waits, in wait() and when destroyed,
+  // for the copies out of its pages, so its pages stay the engine's until both are done. Such a
+  // chunk need not be in the host tier any more. When the earlier load's copies fail, so do the
+  // copies queued after them (their events carry the error): the later load reports it too.
   Result<Load> load(const LoadRequest& request);
+
+  // Starts several loads at once, as load() each, with their copies issued layer-major: layer l
+  // of every request is queued before layer l + 1 of any, so that each request's first layers
+  // land early instead of behind another request's whole prefix. A later request may share an
+  // earlier one's chunks (as above). Every request is checked before anything is queued; the
+  // first invalid one fails the call (InvalidArgument naming its index). On a failure while
+  // queueing, none of the loads lands anything and the error is returned, as for load().
+  Result<std::vector<Load>> load_many(std::span<const LoadRequest> requests);
 
   // Starts saving the full chunks of [0, num_tokens) that the host tier lacks. The same argument
   // checks as load(); a producer stream is required.

@@ -1,9 +1,11 @@
 #include "tierkv/cache.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -27,6 +29,8 @@ struct Load::State {
   std::vector<HostTier::Pin> pins;                 // released only after the copies landed
   std::vector<std::unique_ptr<Event>> layer_done;  // one per layer; empty when nothing loads
   std::shared_ptr<QueuedLoad> queued;              // what queued_load_bytes() sees of it
+  std::shared_ptr<LoadSource> source;  // its pages offered to later loads; null when none
+  std::int32_t shared_tokens = 0;      // of loaded_tokens, copied from a load in flight
   bool finished = false;                           // the copies are over and the pins released
   bool reported = false;                           // wait() returned `status` to the caller
   Status status;                                   // the copies' first error, once finished
@@ -49,6 +53,9 @@ std::int32_t Load::loaded_tokens() const {
 }
 std::int32_t Load::requested_tokens() const {
   return state_ ? state_->requested_tokens : 0;
+}
+std::int32_t Load::shared_tokens() const {
+  return state_ ? state_->shared_tokens : 0;
 }
 CopyPath Load::path() const {
   return state_ ? state_->path : CopyPath::kCopyEngine;
@@ -146,6 +153,12 @@ Cache::State::~State() {
 
 void Load::State::finish() {
   if (finished) return;
+  std::vector<std::shared_ptr<Event>> readers;
+  if (source != nullptr) {
+    cache->close_source(source);
+    std::lock_guard lock(cache->share_mu);
+    readers.swap(source->readers);
+  }
   for (std::size_t l = 0; l < layer_done.size(); ++l) {
     // Each layer: another thread's drain may have cleared the stream's error.
     std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
@@ -153,6 +166,9 @@ void Load::State::finish() {
     const Status s = layer_done[l]->synchronize();
     if (!s.ok() && status.ok()) status = s.with_context("load");
   }
+  // Loads that copied out of this load's pages: their errors are theirs to report.
+  for (const auto& r : readers)
+    r->synchronize().ignore();
   if (queued != nullptr) {
     std::lock_guard lock(queued->mu);
     queued->last = nullptr;  // the events go with this state
@@ -376,95 +392,267 @@ Result<MatchResult> Cache::match(const PromptKeys& keys) {
 }
 
 Result<Load> Cache::load(const LoadRequest& r) {
+  TIERKV_ASSIGN_OR_RETURN(std::vector<Load> loads, load_many({&r, 1}));
+  return std::move(loads.front());
+}
+
+Result<std::vector<Load>> Cache::load_many(std::span<const LoadRequest> requests) {
   State& s = *state_;
-  TIERKV_RETURN_IF_ERROR(s.check_cache_keys(r.keys));
-  TIERKV_RETURN_IF_ERROR(s.geo.check_load_range(*r.keys, r.first_token, r.num_tokens));
-  TIERKV_RETURN_IF_ERROR(
-      s.geo.check_view(r.dst, r.dst_pages, r.num_tokens / s.opts.model.page_tokens, "load"));
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const LoadRequest& r = requests[i];
+    Status ok = s.check_cache_keys(r.keys);
+    if (ok.ok()) ok = s.geo.check_load_range(*r.keys, r.first_token, r.num_tokens);
+    if (ok.ok()) {
+      ok = s.geo.check_view(r.dst, r.dst_pages, r.num_tokens / s.opts.model.page_tokens, "load");
+    }
+    if (!ok.ok()) {
+      return requests.size() == 1 ? ok : ok.with_context("load_many: request " + std::to_string(i));
+    }
+  }
   try {
-    auto st = std::make_unique<Load::State>();
-    st->first_token = r.first_token;
-    st->requested_tokens = r.num_tokens;
-    // The load covers chunks [first_chunk, end_chunk); the first may be entered mid-way.
-    const std::int32_t first_chunk = r.first_token / s.opts.chunk_tokens;
-    const std::int32_t end_chunk = (r.first_token + r.num_tokens) / s.opts.chunk_tokens;
-    for (std::int32_t c = first_chunk; c < end_chunk && s.host != nullptr && r.num_tokens > 0;
-         ++c) {
-      HostTier::Pin pin = s.host->pin(r.keys->chunk_key(c));
-      if (!pin) break;  // gone since match(): the rest is recomputed
-      st->pins.push_back(std::move(pin));
-    }
-    const std::int32_t got_end =
-        st->pins.empty() ? r.first_token
-                         : (first_chunk + std::int32_t(st->pins.size())) * s.opts.chunk_tokens;
-    st->loaded_tokens = got_end - r.first_token;
-    add(s.counters.loads, 1);
-    add(s.counters.loaded_tokens, std::uint64_t(st->loaded_tokens));
-    add(s.counters.missing_tokens, std::uint64_t(r.num_tokens - st->loaded_tokens));
-    st->cache = state_;
-    if (st->pins.empty()) {
-      st->finished = true;
-      return Load(std::move(st));
-    }
-    return s.queue_load(r, std::move(st));
+    return s.queue_loads(state_, requests);
   } catch (const std::bad_alloc&) {
     return resource_exhausted("load: out of host memory");
   }
 }
 
-// Queues a pinned load's copies, layer by layer. On a failure midway, waits until nothing queued
-// can land any more, then drops the pins and returns the error.
-Result<Load> Cache::State::queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st) {
-  const std::int32_t layers = opts.model.num_layers, ppc = geo.pages_per_chunk;
-  for (std::int32_t l = 0; l < layers; ++l) {
-    auto e = backend.create_event();
-    if (!e.ok()) {
-      st->pins.clear();
-      st->finished = true;  // nothing queued yet
-      add(counters.load_errors, 1);
-      return e.status().with_context("load");
+void Cache::State::close_source(const std::shared_ptr<LoadSource>& source) {
+  {
+    std::lock_guard lock(share_mu);
+    if (!source->open) return;
+    source->open = false;
+    for (const Key& k : source->chunks) {
+      auto it = offers.find(k);
+      if (it != offers.end() && it->second.source == source) offers.erase(it);
     }
-    st->layer_done.push_back(std::move(e).value());
   }
-  auto queued_load = std::make_shared<QueuedLoad>();  // before anything is queued: may throw
-  queued_load->bytes = std::uint64_t(st->loaded_tokens) * opts.model.kv_bytes_per_token();
-  queued_load->last = st->layer_done.back().get();
-  const std::int32_t page0 = r.first_token / opts.model.page_tokens;  // first page of the load
-  const std::int32_t first_chunk = r.first_token / opts.chunk_tokens;
-  std::vector<CopyRun> runs;
+  // A load that found the source before it closed queues under load_mu and adds its reader
+  // before letting go: once load_mu is ours, every reader is in the list.
   std::lock_guard lock(load_mu);
-  for (std::int32_t l = 0; l < layers; ++l) {
-    runs.clear();
-    for (std::size_t c = 0; c < st->pins.size(); ++c) {
-      // Page p of the prompt goes to dst_pages[p - page0]; the chunk's pages before page0 (first
-      // chunk only) are not copied.
-      const std::int32_t chunk_page0 = (first_chunk + std::int32_t(c)) * ppc;
-      const std::int32_t skip = std::max(0, page0 - chunk_page0);
-      const auto pages = r.dst_pages.subspan(std::size_t(chunk_page0 + skip - page0),
-                                             std::size_t(ppc - skip));
-      geo.append_runs(r.dst, l, pages, skip, st->pins[c].data(), Direction::kToDevice, runs);
-    }
-    Status queued = Status::Ok();
-    auto path = transfer->copy(runs, r.compute_beside, *load_stream);
-    if (!path.ok()) {
-      queued = path.status();
-    } else {
-      st->path = *path;
-      queued = load_stream->record(*st->layer_done[std::size_t(l)]);
-    }
-    if (!queued.ok()) {
-      drain(backend, *load_stream);  // nothing of this load may land after we return
-      st->pins.clear();
-      st->layer_done.clear();
-      st->finished = true;
-      add(counters.load_errors, 1);
-      return queued.with_context("load: queueing layer " + std::to_string(l));
+}
+
+// Pins (or finds in flight) every request's chunks and queues their copies layer-major: layer l
+// of every request before layer l + 1 of any, one event per request and layer. On a failure
+// midway, waits until nothing queued can land any more, then drops the pins and returns the error.
+Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>& self,
+                                                    std::span<const LoadRequest> requests) {
+  const std::int32_t layers = opts.model.num_layers, ppc = geo.pages_per_chunk;
+  const std::int32_t chunk_tokens = opts.chunk_tokens;
+  // Where one chunk of a load comes from: a pinned host slot, or the pages of a load in flight.
+  struct ChunkFrom {
+    std::uint8_t* slot = nullptr;            // from the host tier (the load's pin)
+    std::shared_ptr<LoadSource> source;      // else from these pages
+    std::int32_t source_chunk = 0;
+  };
+
+  struct Planned {
+    const LoadRequest* request = nullptr;
+    std::unique_ptr<Load::State> st;
+    std::vector<ChunkFrom> from;  // one per chunk, from the load's first chunk on
+    std::int32_t first_chunk = 0, page0 = 0;
+    std::uint64_t host_bytes = 0;
+  };
+  std::vector<Planned> plan(requests.size());
+  // Events first: nothing is queued if they cannot be made.
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    plan[i].request = &requests[i];
+    plan[i].st = std::make_unique<Load::State>();
+    plan[i].st->cache = nullptr;  // set once queued: a failed batch must not finish() these
+    if (requests[i].num_tokens == 0) continue;
+    for (std::int32_t l = 0; l < layers; ++l) {
+      auto e = backend.create_event();
+      if (!e.ok()) {
+        add(counters.load_errors, 1);
+        return e.status().with_context("load");
+      }
+      plan[i].st->layer_done.push_back(std::move(e).value());
     }
   }
-  add(counters.bytes_loaded, queued_load->bytes);
-  st->queued = queued_load;
-  track_load(std::move(queued_load));
-  return Load(std::move(st));
+  std::lock_guard lock(load_mu);
+  std::vector<std::shared_ptr<LoadSource>> offered;  // this batch's, withdrawn on failure
+  bool reads_sources = false;
+  for (Planned& p : plan) {
+    const LoadRequest& r = *p.request;
+    Load::State& st = *p.st;
+    st.first_token = r.first_token;
+    st.requested_tokens = r.num_tokens;
+    p.first_chunk = r.first_token / chunk_tokens;
+    p.page0 = r.first_token / opts.model.page_tokens;
+    const std::int32_t end_chunk = (r.first_token + r.num_tokens) / chunk_tokens;
+    for (std::int32_t c = p.first_chunk; c < end_chunk && r.num_tokens > 0; ++c) {
+      const Key& key = r.keys->chunk_key(c);
+      ChunkFrom f;
+      {
+        std::lock_guard share(share_mu);
+        auto it = offers.find(key);
+        if (it != offers.end() && it->second.source->open) {
+          f.source = it->second.source;
+          f.source_chunk = it->second.chunk;
+        }
+      }
+      if (f.source == nullptr) {
+        if (host == nullptr) break;
+        HostTier::Pin pin = host->pin(key);
+        if (!pin) break;  // gone since match(): the rest is recomputed
+        f.slot = pin.data();
+        st.pins.push_back(std::move(pin));
+      }
+      p.from.push_back(std::move(f));
+    }
+    const std::int32_t got_end =
+        p.from.empty() ? r.first_token : (p.first_chunk + std::int32_t(p.from.size())) * chunk_tokens;
+    st.loaded_tokens = got_end - r.first_token;
+    for (std::size_t c = 0; c < p.from.size(); ++c) {
+      const std::int32_t skip =
+          std::max(0, p.page0 - (p.first_chunk + std::int32_t(c)) * ppc);
+      const std::int32_t tokens = (ppc - skip) * opts.model.page_tokens;
+      if (p.from[c].source != nullptr) {
+        st.shared_tokens += tokens;
+        reads_sources = true;
+      } else {
+        p.host_bytes += std::uint64_t(tokens) * opts.model.kv_bytes_per_token();
+      }
+    }
+    if (st.loaded_tokens == 0) {
+      st.layer_done.clear();
+      continue;
+    }
+    // Offer this load's whole chunks to the loads after it (this batch's included).
+    auto src = std::make_shared<LoadSource>();
+    src->k.assign(r.dst.k_layers.begin(), r.dst.k_layers.end());
+    src->v.assign(r.dst.v_layers.begin(), r.dst.v_layers.end());
+    src->view = r.dst;
+    src->view.k_layers = src->k;
+    src->view.v_layers = src->v;
+    for (std::size_t c = 0; c < p.from.size(); ++c) {
+      const std::int32_t chunk_page0 = (p.first_chunk + std::int32_t(c)) * ppc;
+      if (chunk_page0 < p.page0) continue;  // entered mid-way: not whole here
+      const auto pages = r.dst_pages.subspan(std::size_t(chunk_page0 - p.page0), std::size_t(ppc));
+      src->pages.insert(src->pages.end(), pages.begin(), pages.end());
+      src->chunks.push_back(r.keys->chunk_key(p.first_chunk + std::int32_t(c)));
+    }
+    if (!src->chunks.empty()) {
+      std::lock_guard share(share_mu);
+      for (std::size_t c = 0; c < src->chunks.size(); ++c)
+        offers[src->chunks[c]] = Offer{src, std::int32_t(c)};
+      st.source = src;
+      offered.push_back(std::move(src));
+    }
+  }
+
+  auto fail = [&](Status why, std::int32_t layer) -> Status {
+    drain(backend, *load_stream);  // nothing of these loads may land after we return
+    {
+      std::lock_guard share(share_mu);
+      for (const auto& src : offered) {
+        src->open = false;
+        for (const Key& k : src->chunks) {
+          auto it = offers.find(k);
+          if (it != offers.end() && it->second.source == src) offers.erase(it);
+        }
+      }
+    }
+    for (Planned& p : plan) {
+      p.st->pins.clear();
+      p.st->layer_done.clear();
+      p.st->finished = true;
+    }
+    add(counters.load_errors, 1);
+    return why.with_context("load: queueing layer " + std::to_string(layer));
+  };
+
+  std::vector<CopyRun> host_runs, device_runs;
+  for (std::int32_t l = 0; l < layers; ++l) {
+    host_runs.clear();
+    device_runs.clear();
+    bool compute_beside = false;
+    for (Planned& p : plan) {
+      const LoadRequest& r = *p.request;
+      if (p.from.empty()) continue;
+      compute_beside = compute_beside || r.compute_beside;
+      for (std::size_t c = 0; c < p.from.size(); ++c) {
+        // Page p of the prompt goes to dst_pages[p - page0]; the chunk's pages before page0
+        // (first chunk only) are not copied.
+        const std::int32_t chunk_page0 = (p.first_chunk + std::int32_t(c)) * ppc;
+        const std::int32_t skip = std::max(0, p.page0 - chunk_page0);
+        const auto pages = r.dst_pages.subspan(std::size_t(chunk_page0 + skip - p.page0),
+                                               std::size_t(ppc - skip));
+        const ChunkFrom& f = p.from[c];
+        if (f.source == nullptr) {
+          geo.append_runs(r.dst, l, pages, skip, f.slot, Direction::kToDevice, host_runs);
+        } else {
+          const auto src_pages = std::span<const std::int32_t>(f.source->pages)
+                                     .subspan(std::size_t(f.source_chunk) * ppc + std::size_t(skip),
+                                              std::size_t(ppc - skip));
+          geo.append_device_runs(f.source->view, src_pages, r.dst, pages, l, device_runs);
+        }
+      }
+    }
+    std::optional<CopyPath> path;
+    if (!host_runs.empty()) {
+      auto copied = transfer->copy(host_runs, compute_beside, *load_stream);
+      if (!copied.ok()) return fail(copied.status(), l);
+      path = *copied;
+    }
+    // After the host copies of this layer: a source of this batch lands its layer first.
+    if (!device_runs.empty()) {
+      if (Status d = backend.copy_runs(device_runs, CopyPath::kCopyEngine, 1, *load_stream);
+          !d.ok()) {
+        return fail(d, l);
+      }
+    }
+    for (Planned& p : plan) {
+      if (p.from.empty()) continue;
+      if (path) p.st->path = *path;
+      if (Status rec = load_stream->record(*p.st->layer_done[std::size_t(l)]); !rec.ok())
+        return fail(rec, l);
+    }
+  }
+  if (reads_sources) {
+    // One event per source read, after the last copy out of it: its Load waits for it.
+    std::vector<const LoadSource*> seen;
+    for (const Planned& p : plan) {
+      for (const ChunkFrom& f : p.from) {
+        if (f.source == nullptr ||
+            std::find(seen.begin(), seen.end(), f.source.get()) != seen.end()) {
+          continue;
+        }
+        seen.push_back(f.source.get());
+        auto e = backend.create_event();
+        if (!e.ok()) return fail(e.status(), layers - 1);
+        std::shared_ptr<Event> done(std::move(e).value());
+        if (Status rec = load_stream->record(*done); !rec.ok()) return fail(rec, layers - 1);
+        std::lock_guard share(share_mu);
+        f.source->readers.push_back(std::move(done));
+      }
+    }
+  }
+
+  std::vector<Load> loads;
+  loads.reserve(plan.size());
+  for (Planned& p : plan) {
+    Load::State& st = *p.st;
+    st.cache = self;
+    add(counters.loads, 1);
+    add(counters.loaded_tokens, std::uint64_t(st.loaded_tokens));
+    add(counters.missing_tokens, std::uint64_t(st.requested_tokens - st.loaded_tokens));
+    add(counters.bytes_loaded, p.host_bytes);
+    add(counters.bytes_shared,
+        std::uint64_t(st.shared_tokens) * opts.model.kv_bytes_per_token());
+    for (const ChunkFrom& f : p.from)
+      if (f.source != nullptr) add(counters.shared_chunks, 1);
+    if (st.loaded_tokens == 0) {
+      st.finished = true;
+    } else if (p.host_bytes > 0) {
+      auto q = std::make_shared<QueuedLoad>();
+      q->bytes = p.host_bytes;
+      q->last = st.layer_done.back().get();
+      st.queued = q;
+      track_load(std::move(q));
+    }
+    loads.push_back(Load(std::move(p.st)));
+  }
+  return loads;
 }
 
 void Cache::State::track_load(std::shared_ptr<QueuedLoad> q) {
@@ -628,6 +816,8 @@ CacheStats Cache::stats() const {
   st.save_errors = c.save_errors.load();
   st.bytes_loaded = c.bytes_loaded.load();
   st.bytes_saved = c.bytes_saved.load();
+  st.shared_chunks = c.shared_chunks.load();
+  st.bytes_shared = c.bytes_shared.load();
   const TransferCounters t = s.transfer->counters();
   st.copy_engine_transfers = t.copy_engine;
   st.sm_kernel_transfers = t.sm_kernel;

@@ -9,7 +9,9 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "cache/geometry.h"
@@ -49,12 +51,34 @@ struct QueuedLoad {
   Event* last = nullptr;  // GUARDED_BY(mu): the last layer's event; null once the Load finished
 };
 
+// The GPU pages of a load in flight, offered to later loads of the same chunks from its queueing
+// until its Load is waited for or destroyed: those copy device to device from here, layer by
+// layer, instead of crossing PCIe again. Their copies run on the load stream after the source's
+// own (stream order: each layer is read after it landed), and the source's Load waits for them
+// (`readers`) before the engine may reuse its pages. A failure of the source's copies is the
+// stream's pending error, so the events of the copies queued after it carry it too.
+struct LoadSource {
+  std::vector<const void*> k, v;  // per layer, the engine's K and V base pointers
+  PagedKvView view;               // the source's view, its layer spans over k and v
+  std::vector<std::int32_t> pages;  // the offered chunks' pages, pages_per_chunk each
+  std::vector<Key> chunks;          // the offered chunks' keys, in that order
+  bool open = true;                 // GUARDED_BY(Cache::State::share_mu)
+  // Events recorded after the last copy out of these pages, one per batch of loads that read
+  // them; each is used only by the source's Load. GUARDED_BY(Cache::State::share_mu).
+  std::vector<std::shared_ptr<Event>> readers;
+};
+
+struct KeyHash {
+  std::size_t operator()(const Key& k) const { return std::size_t(k.hash()); }
+};
+
 struct CacheCounters {  // statistics only: relaxed atomics
   std::atomic<std::uint64_t> matches{0}, loads{0}, loaded_tokens{0}, missing_tokens{0};
   std::atomic<std::uint64_t> saves{0}, saved_chunks{0}, present_chunks{0}, dropped_chunks{0},
       failed_chunks{0};
   std::atomic<std::uint64_t> load_errors{0}, save_errors{0};
   std::atomic<std::uint64_t> bytes_loaded{0}, bytes_saved{0};
+  std::atomic<std::uint64_t> shared_chunks{0}, bytes_shared{0};
 };
 
 inline void add(std::atomic<std::uint64_t>& c, std::uint64_t v) {
@@ -72,6 +96,15 @@ struct Cache::State {
   std::unique_ptr<Stream> load_stream, save_stream;
   std::mutex load_mu, save_mu;  // one thread at a time on each stream
   CacheCounters counters;
+
+  // The chunks of loads in flight that later loads copy from (LoadSource), by chunk key.
+  // Lock order: load_mu, then share_mu.
+  struct Offer {
+    std::shared_ptr<LoadSource> source;
+    std::int32_t chunk = 0;  // index into the source's chunks
+  };
+  std::mutex share_mu;
+  std::unordered_map<Key, Offer, KeyHash> offers;  // GUARDED_BY(share_mu)
 
   // Loads queued on load_stream, in queue order (so finished ones leave from the front).
   std::mutex queued_mu;                                  // after load_mu when both are held
@@ -102,7 +135,11 @@ struct Cache::State {
     std::lock_guard lock(mu);
     stream.synchronize().ignore();
   }
-  Result<Load> queue_load(const LoadRequest& r, std::unique_ptr<Load::State> st);
+  // Pins (or finds in flight) and queues the chunks of checked requests, layer-major.
+  Result<std::vector<Load>> queue_loads(const std::shared_ptr<State>& self,
+                                        std::span<const LoadRequest> requests);
+  // Withdraws a source's offers; returns once no load can add a reader to it any more.
+  void close_source(const std::shared_ptr<LoadSource>& source);
   // Blocks until every save queued so far has been finished by the completion thread.
   void wait_saves();
   // Remembers a load just queued on load_stream. REQUIRES: load_mu held.

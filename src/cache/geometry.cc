@@ -1,5 +1,6 @@
 #include "cache/geometry.h"
 
+#include <algorithm>
 #include <string>
 
 namespace tierkv {
@@ -117,6 +118,32 @@ void ChunkGeometry::append_runs(const PagedKvView& v, std::int32_t layer,
       } else {
         runs.push_back({hst, dev, n * page_bytes});
       }
+      j += n;
+    }
+  }
+}
+
+void ChunkGeometry::append_device_runs(const PagedKvView& src,
+                                       std::span<const std::int32_t> src_pages,
+                                       const PagedKvView& dst,
+                                       std::span<const std::int32_t> dst_pages,
+                                       std::int32_t layer, std::vector<CopyRun>& runs) const {
+  const std::size_t src_stride = std::size_t(src.strides.page) * dtype_size(src.dtype);
+  const std::size_t dst_stride = std::size_t(dst.strides.page) * dtype_size(dst.dtype);
+  const bool packed = src_stride == page_bytes && dst_stride == page_bytes;
+  const std::size_t n_pages = std::min(src_pages.size(), dst_pages.size());
+  for (int kv = 0; kv < 2; ++kv) {
+    const auto* from = static_cast<const std::uint8_t*>((kv == 0 ? src.k_layers : src.v_layers)[std::size_t(layer)]);
+    auto* to = static_cast<std::uint8_t*>(
+        const_cast<void*>((kv == 0 ? dst.k_layers : dst.v_layers)[std::size_t(layer)]));
+    for (std::size_t j = 0; j < n_pages;) {
+      std::size_t n = 1;
+      while (packed && j + n < n_pages && src_pages[j + n] == src_pages[j] + std::int32_t(n) &&
+             dst_pages[j + n] == dst_pages[j] + std::int32_t(n))
+        ++n;
+      const std::uint8_t* s = from + std::size_t(src_pages[j]) * src_stride;
+      std::uint8_t* d = to + std::size_t(dst_pages[j]) * dst_stride;
+      if (s != d) runs.push_back({d, s, n * page_bytes});
       j += n;
     }
   }

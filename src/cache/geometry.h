@@ -47,6 +47,11 @@ struct ChunkGeometry {
   void append_runs(const PagedKvView& view, std::int32_t layer, std::span<const std::int32_t> pages,
                    std::int32_t first_page, std::uint8_t* slot, Direction dir,
                    std::vector<CopyRun>& runs) const;
+  // Appends the runs that copy layer `layer` of pages `src_pages` of `src` into `dst_pages` of
+  // `dst` (device to device, same count), skipping any page that is its own destination.
+  void append_device_runs(const PagedKvView& src, std::span<const std::int32_t> src_pages,
+                          const PagedKvView& dst, std::span<const std::int32_t> dst_pages,
+                          std::int32_t layer, std::vector<CopyRun>& runs) const;
 };
 
 }  // namespace tierkv

@@ -109,6 +109,10 @@ void cache_families(Text& t, const CacheStats& s) {
   t.single("load_errors_total", "counter", "Loads whose copies failed.", s.load_errors);
   t.single("loaded_bytes_total", "counter", "Bytes copied from the host tier into GPU pages.",
            s.bytes_loaded);
+  t.single("shared_chunks_total", "counter",
+           "Chunks loads copied device to device from a load in flight instead of over PCIe.",
+           s.shared_chunks);
+  t.single("shared_bytes_total", "counter", "Bytes of those chunks.", s.bytes_shared);
   t.single("saves_total", "counter", "Saves started (Cache::save).", s.saves);
   t.single("saved_chunks_total", "counter", "Chunks saves committed to the host tier.",
            s.saved_chunks);
