@@ -361,6 +361,95 @@ TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {
   ASSERT_OK(pool_->release(other_pages));
 }
 
+// Several requests started at once (start_many), two of them returning to the same document with
+// different questions: every answer and all KV are the cold ones, the shared document crosses
+// PCIe once (the second request copies it device to device), and a load copy failing after it
+// ran turns the affected requests into recompute with the same answers.
+TEST_F(WarmPrefillTest, StartManyGivesEveryRequestTheColdAnswer) {
+  const auto doc = tokens(384, 11);
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (unsigned q : {12u, 13u}) {
+    auto p = doc;
+    const auto question = tokens(40 + q, q);
+    p.insert(p.end(), question.begin(), question.end());
+    prompts.push_back(std::move(p));
+  }
+  prompts.push_back(tokens(300, 14));
+  std::vector<Served> cold;
+  for (const auto& p : prompts)
+    cold.push_back(serve(p, PrefillPolicy::kRecompute));
+  serve(prompts[0], PrefillPolicy::kLayerwise);  // saves the document's 6 chunks
+  serve(prompts[2], PrefillPolicy::kLayerwise);  // and the other prompt's 4
+  const std::int32_t page = spec_.page_tokens;
+  for (std::uint64_t failing : {0, 2}) {
+    SCOPED_TRACE("failing copy " + std::to_string(failing));
+    std::vector<PromptKeys> keys;
+    std::vector<std::vector<std::int32_t>> pages;
+    std::vector<WarmPrefillRequest> rs;
+    for (const auto& p : prompts) {
+      ASSERT_OK_AND_ASSIGN(PromptKeys k, cache_->keys(p, "tenant"));
+      keys.push_back(std::move(k));
+      ASSERT_OK_AND_ASSIGN(auto pg, pool_->allocate((std::int32_t(p.size()) + page - 1) / page));
+      pages.push_back(std::move(pg));
+    }
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      ASSERT_OK_AND_ASSIGN(const MatchResult m, cache_->match(keys[i]));
+      WarmPrefillRequest r;
+      r.tokens = prompts[i];
+      r.keys = &keys[i];
+      r.match = m;
+      r.kv = pool_->view();
+      r.pages = pages[i];
+      r.options.policy = PrefillPolicy::kLayerwise;
+      r.options.chunk_tokens = 64;
+      rs.push_back(r);
+    }
+    auto bad = rs;
+    bad[1].pages = {};
+    const auto refused = warm_->start_many(bad, *stream_);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(refused.status().message().find("request 1"), std::string::npos);
+
+    const CacheStats before = cache_->stats();
+    if (failing > 0) ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    ASSERT_OK_AND_ASSIGN(auto runs, warm_->start_many(rs, *stream_));
+    ASSERT_EQ(runs.size(), prompts.size());
+    for (bool any = true; any;) {  // one chunk of each in turn, as a batching engine would
+      any = false;
+      for (auto& run : runs) {
+        if (run->done()) continue;
+        ASSERT_OK(run->step().status());
+        any = true;
+      }
+    }
+    fault_->clear_plan();
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      SCOPED_TRACE("request " + std::to_string(i));
+      ASSERT_OK_AND_ASSIGN(const WarmPrefillResult res, runs[i]->finish());
+      EXPECT_EQ(res.next_token, cold[i].next);
+      if (res.save) ASSERT_OK(res.save->wait());
+      ASSERT_OK(stream_->synchronize());
+      EXPECT_TRUE(read_kv(pages[i], std::int32_t(prompts[i].size())) == cold[i].kv);
+      if (failing == 0) {
+        EXPECT_EQ(res.loaded_tokens, i < 2 ? 384 : 256);
+        EXPECT_EQ(res.fallback_tokens, 0);
+      } else {
+        EXPECT_GT(res.fallback_tokens, 0) << "every load shared the failed copy's stream";
+      }
+    }
+    runs.clear();
+    const CacheStats after = cache_->stats();
+    if (failing == 0) {
+      EXPECT_EQ(after.shared_chunks - before.shared_chunks, 6u) << "the document was shared";
+      EXPECT_EQ(after.bytes_loaded - before.bytes_loaded,
+                std::uint64_t(384 + 256) * spec_.kv_bytes_per_token())
+          << "each prefix crossed PCIe once";
+    }
+    for (auto& pg : pages)
+      ASSERT_OK(pool_->release(pg));
+  }
+}
+
 TEST_F(WarmPrefillTest, RecordsATimelineOfLoadsAndCompute) {
   const auto prompt = tokens(300, 6);
   serve(prompt, PrefillPolicy::kLayerwise);

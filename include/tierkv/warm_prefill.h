@@ -188,6 +188,16 @@ class WarmPrefill {
   Result<std::unique_ptr<WarmPrefillRun>> start(const WarmPrefillRequest& request,
                                                 Stream& compute);
 
+  // Starts several requests at once, for an engine that prefills more than one per step: each is
+  // planned and started as by start(), and their host-tier loads are queued in one
+  // Cache::load_many call, layer-major, so that every request's early layers land before any
+  // request's late ones; a prefix two of them load is copied once over PCIe and device to device
+  // for the other (Cache::load). Each request's planner counts the loads of the requests before
+  // it in the batch as queued ahead. Every request is checked before anything starts: the first
+  // malformed one fails the call (InvalidArgument naming its index).
+  Result<std::vector<std::unique_ptr<WarmPrefillRun>>> start_many(
+      std::span<const WarmPrefillRequest> requests, Stream& compute);
+
  private:
   friend class WarmPrefillRun;
   struct State;

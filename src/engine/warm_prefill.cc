@@ -47,7 +47,12 @@ struct WarmPrefill::State {
       : backend(b), cache(c), model(m), profile(p) {}
 
   Status check(const WarmPrefillRequest& r) const;
-  PlanInput plan_input(const WarmPrefillRequest& r) const;
+  // `ahead_bytes`: loads about to be queued before this one (start_many's earlier requests).
+  PlanInput plan_input(const WarmPrefillRequest& r, std::uint64_t ahead_bytes = 0) const;
+  // A run planned and ready for begin(): the plan made, the timeline's start recorded.
+  Result<std::unique_ptr<WarmPrefillRun::State>> prepare(const WarmPrefillRequest& r,
+                                                         Stream& compute,
+                                                         std::uint64_t ahead_bytes);
 };
 
 // One request in progress. Its regions grow as the run goes: at the start the front, the host
@@ -88,7 +93,14 @@ struct WarmPrefillRun::State {
 
   void add_compute(std::int32_t b, std::int32_t e);
   std::int32_t add_load(std::int32_t b, std::int32_t e);
+  LoadRequest load_request(std::int32_t b, std::int32_t e) const;
+  // Takes the load of [b, e) that `load` queued (or its error); returns where it stopped.
+  std::int32_t attach_load(std::int32_t b, std::int32_t e, Result<Load> load);
   void begin(std::int32_t from, bool no_loads);
+  // begin() in two halves around the host part's load, [load_begin, host_end), which
+  // begin_front() returns; begin_back() takes where that load stopped.
+  std::pair<std::int32_t, std::int32_t> begin_front(std::int32_t from, bool no_loads);
+  void begin_back(std::int32_t host_got);
   void resolve_lower();
   std::vector<Load*> gates_before(std::size_t i) const;
   Status run_chunk(bool* done);
@@ -107,16 +119,23 @@ void WarmPrefillRun::State::add_compute(std::int32_t b, std::int32_t e) {
   }
 }
 
-// Queues a load of [b, e); what does not arrive is computed. Returns where it stopped.
-std::int32_t WarmPrefillRun::State::add_load(std::int32_t b, std::int32_t e) {
-  if (e <= b) return b;
+LoadRequest WarmPrefillRun::State::load_request(std::int32_t b, std::int32_t e) const {
   LoadRequest lr;
   lr.keys = r.keys;
   lr.first_token = b;
   lr.num_tokens = e - b;
   lr.dst = r.kv;
   lr.dst_pages = r.pages.subspan(std::size_t(b / page()));
-  auto load = exec.cache.load(lr);
+  return lr;
+}
+
+// Queues a load of [b, e); what does not arrive is computed. Returns where it stopped.
+std::int32_t WarmPrefillRun::State::add_load(std::int32_t b, std::int32_t e) {
+  if (e <= b) return b;
+  return attach_load(b, e, exec.cache.load(load_request(b, e)));
+}
+
+std::int32_t WarmPrefillRun::State::attach_load(std::int32_t b, std::int32_t e, Result<Load> load) {
   if (!load.ok()) {
     if (res.load_status.ok()) res.load_status = load.status();
     return b;
@@ -142,6 +161,12 @@ std::int32_t WarmPrefillRun::State::add_load(std::int32_t b, std::int32_t e) {
 // Lays out the regions from `from` on: the recomputed front, the host part of the load, and, when
 // no lower tier is involved (or `no_loads`), the tail. A lower tiers' part starts its promotion.
 void WarmPrefillRun::State::begin(std::int32_t from, bool no_loads) {
+  const auto [b, e] = begin_front(from, no_loads);
+  begin_back(add_load(b, e));
+}
+
+std::pair<std::int32_t, std::int32_t> WarmPrefillRun::State::begin_front(std::int32_t from,
+                                                                         bool no_loads) {
   const WarmPrefillPlan& plan = res.plan;
   const std::int32_t load_begin = no_loads ? n() : std::max(from, plan.load_begin);
   load_end = no_loads ? n() : std::max(load_begin, plan.load_end);
@@ -158,7 +183,10 @@ void WarmPrefillRun::State::begin(std::int32_t from, bool no_loads) {
     }
   }
   add_compute(from, std::min(load_begin, n()));
-  const std::int32_t host_got = add_load(load_begin, host_end);
+  return {load_begin, host_end};
+}
+
+void WarmPrefillRun::State::begin_back(std::int32_t host_got) {
   add_compute(host_got, host_end);
   lower_pending = promotion.has_value();
   if (!lower_pending) {
@@ -350,7 +378,8 @@ Status WarmPrefill::State::check(const WarmPrefillRequest& r) const {
   return Status::Ok();
 }
 
-PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r) const {
+PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r,
+                                         std::uint64_t ahead_bytes) const {
   const ModelSpec& m = model.spec();
   const CacheOptions& co = cache.options();
   PlanInput in;
@@ -369,7 +398,8 @@ PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r) const {
   in.num_layers = m.num_layers;
   in.kv_bytes_per_token_layer = m.kv_bytes_per_token_layer();
   const double gbps = profile.host_to_device_copy_engine.gbps(1 << 20);
-  if (gbps > 0) in.queued_ahead_us = double(cache.queued_load_bytes()) / (gbps * 1e3);
+  if (gbps > 0)
+    in.queued_ahead_us = double(cache.queued_load_bytes() + ahead_bytes) / (gbps * 1e3);
   return in;
 }
 
@@ -378,20 +408,66 @@ Result<WarmPrefillPlan> WarmPrefill::plan(const WarmPrefillRequest& r) const {
   return make_plan(state_->plan_input(r), state_->profile);
 }
 
+Result<std::unique_ptr<WarmPrefillRun::State>> WarmPrefill::State::prepare(
+    const WarmPrefillRequest& r, Stream& compute, std::uint64_t ahead_bytes) {
+  auto st = std::make_unique<WarmPrefillRun::State>(*this, r, compute);
+  st->res.plan = make_plan(plan_input(r, ahead_bytes), profile);
+  if (r.options.timeline) {
+    st->tl.emplace();
+    TIERKV_ASSIGN_OR_RETURN(st->tl->start, backend.create_event());
+    TIERKV_RETURN_IF_ERROR(compute.record(*st->tl->start));
+    TIERKV_RETURN_IF_ERROR(timeline_stream->wait(*st->tl->start));
+  }
+  return st;
+}
+
 Result<std::unique_ptr<WarmPrefillRun>> WarmPrefill::start(const WarmPrefillRequest& r,
                                                            Stream& compute_stream) {
   State& s = *state_;
   TIERKV_RETURN_IF_ERROR(s.check(r));
-  auto st = std::make_unique<WarmPrefillRun::State>(s, r, compute_stream);
-  st->res.plan = make_plan(s.plan_input(r), s.profile);
-  if (r.options.timeline) {
-    st->tl.emplace();
-    TIERKV_ASSIGN_OR_RETURN(st->tl->start, s.backend.create_event());
-    TIERKV_RETURN_IF_ERROR(compute_stream.record(*st->tl->start));
-    TIERKV_RETURN_IF_ERROR(s.timeline_stream->wait(*st->tl->start));
-  }
+  TIERKV_ASSIGN_OR_RETURN(auto st, s.prepare(r, compute_stream, 0));
   st->begin(st->res.plan.gpu_end, false);
   return std::unique_ptr<WarmPrefillRun>(new WarmPrefillRun(std::move(st)));
+}
+
+Result<std::vector<std::unique_ptr<WarmPrefillRun>>> WarmPrefill::start_many(
+    std::span<const WarmPrefillRequest> requests, Stream& compute_stream) {
+  State& s = *state_;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (Status c = s.check(requests[i]); !c.ok())
+      return requests.size() == 1 ? c : c.with_context("start_many: request " + std::to_string(i));
+  }
+  std::vector<std::unique_ptr<WarmPrefillRun::State>> runs;
+  std::vector<std::pair<std::int32_t, std::int32_t>> host_parts;
+  std::vector<LoadRequest> loads;
+  std::uint64_t ahead = 0;
+  const std::uint64_t token_bytes = s.model.spec().kv_bytes_per_token();
+  for (const WarmPrefillRequest& r : requests) {
+    TIERKV_ASSIGN_OR_RETURN(auto st, s.prepare(r, compute_stream, ahead));
+    const auto [b, e] = st->begin_front(st->res.plan.gpu_end, false);
+    host_parts.emplace_back(b, e);
+    if (e > b) {
+      loads.push_back(st->load_request(b, e));
+      ahead += std::uint64_t(e - b) * token_bytes;
+    }
+    runs.push_back(std::move(st));
+  }
+  // One call: the host parts are queued layer-major, and repeated prefixes are shared.
+  Result<std::vector<Load>> queued = s.cache.load_many(loads);
+  std::vector<std::unique_ptr<WarmPrefillRun>> out;
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto [b, e] = host_parts[i];
+    std::int32_t got = b;
+    if (e > b) {
+      got = runs[i]->attach_load(
+          b, e, queued.ok() ? Result<Load>(std::move((*queued)[k])) : Result<Load>(queued.status()));
+      ++k;
+    }
+    runs[i]->begin_back(got);
+    out.push_back(std::unique_ptr<WarmPrefillRun>(new WarmPrefillRun(std::move(runs[i]))));
+  }
+  return out;
 }
 
 Result<WarmPrefillResult> WarmPrefill::run(const WarmPrefillRequest& r, Stream& compute_stream) {
