@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the record-header fuzzer with clang (libFuzzer, AddressSanitizer, UBSan) into build-fuzz
-# and runs it for a bounded time. Usage: scripts/fuzz.sh [SECONDS] (default 60). Exits non-zero on
+# Builds the fuzzers -- the record header parser and the disk tier's index rebuild -- with clang
+# (libFuzzer, AddressSanitizer, UBSan) into build-fuzz and runs each for a bounded time. Usage: scripts/fuzz.sh [SECONDS] (default 60). Exits non-zero on
 # a crash; the crashing input is left in build-fuzz/ as crash-*. Needs clang-14 and
 # libclang-rt-14-dev (scripts/setup.sh installs them).
 set -euo pipefail
@@ -13,11 +13,16 @@ if [[ -z $cxx ]]; then
 fi
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
   -DTIERKV_CUDA=OFF -DTIERKV_BUILD_BENCHMARKS=OFF -DTIERKV_STATIC_DEPS=OFF >/dev/null
-cmake --build build-fuzz --target record_header_fuzz
+cmake --build build-fuzz --target record_header_fuzz disk_index_fuzz
 corpus=build-fuzz/record-corpus
 mkdir -p "$corpus"
 cp tests/fuzz/corpus/* "$corpus"/
 cd build-fuzz
-./tests/fuzz/record_header_fuzz -max_total_time="$seconds" -print_final_stats=1 \
-  -rss_limit_mb=2048 record-corpus 2>&1 | tail -25
-echo "fuzz: record_header_fuzz ran ${seconds} s without a crash"
+# Each target gets the time; the index rebuild starts from the same record corpus (a record file).
+for target in record_header_fuzz disk_index_fuzz; do
+  mkdir -p "$target-corpus"
+  cp record-corpus/* "$target-corpus"/
+  ./tests/fuzz/$target -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
+    "$target-corpus" 2>&1 | tail -12
+  echo "fuzz: $target ran ${seconds} s without a crash"
+done
