@@ -106,7 +106,7 @@ class WarmPrefillTest : public ::testing::Test {
   // `gpu_pages`, on those pages, whose first `gpu_tokens` tokens hold the prompt's KV already.
   Served serve(const std::vector<std::int32_t>& prompt, PrefillPolicy policy,
                std::int32_t chunk = 0, bool timeline = false, std::int32_t gpu_tokens = 0,
-               const std::vector<std::int32_t>* gpu_pages = nullptr) {
+               const std::vector<std::int32_t>* gpu_pages = nullptr, std::int32_t split = -1) {
     Served out;
     auto keys = cache_->keys(prompt, "tenant");
     EXPECT_TRUE(keys.ok());
@@ -129,6 +129,7 @@ class WarmPrefillTest : public ::testing::Test {
     r.options.policy = policy;
     r.options.chunk_tokens = chunk;
     r.options.timeline = timeline;
+    r.options.split = split;
     auto res = warm_->run(r, *stream_);
     EXPECT_TRUE(res.ok()) << res.status().to_string();
     if (res.ok()) {
@@ -305,6 +306,30 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
     }
   }
   ASSERT_OK(pool_->release(resident));
+}
+
+// A plan that recomputes the front while the back comes from a lower tier, and the tier delivers
+// nothing by the plan's deadline (each read takes far longer than its profile says): the front is
+// computed first, then the back is computed too -- the whole answer is the cold one, the back
+// counted as fallback with the deadline as the reason.
+TEST_F(WarmPrefillTest, ALowerTierThatMissesItsDeadlineAfterTheFrontIsComputed) {
+  MemoryStoreOptions slow;
+  slow.latency_us = 300000;  // 300 ms a read; the profile promises 20 GB/s
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<Store> lower, MemoryStore::create(slow));
+  build(8, {lower});
+  const auto prompt = tokens(300, 21);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
+  ASSERT_OK(cache_->flush_lower_tiers());
+  rebuild_cache(8, {lower});  // an empty host tier: the prefix is in the lower tier only
+  const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, false, 0, nullptr, 128);
+  EXPECT_EQ(s.result.plan.load_begin, 128) << s.result.plan.why;
+  EXPECT_EQ(s.next, cold.next);
+  EXPECT_TRUE(s.kv == cold.kv);
+  EXPECT_EQ(s.result.loaded_tokens, 0);
+  EXPECT_EQ(s.result.fallback_tokens, 128);
+  EXPECT_EQ(s.result.load_status.code(), StatusCode::kDeadlineExceeded)
+      << s.result.load_status.to_string();
 }
 
 // An engine's continuous-batching loop: one prefill chunk per step, a decode token of another

@@ -112,7 +112,11 @@ struct WarmPrefillRun::State {
 
 void WarmPrefillRun::State::add_compute(std::int32_t b, std::int32_t e) {
   if (e <= b) return;
-  if (!regions.empty() && regions.back().load == nullptr && regions.back().end == b) {
+  // Extends the last region when it is computed and not yet behind the run (a region the run
+  // has finished is not looked at again: the lower tiers' part, added after the front was
+  // computed, must be a region of its own).
+  if (!regions.empty() && regions.back().load == nullptr && regions.back().end == b &&
+      region < regions.size()) {
     regions.back().end = e;
   } else {
     regions.push_back({b, e, nullptr});

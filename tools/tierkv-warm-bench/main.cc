@@ -415,13 +415,13 @@ int main(int argc, char** argv) {
   CLI::App app{"tierkv-warm-bench: time to first token of a returning prompt, by policy"};
   app.add_option("--backend", o.backend, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--model", o.model, "model shape (default: llama-3.1-8b on CUDA, tiny on the CPU)");
-  app.add_option("--prefix", o.prefixes, "cached prefix lengths (tokens, multiples of 256)");
-  app.add_option("--new", o.news, "new tokens after the prefix");
+  app.add_option("--prefix", o.prefixes, "cached prefix lengths (tokens, multiples of 256)")->delimiter(',');
+  app.add_option("--new", o.news, "new tokens after the prefix")->delimiter(',');
   app.add_option("--reps", o.reps, "runs per point (median)")->check(CLI::Range(1, 50));
   app.add_option("--recompute-max", o.recompute_max, "time recompute only up to this many tokens (0: always)");
-  app.add_option("--slow-gbps", o.slow_gbps, "experiment-tier bandwidths for section 2 (empty: skip)");
+  app.add_option("--slow-gbps", o.slow_gbps, "experiment-tier bandwidths for section 2 (empty: skip)")->delimiter(',');
   app.add_option("--slow-prefix", o.slow_prefix, "prefix length for section 2");
-  app.add_option("--slow-new", o.slow_news, "new tokens for section 2");
+  app.add_option("--slow-new", o.slow_news, "new tokens for section 2")->delimiter(',');
   app.add_option("--splits", o.splits, "fixed splits swept in section 2")->check(CLI::Range(1, 64));
   app.add_option("--profile", o.profile, "cost profile to use (default: measure one first)");
   app.add_option("--save-profile", o.save_profile, "write the measured profile here");
