@@ -2,8 +2,8 @@
 // (TARGETS.md): a 55 GB/s link and one Llama-8B layer of prefill taking 404 / 629 / 1163 us for
 // 512 new tokens over 0 / 4K / 16K cached ones (1739 / 2236 / 3573 us for 2048). It checks the
 // choices the issue asks for -- load from host behind the compute, recompute the front while the
-// back loads when few tokens are new, never a plan predicted slower than recomputing, the best
-// split against slow tiers -- and the profile file's round trip and refusals.
+// back loads when that wins by the planner's margin, never a plan predicted slower than
+// recomputing, the best split against slow tiers -- and the profile file's round trip and refusals.
 #include "engine/planner.h"
 
 #include <gtest/gtest.h>
@@ -67,13 +67,36 @@ TEST(Planner, LoadsAHostPrefixBehindTheComputeAndBeatsTheAlternatives) {
   EXPECT_GE(cold.predicted_ms / planned.predicted_ms, 12.0);
 }
 
-TEST(Planner, RecomputesTheFrontWhileTheBackLoadsWhenFewTokensAreNew) {
-  const CostProfile p = h100_like();
-  const WarmPrefillPlan planned = make_plan(request(16384, 128, PrefillPolicy::kPlanned), p);
-  const WarmPrefillPlan layerwise = make_plan(request(16384, 128, PrefillPolicy::kLayerwise), p);
-  std::cout << planned.why << "\n";
-  EXPECT_GT(planned.load_begin, 0) << "the front is recomputed";
-  EXPECT_LT(planned.predicted_ms, layerwise.load_ms) << "faster than loading the prefix alone";
+// Few new tokens over a long prefix: recomputing the front while the back loads is predicted a
+// little faster than loading everything from the host tier (about 6% here), which is inside the
+// planner's margin -- on the H100 such plans measured slower -- so the prefix is loaded whole. From
+// a tier at 5 GB/s the same split wins by far more than the margin and is chosen.
+TEST(Planner, RecomputesTheFrontWhileTheBackLoadsOnlyWhenItWinsByTheMargin) {
+  CostProfile p = h100_like();
+  const WarmPrefillPlan host = make_plan(request(16384, 128, PrefillPolicy::kPlanned), p);
+  std::cout << host.why << "\n";
+  EXPECT_EQ(host.load_begin, 0) << "the whole prefix is loaded from the host tier";
+  PlanInput in = request(16384, 128, PrefillPolicy::kPlanned);
+  std::int32_t best_front = 0;
+  double best_front_us = 1e30;
+  for (std::int32_t k = 256; k < 16384; k += 256) {
+    const double t = predict(in, p, k, 16384, host.chunk_tokens, true).total_us;
+    if (t < best_front_us) best_front_us = t, best_front = k;
+  }
+  EXPECT_LT(best_front_us, host.predicted_ms * 1e3) << "a front split is predicted a bit faster";
+  EXPECT_GT(best_front_us * (1 + kFrontMargin), host.predicted_ms * 1e3)
+      << "but by less than the margin (front " << best_front << ")";
+
+  p.tiers = {{"experiment", 5.0, 200, 2000, true}};
+  in.host_end = 0;  // the whole prefix is in the 5 GB/s tier
+  in.lower_tiers = {{"experiment", 16384}};
+  const WarmPrefillPlan slow = make_plan(in, p);
+  in.policy = PrefillPolicy::kLayerwise;
+  const WarmPrefillPlan slow_all = make_plan(in, p);
+  std::cout << slow.why << "\n";
+  EXPECT_GT(slow.load_begin, 0) << "the front is recomputed";
+  EXPECT_LT(slow.predicted_ms * (1 + kFrontMargin), slow_all.predicted_ms)
+      << "faster than loading the whole prefix from the tier, by more than the margin";
 }
 
 TEST(Planner, IsNeverPredictedSlowerThanRecomputingAndFindsTheBestSplitOfASlowTier) {
@@ -92,7 +115,9 @@ TEST(Planner, IsNeverPredictedSlowerThanRecomputingAndFindsTheBestSplitOfASlowTi
       for (std::int32_t k = 0; k <= 16384; k += 256)
         best = std::min(best, predict(in, p, k, 16384, plan.chunk_tokens, true).total_us);
       best = std::min(best, predict(in, p, 0, 0, plan.chunk_tokens, true).total_us);
-      EXPECT_LE(plan.predicted_ms * 1e3, best * 1.0001) << gbps << " GB/s, " << fresh << " new";
+      // Within the margin a recomputed front must win by (kFrontMargin).
+      EXPECT_LE(plan.predicted_ms * 1e3, best * (1 + kFrontMargin) * 1.0001)
+          << gbps << " GB/s, " << fresh << " new";
       if (gbps <= 2.0) EXPECT_LT(plan.loaded_tokens(), 16384) << "a slow tier is not all loaded";
     }
   }

@@ -47,6 +47,9 @@ struct PlanInput {
 
 // The chunk sizes the planner tries (each <= max_chunk_tokens).
 inline constexpr std::int32_t kPlannerChunkSizes[] = {128, 256, 512, 1024, 2048};
+// What a plan that recomputes a front while the back loads must gain over the best plan without
+// one, as a fraction of its predicted time, to be chosen.
+inline constexpr double kFrontMargin = 0.10;
 // The chunk size when the caller fixes none and the policy does not plan.
 inline constexpr std::int32_t kDefaultPrefillChunk = 512;
 
