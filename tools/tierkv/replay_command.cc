@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -57,8 +58,11 @@ Result<PolicyRun> replay_policy(Context& c, const std::string& id, const std::st
                                 const tierkv::replay::Workload& w, std::int64_t timeline_id,
                                 bool show_progress) {
   TIERKV_ASSIGN_OR_RETURN(const PolicySpec spec, policy_spec(id, c.config));
+  const auto setup_start = std::chrono::steady_clock::now();
   auto engine = PolicyEngine::create(c.backend, spec, c.config);
   if (!engine.ok()) return engine.status().with_context("setting up policy " + spec.label);
+  const double setup_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
   LoopOptions lo;
   lo.max_batch = c.o.max_batch;
   lo.timeline_request = timeline_id;
@@ -71,6 +75,10 @@ Result<PolicyRun> replay_policy(Context& c, const std::string& id, const std::st
   auto run = run_policy(**engine, w, lo);
   if (!run.ok()) return run.status().with_context("replaying " + workload + " under " + spec.label);
   if (show_progress) c.progress.finish(run->wall_s);
+  // One line per policy on stderr, also with --quiet: a log cut short still says how far it got.
+  std::fprintf(stderr, "[replay] %s, %s: %zu requests replayed in %.1f s (setup %.1f s, %lld steps)\n",
+               workload.c_str(), spec.label.c_str(), w.requests.size(), run->wall_s, setup_s,
+               static_cast<long long>(run->steps));
   return run;
 }
 
