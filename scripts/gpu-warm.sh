@@ -11,11 +11,18 @@
 #   replay    tierkv replay (8B shape, random weights) on a synthetic chat workload and on the
 #             Mooncake trace
 # Binaries come from .gpu-bin/ or .gpu-bin.tgz (scripts/stage-gpu.sh).
+# The device tool brings back at most 8 files: every result is written to a work folder and, after
+# each part, packed into OUT_DIR/gpu-warm-results.tgz (so a call cut short keeps the parts done);
+# the test summary is also copied to OUT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?OUT_DIR}
+final=${1:?OUT_DIR}
 shift
-mkdir -p "$out"
+mkdir -p "$final"
+out=$(mktemp -d /tmp/gpu-warm.XXXXXX)
+# PROFILE=FILE: a cost profile measured earlier on this card, used where the host part did not
+# write one.
+[[ -n ${PROFILE:-} && -f ${PROFILE:-} ]] && cp "$PROFILE" "$out/profile.json"
 [[ ! -x .gpu-bin/tierkv-warm-bench && -f .gpu-bin.tgz ]] && tar xzf .gpu-bin.tgz
 bin=.gpu-bin
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9_.-')
@@ -61,5 +68,7 @@ for part in "$@"; do
     *) echo "gpu-warm: unknown part $part" >&2; status=2 ;;
   esac
   echo "gpu-warm: $part took $((SECONDS - start)) s (status so far $status)"
+  tar czf "$final/gpu-warm-results.tgz.part" -C "$out" . && mv "$final/gpu-warm-results.tgz.part" "$final/gpu-warm-results.tgz"
+  [[ -f $out/gpu-tests.txt ]] && cp "$out/gpu-tests.txt" "$final/"
 done
 exit $status
