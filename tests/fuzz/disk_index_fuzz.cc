@@ -1,9 +1,10 @@
-// libFuzzer target for the disk tier's index rebuild: the input becomes the contents of a record
-// file (named as a record of a fixed key would be, or as a temporary file, by the first byte) in an
-// otherwise empty cache directory, which the store then opens. Whatever the bytes, opening must not
-// crash or hang, a file that fails validation must be removed, and a record the index keeps must
-// read back verified or be refused -- never served unverified. Built only with clang
-// (-fsanitize=fuzzer); scripts/fuzz.sh runs it for a bounded time.
+// libFuzzer target for the disk tier's index rebuild: the input becomes the contents of one file in
+// an otherwise empty cache directory -- named as the record of a fixed key would be, or, by the
+// first byte, as a write's temporary file ("<name>.<pid>.<n>.tmp") -- which the store then opens.
+// Whatever the bytes, opening must not crash or hang, a temporary file must be removed, a file that
+// fails validation must be removed, and a record the index keeps must read back verified or be
+// refused -- never served unverified. Built only with clang (-fsanitize=fuzzer); scripts/fuzz.sh
+// runs it for a bounded time.
 #include <unistd.h>
 
 #include <cstddef>
@@ -50,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const tierkv::RecordId id = fuzz_id();
   const bool temporary = size > 0 && (data[0] & 1) != 0;
   const std::string name =
-      temporary ? tierkv::disk::record_file_name(id) + ".tmp.1" : tierkv::disk::record_file_name(id);
+      temporary ? tierkv::disk::record_file_name(id) + ".1.1.tmp" : tierkv::disk::record_file_name(id);
   {
     std::ofstream f(dir + "/" + name, std::ios::binary);
     f.write(reinterpret_cast<const char*>(data), std::streamsize(size));
