@@ -52,6 +52,8 @@ TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
   EXPECT_LT(t.read_gbps, 0.5 * 1.05) << "the throttle is a ceiling";
   EXPECT_GE(t.p99_latency_us, t.latency_us);
   EXPECT_GE(p.copy_engine_compute_slowdown, 0.0);
+  EXPECT_GE(p.load_slowdown_beside_compute, 0.0);
+  EXPECT_LT(p.load_slowdown_beside_compute, 10.0);
   EXPECT_FALSE(p.host_to_device_copy_engine.points.empty());
 
   const auto path = std::filesystem::temp_directory_path() /
@@ -59,6 +61,7 @@ TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
   ASSERT_OK(save_profile(p, path.string()));
   ASSERT_OK_AND_ASSIGN(const CostProfile back, load_profile(path.string(), &backend->info(), &o.model));
   EXPECT_EQ(back.prefill.us, p.prefill.us);
+  EXPECT_DOUBLE_EQ(back.load_slowdown_beside_compute, p.load_slowdown_beside_compute);
   // A transfer engine given the profile takes its curves and measures nothing.
   TransferOptions to;
   to.profile = std::make_shared<const CostProfile>(back);

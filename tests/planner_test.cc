@@ -161,6 +161,36 @@ TEST(Planner, LoadsQueuedAheadMakeRecomputeWin) {
   EXPECT_NEAR(busy.queued_ahead_ms, 500, 1e-6);
 }
 
+// A load runs slower while prefill computes beside it (the profile's
+// load_slowdown_beside_compute): the planner stretches the load over the compute's time -- a plan
+// with a recomputed front the most, a gated tail's compute too, a load-then-compute plan (nothing
+// beside its load) not at all -- and never by more than the factor.
+TEST(Planner, ALoadBesideComputeIsPredictedSlower) {
+  CostProfile plain = h100_like();
+  CostProfile contended = plain;
+  contended.load_slowdown_beside_compute = 0.12;
+  const PlanInput in = request(16384, 512, PrefillPolicy::kPlanned);
+  for (std::int32_t front : {0, 1024, 4096}) {
+    SCOPED_TRACE("front " + std::to_string(front));
+    const PlanCost a = predict(in, plain, front, 16384, 512, true);
+    const PlanCost b = predict(in, contended, front, 16384, 512, true);
+    EXPECT_GT(b.load_us, a.load_us);
+    EXPECT_LE(b.load_us, a.load_us * 1.12 + 1e-6);
+    EXPECT_GE(b.total_us, a.total_us);
+  }
+  const PlanCost ltc_a = predict(in, plain, 0, 16384, 512, false);
+  const PlanCost ltc_b = predict(in, contended, 0, 16384, 512, false);
+  EXPECT_DOUBLE_EQ(ltc_b.total_us, ltc_a.total_us) << "nothing computes beside that load";
+  // With 128 new tokens the gated tail computes little beside the load: the front is what
+  // stretches it.
+  const PlanInput few = request(16384, 128, PrefillPolicy::kPlanned);
+  const double no_front = predict(few, contended, 0, 16384, 512, true).load_us -
+                          predict(few, plain, 0, 16384, 512, true).load_us;
+  const double with_front = predict(few, contended, 2048, 16384, 512, true).load_us -
+                            predict(few, plain, 2048, 16384, 512, true).load_us;
+  EXPECT_GT(with_front, no_front);
+}
+
 TEST(Profile, RoundTripsAndRefusesStaleOrMalformedFiles) {
   const auto dir = std::filesystem::temp_directory_path() / ("tierkv-profile-" + std::to_string(::getpid()));
   const std::string path = (dir / "p.json").string();
@@ -168,6 +198,7 @@ TEST(Profile, RoundTripsAndRefusesStaleOrMalformedFiles) {
   ModelSpec m = *model_preset("llama-3.1-8b");
   p.model_shape = model_shape_name(m);
   p.tiers = {{"disk", 1.4, 90, 400, false}};
+  p.load_slowdown_beside_compute = 0.11;
   ASSERT_OK(save_profile(p, path));
   DeviceInfo dev;
   dev.name = "test-device";
@@ -177,6 +208,7 @@ TEST(Profile, RoundTripsAndRefusesStaleOrMalformedFiles) {
   ASSERT_NE(q.tier("disk"), nullptr);
   EXPECT_DOUBLE_EQ(q.tier("disk")->read_gbps, 1.4);
   EXPECT_DOUBLE_EQ(q.prefill.layer_us(512, 4096), 629);
+  EXPECT_DOUBLE_EQ(q.load_slowdown_beside_compute, 0.11);
   EXPECT_NEAR(q.prefill.layer_us(1280, 4096), (629 + 2236) / 2.0, 1e-9);
   DeviceInfo other;
   other.name = "another card";
@@ -186,7 +218,8 @@ TEST(Profile, RoundTripsAndRefusesStaleOrMalformedFiles) {
   EXPECT_EQ(load_profile((dir / "absent.json").string(), nullptr, nullptr).status().code(),
             StatusCode::kNotFound);
   for (const char* bad : {"{", "[]", R"({"version": 99})",
-                          R"({"version": 1, "transfer": {"h2d_copy_engine": {"points": [[1]]}}})"}) {
+                          R"({"version": 1, "transfer": {"h2d_copy_engine": {"points": [[1]]}}})",
+                          R"({"version": 1, "load_slowdown_beside_compute": -1})"}) {
     std::ofstream(path) << bad;
     EXPECT_EQ(load_profile(path, nullptr, nullptr).status().code(), StatusCode::kDataLoss) << bad;
   }

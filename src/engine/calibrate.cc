@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -144,6 +145,39 @@ Status measure_slowdown(Backend& b, Stream& s, const CalibrateOptions& o, Bench&
   p.copy_engine_compute_slowdown = std::max(0.0, median(beside) / alone - 1.0);
   say(o, "prefill of " + std::to_string(n) + " tokens: " + std::to_string(alone) + " ms alone, " +
              std::to_string(median(beside)) + " ms beside a load");
+
+  // The other way round: the same copies timed alone and while prefill chunks run beside them
+  // for their whole duration (the GEMMs' memory traffic competes with the copies' writes).
+  TIERKV_ASSIGN_OR_RETURN(auto start, b.create_event());
+  TIERKV_ASSIGN_OR_RETURN(auto end, b.create_event());
+  const auto chunk = std::span(bench.tokens).first(std::size_t(n));
+  const auto time_copies = [&](std::int32_t chunks_beside) -> Result<double> {
+    for (std::int32_t k = 0; k < chunks_beside; ++k) {
+      bench.seq.len = 0;
+      TIERKV_RETURN_IF_ERROR(bench.runner->prefill_chunk(bench.seq, chunk, s, nullptr));
+    }
+    TIERKV_RETURN_IF_ERROR(side->record(*start));
+    for (std::size_t c = 0; c < copies; ++c)
+      TIERKV_RETURN_IF_ERROR(b.copy_runs({&run, 1}, CopyPath::kCopyEngine, 1, *side));
+    TIERKV_RETURN_IF_ERROR(side->record(*end));
+    TIERKV_RETURN_IF_ERROR(end->synchronize());
+    TIERKV_RETURN_IF_ERROR(s.synchronize());
+    return b.elapsed_ms(*start, *end);
+  };
+  TIERKV_RETURN_IF_ERROR(time_copies(0).status());  // warm-up
+  std::vector<double> load_alone, load_beside;
+  for (std::int32_t r = 0; r < o.reps; ++r) {
+    TIERKV_ASSIGN_OR_RETURN(const double a, time_copies(0));
+    load_alone.push_back(a);
+    // Enough chunks to outlast the copies (they are queued first, so they start together).
+    const auto chunks = std::int32_t(std::ceil(a / std::max(alone, 1e-3))) + 1;
+    TIERKV_ASSIGN_OR_RETURN(const double t, time_copies(chunks));
+    load_beside.push_back(t);
+  }
+  p.load_slowdown_beside_compute = std::max(0.0, median(load_beside) / median(load_alone) - 1.0);
+  say(o, "load of " + std::to_string(copies) + " x " + std::to_string(piece >> 20) + " MiB: " +
+             std::to_string(median(load_alone)) + " ms alone, " + std::to_string(median(load_beside)) +
+             " ms beside prefill");
   return Status::Ok();
 }
 

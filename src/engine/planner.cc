@@ -75,16 +75,25 @@ class ComputeCosts {
 };
 
 // Time (µs, from the load's start) at which layer l of loads [load_begin, load_end) has landed.
+// Copies to the GPU run slower by `beside` (the profile's load_slowdown_beside_compute) while
+// prefill computes beside them, which is taken to be the first `busy` µs.
 struct LoadModel {
   double queued = 0, host_layer = 0, lower_start = 0, lower_layer = 0;
+  double beside = 0, busy = 0;
   bool any = false, lower = false;
   std::int32_t layers = 0;
 
+  // When copies of `work` µs (at full speed) that start at `t0` finish.
+  double finish(double t0, double work) const {
+    if (t0 >= busy || beside <= 0) return t0 + work;
+    const double slowed = (busy - t0) / (1.0 + beside);  // work done before the compute ends
+    return work <= slowed ? t0 + work * (1.0 + beside) : busy + (work - slowed);
+  }
   double done(std::int32_t l) const {
-    const double host_done = queued + (l + 1) * host_layer;
+    const double host_done = finish(0, queued + (l + 1) * host_layer);
     if (!lower) return host_done;
-    const double host_end = queued + layers * host_layer;
-    return std::max(host_end, lower_start) + (l + 1) * lower_layer;
+    const double host_end = finish(0, queued + layers * host_layer);
+    return finish(std::max(host_end, lower_start), (l + 1) * lower_layer);
   }
   double end() const { return any ? done(layers - 1) : 0.0; }
 };
@@ -130,12 +139,16 @@ PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t l
                  std::int32_t load_end, std::int32_t chunk, bool gated) {
   const Bounds b = bounds(in);
   const ComputeCosts c(in, profile, chunk);
-  const LoadModel load = load_model(in, profile, b, load_begin, load_end);
+  LoadModel load = load_model(in, profile, b, load_begin, load_end);
   const double slow = load.any ? 1.0 + profile.copy_engine_compute_slowdown : 1.0;
+  const std::int32_t tail_begin = std::max(load_end, load_begin);
+  // The compute beside the load: the front, and (gated) the tail, which runs as layers land.
+  load.beside = profile.load_slowdown_beside_compute;
+  load.busy = (c.range(b.gpu, load_begin) + (gated ? c.range(tail_begin, in.prompt_tokens) : 0.0)) *
+              slow;
   PlanCost cost;
   cost.load_us = load.end();
   cost.lower_ready_us = load.lower ? load.lower_start : 0.0;
-  const std::int32_t tail_begin = std::max(load_end, load_begin);
   cost.compute_us = c.range(b.gpu, load_begin) + c.range(tail_begin, in.prompt_tokens);
   double t = c.range(b.gpu, load_begin) * slow;  // the recomputed front needs nothing loaded
   if (tail_begin < in.prompt_tokens) {

@@ -102,6 +102,12 @@ Status parse(const json& j, CostProfile& p) {
   const json& sd = j.value("compute_slowdown", json::object());
   p.copy_engine_compute_slowdown = sd.value("copy_engine", 0.0);
   p.sm_kernel_compute_slowdown = sd.value("sm_kernel", 0.0);
+  p.load_slowdown_beside_compute = j.value("load_slowdown_beside_compute", 0.0);
+  for (const double f : {p.copy_engine_compute_slowdown, p.sm_kernel_compute_slowdown,
+                         p.load_slowdown_beside_compute}) {
+    if (!std::isfinite(f) || f < 0 || f > 10)
+      return data_loss("profile: a slowdown outside [0, 10]: " + std::to_string(f));
+  }
   p.tiers.clear();
   for (const json& tj : j.value("tiers", json::array())) {
     TierCost c;
@@ -255,6 +261,7 @@ Status save_profile(const CostProfile& p, const std::string& path) {
         {"d2h_sm_kernel", curve_json(p.device_to_host_sm_kernel)}}},
       {"compute_slowdown",
        {{"copy_engine", p.copy_engine_compute_slowdown}, {"sm_kernel", p.sm_kernel_compute_slowdown}}},
+      {"load_slowdown_beside_compute", p.load_slowdown_beside_compute},
       {"tiers", tiers},
       {"prefill",
        {{"new_tokens", p.prefill.new_tokens}, {"prefix_tokens", p.prefill.prefix_tokens}, {"us", rows}}}};

@@ -211,9 +211,11 @@ void WarmPrefillRun::State::resolve_lower() {
   }
   const std::int32_t got = promotion->wait_for(want, deadline);
   if (got < want) {
+    // Whether it ended on its own (a failed read) is asked before cancelling it: after, it ends
+    // as cancelled.
+    const Status why = promotion->done() ? promotion->wait() : Status::Ok();
     promotion->cancel();
     if (res.load_status.ok()) {
-      const Status why = promotion->done() ? promotion->wait() : Status::Ok();
       res.load_status = !why.ok() ? why
                                   : deadline_exceeded("warm prefill: the lower tiers delivered " +
                                                       std::to_string(got) + " of " +
