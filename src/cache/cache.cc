@@ -416,15 +416,19 @@ Result<std::vector<Load>> Cache::load_many(std::span<const LoadRequest> requests
   }
 }
 
+void Cache::State::withdraw_locked(const std::shared_ptr<LoadSource>& source) {
+  source->open = false;
+  for (const Key& k : source->chunks) {
+    auto it = offers.find(k);
+    if (it != offers.end() && it->second.source == source) offers.erase(it);
+  }
+}
+
 void Cache::State::close_source(const std::shared_ptr<LoadSource>& source) {
   {
     std::lock_guard lock(share_mu);
     if (!source->open) return;
-    source->open = false;
-    for (const Key& k : source->chunks) {
-      auto it = offers.find(k);
-      if (it != offers.end() && it->second.source == source) offers.erase(it);
-    }
+    withdraw_locked(source);
   }
   // A load that found the source before it closed queues under load_mu and adds its reader
   // before letting go: once load_mu is ours, every reader is in the list.
@@ -544,13 +548,8 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
     drain(backend, *load_stream);  // nothing of these loads may land after we return
     {
       std::lock_guard share(share_mu);
-      for (const auto& src : offered) {
-        src->open = false;
-        for (const Key& k : src->chunks) {
-          auto it = offers.find(k);
-          if (it != offers.end() && it->second.source == src) offers.erase(it);
-        }
-      }
+      for (const auto& src : offered)
+        withdraw_locked(src);
     }
     for (Planned& p : plan) {
       p.st->pins.clear();

@@ -140,6 +140,8 @@ struct Cache::State {
                                         std::span<const LoadRequest> requests);
   // Withdraws a source's offers; returns once no load can add a reader to it any more.
   void close_source(const std::shared_ptr<LoadSource>& source);
+  // Marks a source closed and erases its offers. REQUIRES: share_mu held.
+  void withdraw_locked(const std::shared_ptr<LoadSource>& source);
   // Blocks until every save queued so far has been finished by the completion thread.
   void wait_saves();
   // Remembers a load just queued on load_stream. REQUIRES: load_mu held.
