@@ -11,14 +11,15 @@
 # (default 5) alternate the three, so that all see the same machine; each figure is the median
 # over the rounds. Prints JSON Lines (schema: bench/peers/README.md; bench "disk", impl "tierkv"
 # or "fio") and a side-by-side table; with OUT_PREFIX, writes OUT_PREFIX.jsonl and OUT_PREFIX.txt.
-# CARD names the machine (default cpu-<hostname>). Needs fio (scripts/setup.sh installs it).
+# CARD names the machine (default cpu-<hostname>); DISK_BENCH names the disk_bench binary. Needs fio
+# (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-/var/tmp/tierkv-disk-bench}
 records=${2:-16}
 out=${3:-}
 rounds=${ROUNDS:-5}
-bin=${BUILD_DIR:-build}/bench/disk/disk_bench
+bin=${DISK_BENCH:-${BUILD_DIR:-build}/bench/disk/disk_bench}
 card=${CARD:-cpu-$(hostname -s)}
 date=$(date -u +%Y-%m-%d)
 [[ -x $bin ]] || { echo "run.sh: no $bin; build the target disk_bench" >&2; exit 2; }
