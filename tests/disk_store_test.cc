@@ -283,38 +283,41 @@ TEST_P(DiskStoreTest, SharedAcrossThreadsEveryReadVerified) {
       static_cast<unsigned long long>(wrong.load()));
 }
 
-// With verify_while_reading, records of 4 MiB and more are verified layer by layer while the rest
-// of the payload is still being read: the same verdicts as the plain path.
+// Records of 4 MiB and more, verified layer by layer as they land (verify_while_reading, the
+// default) and after the whole read: the same verdicts on both paths.
 TEST_P(DiskStoreTest, LargeRecordsAreVerifiedWhileTheyLand) {
-  DiskStoreOptions o = options();
-  o.verify_while_reading = true;
-  auto s = open_store(o);
-  ASSERT_TRUE(s);
-  const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB
-  ASSERT_OK(put(*s, id, 1));
-  EXPECT_EQ(get(*s, id, 1), 0);
-  AlignedBuffer b(id.payload_bytes());
-  std::vector<std::uint8_t> v(id.payload_bytes() + 8);  // unaligned: the buffered path
-  ASSERT_OK(s->read(id, std::span(v).subspan(3, id.payload_bytes())));
-  EXPECT_EQ(wrong_bytes(1, std::span(v).subspan(3, id.payload_bytes())), 0u);
-  const std::string path = options().directory + "/" + disk::record_file_name(id);
-  const auto damage = [&](std::uint64_t at, bool truncate) {
+  for (const bool overlap : {true, false}) {
+    SCOPED_TRACE(overlap ? "verify while reading" : "verify after reading");
+    DiskStoreOptions o = options();
+    o.verify_while_reading = overlap;
+    auto s = open_store(o);
+    ASSERT_TRUE(s);
+    const RecordId id = record_id(1, 8, 1 << 20);  // 8 MiB
     ASSERT_OK(put(*s, id, 1));
-    if (truncate) {
-      fs::resize_file(path, at);
-    } else {
-      std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-      f.seekp(std::streamoff(at));
-      f.put(char(0x5a ^ test::payload_byte(1, at - 4096)));
-    }
-    const Status r = s->read(id, b.span());
-    EXPECT_EQ(r.code(), StatusCode::kDataLoss) << at << " " << r.to_string();
-    EXPECT_FALSE(fs::exists(path));
-  };
-  for (std::uint64_t layer : {0, 5, 7})
-    damage(4096 + layer * (1 << 20) + 12345, false);
-  damage(4096 + 3 * (1 << 20), true);
-  EXPECT_EQ(s->stats().misses[std::size_t(MissReason::kCorrupt)], 4u);
+    EXPECT_EQ(get(*s, id, 1), 0);
+    AlignedBuffer b(id.payload_bytes());
+    std::vector<std::uint8_t> v(id.payload_bytes() + 8);  // unaligned: the buffered path
+    ASSERT_OK(s->read(id, std::span(v).subspan(3, id.payload_bytes())));
+    EXPECT_EQ(wrong_bytes(1, std::span(v).subspan(3, id.payload_bytes())), 0u);
+    const std::string path = options().directory + "/" + disk::record_file_name(id);
+    const auto damage = [&](std::uint64_t at, bool truncate) {
+      ASSERT_OK(put(*s, id, 1));
+      if (truncate) {
+        fs::resize_file(path, at);
+      } else {
+        std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(std::streamoff(at));
+        f.put(char(0x5a ^ test::payload_byte(1, at - 4096)));
+      }
+      const Status r = s->read(id, b.span());
+      EXPECT_EQ(r.code(), StatusCode::kDataLoss) << at << " " << r.to_string();
+      EXPECT_FALSE(fs::exists(path));
+    };
+    for (std::uint64_t layer : {0, 5, 7})
+      damage(4096 + layer * (1 << 20) + 12345, false);
+    damage(4096 + 3 * (1 << 20), true);
+    EXPECT_EQ(s->stats().misses[std::size_t(MissReason::kCorrupt)], 4u);
+  }
 }
 
 TEST_P(DiskStoreTest, InspectListsAndVerifiesEveryRecord) {

@@ -39,7 +39,7 @@ struct Args {
   int queue_depth = 32;
   std::uint64_t block_kib = 1024;
   std::string card = "cpu";
-  bool verify_while_reading = false;
+  bool verify_while_reading = true;
 };
 
 void usage() {
@@ -47,7 +47,7 @@ void usage() {
       stderr,
       "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
       "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
-      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--card NAME]\n"
+      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--card NAME]\n"
       "Writes N records of L x K KiB into a disk store in DIR (records it made are "
       "erased first and at the end), reads them back verified, R times; prints JSON "
       "Lines.\n");

@@ -37,8 +37,8 @@ class File {
   // Reads up to dst.size() bytes at `offset`; fewer only at the end of the file.
   virtual Result<std::size_t> read_at(std::uint64_t offset, std::span<std::uint8_t> dst) = 0;
   // As read_at, and calls `landed(n)` each time the first n bytes of `dst` have arrived (n
-  // grows; the last call is the total read), so that a caller can use them while the rest is in
-  // flight. The default calls it once, at the end.
+  // grows; the last call is the total read; calls never overlap), so that a caller can use them
+  // while the rest is in flight. The default calls it once, at the end.
   virtual Result<std::size_t> read_at_streaming(std::uint64_t offset, std::span<std::uint8_t> dst,
                                                 const std::function<void(std::size_t)>& landed) {
     Result<std::size_t> r = read_at(offset, dst);
