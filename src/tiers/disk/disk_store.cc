@@ -339,8 +339,8 @@ Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8
   // checksums computed beside it, measured slower here: the header written last cost more than
   // the checksums it hid.)
   TIERKV_RETURN_IF_ERROR(encode_record_header(id, payload, header.span()));
-  TIERKV_RETURN_IF_ERROR(write_full(*f, 0, header.span()));
-  TIERKV_RETURN_IF_ERROR(write_full(*f, hb, payload));
+  const std::span<const std::uint8_t> parts[] = {header.span(), payload};
+  TIERKV_RETURN_IF_ERROR(f->write_parts(0, parts));
   if (o_.sync != DiskSync::kNone) TIERKV_RETURN_IF_ERROR(f->sync());
   return Status::Ok();
 }

@@ -48,6 +48,11 @@ class File {
   // Writes `src` at `offset`. May write fewer bytes than asked (as pwrite(2) may), never zero
   // without an error: the caller continues from where it stopped.
   virtual Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) = 0;
+  // Writes `parts` back to back from `offset`, as one write_full() of their concatenation would.
+  // The default writes them one after the other; the real file layer puts all of their pieces in
+  // flight at once (a record's header and payload in one submission).
+  virtual Status write_parts(std::uint64_t offset,
+                             std::span<const std::span<const std::uint8_t>> parts);
   virtual Status sync() = 0;  // fsync
   // Reserves `bytes` of space from offset 0 (fallocate), so that writes need not extend the file.
   // OK where the file system cannot (the writes then allocate as they go).

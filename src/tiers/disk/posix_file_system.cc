@@ -58,6 +58,15 @@ Status write_full(File& f, std::uint64_t offset, std::span<const std::uint8_t> s
   return Status::Ok();
 }
 
+Status File::write_parts(std::uint64_t offset,
+                         std::span<const std::span<const std::uint8_t>> parts) {
+  for (const std::span<const std::uint8_t> p : parts) {
+    TIERKV_RETURN_IF_ERROR(write_full(*this, offset, p));
+    offset += p.size();
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 class PosixFile final : public File {
@@ -71,6 +80,22 @@ class PosixFile final : public File {
   }
   Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) override {
     return transfer(true, offset, const_cast<std::uint8_t*>(src.data()), src.size());
+  }
+  Status write_parts(std::uint64_t offset,
+                     std::span<const std::span<const std::uint8_t>> parts) override {
+    std::vector<IoRequest> reqs;
+    for (const std::span<const std::uint8_t> p : parts) {
+      auto* buf = const_cast<std::uint8_t*>(p.data());
+      for (std::size_t at = 0; at < p.size(); at += block_)
+        reqs.push_back({fd_, true, offset + at, buf + at, std::min<std::size_t>(block_, p.size() - at)});
+      offset += p.size();
+    }
+    engine_.run(reqs);
+    for (const IoRequest& r : reqs) {
+      if (r.result < 0) return errno_status(int(-r.result), "pwrite", path_);
+      if (std::size_t(r.result) != r.len) return io_error("pwrite " + path_ + ": a write made no progress");
+    }
+    return Status::Ok();
   }
   Result<std::size_t> read_at_streaming(std::uint64_t offset, std::span<std::uint8_t> dst,
                                         const std::function<void(std::size_t)>& landed) override {
