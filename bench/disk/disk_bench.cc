@@ -7,6 +7,11 @@
 // O_DIRECT (where the file system allows it), then syncs per --sync and renames; each read reads
 // and verifies the whole record (header, identity, every layer's checksum). Timed: the store calls
 // only; the payload is filled once per thread before the clock starts.
+//
+// --steady 1 measures a full cache: the store's budget is N records, filled with N other records
+// before the clock starts, so that every timed write evicts one (and takes over its file, as the
+// store does when the sizes match); each rep writes N new keys. --steady 0 (the default) writes
+// into an empty directory, each rep's records erased after it.
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "core/counter_rng.h"
+#include "core/record.h"
 #include "tierkv/disk_store.h"
 
 namespace {
@@ -40,6 +46,7 @@ struct Args {
   std::uint64_t block_kib = 1024;
   std::string card = "cpu";
   bool verify_while_reading = true;
+  bool steady = false;
 };
 
 void usage() {
@@ -47,7 +54,7 @@ void usage() {
       stderr,
       "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
       "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
-      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--card NAME]\n"
+      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--steady 0|1=0] [--card NAME]\n"
       "Writes N records of L x K KiB into a disk store in DIR (records it made are "
       "erased first and at the end), reads them back verified, R times; prints JSON "
       "Lines.\n");
@@ -82,6 +89,8 @@ bool parse(int argc, char** argv, Args* a) {
       a->block_kib = std::strtoull(v, nullptr, 10);
     else if (k == "--card")
       a->card = v;
+    else if (k == "--steady")
+      a->steady = std::atoi(v) != 0;
     else if (k == "--verify-while-reading")
       a->verify_while_reading = std::atoi(v) != 0;
     else
@@ -146,6 +155,9 @@ int main(int argc, char** argv) {
   o.queue_depth = a.queue_depth;
   o.io_block_bytes = a.block_kib << 10;
   o.verify_while_reading = a.verify_while_reading;
+  const tierkv::RecordId shape = record(0, a);
+  const std::size_t bytes = shape.payload_bytes();
+  if (a.steady) o.budget_bytes = std::uint64_t(a.records) * (tierkv::record_header_size(shape.num_layers) + bytes);
   auto opened = tierkv::open_disk_store(o);
   if (!opened.ok()) {
     std::fprintf(stderr, "disk_bench: %s\n", opened.status().to_string().c_str());
@@ -153,8 +165,6 @@ int main(int argc, char** argv) {
   }
   tierkv::Store& store = **opened;
   std::fprintf(stderr, "disk_bench: %s\n", store.capabilities().description.c_str());
-  const tierkv::RecordId shape = record(0, a);
-  const std::size_t bytes = shape.payload_bytes();
   std::vector<std::uint8_t*> bufs(std::size_t(a.concurrency));
   for (auto& b : bufs) {
     b = static_cast<std::uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
@@ -163,18 +173,29 @@ int main(int argc, char** argv) {
       std::memcpy(b + k, &w, std::min<std::size_t>(8, bytes - k));
     }
   }
-  for (int i = 0; i < a.records; ++i)
-    store.erase(record(i, a)).ignore();
+  // Keys of rep r (steady: r + 1; the fill uses 0) are key(r, i).
+  const auto key = [&](int r, int i) { return record(r * 1000003 + i, a); };
+  const auto erase_all = [&] {
+    for (int r = 0; r <= a.reps; ++r)
+      for (int i = 0; i < a.records; ++i)
+        store.erase(key(r, i)).ignore();
+  };
+  erase_all();
+  std::atomic<int> failures{0};
+  if (a.steady) {
+    for (int i = 0; i < a.records; ++i)
+      if (!store.write(key(0, i), {bufs[0], bytes}).ok()) ++failures;
+  }
 
   const double total = double(bytes) * a.records;
   std::vector<double> wr, rd;
-  std::atomic<int> failures{0};
   for (int r = 0; r < a.reps; ++r) {
+    const int k = a.steady ? r + 1 : 0;
     wr.push_back(total /
                  timed(
                      a,
                      [&](int t, int i) {
-                       return store.write(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
+                       return store.write(key(k, i), {bufs[std::size_t(t)], bytes}).ok();
                      },
                      &failures) /
                  1e9);
@@ -182,13 +203,16 @@ int main(int argc, char** argv) {
                  timed(
                      a,
                      [&](int t, int i) {
-                       return store.read(record(i, a), {bufs[std::size_t(t)], bytes}).ok();
+                       return store.read(key(k, i), {bufs[std::size_t(t)], bytes}).ok();
                      },
                      &failures) /
                  1e9);
-    for (int i = 0; i < a.records; ++i)
-      store.erase(record(i, a)).ignore();
+    if (!a.steady)
+      for (int i = 0; i < a.records; ++i)
+        store.erase(key(k, i)).ignore();
   }
+  const std::uint64_t evictions = store.stats().evictions;
+  erase_all();
   if (failures.load() != 0) {
     std::fprintf(stderr, "disk_bench: %d operations failed\n", failures.load());
     return 1;
@@ -200,10 +224,12 @@ int main(int argc, char** argv) {
         "{\"bench\": \"disk\", \"impl\": \"tierkv\", \"op\": \"%s\", \"card\": \"%s\", "
         "\"date\": \"%s\", \"bytes\": %.0f, \"record_bytes\": %zu, \"records\": %d, "
         "\"layers\": %d, \"concurrency\": %d, \"sync\": \"%s\", \"block_bytes\": %llu, "
-        "\"verify_while_reading\": %s, \"gbps\": %.4f, \"gbps_reps\": [",
+        "\"verify_while_reading\": %s, \"steady\": %s, \"evictions\": %llu, \"gbps\": %.4f, "
+        "\"gbps_reps\": [",
         op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers, a.concurrency,
         a.sync.c_str(), static_cast<unsigned long long>(a.block_kib << 10),
-        a.verify_while_reading ? "true" : "false", g[g.size() / 2]);
+        a.verify_while_reading ? "true" : "false", a.steady ? "true" : "false",
+        static_cast<unsigned long long>(evictions), g[g.size() / 2]);
     for (std::size_t i = 0; i < g.size(); ++i)
       std::printf("%s%.4f", i ? ", " : "", g[i]);
     std::printf("], \"store\": \"%s\"}\n", io.c_str());

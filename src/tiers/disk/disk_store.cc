@@ -10,6 +10,12 @@
 //    of that generation readable even if the name is replaced or removed meanwhile. A reader that
 //    finds the record bad removes it only if the name still has the generation it read.
 //  - used_ + reserved_ <= budget (when there is one): reserved_ counts writes in flight.
+//  - A write that must evict to fit takes over the file of a victim of its own size that no reader
+//    has open (Entry::readers): the victim's name is renamed to the write's temporary name under
+//    mu_, so the victim stops being a record at once, and the write overwrites blocks the file
+//    system has already allocated and written, instead of allocating new ones (on ext4 and XFS
+//    that skips the conversion of unwritten extents that makes writes into a fresh file slower).
+//    A reader's open descriptor never sees its bytes change: files with readers are not taken.
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,6 +162,7 @@ class DiskStore final : public Store {
     std::uint64_t payload_bytes = 0;
     std::uint64_t generation = 0;
     std::list<std::string>::iterator lru;
+    std::int32_t readers = 0;  // reads of this generation in flight
   };
 
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
@@ -165,13 +172,16 @@ class DiskStore final : public Store {
                   bool newest);
   void forget_locked(const std::string& name);
   void remove_locked(std::string name, bool evicted);  // by value: callers pass lru_ elements
+  void note_eviction_locked(const std::string& name);  // counts it; later reads miss as evicted
   void remove_if_generation_locked(const std::string& name, std::uint64_t gen);
 
   Status read_verified(File& f, const RecordId& id, std::span<std::uint8_t> payload,
                        MissReason* why);
-  Status reserve(std::uint64_t bytes);
+  // Makes room for a file of `bytes` (evicting LRU records) and counts it as reserved. Sets
+  // *reused when an evicted file of that size was renamed to `tmp` to be overwritten.
+  Status reserve(std::uint64_t bytes, const std::string& tmp, bool* reused);
   Status write_temporary(const RecordId& id, std::span<const std::uint8_t> payload,
-                         const std::string& tmp);
+                         const std::string& tmp, bool reused);
   Status publish(const std::string& tmp, const std::string& name, std::uint64_t file_bytes,
                  std::uint64_t payload_bytes, std::uint64_t* gen);
 
@@ -219,7 +229,10 @@ void DiskStore::remove_locked(std::string name, bool evicted) {
   // A file that cannot be removed is forgotten all the same: the next open finds it again.
   fs_->remove(path(name)).ignore();
   forget_locked(name);
-  if (!evicted) return;
+  if (evicted) note_eviction_locked(name);
+}
+
+void DiskStore::note_eviction_locked(const std::string& name) {
   ++st_.evictions;
   if (evicted_.insert(name).second) evicted_order_.push_back(name);
   while (evicted_order_.size() > kRememberEvicted) {
@@ -295,11 +308,14 @@ Status DiskStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
       return r.status().with_context("disk read");
     }
     f = std::move(r).value();
+    ++it->second.readers;
   }
   MissReason why = MissReason::kAbsent;
   Status s = read_verified(*f, id, payload, &why);
   f.reset();
   std::lock_guard<std::mutex> l(mu_);
+  if (auto it = index_.find(name); it != index_.end() && it->second.generation == gen)
+    --it->second.readers;
   if (!s.ok()) {
     if (s.code() == StatusCode::kDataLoss) remove_if_generation_locked(name, gen);
     ++st_.misses[std::size_t(why)];
@@ -311,14 +327,25 @@ Status DiskStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
   return Status::Ok();
 }
 
-Status DiskStore::reserve(std::uint64_t bytes) {
+Status DiskStore::reserve(std::uint64_t bytes, const std::string& tmp, bool* reused) {
+  *reused = false;
   std::lock_guard<std::mutex> l(mu_);
   const std::uint64_t budget = o_.budget_bytes;
   if (budget > 0 && bytes > budget)
     return resource_exhausted("a record of " + std::to_string(bytes) +
                               " bytes is larger than the disk budget of " + std::to_string(budget));
-  while (budget > 0 && used_ + reserved_ + bytes > budget && !lru_.empty())
-    remove_locked(lru_.back(), true);
+  while (budget > 0 && used_ + reserved_ + bytes > budget && !lru_.empty()) {
+    const std::string victim = lru_.back();
+    const Entry& e = index_.at(victim);
+    if (!*reused && e.file_bytes == bytes && e.readers == 0 &&
+        fs_->rename(path(victim), path(tmp)).ok()) {
+      *reused = true;
+      forget_locked(victim);
+      note_eviction_locked(victim);
+      continue;
+    }
+    remove_locked(victim, true);
+  }
   if (budget > 0 && used_ + reserved_ + bytes > budget)
     return resource_exhausted("the disk budget is taken by writes in flight; retry later");
   reserved_ += bytes;
@@ -326,15 +353,17 @@ Status DiskStore::reserve(std::uint64_t bytes) {
 }
 
 Status DiskStore::write_temporary(const RecordId& id, std::span<const std::uint8_t> payload,
-                                  const std::string& tmp) {
+                                  const std::string& tmp, bool reused) {
   const std::uint32_t hb = record_header_size(id.num_layers);
   AlignedBytes header(hb);
   if (!header.ok()) return resource_exhausted("no memory for a record header");
   const bool direct = direct_ && direct_capable(payload.data(), payload.size());
-  TIERKV_ASSIGN_OR_RETURN(std::unique_ptr<File> f,
-                          fs_->open(path(tmp), {.create = true, .direct = direct}));
-  // Allocated up front: O_DIRECT writes that extend a file are serialized by ext4 and XFS.
-  TIERKV_RETURN_IF_ERROR(f->allocate(hb + payload.size()));
+  TIERKV_ASSIGN_OR_RETURN(
+      std::unique_ptr<File> f,
+      fs_->open(path(tmp), {.create = !reused, .overwrite = reused, .direct = direct}));
+  // Allocated up front: O_DIRECT writes that extend a file are serialized by ext4 and XFS. A
+  // reused file has its size already.
+  if (!reused) TIERKV_RETURN_IF_ERROR(f->allocate(hb + payload.size()));
   // Header, then payload, into the unpublished temporary. (Writing the payload first, with the
   // checksums computed beside it, measured slower here: the header written last cost more than
   // the checksums it hid.)
@@ -365,12 +394,13 @@ Status DiskStore::write(const RecordId& id, std::span<const std::uint8_t> payloa
   };
   if (Status s = check_shape(id, payload.size()); !s.ok()) return fail(s);
   const std::uint64_t file_bytes = record_header_size(id.num_layers) + payload.size();
-  if (Status s = reserve(file_bytes); !s.ok()) return fail(s);
   const std::string tmp = name + "." + std::to_string(::getpid()) + "." +
                           std::to_string(temp_seq_.fetch_add(1, std::memory_order_relaxed)) +
                           ".tmp";
+  bool reused = false;
+  if (Status s = reserve(file_bytes, tmp, &reused); !s.ok()) return fail(s);
   std::uint64_t gen = 0;
-  Status s = write_temporary(id, payload, tmp);
+  Status s = write_temporary(id, payload, tmp, reused);
   if (s.ok()) {
     s = publish(tmp, name, file_bytes, payload.size(), &gen);
   } else {

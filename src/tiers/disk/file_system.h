@@ -28,6 +28,7 @@ inline constexpr std::size_t kDirectAlign = 4096;
 
 struct OpenOptions {
   bool create = false;  // create a new file, write-only, 0600; AlreadyExists if it exists
+  bool overwrite = false;  // open an existing file write-only, its blocks kept (no truncation)
   bool direct = false;  // O_DIRECT: buffers, offsets and lengths aligned to kDirectAlign
 };
 

@@ -191,7 +191,7 @@ class PosixFileSystem final : public FileSystem {
       : engine_(std::move(engine)), block_(block) {}
 
   Result<std::unique_ptr<File>> open(const std::string& path, const OpenOptions& o) override {
-    int flags = O_CLOEXEC | (o.create ? O_WRONLY | O_CREAT | O_EXCL : O_RDONLY);
+    int flags = O_CLOEXEC | (o.create ? O_WRONLY | O_CREAT | O_EXCL : o.overwrite ? O_WRONLY : O_RDONLY);
     if (o.direct) flags |= O_DIRECT;
     const int fd = ::open(path.c_str(), flags, 0600);
     if (fd < 0) return errno_status(errno, "open", path);
