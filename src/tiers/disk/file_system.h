@@ -50,10 +50,13 @@ class File {
   // without an error: the caller continues from where it stopped.
   virtual Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) = 0;
   // Writes `parts` back to back from `offset`, as one write_full() of their concatenation would.
-  // The default writes them one after the other; the real file layer puts all of their pieces in
-  // flight at once (a record's header and payload in one submission).
+  // `in_flight` (optional) is called once while the writes run, so that the caller can compute
+  // beside them: the real file layer puts all of the parts' pieces in flight at once and calls it
+  // when the first piece has finished (from the thread that reaps completions); the default calls
+  // it first, then writes the parts one after the other. It is called even when a write fails.
   virtual Status write_parts(std::uint64_t offset,
-                             std::span<const std::span<const std::uint8_t>> parts);
+                             std::span<const std::span<const std::uint8_t>> parts,
+                             const std::function<void()>& in_flight = nullptr);
   virtual Status sync() = 0;  // fsync
   // Reserves `bytes` of space from offset 0 (fallocate), so that writes need not extend the file.
   // OK where the file system cannot (the writes then allocate as they go).

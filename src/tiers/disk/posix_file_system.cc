@@ -59,7 +59,9 @@ Status write_full(File& f, std::uint64_t offset, std::span<const std::uint8_t> s
 }
 
 Status File::write_parts(std::uint64_t offset,
-                         std::span<const std::span<const std::uint8_t>> parts) {
+                         std::span<const std::span<const std::uint8_t>> parts,
+                         const std::function<void()>& in_flight) {
+  if (in_flight) in_flight();
   for (const std::span<const std::uint8_t> p : parts) {
     TIERKV_RETURN_IF_ERROR(write_full(*this, offset, p));
     offset += p.size();
@@ -81,8 +83,8 @@ class PosixFile final : public File {
   Result<std::size_t> write_at(std::uint64_t offset, std::span<const std::uint8_t> src) override {
     return transfer(true, offset, const_cast<std::uint8_t*>(src.data()), src.size());
   }
-  Status write_parts(std::uint64_t offset,
-                     std::span<const std::span<const std::uint8_t>> parts) override {
+  Status write_parts(std::uint64_t offset, std::span<const std::span<const std::uint8_t>> parts,
+                     const std::function<void()>& in_flight) override {
     std::vector<IoRequest> reqs;
     for (const std::span<const std::uint8_t> p : parts) {
       auto* buf = const_cast<std::uint8_t*>(p.data());
@@ -90,7 +92,12 @@ class PosixFile final : public File {
         reqs.push_back({fd_, true, offset + at, buf + at, std::min<std::size_t>(block_, p.size() - at)});
       offset += p.size();
     }
-    engine_.run(reqs);
+    std::atomic<bool> called{false};
+    const auto call_once = [&] {
+      if (in_flight && !called.exchange(true)) in_flight();
+    };
+    engine_.run(reqs, [&](std::size_t) { call_once(); });
+    call_once();  // no pieces: nothing was in flight
     for (const IoRequest& r : reqs) {
       if (r.result < 0) return errno_status(int(-r.result), "pwrite", path_);
       if (std::size_t(r.result) != r.len) return io_error("pwrite " + path_ + ": a write made no progress");
