@@ -213,6 +213,39 @@ std::string format_mismatches(const std::vector<Mismatch>& mm, std::size_t polic
   return o.str();
 }
 
+std::string format_agreement(const std::vector<PolicyRun>& runs) {
+  std::ostringstream o;
+  if (runs.size() < 2) return o.str();
+  const PolicyRun& ref = runs.front();
+  o << "Outputs against " << ref.spec.label
+    << " (reported, not checked, on this backend: bf16 results depend on the batch and chunk\n"
+       "shapes each policy's schedule makes, and random weights leave the logits nearly flat, so\n"
+       "greedy tokens part ways even where no KV was reused; the cache's copies are byte-exact and\n"
+       "its KV is checked against the CPU reference with tolerances by the GPU test suite):\n";
+  for (std::size_t p = 1; p < runs.size(); ++p) {
+    const PolicyRun& run = runs[p];
+    std::size_t same = 0, first = 0, cold = 0, cold_same = 0;
+    const std::size_t n = std::min(ref.records.size(), run.records.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& want = ref.records[i].output;
+      const auto& got = run.records[i].output;
+      same += want == got;
+      first += !want.empty() && !got.empty() && want[0] == got[0];
+      std::int64_t hits = 0;
+      for (const auto& [tier, t] : run.records[i].prefill.hit_tokens)
+        hits += t;
+      if (hits == 0) {
+        ++cold;
+        cold_same += want == got;
+      }
+    }
+    o << "  " << run.spec.label << ": " << same << " of " << n << " outputs identical, first token "
+      << first << " of " << n << "; requests with no hit: " << cold_same << " of " << cold
+      << " identical\n";
+  }
+  return o.str();
+}
+
 std::string request_json(const RequestRecord& r, const std::string& policy,
                          const std::string& workload) {
   Json j;

@@ -42,6 +42,10 @@ std::string format_tables(const RunHeader& header, const std::string& workload,
                           const std::vector<PolicySummary>& summaries,
                           const std::vector<std::string>& tier_lines);
 
+// On a backend whose outputs are not reproducible across schedules (CUDA, bf16): per policy,
+// how many requests' outputs and first tokens equal the reference run's, and the same among the
+// requests that hit nothing (which shows the schedule's own share of the differences).
+std::string format_agreement(const std::vector<PolicyRun>& runs);
 std::string format_mismatches(const std::vector<Mismatch>& mismatches, std::size_t policies,
                               std::size_t requests);
 
