@@ -39,6 +39,7 @@ struct Args {
   std::uint64_t layer_kib = 1024;
   int reps = 3;
   int concurrency = 1;
+  int read_concurrency = 0;  // 0: as concurrency
   std::string sync = "full";
   std::string io = "auto";
   int threads = 4;
@@ -54,7 +55,7 @@ void usage() {
       stderr,
       "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
       "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
-      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--steady 0|1=0] [--card NAME]\n"
+      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--steady 0|1=0] [--read-concurrency C=concurrency]\n  [--card NAME]\n"
       "Writes N records of L x K KiB into a disk store in DIR (records it made are "
       "erased first and at the end), reads them back verified, R times; prints JSON "
       "Lines.\n");
@@ -89,6 +90,8 @@ bool parse(int argc, char** argv, Args* a) {
       a->block_kib = std::strtoull(v, nullptr, 10);
     else if (k == "--card")
       a->card = v;
+    else if (k == "--read-concurrency")
+      a->read_concurrency = std::atoi(v);
     else if (k == "--steady")
       a->steady = std::atoi(v) != 0;
     else if (k == "--verify-while-reading")
@@ -96,8 +99,9 @@ bool parse(int argc, char** argv, Args* a) {
     else
       return false;
   }
+  if (a->read_concurrency == 0) a->read_concurrency = a->concurrency;
   return !a->dir.empty() && a->records > 0 && a->layers > 0 && a->layer_kib > 0 && a->reps > 0 &&
-         a->concurrency > 0;
+         a->concurrency > 0 && a->read_concurrency > 0;
 }
 
 tierkv::RecordId record(int i, const Args& a) {
@@ -120,14 +124,14 @@ std::string today() {
   return s;
 }
 
-// Runs `op` on records 0..N-1 from `concurrency` threads (record i on thread i % C); seconds.
+// Runs `op` on records 0..N-1 from `threads` threads (record i on thread i % threads); seconds.
 template <typename Op>
-double timed(const Args& a, Op op, std::atomic<int>* failures) {
+double timed(const Args& a, int threads, Op op, std::atomic<int>* failures) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> ts;
-  for (int t = 0; t < a.concurrency; ++t)
+  for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
-      for (int i = t; i < a.records; i += a.concurrency)
+      for (int i = t; i < a.records; i += threads)
         if (!op(t, i)) ++*failures;
     });
   for (auto& t : ts)
@@ -165,7 +169,7 @@ int main(int argc, char** argv) {
   }
   tierkv::Store& store = **opened;
   std::fprintf(stderr, "disk_bench: %s\n", store.capabilities().description.c_str());
-  std::vector<std::uint8_t*> bufs(std::size_t(a.concurrency));
+  std::vector<std::uint8_t*> bufs(std::size_t(std::max(a.concurrency, a.read_concurrency)));
   for (auto& b : bufs) {
     b = static_cast<std::uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096));
     for (std::size_t k = 0; k < bytes; k += 8) {
@@ -193,7 +197,7 @@ int main(int argc, char** argv) {
     const int k = a.steady ? r + 1 : 0;
     wr.push_back(total /
                  timed(
-                     a,
+                     a, a.concurrency,
                      [&](int t, int i) {
                        return store.write(key(k, i), {bufs[std::size_t(t)], bytes}).ok();
                      },
@@ -201,7 +205,7 @@ int main(int argc, char** argv) {
                  1e9);
     rd.push_back(total /
                  timed(
-                     a,
+                     a, a.read_concurrency,
                      [&](int t, int i) {
                        return store.read(key(k, i), {bufs[std::size_t(t)], bytes}).ok();
                      },
@@ -218,7 +222,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string io = store.capabilities().description;
-  const auto line = [&](const char* op, std::vector<double> g) {
+  const auto line = [&](const char* op, int threads, std::vector<double> g) {
     std::sort(g.begin(), g.end());
     std::printf(
         "{\"bench\": \"disk\", \"impl\": \"tierkv\", \"op\": \"%s\", \"card\": \"%s\", "
@@ -226,7 +230,7 @@ int main(int argc, char** argv) {
         "\"layers\": %d, \"concurrency\": %d, \"sync\": \"%s\", \"block_bytes\": %llu, "
         "\"verify_while_reading\": %s, \"steady\": %s, \"evictions\": %llu, \"gbps\": %.4f, "
         "\"gbps_reps\": [",
-        op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers, a.concurrency,
+        op, a.card.c_str(), today().c_str(), total, bytes, a.records, a.layers, threads,
         a.sync.c_str(), static_cast<unsigned long long>(a.block_kib << 10),
         a.verify_while_reading ? "true" : "false", a.steady ? "true" : "false",
         static_cast<unsigned long long>(evictions), g[g.size() / 2]);
@@ -234,8 +238,8 @@ int main(int argc, char** argv) {
       std::printf("%s%.4f", i ? ", " : "", g[i]);
     std::printf("], \"store\": \"%s\"}\n", io.c_str());
   };
-  line("write", wr);
-  line("read", rd);
+  line("write", a.concurrency, wr);
+  line("read", a.read_concurrency, rd);
   for (auto* b : bufs)
     std::free(b);
   return 0;

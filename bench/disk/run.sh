@@ -7,7 +7,8 @@
 # 16) records of 32 layers x 1 MiB (one Llama-3.1-8B chunk of 256 tokens: 32 MiB) are written
 # and read back, verified, by disk_bench (BUILD_DIR/bench/disk/disk_bench, default build/), once
 # into an empty directory and once into a full cache (--steady 1: every write evicts one record of
-# the same size and takes over its file, the store's steady state); fio
+# the same size and takes over its file, the store's steady state), reading with one thread and
+# with two (the cache's promotion threads); fio
 # moves the same bytes with O_DIRECT through io_uring, in 32 MiB blocks one at a time and in 1 MiB
 # blocks 32 in flight (what the store does inside one record), end_fsync on writes. ROUNDS rounds
 # (default 5) alternate them, so that all see the same machine; each figure is the median
@@ -34,8 +35,10 @@ size=$((records * 32))M
 
 for round in $(seq "$rounds"); do
   for steady in 0 1; do
-    "$bin" --dir "$dir/tierkv" --records "$records" --reps 1 --steady $steady --card "$card" \
-      2>"$tmp/store.txt" >>"$tmp/tierkv-raw.jsonl"
+    for readers in 1 2; do
+      "$bin" --dir "$dir/tierkv" --records "$records" --reps 1 --steady $steady \
+        --read-concurrency $readers --card "$card" 2>"$tmp/store.txt" >>"$tmp/tierkv-raw.jsonl"
+    done
   done
   for op in write read; do
     for shape in "32M 1" "1M 32"; do
@@ -62,8 +65,10 @@ med = lambda v: round(statistics.median(v), 4)
 rows = []
 t = [json.loads(l) for l in open(f"{tmp}/tierkv-raw.jsonl")]
 for steady in (False, True):
-    for op in ("write", "read"):
-        runs = [r for r in t if r["op"] == op and r.get("steady", False) == steady]
+    for op, threads in (("write", 1), ("read", 1), ("read", 2)):
+        # Writes: one writer (the cache's threads_per_tier), from both runs of the round.
+        runs = [r for r in t if r["op"] == op and r.get("steady", False) == steady
+                and r["concurrency"] == threads]
         r = dict(runs[0])
         r.pop("gbps_reps", None)
         r.update({"fs": fs, "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
@@ -87,15 +92,20 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"disk tier vs fio O_DIRECT on {rows[0]['fs']}, GB/s (1 GB = 1e9 B), median of "
       f"{rows[0]['rounds']} alternating rounds")
 print("tierkv: into an empty directory (each write makes a new file), and into a full cache (the")
-print("budget holds N records and every write evicts one, taking over its file)")
-print(f"{'op':6} {'cache':6} {'tierkv':>8} {'fio 32M qd1':>12} {'fio 1M qd32':>12} {'tierkv/best fio':>16}")
+print("budget holds N records and every write evicts one, taking over its file); writes from one")
+print("thread (the cache's writer per tier), reads from one and from two (the cache's promotion")
+print("threads, WriteDownOptions::promote_threads = 2)")
+print(f"{'op':6} {'cache':6} {'threads':>7} {'tierkv':>8} {'fio 32M qd1':>12} {'fio 1M qd32':>12} {'tierkv/best fio':>16}")
 for op in ("write", "read"):
     f = {r["block_bytes"]: r["gbps"] for r in rows if r["impl"] == "fio" and r["op"] == op}
     a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
     for steady in (False, True):
-        t = next(r["gbps"] for r in rows
-                 if r["impl"] == "tierkv" and r["op"] == op and r.get("steady", False) == steady)
-        print(f"{op:6} {'full' if steady else 'empty':6} {t:8.3f} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f}")
+        for r in rows:
+            if r["impl"] != "tierkv" or r["op"] != op or r.get("steady", False) != steady:
+                continue
+            t = r["gbps"]
+            print(f"{op:6} {'full' if steady else 'empty':6} {r['concurrency']:7d} {t:8.3f} {a:12.3f} "
+                  f"{b:12.3f} {t / max(a, b):16.2f}")
 PY
 { echo "# $(cat "$tmp/store.txt")"; echo "# load: $(uptime)"; cat "$tmp/table.txt"; } >"$tmp/report.txt"
 cat "$tmp/all.jsonl" "$tmp/report.txt"
