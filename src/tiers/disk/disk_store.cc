@@ -21,12 +21,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <list>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
