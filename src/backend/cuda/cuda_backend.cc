@@ -281,12 +281,9 @@ class CudaBackend final : public Backend {
       return Status::Ok();
     }
     // Pinned memory of exactly the pages asked for (no power-of-two rounding): mmap, then register
-    // with the driver so the DMA engines and kernels can reach it. MAP_POPULATE faults the pages
-    // in (zeroing them) here, before the driver is involved: cudaHostRegister then only pins pages
-    // that exist, which shortens the time it holds the driver (and delays the process's other CUDA
-    // calls) when a host tier grows in the background beside a running engine.
+    // with the driver so the DMA engines and kernels can reach it.
     void* m = mmap(nullptr, round_to_pages(bytes), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
       return resource_exhausted("mmap failed: " + std::string(std::strerror(errno)));
     const cudaError_t e = cudaHostRegister(m, round_to_pages(bytes), cudaHostRegisterPortable);
