@@ -98,10 +98,27 @@ def check_jsonl(jsonl, source):
     check(lower > 0, "the lower tiers are hit")
 
 
+def report_mode(binary):
+    """--outputs report: the agreement of every policy with recompute, printed, and exit 0 (on the
+    cpu backend every output agrees)."""
+    p, _ = run(binary, ["replay", "--workload", "chat", "--outputs", "report",
+                        "--policies", "recompute,gpu-only,warm"] + SMALL)
+    check(p.returncode == 0, f"--outputs report exits 0 (got {p.returncode}: {p.stderr[-500:]})")
+    lines = [l for l in p.stdout.splitlines() if "outputs identical" in l]
+    check(len(lines) == 2 and all(l.strip().startswith(("gpu-only:", "warm:")) for l in lines),
+          f"one agreement line per policy but recompute (got {lines})")
+    for l in lines:
+        n = l.split(":")[1].split()
+        check(n[0] == n[2], f"every output agrees on the cpu backend ({l.strip()})")
+    check("MISMATCHES" not in p.stdout and "Outputs: identical" not in p.stdout,
+          "the report replaces the exact check")
+
+
 def refusals(binary, tmp):
     for args in (["replay", "--no-such-flag"], ["replay", "--workload", "nope"], [],
                  ["replay", "--backend", "cpu", "--policies", "planned-redis"],
-                 ["replay", "--backend", "cpu", "--gpu-pages", "2"]):
+                 ["replay", "--backend", "cpu", "--gpu-pages", "2"],
+                 ["replay", "--outputs", "maybe"]):
         p, _ = run(binary, args, timeout=60)
         check(p.returncode == 2, f"`tierkv {' '.join(args)}` exits 2 (got {p.returncode}: {p.stderr[-500:]})")
     bad = os.path.join(tmp, "no-such-dir", "out.jsonl")
@@ -124,6 +141,7 @@ def main():
         jsonl = replay_all_policies(binary, source, tmp)
         if os.path.exists(jsonl):
             check_jsonl(jsonl, source)
+        report_mode(binary)
         refusals(binary, tmp)
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)

@@ -92,6 +92,9 @@ struct ReplayOptions {
   std::string plot_script;   // default: bench/replay/plot_replay.py of the source tree
   std::int64_t timeline_request = -1;  // -1: the first with the longest shared prefix
   bool quiet = false;
+  // Greedy outputs against recompute's: exact (any difference fails the run), report (agreement
+  // printed), auto (exact on the cpu backend, report on cuda).
+  std::string outputs = "auto";
 
   // Highest arrival-rate scale keeping p90 TTFT under a threshold.
   std::string find_max_rate = "auto";  // auto (trace on cuda), on, off
