@@ -84,6 +84,49 @@ class GatedStore final : public Store {
   bool open_;
 };
 
+// A store that forwards to another, counts the reads running at once (the most seen), holds every
+// read for `hold` so that concurrent ones overlap, and fails the reads of one chunk key.
+class WatchingStore final : public Store {
+ public:
+  WatchingStore(std::shared_ptr<Store> inner, std::chrono::milliseconds hold)
+      : inner_(std::move(inner)), hold_(hold) {}
+  void fail_reads_of(const Key& k) {
+    std::lock_guard lock(mu_);
+    failing_ = k;
+  }
+  int most_at_once() const {
+    std::lock_guard lock(mu_);
+    return most_;
+  }
+  const StoreCapabilities& capabilities() const override { return inner_->capabilities(); }
+  Result<bool> contains(const RecordId& id) override { return inner_->contains(id); }
+  Status read(const RecordId& id, std::span<std::uint8_t> p) override {
+    bool fail = false;
+    {
+      std::lock_guard lock(mu_);
+      most_ = std::max(most_, ++now_);
+      fail = failing_ && *failing_ == id.chunk_key;
+    }
+    std::this_thread::sleep_for(hold_);
+    const Status r = fail ? io_error("watching store: this chunk's reads fail") : inner_->read(id, p);
+    std::lock_guard lock(mu_);
+    --now_;
+    return r;
+  }
+  Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
+    return inner_->write(id, p);
+  }
+  Status erase(const RecordId& id) override { return inner_->erase(id); }
+  StoreStats stats() const override { return inner_->stats(); }
+
+ private:
+  std::shared_ptr<Store> inner_;
+  const std::chrono::milliseconds hold_;
+  mutable std::mutex mu_;
+  int now_ = 0, most_ = 0;        // GUARDED_BY(mu_)
+  std::optional<Key> failing_;  // GUARDED_BY(mu_)
+};
+
 // A fault-injecting store over a shared inner store.
 std::shared_ptr<FaultStore> fault_store(std::shared_ptr<Store> inner) {
   return std::make_shared<FaultStore>(std::make_unique<GatedStore>(std::move(inner), true));
@@ -111,8 +154,10 @@ class CacheTiersTest : public ::testing::Test {
     return o;
   }
   std::unique_ptr<Cache> make(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> tiers,
-                              std::int32_t admit = 1) {
-    auto c = Cache::create(*backend_, options(host_chunks, std::move(tiers), admit));
+                              std::int32_t admit = 1, std::int32_t readers = 2) {
+    CacheOptions o = options(host_chunks, std::move(tiers), admit);
+    o.write_down.promote_threads = readers;
+    auto c = Cache::create(*backend_, o);
     EXPECT_TRUE(c.ok()) << c.status().to_string();
     return c.ok() ? std::move(c).value() : nullptr;
   }
@@ -301,6 +346,7 @@ TEST_F(CacheTiersTest, CorruptRecordsAreMissesNeverLoaded) {
 
 // The fault store failing the k-th read of a promotion (each k), with an I/O error or a timeout:
 // the promotion stops there with that error, keeps the chunks before it, and serves no wrong byte.
+// One reader thread, so that the k-th read is the k-th chunk.
 TEST_F(CacheTiersTest, FailedReadsStopPromotionsAtTheFailingChunk) {
   auto faulty = fault_store(memory_store());
   std::mt19937_64 rng(24);
@@ -317,7 +363,7 @@ TEST_F(CacheTiersTest, FailedReadsStopPromotionsAtTheFailingChunk) {
       faulty->clear_rules();
       ASSERT_OK(faulty->add_rule(
           {.op = FaultOp::kRead, .code = code, .first_call = faulty->calls(FaultOp::kRead) + k}));
-      auto cache = make(4, {faulty});
+      auto cache = make(4, {faulty}, 1, 1);
       ASSERT_OK_AND_ASSIGN(Promotion p, cache->promote(a, 0, 4 * kChunk));
       EXPECT_EQ(p.wait().code(), code);
       EXPECT_EQ(p.promoted_chunks(), k - 1);
@@ -341,6 +387,43 @@ TEST_F(CacheTiersTest, FailedReadsStopPromotionsAtTheFailingChunk) {
   ASSERT_OK_AND_ASSIGN(Promotion p, cache->promote(a, 0, 4 * kChunk));
   EXPECT_EQ(p.wait().code(), StatusCode::kNotFound);
   std::cout << "tiers: " << cases << " failed promotion reads, each stopped at its chunk\n";
+}
+
+// One promotion has as many chunks in flight as there are reader threads (a single request reads
+// its lower-tier prefix that many chunks at a time); chunks land in any order and count in order.
+// A failed chunk ends the promotion once the chunks in flight are back, keeping the ones before it.
+TEST_F(CacheTiersTest, OnePromotionReadsAsManyChunksAtOnceAsThereAreReaders) {
+  auto shared = memory_store();
+  std::mt19937_64 rng(31);
+  PromptKeys a;
+  {
+    auto writer = make(6, {shared});
+    a = save(*writer, rng, 6);
+  }
+  for (const std::int32_t readers : {1, 2, 3}) {
+    SCOPED_TRACE(std::to_string(readers) + " readers");
+    auto watching = std::make_shared<WatchingStore>(shared, std::chrono::milliseconds(30));
+    auto cache = make(6, {watching}, 1, readers);
+    ASSERT_OK_AND_ASSIGN(Promotion p, cache->promote(a, 0, 6 * kChunk));
+    ASSERT_OK(p.wait());
+    EXPECT_EQ(p.promoted_chunks(), 6);
+    EXPECT_EQ(watching->most_at_once(), readers);
+    std::size_t wrong = 0;
+    EXPECT_EQ(load_and_check(*cache, a, 0, 6 * kChunk, wrong), 6 * kChunk);
+    EXPECT_EQ(wrong, 0u);
+  }
+  // Chunk 2 of 6 fails with 3 readers: chunks 0 and 1 stay (whatever order the reads ran in), the
+  // promotion ends with the error, and nothing after the failure counts.
+  auto watching = std::make_shared<WatchingStore>(shared, std::chrono::milliseconds(30));
+  watching->fail_reads_of(a.chunk_key(2));
+  auto cache = make(6, {watching}, 1, 3);
+  ASSERT_OK_AND_ASSIGN(Promotion p, cache->promote(a, 0, 6 * kChunk));
+  EXPECT_EQ(p.wait().code(), StatusCode::kIoError);
+  EXPECT_EQ(p.promoted_chunks(), 2);
+  std::size_t wrong = 0;
+  EXPECT_EQ(load_and_check(*cache, a, 0, 2 * kChunk, wrong), 2 * kChunk);
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(cache->stats().lower_tiers[0].promote_failures, 1u);
 }
 
 // Writes that fail leave nothing visible in the tier; flush_lower_tiers() says so; nothing is lost

@@ -126,7 +126,9 @@ inline constexpr std::int64_t kMaxPromptTokens = std::int64_t{1} << 24;
 //    evicted meanwhile: with a host tier of a few chunks, saves that come while writes run may
 //    find no free slot (Save::dropped_chunks).
 //  - Chunks promoted from a lower tier are not written to the other lower tiers.
-//  - Promotion reads run on promote_threads reader threads owned by the cache.
+//  - Promotion reads run on promote_threads reader threads owned by the cache. One promotion has
+//    up to promote_threads chunks in flight (its chunks are handed out in order; they may land out
+//    of order and count in order), and promotions in flight share the readers chunk by chunk.
 struct WriteDownOptions {
   std::int32_t queue_chunks = 32;  // chunks waiting per lower tier, in [1, 2^20]
   // In [1, 2^20]. 2 keeps one-off prompts off the disk; 1 writes every chunk.

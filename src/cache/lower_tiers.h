@@ -21,6 +21,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -48,10 +50,18 @@ struct PromotionTask {
   std::condition_variable cv;
   std::vector<HostTier::Pin> pins;  // GUARDED_BY(mu): the promoted chunks, in order
   std::int32_t promoted = 0;        // GUARDED_BY(mu): leading chunks promoted (== pins.size())
-  bool done = false;                // GUARDED_BY(mu): ended; `status` says why
-  bool cancelled = false;           // GUARDED_BY(mu)
-  bool in_flight = false;           // GUARDED_BY(mu): a reader is working on chunk `promoted`
-  Status status;                    // GUARDED_BY(mu)
+  // Chunks that landed before an earlier one (readers work on several chunks of one promotion at
+  // once): moved to `pins` when the chunks before them have landed.
+  std::map<std::int32_t, HostTier::Pin> early;  // GUARDED_BY(mu)
+  std::int32_t next = 0;       // GUARDED_BY(mu): the next chunk to hand to a reader
+  std::int32_t in_flight = 0;  // GUARDED_BY(mu): chunks readers are working on
+  bool done = false;           // GUARDED_BY(mu): ended; `status` says why
+  bool cancelled = false;      // GUARDED_BY(mu)
+  // The first chunk (in order) whose read failed, and why: no chunk is handed out after a
+  // failure, and the promotion ends with it once the chunks in flight are back.
+  std::int32_t failed_at = std::numeric_limits<std::int32_t>::max();  // GUARDED_BY(mu)
+  Status failure;                                                     // GUARDED_BY(mu)
+  Status status;                                                      // GUARDED_BY(mu)
 
   std::int32_t requested() const { return std::int32_t(chunk_keys.size()); }
   // Ends the task with `why` (OK when every chunk was promoted) and wakes its waiters.
@@ -91,8 +101,10 @@ class LowerTiers {
   // error since the last flush(), else OK.
   Status flush();
 
-  // Queues a promotion for the reader threads (its leading host-present chunks already pinned).
-  void submit(std::shared_ptr<PromotionTask> task);
+  // Queues a new promotion for the reader threads (its leading host-present chunks already
+  // pinned). REQUIRES: task->mu held. ResourceExhausted when the queue cannot grow (the caller
+  // ends the promotion).
+  Status submit_locked(const std::shared_ptr<PromotionTask>& task);
 
   // Per-tier figures, and the write amplification over `host_saved_bytes`.
   void stats(CacheStats& st, std::uint64_t host_saved_bytes) const;
@@ -110,6 +122,8 @@ class LowerTiers {
   void write_loop(Tier& tier);
   void write_one(Tier& tier, const RecordId& id);
   void read_loop();
+  // Puts a promotion with chunks left back at the end of the readers' queue (task->mu not held).
+  void requeue(std::shared_ptr<PromotionTask> task);
   // Reads chunk `c` of `task` into a host slot (or pins it where the host tier has it already).
   Result<HostTier::Pin> promote_chunk(PromotionTask& task, std::int32_t c);
   bool task_cancelled(const PromotionTask& task) const;

@@ -1,10 +1,16 @@
 // Promotion: lower-tier hits read into host slots, verified, published and pinned, so that a load
-// finds them. A promotion's chunks go in order, one at a time: a reader thread takes a promotion,
-// brings its next chunk in, and puts it back at the end of the queue, so promotions in flight
-// share the readers chunk by chunk.
+// finds them. A promotion's chunks are handed out in order: a reader thread takes a promotion from
+// the queue, claims its next chunk and, when more are left, puts the promotion back at the end of
+// the queue before it reads, so that another reader can claim the chunk after it. One promotion
+// thus has up to promote_threads chunks in flight (a single request reads its lower-tier prefix
+// that many chunks at a time: one O_DIRECT stream drains at every record's end), and promotions in
+// flight share the readers chunk by chunk. Chunks may land out of order; `promoted` counts the
+// leading chunks that have landed, which is what a load waits for.
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -43,10 +49,12 @@ Promotion::~Promotion() {
   if (!state_) return;
   cancel();
   std::vector<HostTier::Pin> pins;
+  std::map<std::int32_t, HostTier::Pin> early;
   {
     std::unique_lock lock(state_->mu);
-    state_->cv.wait(lock, [&] { return !state_->in_flight; });  // the chunk being read
+    state_->cv.wait(lock, [&] { return state_->in_flight == 0; });  // the chunks being read
     pins.swap(state_->pins);
+    early.swap(state_->early);
   }
   // `pins` unpin here, while state_ (and through it the host tier) is still held.
 }
@@ -90,8 +98,8 @@ void Promotion::cancel() {
   if (!state_) return;
   std::lock_guard lock(state_->mu);
   state_->cancelled = true;
-  // A chunk being read finishes first; the reader then ends the promotion.
-  if (!state_->done && !state_->in_flight)
+  // Chunks being read finish first; the last reader then ends the promotion.
+  if (!state_->done && state_->in_flight == 0)
     state_->end_locked(failed_precondition("promotion: cancelled"));
 }
 
@@ -131,13 +139,14 @@ Result<Promotion> Cache::promote(const PromptKeys& keys, std::int32_t first_toke
       ++st->promoted;
     }
     std::lock_guard lock(st->mu);
+    st->next = st->promoted;
     if (st->promoted == st->requested()) {
       st->end_locked(Status::Ok());
     } else if (s.lower == nullptr) {
       st->end_locked(not_found("promote: chunk " + std::to_string(first_token / c + st->promoted) +
                                " is not in the host tier and the cache has no lower tiers"));
-    } else {
-      s.lower->submit(st);
+    } else if (Status q = s.lower->submit_locked(st); !q.ok()) {
+      st->end_locked(q);
     }
     return Promotion(std::move(st));
   } catch (const std::bad_alloc&) {
@@ -147,17 +156,39 @@ Result<Promotion> Cache::promote(const PromptKeys& keys, std::int32_t first_toke
 
 // ---- The reader threads -------------------------------------------------------------------------
 
-void LowerTiers::submit(std::shared_ptr<PromotionTask> task) {
-  {
-    std::lock_guard lock(read_mu_);
-    read_queue_.push_back(std::move(task));
-  }
-  read_cv_.notify_one();
-}
-
 bool LowerTiers::task_cancelled(const PromotionTask& task) const {
   std::lock_guard lock(task.mu);
   return task.cancelled;
+}
+
+Status LowerTiers::submit_locked(const std::shared_ptr<PromotionTask>& task) {
+  try {
+    std::lock_guard lock(read_mu_);
+    read_queue_.push_back(task);
+  } catch (const std::bad_alloc&) {
+    return out_of_memory();
+  }
+  read_cv_.notify_one();
+  return Status::Ok();
+}
+
+void LowerTiers::requeue(std::shared_ptr<PromotionTask> task) {
+  try {
+    std::lock_guard lock(read_mu_);
+    read_queue_.push_back(task);
+  } catch (const std::bad_alloc&) {
+    std::lock_guard lock(task->mu);
+    // The chunks left cannot be handed out: a failure at the next one. The chunks in flight land
+    // and the last of them ends the promotion; with none in flight, it ends here.
+    if (task->next < task->failed_at) {
+      task->failed_at = task->next;
+      task->failure = out_of_memory();
+    }
+    if (!task->done && task->in_flight == 0) task->end_locked(task->failure);
+    task->cv.notify_all();
+    return;
+  }
+  read_cv_.notify_one();
 }
 
 void LowerTiers::read_loop() {
@@ -171,48 +202,64 @@ void LowerTiers::read_loop() {
       read_queue_.pop_front();
     }
     std::int32_t c = 0;
+    bool again = false;
     {
       std::lock_guard lock(task->mu);
-      if (task->done) continue;  // cancelled while queued
-      task->in_flight = true;
-      c = task->promoted;
+      if (task->done || task->cancelled || task->failed_at < task->requested() ||
+          task->next >= task->requested())
+        continue;
+      c = task->next++;
+      ++task->in_flight;
+      // More to hand out: back in the queue before this read, for another reader to take.
+      again = task->next < task->requested();
     }
+    if (again) requeue(task);
     Result<HostTier::Pin> pin = out_of_memory();
     try {
       pin = promote_chunk(*task, c);
     } catch (const std::bad_alloc&) {
       // The chunk's slot, if reserved, was dropped unpublished: the promotion ends here.
     }
-    bool more = false;
+    std::optional<HostTier::Pin> unused;  // a chunk that landed after its promotion ended
     {
       std::lock_guard lock(task->mu);
-      task->in_flight = false;
-      if (!pin.ok()) {
-        task->end_locked(pin.status());
+      --task->in_flight;
+      const auto failed = [&](std::int32_t chunk, Status why) {
+        if (chunk < task->failed_at) {
+          task->failed_at = chunk;
+          task->failure = std::move(why);
+        }
+      };
+      if (task->done) {
+        if (pin.ok()) unused.emplace(std::move(pin).value());
+      } else if (!pin.ok()) {
+        failed(c, pin.status());
       } else {
-        task->pins.push_back(std::move(pin).value());
-        ++task->promoted;
+        try {
+          task->early.emplace(c, std::move(pin).value());
+          // The leading chunks that have landed, up to a failed one (which never lands).
+          for (auto it = task->early.find(task->promoted); it != task->early.end();
+               it = task->early.find(task->promoted)) {
+            task->pins.push_back(std::move(it->second));
+            task->early.erase(it);
+            ++task->promoted;
+          }
+        } catch (const std::bad_alloc&) {
+          failed(c, out_of_memory());
+        }
+      }
+      if (!task->done) {
         if (task->promoted == task->requested()) {
           task->end_locked(Status::Ok());
-        } else if (task->cancelled) {
+        } else if (task->in_flight == 0 && task->failed_at < task->requested()) {
+          task->end_locked(task->failure);
+        } else if (task->in_flight == 0 && task->cancelled) {
           task->end_locked(failed_precondition("promotion: cancelled"));
-        } else {
-          more = true;
         }
       }
       task->cv.notify_all();
     }
-    if (more) {
-      try {
-        std::lock_guard lock(read_mu_);
-        read_queue_.push_back(task);
-      } catch (const std::bad_alloc&) {
-        std::lock_guard lock(task->mu);
-        task->end_locked(out_of_memory());
-        continue;
-      }
-      read_cv_.notify_one();
-    }
+    // `unused` unpins here, outside the promotion's lock.
   }
 }
 
