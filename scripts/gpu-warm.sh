@@ -8,8 +8,11 @@
 #   slow      tierkv-warm-bench, the planner against fixed splits over the experiment tier at 1, 2,
 #             5 and 10 GB/s (reads profile.json when the host part wrote it)
 #   peer      the PyTorch layer-wise warm-prefill peer on the same grid
-#   replay    tierkv replay (8B shape, random weights) on a synthetic chat workload and on the
-#             Mooncake trace
+#   replay    tierkv replay (8B shape, random weights); REPLAY_ARGS, by default a chat workload
+#             that fits one device call and reaches the tiers below the GPU: 8 sessions, answers of
+#             32 tokens, a GPU pool of 4096 pages (64K tokens, less than the workload's KV, which
+#             the default pool of 12288 pages holds whole), the disk tier under /var/tmp and the
+#             experiment tier at 2 GB/s
 # Binaries come from .gpu-bin/ or .gpu-bin.tgz (scripts/stage-gpu.sh).
 # The device tool brings back at most 8 files: every result is written to a work folder and, after
 # each part, packed into OUT_DIR/gpu-warm-results.tgz (so a call cut short keeps the parts done);
@@ -61,7 +64,9 @@ for part in "$@"; do
       prof=()
       [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
       timeout "${REPLAY_TIMEOUT:-450}" "$bin/tierkv" replay --backend cuda "${prof[@]}" \
-        --json "$out/replay-$card-$day.jsonl" ${REPLAY_ARGS:-} >"$out/replay-$card-$day.txt" 2>"$out/replay-$card-$day.err" \
+        --json "$out/replay-$card-$day.jsonl" \
+        ${REPLAY_ARGS:---workload chat --sessions 8 --answer-tokens 32 --gpu-pages 4096 --disk-dir /var/tmp --slow-gbps 2} \
+        >"$out/replay-$card-$day.txt" 2>"$out/replay-$card-$day.err" \
         || status=1
       tail -60 "$out/replay-$card-$day.txt"
       ;;
