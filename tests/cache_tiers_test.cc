@@ -108,7 +108,8 @@ class WatchingStore final : public Store {
       fail = failing_ && *failing_ == id.chunk_key;
     }
     std::this_thread::sleep_for(hold_);
-    const Status r = fail ? io_error("watching store: this chunk's reads fail") : inner_->read(id, p);
+    const Status r =
+        fail ? io_error("watching store: this chunk's reads fail") : inner_->read(id, p);
     std::lock_guard lock(mu_);
     --now_;
     return r;

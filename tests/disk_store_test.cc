@@ -181,16 +181,18 @@ TEST_P(DiskStoreTest, AWriteThatEvictsReusesTheVictimsFile) {
     struct statx sx {};
     const std::string p = o.directory + "/" + disk::record_file_name(record_id(i));
     if (::statx(AT_FDCWD, p.c_str(), 0, STATX_INO | STATX_BTIME, &sx) != 0) return {0, 0};
-    const std::int64_t born = (sx.stx_mask & STATX_BTIME)
-                                  ? std::int64_t(sx.stx_btime.tv_sec) * 1000000000 + sx.stx_btime.tv_nsec
-                                  : -1;
+    const std::int64_t born =
+        (sx.stx_mask & STATX_BTIME)
+            ? std::int64_t(sx.stx_btime.tv_sec) * 1000000000 + sx.stx_btime.tv_nsec
+            : -1;
     return {sx.stx_ino, born};
   };
   for (int i = 0; i < 4; ++i)
     ASSERT_OK(put(*s, record_id(i), i));
   const auto oldest = identity(0);
   ASSERT_NE(oldest.first, 0u);
-  if (oldest.second < 0) std::printf("note: no birth times here; the inode number alone is checked\n");
+  if (oldest.second < 0)
+    std::printf("note: no birth times here; the inode number alone is checked\n");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a new file would be born later
   ASSERT_OK(put(*s, record_id(4), 4));  // evicts 0, the least recently used
   EXPECT_EQ(identity(4), oldest);

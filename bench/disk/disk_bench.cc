@@ -55,7 +55,9 @@ void usage() {
       stderr,
       "usage: disk_bench --dir DIR [--records N=16] [--layers L=32] [--layer-kib K=1024]\n"
       "  [--reps R=3] [--concurrency C=1] [--sync none|file|full] [--io auto|io_uring|"
-      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024] [--verify-while-reading 0|1=1]\n  [--steady 0|1=0] [--read-concurrency C=concurrency]\n  [--card NAME]\n"
+      "threads]\n  [--threads T=4] [--queue-depth Q=32] [--block-kib B=1024]\n"
+      "  [--verify-while-reading 0|1=1] [--steady 0|1=0] [--read-concurrency C=concurrency]\n"
+      "  [--card NAME]\n"
       "Writes N records of L x K KiB into a disk store in DIR (records it made are "
       "erased first and at the end), reads them back verified, R times; prints JSON "
       "Lines.\n");
@@ -161,7 +163,9 @@ int main(int argc, char** argv) {
   o.verify_while_reading = a.verify_while_reading;
   const tierkv::RecordId shape = record(0, a);
   const std::size_t bytes = shape.payload_bytes();
-  if (a.steady) o.budget_bytes = std::uint64_t(a.records) * (tierkv::record_header_size(shape.num_layers) + bytes);
+  if (a.steady)
+    o.budget_bytes =
+        std::uint64_t(a.records) * (tierkv::record_header_size(shape.num_layers) + bytes);
   auto opened = tierkv::open_disk_store(o);
   if (!opened.ok()) {
     std::fprintf(stderr, "disk_bench: %s\n", opened.status().to_string().c_str());

@@ -149,8 +149,8 @@ void add_output_flags(CLI::App& app, ReplayOptions& o) {
   app.add_flag("--quiet", o.quiet, "no progress bar")->group(g);
   app.add_option("--outputs", o.outputs,
                  "greedy outputs against recompute's: exact (a difference fails the run), report "
-                 "(agreement printed), auto (exact on cpu, report on cuda, where bf16 tokens follow "
-                 "each schedule's batch and chunk shapes)")
+                 "(agreement printed), auto (exact on cpu, report on cuda, where bf16 tokens "
+                 "follow each schedule's batch and chunk shapes)")
       ->group(g)->capture_default_str()->check(CLI::IsMember({"auto", "exact", "report"}));
   app.add_option("--find-max-rate", o.find_max_rate,
                  "search the highest arrival-rate scale keeping p90 TTFT under --max-rate-ttft: "

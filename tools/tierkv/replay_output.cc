@@ -219,9 +219,10 @@ std::string format_agreement(const std::vector<PolicyRun>& runs) {
   const PolicyRun& ref = runs.front();
   o << "Outputs against " << ref.spec.label
     << " (reported, not checked, on this backend: bf16 results depend on the batch and chunk\n"
-       "shapes each policy's schedule makes, and random weights leave the logits nearly flat, so\n"
-       "greedy tokens part ways even where no KV was reused; the cache's copies are byte-exact and\n"
-       "its KV is checked against the CPU reference with tolerances by the GPU test suite):\n";
+       "shapes each policy's schedule makes, and random weights leave the logits nearly flat,\n"
+       "so greedy tokens part ways even where no KV was reused; the cache's copies are\n"
+       "byte-exact and its KV is checked against the CPU reference with tolerances by the GPU\n"
+       "test suite):\n";
   for (std::size_t p = 1; p < runs.size(); ++p) {
     const PolicyRun& run = runs[p];
     std::size_t same = 0, first = 0, cold = 0, cold_same = 0;

@@ -89,7 +89,8 @@ class PosixFile final : public File {
     for (const std::span<const std::uint8_t> p : parts) {
       auto* buf = const_cast<std::uint8_t*>(p.data());
       for (std::size_t at = 0; at < p.size(); at += block_)
-        reqs.push_back({fd_, true, offset + at, buf + at, std::min<std::size_t>(block_, p.size() - at)});
+        reqs.push_back(
+            {fd_, true, offset + at, buf + at, std::min<std::size_t>(block_, p.size() - at)});
       offset += p.size();
     }
     std::atomic<bool> called{false};
@@ -100,7 +101,8 @@ class PosixFile final : public File {
     call_once();  // no pieces: nothing was in flight
     for (const IoRequest& r : reqs) {
       if (r.result < 0) return errno_status(int(-r.result), "pwrite", path_);
-      if (std::size_t(r.result) != r.len) return io_error("pwrite " + path_ + ": a write made no progress");
+      if (std::size_t(r.result) != r.len)
+        return io_error("pwrite " + path_ + ": a write made no progress");
     }
     return Status::Ok();
   }
@@ -198,7 +200,9 @@ class PosixFileSystem final : public FileSystem {
       : engine_(std::move(engine)), block_(block) {}
 
   Result<std::unique_ptr<File>> open(const std::string& path, const OpenOptions& o) override {
-    int flags = O_CLOEXEC | (o.create ? O_WRONLY | O_CREAT | O_EXCL : o.overwrite ? O_WRONLY : O_RDONLY);
+    int flags = O_CLOEXEC | (o.create      ? O_WRONLY | O_CREAT | O_EXCL
+                             : o.overwrite ? O_WRONLY
+                                           : O_RDONLY);
     if (o.direct) flags |= O_DIRECT;
     const int fd = ::open(path.c_str(), flags, 0600);
     if (fd < 0) return errno_status(errno, "open", path);
