@@ -68,6 +68,14 @@ class DiskStoreTest : public ::testing::TestWithParam<IoBackend> {
     o.io_block_bytes = 16 << 10;  // several pieces in flight even for small test records
     return o;
   }
+  // A file of record_id(i)'s default shape: its header and payload.
+  static std::uint64_t file_bytes() { return 4096 + record_id(0).payload_bytes(); }
+  // options() with a budget of `records` such files.
+  DiskStoreOptions budget_of(std::uint64_t records) const {
+    DiskStoreOptions o = options();
+    o.budget_bytes = records * file_bytes();
+    return o;
+  }
   TempDir dir_;
 };
 
@@ -126,10 +134,8 @@ TEST_P(DiskStoreTest, FilesAreNamedFromKeysWithPrivatePermissions) {
 }
 
 TEST_P(DiskStoreTest, BudgetEvictsLeastRecentlyUsed) {
-  const RecordId shape = record_id(0);
-  const std::uint64_t file = 4096 + shape.payload_bytes();
-  DiskStoreOptions o = options();
-  o.budget_bytes = 4 * file;
+  const std::uint64_t file = file_bytes();
+  DiskStoreOptions o = budget_of(4);
   auto s = open_store(o);
   ASSERT_TRUE(s);
   for (int i = 0; i < 4; ++i)
@@ -169,10 +175,7 @@ TEST_P(DiskStoreTest, BudgetEvictsLeastRecentlyUsed) {
 // the new record lives in the victim's inode, whose blocks are already allocated and written. The
 // victim misses as evicted, and nothing else changes.
 TEST_P(DiskStoreTest, AWriteThatEvictsReusesTheVictimsFile) {
-  const RecordId shape = record_id(0);
-  const std::uint64_t file = 4096 + shape.payload_bytes();
-  DiskStoreOptions o = options();
-  o.budget_bytes = 4 * file;
+  const DiskStoreOptions o = budget_of(4);
   auto s = open_store(o);
   ASSERT_TRUE(s);
   // A file's identity: inode number and birth time (an inode number alone may be handed to a new
