@@ -87,10 +87,7 @@ class PosixFile final : public File {
                      const std::function<void()>& in_flight) override {
     std::vector<IoRequest> reqs;
     for (const std::span<const std::uint8_t> p : parts) {
-      auto* buf = const_cast<std::uint8_t*>(p.data());
-      for (std::size_t at = 0; at < p.size(); at += block_)
-        reqs.push_back(
-            {fd_, true, offset + at, buf + at, std::min<std::size_t>(block_, p.size() - at)});
+      add_pieces(reqs, true, offset, const_cast<std::uint8_t*>(p.data()), p.size());
       offset += p.size();
     }
     std::atomic<bool> called{false};
@@ -155,6 +152,12 @@ class PosixFile final : public File {
   bool direct() const override { return direct_; }
 
  private:
+  // Appends [offset, offset + len) as requests of at most block_ bytes.
+  void add_pieces(std::vector<IoRequest>& reqs, bool write, std::uint64_t offset, std::uint8_t* buf,
+                  std::size_t len) const {
+    for (std::size_t at = 0; at < len; at += block_)
+      reqs.push_back({fd_, write, offset + at, buf + at, std::min<std::size_t>(block_, len - at)});
+  }
   // Splits [offset, offset + len) into pieces of block_ bytes, runs them at once, and returns the
   // bytes moved from `offset` on (a read stops at the end of the file), or the first error.
   // `on_done` (optional) is passed to the engine; `prepared` sees the requests before they run.
@@ -165,8 +168,7 @@ class PosixFile final : public File {
     if (len == 0) return std::size_t(0);
     std::vector<IoRequest> reqs;
     reqs.reserve(len / block_ + 1);
-    for (std::size_t at = 0; at < len; at += block_)
-      reqs.push_back({fd_, write, offset + at, buf + at, std::min<std::size_t>(block_, len - at)});
+    add_pieces(reqs, write, offset, buf, len);
     if (prepared) prepared(reqs);
     engine_.run(reqs, on_done ? *on_done : IoEngine::OnDone());
     std::size_t total = 0;
