@@ -321,9 +321,11 @@ TEST_F(CacheTiersTest, CorruptRecordsAreMissesNeverLoaded) {
         f.seekp(-7, std::ios::end);
         f.put(char(0x5a));
       } else {
+        // Chunk 1's first read: two readers take chunks 0 and 1 in either order.
         ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
                                     .kind = FaultKind::kCorrupt,
-                                    .first_call = faulty->calls(FaultOp::kRead) + 2}));
+                                    .first_call = faulty->calls(FaultOp::kRead) + 1,
+                                    .record = id}));
       }
     }
     auto cache = make(4, {tier});

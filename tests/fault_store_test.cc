@@ -97,6 +97,25 @@ TEST(FaultStoreTest, FailAfterLetsTheWriteLand) {
   EXPECT_EQ(wrong_bytes(1, out), 0u);
 }
 
+TEST(FaultStoreTest, ARuleThatNamesARecordFiresOnlyForIt) {
+  auto s = make();
+  const RecordId a = record_id(1), b = record_id(2);
+  ASSERT_OK(s->write(a, payload_of(a, 1)));
+  ASSERT_OK(s->write(b, payload_of(b, 2)));
+  ASSERT_OK(s->add_rule({.op = FaultOp::kRead, .code = StatusCode::kIoError, .times = 2, .record = b}));
+  std::vector<std::uint8_t> out(a.payload_bytes());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK(s->read(a, out)) << "calls for other records pass, whatever their number";
+    EXPECT_EQ(wrong_bytes(1, out), 0u);
+  }
+  EXPECT_EQ(s->read(b, out).code(), StatusCode::kIoError);
+  ASSERT_OK(s->read(a, out));
+  EXPECT_EQ(s->read(b, out).code(), StatusCode::kIoError) << "the second of its two faults";
+  ASSERT_OK(s->read(b, out));
+  EXPECT_EQ(wrong_bytes(2, out), 0u);
+  EXPECT_EQ(s->injected(), 2u);
+}
+
 TEST(FaultStoreTest, BadRulesAreRefused) {
   auto s = make();
   EXPECT_EQ(s->add_rule({.op = FaultOp::kWrite, .kind = FaultKind::kCorrupt}).code(),

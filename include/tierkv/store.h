@@ -47,6 +47,7 @@ struct RecordId {
   std::uint64_t layer_bytes = 0;   // one layer of the chunk: its K pages then its V pages
 
   std::uint64_t payload_bytes() const { return std::uint64_t(num_layers) * layer_bytes; }
+  friend bool operator==(const RecordId&, const RecordId&) = default;
 };
 
 // What a store is, for the planner and for people reading stats.

@@ -24,7 +24,7 @@ Status FaultStore::add_rule(const FaultRule& rule) {
   if (rule.times == 0 || rule.first_call == 0)
     return invalid_argument("fault rule needs first_call >= 1 and times >= 1");
   std::lock_guard<std::mutex> l(mu_);
-  rules_.push_back(rule);
+  rules_.push_back({rule, 0});
   return Status::Ok();
 }
 
@@ -43,12 +43,19 @@ std::uint64_t FaultStore::injected() const {
   return injected_;
 }
 
-FaultStore::Fired FaultStore::next_call(FaultOp op) {
+FaultStore::Fired FaultStore::next_call(FaultOp op, const RecordId& id) {
   std::lock_guard<std::mutex> l(mu_);
   const std::uint64_t n = ++calls_[std::size_t(op)];
-  for (const FaultRule& r : rules_) {
+  for (Armed& a : rules_) {
+    const FaultRule& r = a.rule;
     if (r.op != op || n < r.first_call) continue;
-    if (r.times != FaultRule::kPersistent && n - r.first_call >= r.times) continue;
+    if (r.record) {
+      if (*r.record != id) continue;
+      if (r.times != FaultRule::kPersistent && a.fired >= r.times) continue;
+      ++a.fired;
+    } else if (r.times != FaultRule::kPersistent && n - r.first_call >= r.times) {
+      continue;
+    }
     ++injected_;
     return {true, r};
   }
@@ -65,7 +72,7 @@ const StoreCapabilities& FaultStore::capabilities() const {
 }
 
 Result<bool> FaultStore::contains(const RecordId& id) {
-  const Fired f = next_call(FaultOp::kContains);
+  const Fired f = next_call(FaultOp::kContains, id);
   if (f.any && f.rule.kind == FaultKind::kDelay) std::this_thread::sleep_for(f.rule.delay);
   if (f.any && f.rule.kind == FaultKind::kFail && f.rule.code != StatusCode::kOk)
     return injected_status(f.rule, "contains");
@@ -76,7 +83,7 @@ Result<bool> FaultStore::contains(const RecordId& id) {
 }
 
 Status FaultStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
-  const Fired f = next_call(FaultOp::kRead);
+  const Fired f = next_call(FaultOp::kRead, id);
   if (!f.any) return inner_->read(id, payload);
   switch (f.rule.kind) {
     case FaultKind::kFail:
@@ -102,7 +109,7 @@ Status FaultStore::read(const RecordId& id, std::span<std::uint8_t> payload) {
 }
 
 Status FaultStore::write(const RecordId& id, std::span<const std::uint8_t> payload) {
-  const Fired f = next_call(FaultOp::kWrite);
+  const Fired f = next_call(FaultOp::kWrite, id);
   if (f.any && f.rule.kind == FaultKind::kDelay) std::this_thread::sleep_for(f.rule.delay);
   if (f.any && f.rule.kind == FaultKind::kFail) return injected_status(f.rule, "write");
   Status s = inner_->write(id, payload);
@@ -111,7 +118,7 @@ Status FaultStore::write(const RecordId& id, std::span<const std::uint8_t> paylo
 }
 
 Status FaultStore::erase(const RecordId& id) {
-  const Fired f = next_call(FaultOp::kErase);
+  const Fired f = next_call(FaultOp::kErase, id);
   if (f.any && f.rule.kind == FaultKind::kDelay) std::this_thread::sleep_for(f.rule.delay);
   if (f.any && f.rule.kind == FaultKind::kFail) return injected_status(f.rule, "erase");
   Status s = inner_->erase(id);

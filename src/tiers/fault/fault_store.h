@@ -5,7 +5,10 @@
 // Rules say which call of which operation misbehaves and how. Calls of each operation are counted
 // from 1 (contains, read, write and erase separately); a rule fires on calls first_call ..
 // first_call + times - 1 of its operation (times == kPersistent: every call from first_call on).
-// When several rules match a call, the one added first wins.
+// A rule that names a record fires only on calls for that record, from call first_call on, the
+// first `times` of them: with several threads reading at once, which record a call number falls to
+// is not fixed, but the record a test corrupts is. When several rules match a call, the one added
+// first wins.
 //
 //   kFail          return `code` without calling the inner store (a write leaves nothing behind)
 //   kFailAfter     call the inner store, then return `code` anyway: a write that landed although
@@ -27,6 +30,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "tierkv/status.h"
@@ -45,6 +49,7 @@ struct FaultRule {
   std::uint64_t first_call = 1;            // 1-based call number of `op`
   std::uint64_t times = 1;                 // 1: one transient fault; kPersistent: from then on
   std::chrono::microseconds delay{0};      // for kDelay
+  std::optional<RecordId> record;          // set: only calls for this record
 };
 
 class FaultStore final : public Store {
@@ -73,14 +78,18 @@ class FaultStore final : public Store {
     bool any = false;
     FaultRule rule;
   };
-  // Counts a call of `op` and returns the rule that fires for it, if any.
-  Fired next_call(FaultOp op);
+  struct Armed {
+    FaultRule rule;
+    std::uint64_t fired = 0;  // for a rule that names a record
+  };
+  // Counts a call of `op` for record `id` and returns the rule that fires for it, if any.
+  Fired next_call(FaultOp op, const RecordId& id);
   static Status injected_status(const FaultRule& rule, const char* what);
 
   std::unique_ptr<Store> inner_;
   StoreCapabilities caps_;
   mutable std::mutex mu_;
-  std::vector<FaultRule> rules_;                                     // GUARDED_BY(mu_)
+  std::vector<Armed> rules_;                                         // GUARDED_BY(mu_)
   std::array<std::uint64_t, std::size_t(FaultOp::kCount)> calls_{};  // GUARDED_BY(mu_)
   std::uint64_t injected_ = 0;                                       // GUARDED_BY(mu_)
 };
