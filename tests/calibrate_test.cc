@@ -64,6 +64,9 @@ TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
   ASSERT_OK_AND_ASSIGN(const CostProfile back, load_profile(path.string(), &backend->info(), &o.model));
   EXPECT_EQ(back.prefill.us, p.prefill.us);
   EXPECT_DOUBLE_EQ(back.load_slowdown_beside_compute, p.load_slowdown_beside_compute);
+  ASSERT_EQ(back.tiers.size(), 1u);
+  EXPECT_EQ(back.tiers[0].readers, o.tier_readers);
+  EXPECT_DOUBLE_EQ(back.tiers[0].read_gbps, t.read_gbps);
   // A transfer engine given the profile takes its curves and measures nothing.
   TransferOptions to;
   to.profile = std::make_shared<const CostProfile>(back);
@@ -71,6 +74,31 @@ TEST(Calibrate, MeasuresTheMachineAndTheTiers) {
   EXPECT_EQ(engine->costs().copy_engine.points, back.host_to_device_copy_engine.points);
   EXPECT_DOUBLE_EQ(engine->costs().copy_engine_compute_slowdown, back.copy_engine_compute_slowdown);
   std::filesystem::remove_all(path.parent_path());
+}
+
+// A tier whose reads wait on something other than a shared link (here 4 ms per operation, no
+// bandwidth limit) serves two readers twice as fast as one: the bandwidth is measured with the
+// reads in flight that the cache's promotion has, not one after another.
+TEST(Calibrate, MeasuresATierWithThePromotionsReadsInFlight) {
+  MemoryStoreOptions mo;
+  mo.latency_us = 4000;
+  ASSERT_OK_AND_ASSIGN(auto store, MemoryStore::create(mo));
+  CalibrateOptions o;
+  o.model = *model_preset("tiny");
+  o.chunk_tokens = 256;
+  o.tier_chunks = 8;
+  std::vector<double> gbps;
+  for (const std::int32_t readers : {1, 2}) {
+    o.tier_readers = readers;
+    ASSERT_OK_AND_ASSIGN(const TierCost t, measure_tier(o, *store));
+    EXPECT_EQ(t.readers, readers);
+    EXPECT_GT(t.latency_us, 4000 * 0.9) << "a read alone still costs its latency";
+    gbps.push_back(t.read_gbps);
+  }
+  EXPECT_GT(gbps[1], 1.5 * gbps[0]) << gbps[0] << " GB/s with one reader, " << gbps[1] << " with two";
+  EXPECT_EQ(store->stats().records, 0u) << "its records are erased";
+  o.tier_readers = 0;
+  EXPECT_EQ(measure_tier(o, *store).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(Calibrate, RefusesWhatItCannotMeasure) {

@@ -118,7 +118,9 @@ TEST(Planner, IsNeverPredictedSlowerThanRecomputingAndFindsTheBestSplitOfASlowTi
       // Within the margin a recomputed front must win by (kFrontMargin).
       EXPECT_LE(plan.predicted_ms * 1e3, best * (1 + kFrontMargin) * 1.0001)
           << gbps << " GB/s, " << fresh << " new";
-      if (gbps <= 2.0) EXPECT_LT(plan.loaded_tokens(), 16384) << "a slow tier is not all loaded";
+      if (gbps <= 2.0) {
+        EXPECT_LT(plan.loaded_tokens(), 16384) << "a slow tier is not all loaded";
+      }
     }
   }
 }

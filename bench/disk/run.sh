@@ -10,7 +10,9 @@
 # the same size and takes over its file, the store's steady state), reading with one thread and
 # with two (the cache's promotion threads); fio
 # moves the same bytes with O_DIRECT through io_uring, in 32 MiB blocks one at a time and in 1 MiB
-# blocks 32 in flight (what the store does inside one record), end_fsync on writes. ROUNDS rounds
+# blocks 32 in flight (what the store does inside one record), end_fsync on writes, writing both a
+# new file (removed first: its blocks are allocated as it writes) and over the file it wrote, so
+# that each of the store's conditions has fio's in the same condition beside it. ROUNDS rounds
 # (default 5) alternate them, so that all see the same machine; each figure is the median
 # over the rounds. Prints JSON Lines (schema: bench/peers/README.md; bench "disk", impl "tierkv"
 # or "fio") and a side-by-side table; with OUT_PREFIX, writes OUT_PREFIX.jsonl and OUT_PREFIX.txt.
@@ -40,19 +42,23 @@ for round in $(seq "$rounds"); do
         --read-concurrency $readers --card "$card" 2>"$tmp/store.txt" >>"$tmp/tierkv-raw.jsonl"
     done
   done
-  for op in write read; do
-    for shape in "32M 1" "1M 32"; do
-      set -- $shape
-      fio --name=disk --filename="$dir/fio.dat" --rw="$op" --bs="$1" --iodepth="$2" \
+  # fio writes a new file (rm first: blocks allocated as it writes, as a record into an empty
+  # directory) and then over the file it wrote (as a record taking over an evicted one's file).
+  for shape in "32M 1" "1M 32"; do
+    set -- $shape
+    for run in "write new" "write existing" "read existing"; do
+      set -- "$1" "$2" $run
+      [[ $4 == new ]] && rm -f "$dir/fio.dat"
+      fio --name=disk --filename="$dir/fio.dat" --rw="$3" --bs="$1" --iodepth="$2" \
         --size="$size" --direct=1 --ioengine=io_uring --end_fsync=1 --output-format=json \
         >"$tmp/fio.json"
-      python3 - "$tmp/fio.json" "$op" "$1" "$2" >>"$tmp/fio-raw.jsonl" <<'PY'
+      python3 - "$tmp/fio.json" "$3" "$1" "$2" "$4" >>"$tmp/fio-raw.jsonl" <<'PY'
 import json, sys
-path, op, bs, depth = sys.argv[1:]
+path, op, bs, depth, file = sys.argv[1:]
 job = json.load(open(path))["jobs"][0][op]
 units = {"M": 1 << 20, "K": 1 << 10}
 print(json.dumps({"op": op, "block_bytes": int(bs[:-1]) * units[bs[-1]], "iodepth": int(depth),
-                  "bytes": job["io_bytes"], "gbps": job["bw_bytes"] / 1e9}))
+                  "file": file, "bytes": job["io_bytes"], "gbps": job["bw_bytes"] / 1e9}))
 PY
     done
   done
@@ -75,11 +81,11 @@ for steady in (False, True):
                   "gbps_rounds": [round(x["gbps"], 4) for x in runs]})
         rows.append(r)
 f = [json.loads(l) for l in open(f"{tmp}/fio-raw.jsonl")]
-for op in ("write", "read"):
+for op, file in (("write", "new"), ("write", "existing"), ("read", "existing")):
     for bb, depth in ((32 << 20, 1), (1 << 20, 32)):
-        runs = [r for r in f if r["op"] == op and r["block_bytes"] == bb]
+        runs = [r for r in f if r["op"] == op and r["block_bytes"] == bb and r["file"] == file]
         rows.append({"bench": "disk", "impl": "fio", "op": op, "card": card, "date": date,
-                     "bytes": runs[0]["bytes"], "block_bytes": bb, "iodepth": depth,
+                     "bytes": runs[0]["bytes"], "block_bytes": bb, "iodepth": depth, "file": file,
                      "ioengine": "io_uring", "direct": 1, "end_fsync": 1, "fs": fs,
                      "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
                      "gbps_rounds": [round(x["gbps"], 4) for x in runs]})
@@ -94,18 +100,22 @@ print(f"disk tier vs fio O_DIRECT on {rows[0]['fs']}, GB/s (1 GB = 1e9 B), media
 print("tierkv: into an empty directory (each write makes a new file), and into a full cache (the")
 print("budget holds N records and every write evicts one, taking over its file); writes from one")
 print("thread (the cache's writer per tier), reads from one and from two (the cache's promotion")
-print("threads, WriteDownOptions::promote_threads = 2)")
-print(f"{'op':6} {'cache':6} {'threads':>7} {'tierkv':>8} {'fio 32M qd1':>12} {'fio 1M qd32':>12} {'tierkv/best fio':>16}")
+print("threads, WriteDownOptions::promote_threads = 2). fio in the same condition: writes into a")
+print("new file (empty) or over one it wrote (full); reads of the file it wrote.")
+print(f"{'op':6} {'cache':6} {'threads':>7} {'tierkv':>8} {'fio file':>9} {'fio 32M qd1':>12} "
+      f"{'fio 1M qd32':>12} {'tierkv/best fio':>16}")
 for op in ("write", "read"):
-    f = {r["block_bytes"]: r["gbps"] for r in rows if r["impl"] == "fio" and r["op"] == op}
-    a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
     for steady in (False, True):
+        file = "new" if op == "write" and not steady else "existing"
+        f = {r["block_bytes"]: r["gbps"] for r in rows
+             if r["impl"] == "fio" and r["op"] == op and r["file"] == file}
+        a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
         for r in rows:
             if r["impl"] != "tierkv" or r["op"] != op or r.get("steady", False) != steady:
                 continue
             t = r["gbps"]
-            print(f"{op:6} {'full' if steady else 'empty':6} {r['concurrency']:7d} {t:8.3f} {a:12.3f} "
-                  f"{b:12.3f} {t / max(a, b):16.2f}")
+            print(f"{op:6} {'full' if steady else 'empty':6} {r['concurrency']:7d} {t:8.3f} "
+                  f"{file:>9} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f}")
 PY
 { echo "# $(cat "$tmp/store.txt")"; echo "# load: $(uptime)"; cat "$tmp/table.txt"; } >"$tmp/report.txt"
 cat "$tmp/all.jsonl" "$tmp/report.txt"

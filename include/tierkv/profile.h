@@ -46,7 +46,8 @@ struct BandwidthCurve {
 // A tier below host memory, as measured: reading a chunk of `chunk_bytes` into a host slot.
 struct TierCost {
   std::string name;        // the store's capabilities().name
-  double read_gbps = 0;    // sustained, chunk after chunk
+  double read_gbps = 0;    // sustained, `readers` chunks in flight at once
+  std::int32_t readers = 1;  // reads in flight when measured (the cache's promote_threads)
   double latency_us = 0;   // median time to first byte of a chunk read
   double p99_latency_us = 0;
   bool experiment = false;  // the bandwidth-limited stand-in, not a real tier

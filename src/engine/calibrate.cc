@@ -1,6 +1,7 @@
 #include "engine/calibrate.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <ctime>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "core/sha256.h"
 #include "engine/llama.h"
@@ -181,12 +183,19 @@ Status measure_slowdown(Backend& b, Stream& s, const CalibrateOptions& o, Bench&
   return Status::Ok();
 }
 
-// Writes `count` records of `layers` layers, reads each back timed (µs), erases them.
-Result<std::vector<double>> time_reads(const CalibrateOptions& o, Store& store, RecordId shape,
-                                       std::uint32_t layers, std::int32_t count,
-                                       std::span<std::uint8_t> buffer) {
+// Reads of records of one shape, timed: each read's microseconds, and the wall time of them all.
+struct TimedReads {
+  std::vector<double> us;
+  double wall_us = 0;
+};
+
+// Writes `count` records of `layers` layers, reads them back on `readers` threads at once (each
+// into its own buffer, records handed out in order, as the cache's promotion reads a prefix),
+// erases them. `buffers` holds one buffer per reader, each at least a record's payload.
+Result<TimedReads> time_reads(Store& store, RecordId shape, std::uint32_t layers,
+                              std::int32_t count, std::span<const std::span<std::uint8_t>> buffers) {
   shape.num_layers = layers;
-  const auto payload = buffer.first(std::size_t(shape.payload_bytes()));
+  const std::size_t bytes = std::size_t(shape.payload_bytes());
   std::vector<RecordId> ids;
   const std::string tier = store.capabilities().name;
   for (std::int32_t c = 0; c < count; ++c) {
@@ -194,53 +203,94 @@ Result<std::vector<double>> time_reads(const CalibrateOptions& o, Store& store, 
     const std::string name = "calibrate-" + std::to_string(layers) + "-" + std::to_string(c);
     const Digest d = sha256(name.data(), name.size());
     std::memcpy(r.chunk_key.bytes.data(), d.data(), d.size());
-    TIERKV_RETURN_IF_ERROR(store.write(r, payload).with_context("calibrate: writing to " + tier));
+    TIERKV_RETURN_IF_ERROR(
+        store.write(r, buffers[0].first(bytes)).with_context("calibrate: writing to " + tier));
     ids.push_back(r);
   }
-  std::vector<double> us;
-  for (const RecordId& r : ids) {
-    const auto a = std::chrono::steady_clock::now();
-    TIERKV_RETURN_IF_ERROR(store.read(r, payload).with_context("calibrate: reading from " + tier));
-    us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
+  TimedReads t;
+  t.us.assign(ids.size(), 0.0);
+  std::vector<Status> failed(buffers.size());
+  std::atomic<std::size_t> next{0};
+  const auto reader = [&](std::size_t w) {
+    for (std::size_t i; (i = next.fetch_add(1)) < ids.size();) {
+      const auto a = std::chrono::steady_clock::now();
+      const Status s = store.read(ids[i], buffers[w].first(bytes));
+      if (!s.ok()) {
+        failed[w] = s.with_context("calibrate: reading from " + tier);
+        return;
+      }
+      t.us[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a)
+                    .count();
+    }
+  };
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t w = 1; w < buffers.size(); ++w)
+      threads.emplace_back(reader, w);
+    reader(0);
   }
+  t.wall_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   for (const RecordId& r : ids)
     store.erase(r).ignore();
-  (void)o;
-  return us;
+  for (Status& s : failed)
+    if (!s.ok()) return s;
+  return t;
 }
 
 }  // namespace
 
 Result<TierCost> measure_tier(const CalibrateOptions& o, Store& store) {
+  if (o.tier_chunks < 1 || o.tier_readers < 1 || o.tier_readers > 64)
+    return invalid_argument("calibrate: tier_chunks must be positive and tier_readers in [1, 64]");
   RecordId shape;
   shape.identity = sha256("tierkv.calibrate", 16);
   shape.tokens = std::uint32_t(o.chunk_tokens);
   shape.num_layers = std::uint32_t(o.model.num_layers);
   shape.layer_bytes = std::uint64_t(o.chunk_tokens) * o.model.kv_bytes_per_token_layer();
   const std::size_t bytes = std::size_t(shape.payload_bytes());
-  // Host slots are 4096-byte aligned, and O_DIRECT stores need that of the payload too.
-  std::vector<std::uint8_t> storage(bytes + 4096);
+  // One buffer per reader. Host slots are 4096-byte aligned, and O_DIRECT stores need that of the
+  // payload too.
+  const std::size_t stride = (bytes + 4095) / 4096 * 4096;
+  const auto readers = std::size_t(o.tier_readers);
+  std::vector<std::uint8_t> storage(stride * readers + 4096);
   const auto base = reinterpret_cast<std::uintptr_t>(storage.data());
-  std::span<std::uint8_t> buffer(storage.data() + ((4096 - base % 4096) % 4096), bytes);
+  std::uint8_t* aligned = storage.data() + ((4096 - base % 4096) % 4096);
+  std::vector<std::span<std::uint8_t>> buffers;
+  for (std::size_t w = 0; w < readers; ++w)
+    buffers.emplace_back(aligned + w * stride, bytes);
   std::mt19937_64 rng(9);
   for (std::size_t i = 0; i + 8 <= bytes; i += 8) {
     const std::uint64_t v = rng();
-    std::memcpy(buffer.data() + i, &v, 8);
+    std::memcpy(buffers[0].data() + i, &v, 8);
   }
-  TIERKV_ASSIGN_OR_RETURN(const auto whole,
-                          time_reads(o, store, shape, shape.num_layers, o.tier_chunks, buffer));
-  TIERKV_ASSIGN_OR_RETURN(const auto one_layer, time_reads(o, store, shape, 1, o.tier_chunks, buffer));
+  // Whole chunks as a promotion reads them (tier_readers at once) for the bandwidth; whole chunks
+  // and single layers one at a time for what a read costs beyond its bytes.
+  TIERKV_ASSIGN_OR_RETURN(const TimedReads whole,
+                          time_reads(store, shape, shape.num_layers,
+                                     std::max(o.tier_chunks, o.tier_readers), buffers));
+  const auto first = std::span(buffers).first(1);
+  TimedReads alone = whole;
+  if (readers > 1) {
+    TIERKV_ASSIGN_OR_RETURN(alone, time_reads(store, shape, shape.num_layers, o.tier_chunks, first));
+  }
+  TIERKV_ASSIGN_OR_RETURN(const TimedReads one_layer,
+                          time_reads(store, shape, 1, o.tier_chunks, first));
   TierCost t;
   t.name = store.capabilities().name;
   t.experiment = store.capabilities().experiment;
-  const double chunk_us = std::max(median(whole), 1e-3);
-  t.read_gbps = double(bytes) / chunk_us / 1e3;
-  t.latency_us = std::max(0.0, median(one_layer) - double(shape.layer_bytes) / (t.read_gbps * 1e3));
-  t.p99_latency_us = t.latency_us + std::max(0.0, quantile(whole, 0.99) - chunk_us);
-  say(o, "tier " + t.name + ": " + std::to_string(t.read_gbps) + " GB/s a chunk after another, " +
-             std::to_string(t.latency_us) + " us per read, tail " +
-             std::to_string(t.p99_latency_us) + " us");
+  t.readers = o.tier_readers;
+  t.read_gbps = double(bytes) * double(whole.us.size()) / std::max(whole.wall_us, 1e-3) / 1e3;
+  // A read of n layers costs latency + n * per_layer: two medians, two unknowns.
+  const double alone_us = median(alone.us), layer_us = median(one_layer.us);
+  const double layers = double(shape.num_layers);
+  t.latency_us =
+      layers > 1 ? std::max(0.0, layer_us - (alone_us - layer_us) / (layers - 1)) : 0.0;
+  t.p99_latency_us = t.latency_us + std::max(0.0, quantile(alone.us, 0.99) - alone_us);
+  say(o, "tier " + t.name + ": " + std::to_string(t.read_gbps) + " GB/s with " +
+             std::to_string(t.readers) + " readers, " + std::to_string(t.latency_us) +
+             " us per read, tail " + std::to_string(t.p99_latency_us) + " us");
   return t;
 }
 

@@ -39,15 +39,19 @@ struct CalibrateOptions {
   std::int32_t chunk_tokens = 256;  // the cache's chunk: the size tier records are measured at
   std::vector<std::shared_ptr<Store>> tiers;
   std::int32_t tier_chunks = 8;
+  // Reads in flight at once when measuring a tier's bandwidth: the cache's promotion threads
+  // (WriteDownOptions::promote_threads), which read one prefix that many chunks at a time.
+  std::int32_t tier_readers = 2;
   std::function<void(std::string_view)> progress;  // a line per step, optional
 };
 
 Result<CostProfile> calibrate(Backend& backend, const CalibrateOptions& options);
 
 // One lower tier's figures, as the planner reads them: chunks (of options.model's shape and
-// options.chunk_tokens) read one after another at read_gbps (a whole chunk's bytes over its median
-// read time), each read costing latency_us (what a one-layer read takes beyond its bytes), and a
-// tail of p99_latency_us for the slowest. Writes and erases options.tier_chunks records of its own.
+// options.chunk_tokens) read tier_readers at a time at read_gbps (all their bytes over the wall
+// time), each read costing latency_us (what a one-layer read takes beyond its bytes, read alone),
+// and a tail of p99_latency_us for the slowest. Writes and erases records of its own
+// (max(tier_chunks, tier_readers) at a time).
 Result<TierCost> measure_tier(const CalibrateOptions& options, Store& store);
 
 // The seed report's question, answered from a profile: per layer, loading a prefix of P tokens

@@ -116,6 +116,8 @@ Status parse(const json& j, CostProfile& p) {
     c.latency_us = tj.value("latency_us", 0.0);
     c.p99_latency_us = tj.value("p99_latency_us", 0.0);
     c.experiment = tj.value("experiment", false);
+    c.readers = tj.value("readers", 1);
+    if (c.readers < 1) return data_loss("profile: a tier measured with fewer than one reader");
     if (c.name.empty() || c.read_gbps <= 0) return data_loss("profile: a tier without name or bandwidth");
     p.tiers.push_back(c);
   }
@@ -237,6 +239,7 @@ Status save_profile(const CostProfile& p, const std::string& path) {
                      {"read_gbps", t.read_gbps},
                      {"latency_us", t.latency_us},
                      {"p99_latency_us", t.p99_latency_us},
+                     {"readers", t.readers},
                      {"experiment", t.experiment}});
   }
   json rows = json::array();

@@ -13,6 +13,7 @@
 #include "engine/calibrate.h"
 #include "subcommands.h"
 #include "tiers/memory/memory_store.h"
+#include "tierkv/cache.h"
 #include "tierkv/disk_store.h"
 #include "tierkv/redis_store.h"
 
@@ -27,6 +28,7 @@ struct CalibrateFlags {
   std::int32_t reps = 3;
   std::int32_t chunk_tokens = 256;
   std::int32_t tier_chunks = 8;
+  std::int32_t tier_readers = WriteDownOptions{}.promote_threads;
   double experiment_gbps = 0;
   double experiment_latency_us = 50;
   std::string disk_dir;
@@ -63,6 +65,7 @@ int run(const CalibrateFlags& f) {
   o.reps = f.reps;
   o.chunk_tokens = f.chunk_tokens;
   o.tier_chunks = f.tier_chunks;
+  o.tier_readers = f.tier_readers;
   if (f.experiment_gbps > 0) {
     MemoryStoreOptions mo;
     mo.bandwidth_gbps = f.experiment_gbps;
@@ -140,6 +143,10 @@ Runner define_calibrate(CLI::App& app) {
       ->check(CLI::Range(16, 65536));
   app.add_option("--tier-chunks", f->tier_chunks, "chunks written and read per tier")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--tier-readers", f->tier_readers,
+                 "tier reads in flight at once (the cache's promotion threads, default " +
+                     std::to_string(f->tier_readers) + ")")
+      ->check(CLI::Range(1, 64));
   app.add_option("--experiment-gbps", f->experiment_gbps,
                  "measure the experiment tier (host memory served at this many GB/s)");
   app.add_option("--experiment-latency-us", f->experiment_latency_us,
