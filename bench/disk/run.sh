@@ -93,7 +93,7 @@ for r in rows:
     print(json.dumps(r))
 PY
 python3 - "$tmp/all.jsonl" >"$tmp/table.txt" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"disk tier vs fio O_DIRECT on {rows[0]['fs']}, GB/s (1 GB = 1e9 B), median of "
       f"{rows[0]['rounds']} alternating rounds")
@@ -102,20 +102,27 @@ print("budget holds N records and every write evicts one, taking over its file);
 print("thread (the cache's writer per tier), reads from one and from two (the cache's promotion")
 print("threads, WriteDownOptions::promote_threads = 2). fio in the same condition: writes into a")
 print("new file (empty) or over one it wrote (full); reads of the file it wrote.")
+print("paired: the median over rounds of tierkv's figure over the best fio figure of the same round")
+print("(rounds run minutes apart; on a shared machine the disk's speed drifts between them)")
 print(f"{'op':6} {'cache':6} {'threads':>7} {'tierkv':>8} {'fio file':>9} {'fio 32M qd1':>12} "
-      f"{'fio 1M qd32':>12} {'tierkv/best fio':>16}")
+      f"{'fio 1M qd32':>12} {'tierkv/best fio':>16} {'paired':>7}")
 for op in ("write", "read"):
     for steady in (False, True):
         file = "new" if op == "write" and not steady else "existing"
-        f = {r["block_bytes"]: r["gbps"] for r in rows
-             if r["impl"] == "fio" and r["op"] == op and r["file"] == file}
+        fio = [r for r in rows if r["impl"] == "fio" and r["op"] == op and r["file"] == file]
+        f = {r["block_bytes"]: r["gbps"] for r in fio}
         a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
+        best_round = [max(v) for v in zip(*(r["gbps_rounds"] for r in fio))]
         for r in rows:
             if r["impl"] != "tierkv" or r["op"] != op or r.get("steady", False) != steady:
                 continue
             t = r["gbps"]
+            # Writes ran in each of the round's tierkv runs (several per round).
+            per = max(1, len(r["gbps_rounds"]) // len(best_round))
+            paired = statistics.median(x / best_round[i // per]
+                                       for i, x in enumerate(r["gbps_rounds"]))
             print(f"{op:6} {'full' if steady else 'empty':6} {r['concurrency']:7d} {t:8.3f} "
-                  f"{file:>9} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f}")
+                  f"{file:>9} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f} {paired:7.2f}")
 PY
 { echo "# $(cat "$tmp/store.txt")"; echo "# load: $(uptime)"; cat "$tmp/table.txt"; } >"$tmp/report.txt"
 cat "$tmp/all.jsonl" "$tmp/report.txt"
