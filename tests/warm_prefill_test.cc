@@ -80,7 +80,8 @@ class WarmPrefillTest : public ::testing::Test {
   }
 
   // A new cache (and executor) over the same model and pages: its host tier holds nothing.
-  void rebuild_cache(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {}) {
+  void rebuild_cache(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {},
+                     const CostProfile* profile = nullptr) {
     warm_.reset();
     cache_.reset();
     CacheOptions co;
@@ -91,8 +92,9 @@ class WarmPrefillTest : public ::testing::Test {
     co.lower_tiers = std::move(lower);
     co.write_down.persistent_admit_sightings = 1;
     ASSERT_OK_AND_ASSIGN(cache_, Cache::create(*fault_, co));
-    ASSERT_OK_AND_ASSIGN(warm_,
-                         WarmPrefill::create(*fault_, *cache_, *model_, test_profile(spec_.num_layers)));
+    ASSERT_OK_AND_ASSIGN(warm_, WarmPrefill::create(*fault_, *cache_, *model_,
+                                                    profile ? *profile
+                                                            : test_profile(spec_.num_layers)));
   }
 
   std::vector<std::int32_t> tokens(std::size_t n, unsigned seed) {
@@ -343,6 +345,58 @@ TEST_F(WarmPrefillTest, ALowerTierThatMissesItsDeadlineAfterTheFrontIsComputed) 
       << s.result.load_status.to_string();
   warm_.reset();
   cache_.reset();  // waits for the read in flight, before the rule goes
+  faulty->clear_rules();
+}
+
+// A lower tier slower than its profile but steady: each read takes 100 ms where the profile has
+// the four chunks in host slots after 120 ms (two readers: two chunks land at 100 ms, two at
+// 200 ms; the deadline is 152 ms). Past the deadline the run weighs the two chunks still coming,
+// at the pace so far, against computing them by the profile: with a profile where computing costs
+// seconds it waits for them and computes nothing twice; with one where it costs microseconds it
+// computes them. The answer is the cold one either way.
+TEST_F(WarmPrefillTest, ALateButSteadyLowerTierIsWaitedForOnlyWhenThatBeatsComputing) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
+  auto faulty = std::make_shared<FaultStore>(std::move(memory));
+  build(8, {faulty});
+  const auto prompt = tokens(300, 33);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
+  ASSERT_OK(cache_->flush_lower_tiers());
+  const double tier_bytes = 4.0 * kChunk * double(spec_.kv_bytes_per_token());
+  for (const bool costly_compute : {true, false}) {
+    SCOPED_TRACE(costly_compute ? "computing costs seconds" : "computing costs microseconds");
+    CostProfile profile = test_profile(spec_.num_layers);
+    profile.tiers = {{"fault(memory)", tier_bytes / 120e-3 / 1e9, 0, 0, false}};
+    const double layer_us = costly_compute ? 1e6 : 1e-3;
+    profile.prefill.us = {layer_us, 2 * layer_us, 6 * layer_us, 12 * layer_us};
+    rebuild_cache(8, {faulty}, &profile);  // an empty host tier: the prefix is in the tier only
+    faulty->clear_rules();
+    ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
+                                .kind = FaultKind::kDelay,
+                                .times = FaultRule::kPersistent,
+                                .delay = std::chrono::milliseconds(100)}));
+    // Split 0: load every cached chunk, whatever the compute costs.
+    const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, false, 0, nullptr, 0);
+    ASSERT_EQ(s.result.plan.loaded_tokens(), 4 * kChunk) << s.result.plan.why;
+    EXPECT_NEAR(s.result.plan.lower_ready_ms, 120.0, 1.0) << s.result.plan.why;
+    EXPECT_EQ(s.next, cold.next);
+    EXPECT_TRUE(s.kv == cold.kv);
+    EXPECT_EQ(s.result.loaded_tokens + s.result.fallback_tokens, 4 * kChunk);
+    EXPECT_GT(s.result.lower_ready_ms, s.result.plan.lower_ready_ms * 1.25)
+        << "the run waited past the deadline, or stopped waiting at it";
+    if (costly_compute) {
+      EXPECT_GE(s.result.lower_extensions, 1);
+      EXPECT_EQ(s.result.fallback_tokens, 0) << s.result.load_status.to_string();
+      EXPECT_OK(s.result.load_status);
+    } else {
+      EXPECT_EQ(s.result.lower_extensions, 0);
+      EXPECT_EQ(s.result.fallback_tokens, 2 * kChunk) << "the two chunks still coming";
+      EXPECT_EQ(s.result.load_status.code(), StatusCode::kDeadlineExceeded)
+          << s.result.load_status.to_string();
+    }
+    warm_.reset();
+    cache_.reset();  // waits for the reads in flight
+  }
   faulty->clear_rules();
 }
 

@@ -109,7 +109,8 @@ struct WarmPrefillPlan {
   // the whole prompt (every cached token recomputed).
   double predicted_ms = 0, load_ms = 0, compute_ms = 0, recompute_all_ms = 0;
   // When the lower tiers' part is predicted to be in host slots (0: no such part, or no profile):
-  // the deadline past which what has not arrived is computed instead.
+  // 1.25 times it plus 2 ms is the deadline past which the run weighs what has not arrived
+  // against computing it (WarmPrefillRun).
   double lower_ready_ms = 0;
   std::string why;  // one line a person can read: the choice and the figures behind it
 
@@ -134,6 +135,12 @@ struct WarmPrefillResult {
   // Planned to load but recomputed: evicted since match, failed, or late from a slow tier.
   std::int32_t fallback_tokens = 0;
   Status load_status;  // why the fallback happened (OK when none)
+  // A lower tiers' part: when the run stopped waiting for it (every chunk in host slots, or the
+  // rest handed to compute), in ms from the start, beside the plan's lower_ready_ms; and how many
+  // times it waited past the plan's deadline because the chunks still coming would arrive sooner
+  // than computing them. 0 without such a part.
+  double lower_ready_ms = 0;
+  std::int32_t lower_extensions = 0;
   std::uint64_t bytes_loaded = 0;
   double ttft_ms = 0;  // wall time of run(), from its call to the next token
   std::vector<TimelineEntry> timeline;  // with WarmPrefillOptions::timeline
@@ -208,7 +215,8 @@ class WarmPrefill {
 // One request in progress (WarmPrefill::start). Each step() queues the next prefill chunk on the
 // compute stream; the prompt's last chunk blocks until the next token is known, the others do
 // not, except that the first chunk after a lower tiers' part waits for what the tiers deliver, up
-// to the plan's deadline. A load that turns out to have failed makes the run compute again from
+// to the plan's deadline, and past it while the rest, at the pace the chunks came so far, would
+// arrive sooner than computing it takes. A load that turns out to have failed makes the run compute again from
 // there, in more steps: the answer is the right one. Destroying a run waits for the loads it
 // queued (nothing it queued writes into the pages after that). Used by one thread at a time.
 class WarmPrefillRun {

@@ -165,6 +165,12 @@ PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t l
   return cost;
 }
 
+double compute_range_us(const PlanInput& in, const CostProfile& profile, std::int32_t begin,
+                        std::int32_t end, std::int32_t chunk) {
+  if (end <= begin || chunk <= 0 || in.prompt_tokens <= 0) return 0.0;
+  return ComputeCosts(in, profile, chunk).range(begin, std::min(end, in.prompt_tokens));
+}
+
 const char* prefill_policy_name(PrefillPolicy p) {
   switch (p) {
     case PrefillPolicy::kRecompute: return "recompute";

@@ -63,6 +63,11 @@ struct PlanCost {
 PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t load_begin,
                  std::int32_t load_end, std::int32_t chunk, bool gated);
 
+// Every layer of tokens [begin, end), each over the prompt before it, computed in chunks of
+// `chunk` on a grid from position 0: what recomputing that range costs, in microseconds.
+double compute_range_us(const PlanInput& in, const CostProfile& profile, std::int32_t begin,
+                        std::int32_t end, std::int32_t chunk);
+
 // The plan for `in` (policy decides which candidates are allowed). Ranges are clipped so that at
 // least the prompt's last token is computed (its logits are the answer).
 WarmPrefillPlan make_plan(const PlanInput& in, const CostProfile& profile);

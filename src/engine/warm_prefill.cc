@@ -13,6 +13,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How many times a run late from the lower tiers re-estimates and waits again before it computes
+// the rest: each wait is the rest at the pace so far, so a steady tier needs one.
+constexpr int kLowerExtensions = 3;
+
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -70,6 +74,7 @@ struct WarmPrefillRun::State {
   std::vector<std::unique_ptr<Load>> loads;
   std::optional<Promotion> promotion;
   std::int32_t promote_begin = 0, host_end = 0, load_end = 0;
+  Clock::time_point promote_start;
   bool lower_pending = false;  // the lower part and the tail are not regions yet
 
   std::size_t region = 0;   // the region the next chunk belongs to
@@ -179,6 +184,7 @@ std::pair<std::int32_t, std::int32_t> WarmPrefillRun::State::begin_front(std::in
   // GPU prefix ends there), and the load then takes that chunk's pages from host_end on.
   promote_begin = host_end / chunk() * chunk();
   if (host_end < load_end) {
+    promote_start = Clock::now();
     auto p = exec.cache.promote(*r.keys, promote_begin, load_end);
     if (p.ok()) {
       promotion.emplace(std::move(p).value());
@@ -200,8 +206,11 @@ void WarmPrefillRun::State::begin_back(std::int32_t host_got) {
 }
 
 // The planner's promise: the lower part is in host slots by lower_ready_ms after the start. Past
-// that (with a margin for the tier's noise) what has not arrived is computed instead. Without
-// predictions (no profile) the promotion is waited for whole.
+// that (with a margin for the tier's noise) the run looks at how fast the chunks are coming: when
+// the rest, at the pace so far, arrives sooner than computing it would take, it waits for them (a
+// tier a little slower than its profile still saves the compute); otherwise, or when nothing came
+// at all, what has not arrived is computed instead. Without predictions (no profile) the promotion
+// is waited for whole.
 void WarmPrefillRun::State::resolve_lower() {
   const std::int32_t want = (load_end - promote_begin) / chunk();
   auto deadline = Clock::time_point::max();
@@ -209,7 +218,23 @@ void WarmPrefillRun::State::resolve_lower() {
     const double budget_ms = res.plan.lower_ready_ms * 1.25 + 2.0;
     deadline = t0 + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
   }
-  const std::int32_t got = promotion->wait_for(want, deadline);
+  std::int32_t got = promotion->wait_for(want, deadline);
+  for (int extension = 0; got > 0 && got < want && deadline != Clock::time_point::max() &&
+                          extension < kLowerExtensions && !promotion->done();
+       ++extension) {
+    const auto now = Clock::now();
+    const double so_far_ms = ms_since(promote_start);
+    const double rest_ms = so_far_ms / got * (want - got) * 1.25;
+    const std::int32_t arrived = promote_begin + got * chunk();
+    const double compute_ms =
+        compute_range_us(exec.plan_input(r), exec.profile, arrived, load_end, res.plan.chunk_tokens) /
+        1e3;
+    if (rest_ms >= compute_ms) break;  // computing the rest is sooner: stop waiting
+    ++res.lower_extensions;
+    deadline = now + std::chrono::microseconds(std::int64_t(rest_ms * 1e3) + 2000);
+    got = promotion->wait_for(want, deadline);
+  }
+  res.lower_ready_ms = ms_since(t0);
   if (got < want) {
     // Whether it ended on its own (a failed read) is asked before cancelling it: after, it ends
     // as cancelled.

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,7 +75,18 @@ struct Row {
   double gbps = 0;       // slow tier only
   std::int32_t split = -1;
   std::string why;
+  // Slow tier only: what the run predicted and did.
+  struct Slow {
+    double tier_measured_gbps = 0, predicted_ms = 0, lower_predicted_ms = 0, lower_ready_ms = 0;
+    std::int32_t extensions = 0, fallback_tokens = 0;
+  };
+  std::optional<Slow> slow;
 };
+
+Row::Slow slow_figures(const WarmPrefillResult& r, const TierCost& tier) {
+  return {tier.read_gbps,      r.plan.predicted_ms, r.plan.lower_ready_ms,
+          r.lower_ready_ms,    r.lower_extensions,  r.fallback_tokens};
+}
 
 // What every measurement runs on.
 struct Rig {
@@ -287,6 +299,11 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
     co.model = rig.spec;
     co.tier_chunks = 4;
     TIERKV_ASSIGN_OR_RETURN(TierCost tc, measure_tier(co, *slow));
+    std::snprintf(line, sizeof line,
+                  "  tier at %.2f GB/s as calibrate measures it: %.2f GB/s with %d readers, %.0f us "
+                  "per read\n",
+                  gbps, tc.read_gbps, tc.readers, tc.latency_us);
+    text += line;
     auto profile = std::make_shared<CostProfile>(*rig.profile);
     profile->tiers = {tc};
     rig.profile = profile;
@@ -321,19 +338,29 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       for (std::int32_t i = 0; i <= o.splits; ++i) {
         const std::int32_t split = prefix / o.splits * i / 256 * 256;
         TIERKV_ASSIGN_OR_RETURN(const WarmPrefillResult r, once(PrefillPolicy::kPlanned, split));
-        rows.push_back({"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, ""});
+        rows.push_back({"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "",
+                        slow_figures(r, tc)});
         if (r.ttft_ms < best) {
           best = r.ttft_ms;
           best_split = split;
         }
       }
-      rows.push_back({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps, planned.plan.load_begin,
-                      planned.plan.why});
+      rows.push_back({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
+                      planned.plan.load_begin, planned.plan.why, slow_figures(planned, tc)});
       std::snprintf(line, sizeof line, "%6.2f %6d %10.2f %10.2f %8d %10.3f\n", gbps, fresh,
                     planned.ttft_ms, best, best_split, planned.ttft_ms / best);
       text += line;
-      text += "        planned: " + planned.plan.why + "\n";
       if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
+      text += "        planned: " + planned.plan.why + "\n";
+      if (planned.plan.lower_ready_ms > 0) {
+        std::snprintf(line, sizeof line,
+                      "        the tier's part: predicted in host slots at %.2f ms, waited until "
+                      "%.2f ms (%d times past the deadline); %d tokens computed instead of "
+                      "loaded\n",
+                      planned.plan.lower_ready_ms, planned.lower_ready_ms,
+                      planned.lower_extensions, planned.fallback_tokens);
+        text += line;
+      }
     }
   }
   return Status::Ok();
@@ -400,6 +427,14 @@ int run(Options o) {
       j["split"] = r.split;
     }
     if (!r.why.empty()) j["plan"] = r.why;
+    if (r.slow) {
+      j["tier_measured_gbps"] = r.slow->tier_measured_gbps;
+      j["predicted_us"] = r.slow->predicted_ms * 1e3;
+      j["lower_ready_predicted_us"] = r.slow->lower_predicted_ms * 1e3;
+      j["lower_ready_us"] = r.slow->lower_ready_ms * 1e3;
+      j["lower_extensions"] = r.slow->extensions;
+      j["fallback_tokens"] = r.slow->fallback_tokens;
+    }
     lines.push_back(j.dump());
   }
   if (Status w = json->commit_lines(lines); !w.ok()) return bench::report_error(kTool, w, bench::kExitFailure);
