@@ -182,7 +182,7 @@ Status build(Rig& rig, std::int32_t max_tokens) {
     CalibrateOptions co;
     co.model = rig.spec;
     const bool cpu = rig.backend.kind() == BackendKind::kCpu;
-    co.new_tokens = cpu ? std::vector<std::int32_t>{16, 64} : std::vector<std::int32_t>{128, 512, 2048};
+    co.new_tokens = cpu ? std::vector<std::int32_t>{16, 64, 256} : std::vector<std::int32_t>{128, 512, 2048};
     co.prefix_tokens = cpu ? std::vector<std::int32_t>{0, 512}
                            : std::vector<std::int32_t>{0, 4096, 16384, 32768};
     co.reps = cpu ? 1 : 3;

@@ -57,7 +57,7 @@ int run(const CalibrateFlags& f) {
   if (!model.ok()) return bench::report_error(tool, model.status(), bench::kExitUsage);
   o.model = *model;
   o.new_tokens = !f.new_tokens.empty() ? f.new_tokens
-                 : cpu                 ? std::vector<std::int32_t>{16, 64}
+                 : cpu                 ? std::vector<std::int32_t>{16, 64, 256}
                                        : std::vector<std::int32_t>{128, 512, 2048};
   o.prefix_tokens = !f.prefix_tokens.empty() ? f.prefix_tokens
                     : cpu                    ? std::vector<std::int32_t>{0, 512}
@@ -136,8 +136,12 @@ Runner define_calibrate(CLI::App& app) {
   app.add_option("--model", f->model, "model shape (default: tiny on the CPU, llama-3.1-8b on CUDA)");
   app.add_option("--profile", f->profile,
                  "where to write the profile (default: $XDG_CACHE_HOME/tierkv/ or ~/.cache/tierkv/)");
-  app.add_option("--new-tokens", f->new_tokens, "prefill grid: new tokens per chunk");
-  app.add_option("--prefix-tokens", f->prefix_tokens, "prefill grid: cached tokens before them");
+  app.add_option("--new-tokens", f->new_tokens,
+                 "prefill grid: new tokens per chunk [16,64,256 on the CPU; 128,512,2048]")
+      ->delimiter(',');
+  app.add_option("--prefix-tokens", f->prefix_tokens,
+                 "prefill grid: cached tokens before them [0,512 on the CPU; 0,4096,16384]")
+      ->delimiter(',');
   app.add_option("--reps", f->reps, "timed runs per point")->check(CLI::Range(1, 100));
   app.add_option("--chunk-tokens", f->chunk_tokens, "the cache's chunk size (tier records)")
       ->check(CLI::Range(16, 65536));
