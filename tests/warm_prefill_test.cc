@@ -400,6 +400,48 @@ TEST_F(WarmPrefillTest, ALateButSteadyLowerTierIsWaitedForOnlyWhenThatBeatsCompu
   faulty->clear_rules();
 }
 
+// A lower tiers' part is copied in groups as its chunks land in host slots: with four chunks read
+// 60 ms each by two readers (two land at 60 ms, two at 120 ms), the first chunks' layers are on the
+// device well before the run stops waiting for the last ones, and the answer is the cold one.
+TEST_F(WarmPrefillTest, ALowerTiersPartIsCopiedInGroupsAsItsChunksLand) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
+  auto faulty = std::make_shared<FaultStore>(std::move(memory));
+  build(8, {faulty});
+  const auto prompt = tokens(300, 35);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
+  ASSERT_OK(cache_->flush_lower_tiers());
+  CostProfile profile = test_profile(spec_.num_layers);
+  const double tier_bytes = 4.0 * kChunk * double(spec_.kv_bytes_per_token());
+  profile.tiers = {{"fault(memory)", tier_bytes / 120e-3 / 1e9, 0, 0, false}};
+  profile.prefill.us = {1e6, 2e6, 6e6, 12e6};  // computing costs seconds: the tier is waited for
+  rebuild_cache(8, {faulty}, &profile);
+  ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
+                              .kind = FaultKind::kDelay,
+                              .times = FaultRule::kPersistent,
+                              .delay = std::chrono::milliseconds(60)}));
+  const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, true, 0, nullptr, 0);
+  ASSERT_EQ(s.result.plan.loaded_tokens(), 4 * kChunk) << s.result.plan.why;
+  EXPECT_EQ(s.next, cold.next);
+  EXPECT_TRUE(s.kv == cold.kv);
+  EXPECT_EQ(s.result.loaded_tokens, 4 * kChunk) << s.result.load_status.to_string();
+  double first_landed = 1e30;
+  int loads = 0;
+  for (const TimelineEntry& e : s.result.timeline) {
+    if (e.lane != TimelineEntry::Lane::kLoad) continue;
+    ++loads;
+    first_landed = std::min(first_landed, e.end_ms);
+  }
+  // Groups of one chunk; chunks that landed together go in one load: two loads or more.
+  EXPECT_GE(loads, 2 * spec_.num_layers);
+  EXPECT_LE(loads, 4 * spec_.num_layers);
+  EXPECT_LT(first_landed + 30.0, s.result.lower_ready_ms)
+      << "the first chunks crossed while the last were being read";
+  warm_.reset();
+  cache_.reset();
+  faulty->clear_rules();
+}
+
 // An engine's continuous-batching loop: one prefill chunk per step, a decode token of another
 // sequence between steps. The answer and the KV are the cold ones, also when a load fails.
 TEST_F(WarmPrefillTest, StepByStepBesideDecodesGivesTheColdAnswer) {

@@ -79,6 +79,9 @@ class ComputeCosts {
 // prefill computes beside them, which is taken to be the first `busy` µs.
 struct LoadModel {
   double queued = 0, host_layer = 0, lower_start = 0, lower_layer = 0;
+  // The lower part is copied in groups as they land in host slots: the first group is ready at
+  // lower_first, and the last group's share of the copies (last_share) follows lower_start.
+  double lower_first = 0, last_share = 1;
   double beside = 0, busy = 0;
   bool any = false, lower = false;
   std::int32_t layers = 0;
@@ -93,7 +96,8 @@ struct LoadModel {
     const double host_done = finish(0, queued + (l + 1) * host_layer);
     if (!lower) return host_done;
     const double host_end = finish(0, queued + layers * host_layer);
-    return finish(std::max(host_end, lower_start), (l + 1) * lower_layer);
+    const double link = finish(std::max(host_end, lower_first), (l + 1) * lower_layer);
+    return std::max(link, lower_start + (l + 1) * lower_layer * last_share);
   }
   double end() const { return any ? done(layers - 1) : 0.0; }
 };
@@ -129,6 +133,10 @@ LoadModel load_model(const PlanInput& in, const CostProfile& p, const Bounds& b,
       latency = std::max(latency, tail);
     }
     m.lower_start = m.queued + latency + staging;
+    const std::int32_t chunks = (lower_tokens + in.cache_chunk_tokens - 1) / in.cache_chunk_tokens;
+    const std::int32_t group = lower_load_group(chunks);
+    m.last_share = double(group) / double(chunks);
+    m.lower_first = m.queued + latency + staging * m.last_share;
   }
   return m;
 }

@@ -5,11 +5,11 @@
 // The model of one request's time to first token. Tokens [0, gpu_end) are on the GPU already.
 // A plan recomputes [gpu_end, load_begin), loads [load_begin, load_end) and computes
 // [load_end, prompt). Loads start after the loads queued ahead of them; chunks from a lower tier
-// are first read into host slots (at the tier's bandwidth, after its tail latency), then all
-// loaded chunks cross the link layer by layer, one layer of every chunk at a time. Compute runs
-// the recomputed front first (it needs nothing loaded), then the tail in chunks of chunk_tokens
-// on a grid from position 0; layer l of the first tail chunk starts when layer l-1 finished and
-// layer l has landed. Compute beside a load is slowed by the profile's measured fraction. The time
+// are first read into host slots (at the tier's bandwidth, after its tail latency) and cross the
+// link in groups as they land (kLowerLoadGroups); host chunks cross layer by layer, one layer of
+// every chunk at a time. Compute runs the recomputed front first (it needs nothing loaded), then
+// the tail in chunks of chunk_tokens on a grid from position 0; layer l of the first tail chunk
+// starts when layer l-1 finished and layer l has landed. Compute beside a load is slowed by the profile's measured fraction. The time
 // to first token is the end of the last tail chunk.
 //
 // The planner evaluates every front length (each chunk-grid boundary between gpu_end and what is
@@ -44,6 +44,14 @@ struct PlanInput {
   std::size_t kv_bytes_per_token_layer = 0;  // K plus V of one token in one layer
   double queued_ahead_us = 0;                // loads queued before this one
 };
+
+// A lower tiers' part is copied to the device in this many groups of chunks, each as soon as it
+// is in host slots (the copies of the first groups overlap the reads of the later ones).
+inline constexpr std::int32_t kLowerLoadGroups = 8;
+// The chunks in one such group, of a part of `chunks` chunks.
+inline std::int32_t lower_load_group(std::int32_t chunks) {
+  return chunks <= 0 ? 0 : (chunks + kLowerLoadGroups - 1) / kLowerLoadGroups;
+}
 
 // The chunk sizes the planner tries (each <= max_chunk_tokens).
 inline constexpr std::int32_t kPlannerChunkSizes[] = {128, 256, 512, 1024, 2048};

@@ -205,37 +205,49 @@ void WarmPrefillRun::State::begin_back(std::int32_t host_got) {
   }
 }
 
-// The planner's promise: the lower part is in host slots by lower_ready_ms after the start. Past
-// that (with a margin for the tier's noise) the run looks at how fast the chunks are coming: when
-// the rest, at the pace so far, arrives sooner than computing it would take, it waits for them (a
-// tier a little slower than its profile still saves the compute); otherwise, or when nothing came
-// at all, what has not arrived is computed instead. Without predictions (no profile) the promotion
-// is waited for whole.
+// The lower tiers' part is loaded in groups of chunks (kLowerLoadGroups), each queued as soon as
+// its chunks are in host slots, so that the copies of the first groups overlap the reads of the
+// later ones. The planner's promise: the whole part is in host slots by lower_ready_ms after the
+// start. Past that (with a margin for the tier's noise) the run looks at how fast the chunks are
+// coming: when the rest, at the pace so far, arrives sooner than computing it would take, it
+// waits for them (a tier a little slower than its profile still saves the compute); otherwise, or
+// when nothing came at all, what has not arrived is computed instead. Without predictions (no
+// profile) the promotion is waited for whole.
 void WarmPrefillRun::State::resolve_lower() {
   const std::int32_t want = (load_end - promote_begin) / chunk();
+  const std::int32_t group = std::max<std::int32_t>(1, lower_load_group(want));
   auto deadline = Clock::time_point::max();
   if (res.plan.lower_ready_ms > 0) {
     const double budget_ms = res.plan.lower_ready_ms * 1.25 + 2.0;
     deadline = t0 + std::chrono::microseconds(std::int64_t(budget_ms * 1e3));
   }
-  std::int32_t got = promotion->wait_for(want, deadline);
-  for (int extension = 0; got > 0 && got < want && deadline != Clock::time_point::max() &&
-                          extension < kLowerExtensions && !promotion->done();
-       ++extension) {
-    const auto now = Clock::now();
-    const double so_far_ms = ms_since(promote_start);
-    const double rest_ms = so_far_ms / got * (want - got) * 1.25;
-    const std::int32_t arrived = promote_begin + got * chunk();
+  std::int32_t queued = 0;     // chunks whose load is queued
+  std::int32_t at = host_end;  // where the next load starts
+  bool short_load = false;
+  while (queued < want) {
+    const std::int32_t got = promotion->wait_for(std::min(want, queued + group), deadline);
+    if (got > queued) {
+      const std::int32_t e = std::min(load_end, promote_begin + got * chunk());
+      const std::int32_t stop = add_load(at, e);
+      queued = got;
+      at = stop;
+      if (stop < e) {  // the chunks left the host tier (the load says why): compute from there
+        short_load = true;
+        break;
+      }
+      continue;
+    }
+    // Nothing more by the deadline, or the promotion ended.
+    if (promotion->done() || got == 0 || res.lower_extensions >= kLowerExtensions) break;
+    const double rest_ms = ms_since(promote_start) / got * (want - got) * 1.25;
     const double compute_ms =
-        compute_range_us(exec.plan_input(r), exec.profile, arrived, load_end, res.plan.chunk_tokens) /
-        1e3;
+        compute_range_us(exec.plan_input(r), exec.profile, at, load_end, res.plan.chunk_tokens) / 1e3;
     if (rest_ms >= compute_ms) break;  // computing the rest is sooner: stop waiting
     ++res.lower_extensions;
-    deadline = now + std::chrono::microseconds(std::int64_t(rest_ms * 1e3) + 2000);
-    got = promotion->wait_for(want, deadline);
+    deadline = Clock::now() + std::chrono::microseconds(std::int64_t(rest_ms * 1e3) + 2000);
   }
   res.lower_ready_ms = ms_since(t0);
-  if (got < want) {
+  if (queued < want || short_load) {
     // Whether it ended on its own (a failed read) is asked before cancelling it: after, it ends
     // as cancelled.
     const Status why = promotion->done() ? promotion->wait() : Status::Ok();
@@ -243,14 +255,12 @@ void WarmPrefillRun::State::resolve_lower() {
     if (res.load_status.ok()) {
       res.load_status = !why.ok() ? why
                                   : deadline_exceeded("warm prefill: the lower tiers delivered " +
-                                                      std::to_string(got) + " of " +
+                                                      std::to_string(queued) + " of " +
                                                       std::to_string(want) +
                                                       " chunks by the plan's deadline");
     }
   }
-  const std::int32_t arrived = std::min(load_end, promote_begin + got * chunk());
-  const std::int32_t lower_got = add_load(host_end, std::max(host_end, arrived));
-  add_compute(lower_got, load_end);
+  add_compute(at, load_end);
   add_compute(load_end, n());
   lower_pending = false;
 }
