@@ -300,7 +300,7 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
     co.tier_chunks = 4;
     TIERKV_ASSIGN_OR_RETURN(TierCost tc, measure_tier(co, *slow));
     std::snprintf(line, sizeof line,
-                  "  tier at %.2f GB/s as calibrate measures it: %.2f GB/s with %d readers, %.0f us "
+                  "  tier at %.3g GB/s as calibrate measures it: %.3g GB/s with %d readers, %.0f us "
                   "per read\n",
                   gbps, tc.read_gbps, tc.readers, tc.latency_us);
     text += line;
@@ -340,6 +340,13 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
         TIERKV_ASSIGN_OR_RETURN(const WarmPrefillResult r, once(PrefillPolicy::kPlanned, split));
         rows.push_back({"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "",
                         slow_figures(r, tc)});
+        if (!rig.o.quiet) {
+          std::fprintf(stderr,
+                       "    split %d: %.2f ms, predicted %.2f; the tier's part ready at %.2f ms, "
+                       "predicted %.2f; %d tokens computed instead\n",
+                       split, r.ttft_ms, r.plan.predicted_ms, r.lower_ready_ms,
+                       r.plan.lower_ready_ms, r.fallback_tokens);
+        }
         if (r.ttft_ms < best) {
           best = r.ttft_ms;
           best_split = split;
@@ -360,6 +367,7 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
                       planned.plan.lower_ready_ms, planned.lower_ready_ms,
                       planned.lower_extensions, planned.fallback_tokens);
         text += line;
+        if (!rig.o.quiet) std::fprintf(stderr, "%s", line);  // kept if a time limit cuts the run
       }
     }
   }
