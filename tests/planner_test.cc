@@ -71,6 +71,27 @@ TEST(Planner, LoadsAHostPrefixBehindTheComputeAndBeatsTheAlternatives) {
 // little faster than loading everything from the host tier (about 6% here), which is inside the
 // planner's margin -- on the H100 such plans measured slower -- so the prefix is loaded whole. From
 // a tier at 5 GB/s the same split wins by far more than the margin and is chosen.
+// A chunk size beyond the profile's prefill grid has an extrapolated cost (linear, where a
+// chunk's attention over itself grows faster): the planner does not choose one. With a grid that
+// stops at 512 new tokens, a cold 4K-token prompt is computed in chunks of at most 512, where the
+// full grid picks 2048; a fixed chunk_tokens is still honoured.
+TEST(Planner, ChoosesNoChunkLargerThanTheProfileMeasured) {
+  CostProfile full = h100_like();
+  CostProfile small = full;
+  small.prefill.new_tokens = {128, 512};
+  small.prefill.us.resize(6);
+  PlanInput in = request(0, 4096, PrefillPolicy::kPlanned);
+  EXPECT_EQ(make_plan(in, full).chunk_tokens, 2048) << make_plan(in, full).why;
+  const WarmPrefillPlan p = make_plan(in, small);
+  EXPECT_LE(p.chunk_tokens, 512) << p.why;
+  in.chunk_tokens = 1024;
+  EXPECT_EQ(make_plan(in, small).chunk_tokens, 1024);
+  small.prefill.new_tokens = {16, 64};  // smaller than every candidate: the smallest one
+  small.prefill.us.resize(6);
+  in.chunk_tokens = 0;
+  EXPECT_EQ(make_plan(in, small).chunk_tokens, kPlannerChunkSizes[0]);
+}
+
 TEST(Planner, RecomputesTheFrontWhileTheBackLoadsOnlyWhenItWinsByTheMargin) {
   CostProfile p = h100_like();
   const WarmPrefillPlan host = make_plan(request(16384, 128, PrefillPolicy::kPlanned), p);

@@ -239,9 +239,13 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
         if (in.chunk_tokens > 0) {
           sizes.push_back(fixed);
         } else {
+          // Only sizes whose cost was measured or lies between measured ones: beyond the grid the
+          // cost is extrapolated linearly, and a chunk's attention over itself grows faster.
+          const std::int32_t measured =
+              profile.prefill.new_tokens.empty() ? max_chunk : profile.prefill.new_tokens.back();
           for (std::int32_t s : kPlannerChunkSizes)
-            if (s <= max_chunk) sizes.push_back(s);
-          if (sizes.empty()) sizes.push_back(max_chunk);
+            if (s <= max_chunk && s <= measured) sizes.push_back(s);
+          if (sizes.empty()) sizes.push_back(std::min(max_chunk, kPlannerChunkSizes[0]));
         }
         std::vector<std::int32_t> ends = {b.gpu, b.host, b.lower};
         if (in.split >= 0) ends = {b.lower};

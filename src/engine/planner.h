@@ -53,7 +53,8 @@ inline std::int32_t lower_load_group(std::int32_t chunks) {
   return chunks <= 0 ? 0 : (chunks + kLowerLoadGroups - 1) / kLowerLoadGroups;
 }
 
-// The chunk sizes the planner tries (each <= max_chunk_tokens).
+// The chunk sizes the planner tries (each <= max_chunk_tokens and <= the largest chunk the
+// profile's prefill grid measured).
 inline constexpr std::int32_t kPlannerChunkSizes[] = {128, 256, 512, 1024, 2048};
 // What a plan that recomputes a front while the back loads must gain over the best plan without
 // one, as a fraction of its predicted time, to be chosen.

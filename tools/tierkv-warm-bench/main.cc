@@ -354,7 +354,7 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       }
       rows.push_back({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
                       planned.plan.load_begin, planned.plan.why, slow_figures(planned, tc)});
-      std::snprintf(line, sizeof line, "%6.2f %6d %10.2f %10.2f %8d %10.3f\n", gbps, fresh,
+      std::snprintf(line, sizeof line, "%6.3g %6d %10.2f %10.2f %8d %10.3f\n", gbps, fresh,
                     planned.ttft_ms, best, best_split, planned.ttft_ms / best);
       text += line;
       if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
