@@ -5,6 +5,9 @@
 #   tests     the GPU test suite (tierkv_all_tests, its CUDA instances), summary in gpu-tests.txt
 #   host      tierkv-warm-bench, prefix in the host tier (and the per-layer analysis); writes the
 #             measured profile to profile.json
+#   fronts    tierkv-warm-bench, 16K prefix in the host tier + 128 / 512 new tokens, every front
+#             of 0-4096 tokens recomputed while the rest loads, measured beside its prediction
+#             (reads profile.json when the host part wrote it)
 #   slow      tierkv-warm-bench, the planner against fixed splits over the experiment tier at 1, 2,
 #             5 and 10 GB/s (reads profile.json when the host part wrote it)
 #   peer      the PyTorch layer-wise warm-prefill peer on the same grid
@@ -47,6 +50,15 @@ for part in "$@"; do
       timeout "${HOST_TIMEOUT:-400}" "$bin/tierkv-warm-bench" --backend cuda --reps "${REPS:-3}" \
         --save-profile "$out/profile.json" --json "$out/warm-prefill-$card-$day.jsonl" \
         --report "$out/warm-prefill-$card-$day.txt" ${HOST_ARGS:-} || status=1
+      ;;
+    fronts)
+      prof=()
+      [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
+      timeout "${FRONTS_TIMEOUT:-200}" "$bin/tierkv-warm-bench" --backend cuda --reps "${REPS:-3}" \
+        "${prof[@]}" --prefix 16384 --new 128,512 --recompute-max 1 \
+        --host-fronts 0,512,1024,1536,2048,3072,4096 \
+        --json "$out/warm-prefill-fronts-$card-$day.jsonl" \
+        --report "$out/warm-prefill-fronts-$card-$day.txt" ${FRONTS_ARGS:-} || status=1
       ;;
     slow)
       prof=()

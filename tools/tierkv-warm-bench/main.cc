@@ -52,6 +52,7 @@ struct Options {
   std::vector<double> slow_gbps;
   std::int32_t slow_prefix = 0;
   std::int32_t splits = 8;
+  std::vector<std::int32_t> host_fronts;  // fronts recomputed while the rest loads from host
   std::int32_t reps = 3;
   std::string profile;  // load instead of measuring
   std::string save_profile;
@@ -75,7 +76,7 @@ struct Row {
   double gbps = 0;       // slow tier only
   std::int32_t split = -1;
   std::string why;
-  // Slow tier only: what the run predicted and did.
+  // Fixed splits and fronts: what the run predicted and did (the lower tier's part: slow tier only).
   struct Slow {
     double tier_measured_gbps = 0, predicted_ms = 0, lower_predicted_ms = 0, lower_ready_ms = 0;
     std::int32_t extensions = 0, fallback_tokens = 0;
@@ -195,6 +196,37 @@ Status build(Rig& rig, std::int32_t max_tokens) {
   return Status::Ok();
 }
 
+// Section 1's fixed fronts (--host-fronts): each front length recomputed while the rest of the
+// prefix loads from the host tier, measured beside the planner's prediction of it, so that the
+// model of a front beside a load can be checked where the planner would choose one.
+Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm, const std::vector<std::int32_t>& prompt,
+                   std::int32_t prefix, std::int32_t fresh, double load_ms, std::vector<Row>& rows,
+                   std::string& text) {
+  const Options& o = rig.o;
+  if (o.host_fronts.empty()) return Status::Ok();
+  char line[256];
+  text += "        fixed fronts (ms, measured / predicted):";
+  for (std::int32_t front : o.host_fronts) {
+    if (front < 0 || front > prefix) continue;
+    std::vector<double> ms;
+    WarmPrefillResult last;
+    for (std::int32_t r = 0; r < o.reps; ++r) {
+      TIERKV_ASSIGN_OR_RETURN(last, rig.run(cache, warm, prompt, PrefillPolicy::kPlanned, 0,
+                                            rig.work_pages, false, front));
+      ms.push_back(last.ttft_ms);
+    }
+    Row row{"tierkv-host-front", prefix, fresh, median(ms), 0, front, last.plan.why};
+    row.slow = Row::Slow{0, last.plan.predicted_ms, 0, 0, 0, last.fallback_tokens};
+    rows.push_back(row);
+    std::snprintf(line, sizeof line, " %d: %.2f / %.2f;", front, median(ms), last.plan.predicted_ms);
+    text += line;
+  }
+  std::snprintf(line, sizeof line, " load alone %.2f\n", load_ms);
+  text += line;
+  if (!o.quiet) std::fprintf(stderr, "%s", text.substr(text.rfind("        fixed fronts")).c_str());
+  return Status::Ok();
+}
+
 // Section 1: a prefix in the host tier.
 Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
   const Options& o = rig.o;
@@ -271,6 +303,8 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
         if (!v->empty()) rows.push_back({impl, prefix, fresh, median(*v), 0, -1, impl == std::string("tierkv-planned") ? why : ""});
       }
       if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
+      TIERKV_RETURN_IF_ERROR(host_fronts(rig, **cache, *warm, prompt, prefix, fresh, median(t_load),
+                                         rows, text));
     }
   }
   return Status::Ok();
@@ -432,16 +466,18 @@ int run(Options o) {
     if (r.gbps > 0) {
       j["tier_gbps"] = r.gbps;
       j["tier"] = "memory-experiment (experiment tier)";
-      j["split"] = r.split;
     }
+    if (r.split >= 0) j["split"] = r.split;
     if (!r.why.empty()) j["plan"] = r.why;
     if (r.slow) {
-      j["tier_measured_gbps"] = r.slow->tier_measured_gbps;
       j["predicted_us"] = r.slow->predicted_ms * 1e3;
-      j["lower_ready_predicted_us"] = r.slow->lower_predicted_ms * 1e3;
-      j["lower_ready_us"] = r.slow->lower_ready_ms * 1e3;
-      j["lower_extensions"] = r.slow->extensions;
       j["fallback_tokens"] = r.slow->fallback_tokens;
+      if (r.gbps > 0) {
+        j["tier_measured_gbps"] = r.slow->tier_measured_gbps;
+        j["lower_ready_predicted_us"] = r.slow->lower_predicted_ms * 1e3;
+        j["lower_ready_us"] = r.slow->lower_ready_ms * 1e3;
+        j["lower_extensions"] = r.slow->extensions;
+      }
     }
     lines.push_back(j.dump());
   }
@@ -466,6 +502,10 @@ int main(int argc, char** argv) {
   app.add_option("--slow-prefix", o.slow_prefix, "prefix length for section 2");
   app.add_option("--slow-new", o.slow_news, "new tokens for section 2")->delimiter(',');
   app.add_option("--splits", o.splits, "fixed splits swept in section 2")->check(CLI::Range(1, 64));
+  app.add_option("--host-fronts", o.host_fronts,
+                 "section 1: also time these fronts (tokens recomputed while the rest of the prefix "
+                 "loads from host), beside the planner's prediction of each")
+      ->delimiter(',');
   app.add_option("--profile", o.profile, "cost profile to use (default: measure one first)");
   app.add_option("--save-profile", o.save_profile, "write the measured profile here");
   app.add_option("--json", o.json, "JSON Lines results");
