@@ -209,8 +209,11 @@ TEST_F(HostTierPinningTest, SlotsBecomeUsableAsTheirPieceIsPinned) {
   const auto none = tier->reserve(key_of(2));
   EXPECT_EQ(none.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(none.status().message().find("being pinned"), std::string::npos);
+  const Status early =
+      tier->wait_pinned(std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+  EXPECT_EQ(early.code(), StatusCode::kDeadlineExceeded) << "the gate holds the pinning";
   gated.open();
-  tier->wait_pinned();
+  EXPECT_OK(tier->wait_pinned());
   st = tier->stats();
   EXPECT_EQ(st.usable_slots, 8);
   EXPECT_EQ(st.usable_bytes, 8 * kChunk);
@@ -241,7 +244,7 @@ TEST_F(HostTierPinningTest, APieceThatCannotBePinnedStopsTheGrowth) {
     ++reported;
   };
   ASSERT_OK_AND_ASSIGN(auto tier, HostTier::create(gated, o));
-  tier->wait_pinned();
+  EXPECT_EQ(tier->wait_pinned().code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(tier->stats().usable_slots, 4);
   EXPECT_EQ(tier->pin_status().code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(reported.load(), 1);
@@ -263,13 +266,13 @@ TEST_F(HostTierPinningTest, ACacheGrowsItsHostTierInTheBackground) {
   CacheStats st = cache->stats();
   EXPECT_EQ(st.host_allocated_bytes, 600 * kMiB / h.chunk_bytes() * h.chunk_bytes());
   EXPECT_GE(st.host_usable_bytes, 256 * kMiB);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (st.host_usable_bytes < st.host_allocated_bytes &&
-         std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    st = cache->stats();
-  }
+  EXPECT_OK(cache->wait_host_tier(std::chrono::steady_clock::now() + std::chrono::seconds(30)));
+  st = cache->stats();
   EXPECT_EQ(st.host_usable_bytes, st.host_allocated_bytes);
+  // Without a host tier there is nothing to wait for.
+  o.host_bytes = 0;
+  ASSERT_OK_AND_ASSIGN(auto bare, Cache::create(*cpu_, o));
+  EXPECT_OK(bare->wait_host_tier(std::chrono::steady_clock::now()));
 }
 
 // Destroying a tier while it still pins waits for the piece in progress and frees everything.

@@ -440,6 +440,13 @@ class Cache {
   // last flush_lower_tiers(), else OK; a failed write loses nothing the host tier holds.
   Status flush_lower_tiers();
 
+  // Blocks until the host tier is pinned whole (OK; at once without a host tier or when create()
+  // pinned it whole), or its background pinning stopped at a piece that could not be pinned (that
+  // error; the tier goes on with the slots it has), or `deadline` passed (DeadlineExceeded). For
+  // an engine that would rather not serve while pieces are being pinned: each piece's pinning
+  // holds the device driver while it runs, delaying the engine's own calls.
+  Status wait_host_tier(std::chrono::steady_clock::time_point deadline) const;
+
   // Bytes of loads queued on the cache's load stream whose copies have not finished yet: what a
   // load queued now waits behind. Each queued load counts until its last layer's event completes
   // (or its Load waited for it); a load whose Load is blocked in wait() counts until wait() returns.

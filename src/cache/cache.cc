@@ -798,6 +798,11 @@ Status Cache::flush_lower_tiers() {
   return s.lower != nullptr ? s.lower->flush() : Status::Ok();
 }
 
+Status Cache::wait_host_tier(std::chrono::steady_clock::time_point deadline) const {
+  const State& s = *state_;
+  return s.host != nullptr ? s.host->wait_pinned(deadline) : Status::Ok();
+}
+
 CacheStats Cache::stats() const {
   const State& s = *state_;
   const CacheCounters& c = s.counters;

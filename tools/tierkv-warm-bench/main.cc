@@ -23,7 +23,6 @@
 #include <random>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -120,11 +119,7 @@ struct Rig {
     co.write_down.persistent_admit_sightings = 1;
     TIERKV_ASSIGN_OR_RETURN(auto c, Cache::create(backend, co));
     // The host slab is pinned in pieces in the background: measure only once all of it is usable.
-    const auto deadline = Clock::now() + std::chrono::seconds(60);
-    for (CacheStats st = c->stats(); st.host_usable_bytes < st.host_allocated_bytes; st = c->stats()) {
-      if (Clock::now() > deadline) return deadline_exceeded("the host tier did not become usable");
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    TIERKV_RETURN_IF_ERROR(c->wait_host_tier(Clock::now() + std::chrono::seconds(60)));
     return c;
   }
 

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
-#include <thread>
 
 #include "common/memory_check.h"
 #include "engine/runner_model.h"
@@ -206,24 +205,14 @@ Status PolicyEngine::State::make_cache() {
   // A large host tier is pinned in the background after create(); each piece's registration
   // holds the CUDA driver while it runs, delaying the engine's calls. The replay measures serving,
   // not start-up: it waits here (counted in the policy's setup time) until the whole tier is
-  // pinned, or until it has stopped growing for 30 s (a piece that could not be pinned).
-  {
-    using namespace std::chrono;
-    std::size_t last = 0;
-    auto grew = steady_clock::now();
-    for (;;) {
-      const CacheStats st = cache->stats();
-      if (st.host_usable_bytes >= st.host_allocated_bytes) break;
-      if (st.host_usable_bytes != last) {
-        last = st.host_usable_bytes;
-        grew = steady_clock::now();
-      } else if (steady_clock::now() - grew > seconds(30)) {
-        std::fprintf(stderr, "[replay] %s: the host tier stopped growing at %zu of %zu bytes\n",
-                     spec.label.c_str(), st.host_usable_bytes, st.host_allocated_bytes);
-        break;
-      }
-      std::this_thread::sleep_for(milliseconds(20));
-    }
+  // pinned. A piece that could not be pinned leaves a smaller tier, said once.
+  if (Status pinned = cache->wait_host_tier(std::chrono::steady_clock::now() +
+                                            std::chrono::minutes(10));
+      !pinned.ok()) {
+    const CacheStats st = cache->stats();
+    std::fprintf(stderr, "[replay] %s: the host tier serves %zu of %zu bytes: %s\n",
+                 spec.label.c_str(), st.host_usable_bytes, st.host_allocated_bytes,
+                 pinned.to_string().c_str());
   }
   prefill_model = std::make_unique<RunnerPrefillModel>(*runner);
   static const CostProfile kEmpty;

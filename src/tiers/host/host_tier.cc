@@ -142,9 +142,16 @@ Status HostTier::pin_status() const {
   return pin_status_;
 }
 
-void HostTier::wait_pinned() const {
+Status HostTier::wait_pinned(std::chrono::steady_clock::time_point deadline) const {
   std::unique_lock lock(mu_);
-  pinned_cv_.wait(lock, [&] { return !pinning_; });
+  const auto ended = [&] { return !pinning_; };
+  if (deadline == std::chrono::steady_clock::time_point::max()) {
+    pinned_cv_.wait(lock, ended);
+  } else if (!pinned_cv_.wait_until(lock, deadline, ended)) {
+    return deadline_exceeded("host tier: " + std::to_string(usable_slots_) + " of " +
+                             std::to_string(slots_) + " slots pinned by the deadline");
+  }
+  return pin_status_;
 }
 
 std::uint8_t* HostTier::slot_data(std::int32_t s) const {

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -133,8 +134,10 @@ class HostTier {
   HostTierStats stats() const;
   // OK while pinning goes on or after it finished; the error that stopped it otherwise.
   Status pin_status() const;
-  // Blocks until the background pinning ended (every piece pinned, or stopped by an error).
-  void wait_pinned() const;
+  // Blocks until the background pinning ended (every piece pinned, or stopped by an error) or
+  // `deadline` passed. Returns pin_status() once it ended, DeadlineExceeded before.
+  Status wait_pinned(std::chrono::steady_clock::time_point deadline =
+                         std::chrono::steady_clock::time_point::max()) const;
   // Stops the background pinning after the piece in progress and waits for it: the tier keeps the
   // slots pinned so far, and on_pin_error is not called after this returns. Idempotent; the
   // destructor calls it. Not to be called concurrently with itself.
