@@ -149,8 +149,9 @@ struct CacheOptions {
   // does not fit in the machine's available memory or the container's memory limit, less a
   // margin of 1/16 of that figure, at least 256 MiB (src/tiers/host/host_memory.h). A large budget
   // is pinned in pieces of 256 MiB: create() pins the first and returns, a background thread the
-  // rest, and the host tier grows as pieces are ready (CacheStats::host_usable_bytes); a piece
-  // that cannot be pinned stops the growth and goes to on_async_error.
+  // rest, and the host tier grows as pieces are ready (CacheStats::host_usable_bytes;
+  // wait_host_tier() waits for the whole); a piece that cannot be pinned stops the growth and goes
+  // to on_async_error.
   std::size_t host_bytes = 0;
   PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
