@@ -105,6 +105,40 @@ class WarmPrefillTest : public ::testing::Test {
     return t;
   }
 
+  // A 300-token prompt (seed `seed`) whose four full chunks are saved and written down to a
+  // fault-injecting store over memory, the cache's only lower tier; returns the store and fills
+  // `prompt` and its `cold` answer. The cache is rebuilt (empty host tier) by the caller.
+  std::shared_ptr<FaultStore> prompt_in_lower_tier(unsigned seed, std::vector<std::int32_t>& prompt,
+                                                   Served& cold) {
+    auto memory = MemoryStore::create({});
+    EXPECT_TRUE(memory.ok());
+    auto faulty = std::make_shared<FaultStore>(std::move(memory).value());
+    build(8, {faulty});
+    prompt = tokens(300, seed);
+    cold = serve(prompt, PrefillPolicy::kRecompute);
+    serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
+    EXPECT_OK(cache_->flush_lower_tiers());
+    return faulty;
+  }
+
+  // The test profile, with that store's four chunks in host slots `ready_ms` after a promotion
+  // starts, and a layer of 64 new tokens computed in `layer_us`.
+  CostProfile lower_tier_profile(double ready_ms, double layer_us) const {
+    CostProfile p = test_profile(spec_.num_layers);
+    const double bytes = 4.0 * kChunk * double(spec_.kv_bytes_per_token());
+    p.tiers = {{"fault(memory)", bytes / (ready_ms * 1e-3) / 1e9, 0, 0, false}};
+    p.prefill.us = {layer_us, 2 * layer_us, 6 * layer_us, 12 * layer_us};
+    return p;
+  }
+
+  // From now on every read of `tier` takes `delay`.
+  static void delay_reads(FaultStore& tier, std::chrono::milliseconds delay) {
+    EXPECT_OK(tier.add_rule({.op = FaultOp::kRead,
+                             .kind = FaultKind::kDelay,
+                             .times = FaultRule::kPersistent,
+                             .delay = delay}));
+  }
+
   // Serves one prompt with `policy` on fresh pages (the GPU holds nothing of it); or, with
   // `gpu_pages`, on those pages, whose first `gpu_tokens` tokens hold the prompt's KV already.
   Served serve(const std::vector<std::int32_t>& prompt, PrefillPolicy policy,
@@ -322,19 +356,11 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
 // computed first, then the back is computed too -- the whole answer is the cold one, the back
 // counted as fallback with the deadline as the reason.
 TEST_F(WarmPrefillTest, ALowerTierThatMissesItsDeadlineAfterTheFrontIsComputed) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
-  auto faulty = std::make_shared<FaultStore>(std::move(memory));
-  build(8, {faulty});
-  const auto prompt = tokens(300, 21);
-  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
-  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
-  ASSERT_OK(cache_->flush_lower_tiers());
+  std::vector<std::int32_t> prompt;
+  Served cold;
+  const auto faulty = prompt_in_lower_tier(21, prompt, cold);
   rebuild_cache(8, {faulty});  // an empty host tier: the prefix is in the lower tier only
-  // From now on every read takes 2 s; the plan expects microseconds.
-  ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
-                              .kind = FaultKind::kDelay,
-                              .times = FaultRule::kPersistent,
-                              .delay = std::chrono::seconds(2)}));
+  delay_reads(*faulty, std::chrono::seconds(2));  // the plan expects microseconds
   const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, false, 0, nullptr, 128);
   EXPECT_EQ(s.result.plan.load_begin, 128) << s.result.plan.why;
   EXPECT_EQ(s.next, cold.next);
@@ -355,26 +381,15 @@ TEST_F(WarmPrefillTest, ALowerTierThatMissesItsDeadlineAfterTheFrontIsComputed) 
 // seconds it waits for them and computes nothing twice; with one where it costs microseconds it
 // computes them. The answer is the cold one either way.
 TEST_F(WarmPrefillTest, ALateButSteadyLowerTierIsWaitedForOnlyWhenThatBeatsComputing) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
-  auto faulty = std::make_shared<FaultStore>(std::move(memory));
-  build(8, {faulty});
-  const auto prompt = tokens(300, 33);
-  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
-  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
-  ASSERT_OK(cache_->flush_lower_tiers());
-  const double tier_bytes = 4.0 * kChunk * double(spec_.kv_bytes_per_token());
+  std::vector<std::int32_t> prompt;
+  Served cold;
+  const auto faulty = prompt_in_lower_tier(33, prompt, cold);
   for (const bool costly_compute : {true, false}) {
     SCOPED_TRACE(costly_compute ? "computing costs seconds" : "computing costs microseconds");
-    CostProfile profile = test_profile(spec_.num_layers);
-    profile.tiers = {{"fault(memory)", tier_bytes / 120e-3 / 1e9, 0, 0, false}};
-    const double layer_us = costly_compute ? 1e6 : 1e-3;
-    profile.prefill.us = {layer_us, 2 * layer_us, 6 * layer_us, 12 * layer_us};
+    const CostProfile profile = lower_tier_profile(120.0, costly_compute ? 1e6 : 1e-3);
     rebuild_cache(8, {faulty}, &profile);  // an empty host tier: the prefix is in the tier only
     faulty->clear_rules();
-    ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
-                                .kind = FaultKind::kDelay,
-                                .times = FaultRule::kPersistent,
-                                .delay = std::chrono::milliseconds(100)}));
+    delay_reads(*faulty, std::chrono::milliseconds(100));
     // Split 0: load every cached chunk, whatever the compute costs.
     const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, false, 0, nullptr, 0);
     ASSERT_EQ(s.result.plan.loaded_tokens(), 4 * kChunk) << s.result.plan.why;
@@ -404,22 +419,13 @@ TEST_F(WarmPrefillTest, ALateButSteadyLowerTierIsWaitedForOnlyWhenThatBeatsCompu
 // 60 ms each by two readers (two land at 60 ms, two at 120 ms), the first chunks' layers are on the
 // device well before the run stops waiting for the last ones, and the answer is the cold one.
 TEST_F(WarmPrefillTest, ALowerTiersPartIsCopiedInGroupsAsItsChunksLand) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<MemoryStore> memory, MemoryStore::create({}));
-  auto faulty = std::make_shared<FaultStore>(std::move(memory));
-  build(8, {faulty});
-  const auto prompt = tokens(300, 35);
-  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
-  serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
-  ASSERT_OK(cache_->flush_lower_tiers());
-  CostProfile profile = test_profile(spec_.num_layers);
-  const double tier_bytes = 4.0 * kChunk * double(spec_.kv_bytes_per_token());
-  profile.tiers = {{"fault(memory)", tier_bytes / 120e-3 / 1e9, 0, 0, false}};
-  profile.prefill.us = {1e6, 2e6, 6e6, 12e6};  // computing costs seconds: the tier is waited for
+  std::vector<std::int32_t> prompt;
+  Served cold;
+  const auto faulty = prompt_in_lower_tier(35, prompt, cold);
+  // Computing costs seconds by this profile: the tier is waited for.
+  const CostProfile profile = lower_tier_profile(120.0, 1e6);
   rebuild_cache(8, {faulty}, &profile);
-  ASSERT_OK(faulty->add_rule({.op = FaultOp::kRead,
-                              .kind = FaultKind::kDelay,
-                              .times = FaultRule::kPersistent,
-                              .delay = std::chrono::milliseconds(60)}));
+  delay_reads(*faulty, std::chrono::milliseconds(60));
   const Served s = serve(prompt, PrefillPolicy::kPlanned, 64, true, 0, nullptr, 0);
   ASSERT_EQ(s.result.plan.loaded_tokens(), 4 * kChunk) << s.result.plan.why;
   EXPECT_EQ(s.next, cold.next);
