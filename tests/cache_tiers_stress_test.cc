@@ -41,23 +41,6 @@ struct Tally {
   std::atomic<int> broken{0};  // an operation failed that must not fail
 };
 
-// Forwards to a shared store (a FaultStore owns what it wraps).
-class Shared final : public Store {
- public:
-  explicit Shared(std::shared_ptr<Store> s) : s_(std::move(s)) {}
-  const StoreCapabilities& capabilities() const override { return s_->capabilities(); }
-  Result<bool> contains(const RecordId& id) override { return s_->contains(id); }
-  Status read(const RecordId& id, std::span<std::uint8_t> p) override { return s_->read(id, p); }
-  Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
-    return s_->write(id, p);
-  }
-  Status erase(const RecordId& id) override { return s_->erase(id); }
-  StoreStats stats() const override { return s_->stats(); }
-
- private:
-  std::shared_ptr<Store> s_;
-};
-
 void work(CacheHarness& h, Cache& cache, Tally& t, unsigned seed, Clock::time_point until) {
   std::mt19937_64 rng(seed);
   std::mt19937_64 base_rng(7);  // the same bases in every thread
@@ -128,7 +111,8 @@ void run(bool chaos) {
   auto mem = MemoryStore::create({.budget_bytes = 10 * (h.chunk_bytes() + 8192)});
   ASSERT_TRUE(mem.ok());
   std::shared_ptr<Store> memory(std::move(mem).value());
-  auto faulty = std::make_shared<FaultStore>(std::make_unique<Shared>(memory));
+  auto faulty = std::make_shared<FaultStore>(
+      std::make_unique<test::ForwardingStore>(memory));  // a FaultStore owns what it wraps
   auto disk = open_disk_store({.directory = dir.path(),
                                .budget_bytes = 40 * (h.chunk_bytes() + 8192),
                                .sync = DiskSync::kNone});

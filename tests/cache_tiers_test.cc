@@ -52,10 +52,10 @@ std::shared_ptr<Store> disk_store(const std::string& dir) {
 
 // A store that forwards to a shared one, with writes that wait until open() is called (a tier that
 // has stopped taking writes) unless it is made open.
-class GatedStore final : public Store {
+class GatedStore final : public test::ForwardingStore {
  public:
   explicit GatedStore(std::shared_ptr<Store> inner, bool open = false)
-      : inner_(std::move(inner)), open_(open) {}
+      : ForwardingStore(std::move(inner)), open_(open) {}
   void open() {
     {
       std::lock_guard lock(mu_);
@@ -63,22 +63,14 @@ class GatedStore final : public Store {
     }
     cv_.notify_all();
   }
-  const StoreCapabilities& capabilities() const override { return inner_->capabilities(); }
-  Result<bool> contains(const RecordId& id) override { return inner_->contains(id); }
-  Status read(const RecordId& id, std::span<std::uint8_t> p) override {
-    return inner_->read(id, p);
-  }
   Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return open_; });
     lock.unlock();
-    return inner_->write(id, p);
+    return inner().write(id, p);
   }
-  Status erase(const RecordId& id) override { return inner_->erase(id); }
-  StoreStats stats() const override { return inner_->stats(); }
 
  private:
-  std::shared_ptr<Store> inner_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool open_;
@@ -86,10 +78,10 @@ class GatedStore final : public Store {
 
 // A store that forwards to another, counts the reads running at once (the most seen), holds every
 // read for `hold` so that concurrent ones overlap, and fails the reads of one chunk key.
-class WatchingStore final : public Store {
+class WatchingStore final : public test::ForwardingStore {
  public:
   WatchingStore(std::shared_ptr<Store> inner, std::chrono::milliseconds hold)
-      : inner_(std::move(inner)), hold_(hold) {}
+      : ForwardingStore(std::move(inner)), hold_(hold) {}
   void fail_reads_of(const Key& k) {
     std::lock_guard lock(mu_);
     failing_ = k;
@@ -98,8 +90,6 @@ class WatchingStore final : public Store {
     std::lock_guard lock(mu_);
     return most_;
   }
-  const StoreCapabilities& capabilities() const override { return inner_->capabilities(); }
-  Result<bool> contains(const RecordId& id) override { return inner_->contains(id); }
   Status read(const RecordId& id, std::span<std::uint8_t> p) override {
     bool fail = false;
     {
@@ -109,19 +99,13 @@ class WatchingStore final : public Store {
     }
     std::this_thread::sleep_for(hold_);
     const Status r =
-        fail ? io_error("watching store: this chunk's reads fail") : inner_->read(id, p);
+        fail ? io_error("watching store: this chunk's reads fail") : inner().read(id, p);
     std::lock_guard lock(mu_);
     --now_;
     return r;
   }
-  Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
-    return inner_->write(id, p);
-  }
-  Status erase(const RecordId& id) override { return inner_->erase(id); }
-  StoreStats stats() const override { return inner_->stats(); }
 
  private:
-  std::shared_ptr<Store> inner_;
   const std::chrono::milliseconds hold_;
   mutable std::mutex mu_;
   int now_ = 0, most_ = 0;        // GUARDED_BY(mu_)

@@ -90,4 +90,27 @@ class TempDir {
   std::string path_;
 };
 
+// A store that forwards every call to a shared inner store: what two caches of one test share as
+// their tier, and the base of test decorators, which override only what they change.
+class ForwardingStore : public Store {
+ public:
+  explicit ForwardingStore(std::shared_ptr<Store> inner) : inner_(std::move(inner)) {}
+  const StoreCapabilities& capabilities() const override { return inner_->capabilities(); }
+  Result<bool> contains(const RecordId& id) override { return inner_->contains(id); }
+  Status read(const RecordId& id, std::span<std::uint8_t> p) override {
+    return inner_->read(id, p);
+  }
+  Status write(const RecordId& id, std::span<const std::uint8_t> p) override {
+    return inner_->write(id, p);
+  }
+  Status erase(const RecordId& id) override { return inner_->erase(id); }
+  StoreStats stats() const override { return inner_->stats(); }
+
+ protected:
+  Store& inner() { return *inner_; }
+
+ private:
+  std::shared_ptr<Store> inner_;
+};
+
 }  // namespace tierkv::test
