@@ -96,7 +96,8 @@ TEST(Calibrate, MeasuresATierWithThePromotionsReadsInFlight) {
     EXPECT_GT(t.latency_us, 4000 * 0.9) << "a read alone still costs its latency";
     gbps.push_back(t.read_gbps);
   }
-  EXPECT_GT(gbps[1], 1.5 * gbps[0]) << gbps[0] << " GB/s with one reader, " << gbps[1] << " with two";
+  EXPECT_GT(gbps[1], 1.5 * gbps[0])
+      << gbps[0] << " GB/s with one reader, " << gbps[1] << " with two";
   EXPECT_EQ(store->stats().records, 0u) << "its records are erased";
   o.tier_readers = 0;
   EXPECT_EQ(measure_tier(o, *store).status().code(), StatusCode::kInvalidArgument);

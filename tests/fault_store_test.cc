@@ -102,7 +102,8 @@ TEST(FaultStoreTest, ARuleThatNamesARecordFiresOnlyForIt) {
   const RecordId a = record_id(1), b = record_id(2);
   ASSERT_OK(s->write(a, payload_of(a, 1)));
   ASSERT_OK(s->write(b, payload_of(b, 2)));
-  ASSERT_OK(s->add_rule({.op = FaultOp::kRead, .code = StatusCode::kIoError, .times = 2, .record = b}));
+  ASSERT_OK(
+      s->add_rule({.op = FaultOp::kRead, .code = StatusCode::kIoError, .times = 2, .record = b}));
   std::vector<std::uint8_t> out(a.payload_bytes());
   for (int i = 0; i < 3; ++i) {
     ASSERT_OK(s->read(a, out));  // calls for other records pass, whatever their number

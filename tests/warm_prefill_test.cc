@@ -92,9 +92,9 @@ class WarmPrefillTest : public ::testing::Test {
     co.lower_tiers = std::move(lower);
     co.write_down.persistent_admit_sightings = 1;
     ASSERT_OK_AND_ASSIGN(cache_, Cache::create(*fault_, co));
-    ASSERT_OK_AND_ASSIGN(warm_, WarmPrefill::create(*fault_, *cache_, *model_,
-                                                    profile ? *profile
-                                                            : test_profile(spec_.num_layers)));
+    ASSERT_OK_AND_ASSIGN(warm_,
+                         WarmPrefill::create(*fault_, *cache_, *model_,
+                                             profile ? *profile : test_profile(spec_.num_layers)));
   }
 
   std::vector<std::int32_t> tokens(std::size_t n, unsigned seed) {

@@ -216,9 +216,10 @@ class WarmPrefill {
 // compute stream; the prompt's last chunk blocks until the next token is known, the others do
 // not, except that the first chunk after a lower tiers' part waits for what the tiers deliver, up
 // to the plan's deadline, and past it while the rest, at the pace the chunks came so far, would
-// arrive sooner than computing it takes. A load that turns out to have failed makes the run compute again from
-// there, in more steps: the answer is the right one. Destroying a run waits for the loads it
-// queued (nothing it queued writes into the pages after that). Used by one thread at a time.
+// arrive sooner than computing it takes. A load that turns out to have failed makes the run compute
+// again from there, in more steps: the answer is the right one. Destroying a run waits for the
+// loads it queued (nothing it queued writes into the pages after that). Used by one thread at a
+// time.
 class WarmPrefillRun {
  public:
   ~WarmPrefillRun();

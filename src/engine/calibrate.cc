@@ -193,7 +193,8 @@ struct TimedReads {
 // into its own buffer, records handed out in order, as the cache's promotion reads a prefix),
 // erases them. `buffers` holds one buffer per reader, each at least a record's payload.
 Result<TimedReads> time_reads(Store& store, RecordId shape, std::uint32_t layers,
-                              std::int32_t count, std::span<const std::span<std::uint8_t>> buffers) {
+                              std::int32_t count,
+                              std::span<const std::span<std::uint8_t>> buffers) {
   shape.num_layers = layers;
   const std::size_t bytes = std::size_t(shape.payload_bytes());
   std::vector<RecordId> ids;
@@ -219,8 +220,8 @@ Result<TimedReads> time_reads(Store& store, RecordId shape, std::uint32_t layers
         failed[w] = s.with_context("calibrate: reading from " + tier);
         return;
       }
-      t.us[i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a)
-                    .count();
+      t.us[i] =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count();
     }
   };
   const auto start = std::chrono::steady_clock::now();
@@ -267,13 +268,14 @@ Result<TierCost> measure_tier(const CalibrateOptions& o, Store& store) {
   }
   // Whole chunks as a promotion reads them (tier_readers at once) for the bandwidth; whole chunks
   // and single layers one at a time for what a read costs beyond its bytes.
-  TIERKV_ASSIGN_OR_RETURN(const TimedReads whole,
-                          time_reads(store, shape, shape.num_layers,
-                                     std::max(o.tier_chunks, o.tier_readers), buffers));
+  TIERKV_ASSIGN_OR_RETURN(
+      const TimedReads whole,
+      time_reads(store, shape, shape.num_layers, std::max(o.tier_chunks, o.tier_readers), buffers));
   const auto first = std::span(buffers).first(1);
   TimedReads alone = whole;
   if (readers > 1) {
-    TIERKV_ASSIGN_OR_RETURN(alone, time_reads(store, shape, shape.num_layers, o.tier_chunks, first));
+    TIERKV_ASSIGN_OR_RETURN(alone,
+                            time_reads(store, shape, shape.num_layers, o.tier_chunks, first));
   }
   TIERKV_ASSIGN_OR_RETURN(const TimedReads one_layer,
                           time_reads(store, shape, 1, o.tier_chunks, first));
@@ -285,8 +287,7 @@ Result<TierCost> measure_tier(const CalibrateOptions& o, Store& store) {
   // A read of n layers costs latency + n * per_layer: two medians, two unknowns.
   const double alone_us = median(alone.us), layer_us = median(one_layer.us);
   const double layers = double(shape.num_layers);
-  t.latency_us =
-      layers > 1 ? std::max(0.0, layer_us - (alone_us - layer_us) / (layers - 1)) : 0.0;
+  t.latency_us = layers > 1 ? std::max(0.0, layer_us - (alone_us - layer_us) / (layers - 1)) : 0.0;
   t.p99_latency_us = t.latency_us + std::max(0.0, quantile(alone.us, 0.99) - alone_us);
   say(o, "tier " + t.name + ": " + std::to_string(t.read_gbps) + " GB/s with " +
              std::to_string(t.readers) + " readers, " + std::to_string(t.latency_us) +

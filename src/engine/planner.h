@@ -9,8 +9,8 @@
 // link in groups as they land (kLowerLoadGroups); host chunks cross layer by layer, one layer of
 // every chunk at a time. Compute runs the recomputed front first (it needs nothing loaded), then
 // the tail in chunks of chunk_tokens on a grid from position 0; layer l of the first tail chunk
-// starts when layer l-1 finished and layer l has landed. Compute beside a load is slowed by the profile's measured fraction. The time
-// to first token is the end of the last tail chunk.
+// starts when layer l-1 finished and layer l has landed. Compute beside a load is slowed by the
+// profile's measured fraction. The time to first token is the end of the last tail chunk.
 //
 // The planner evaluates every front length (each chunk-grid boundary between gpu_end and what is
 // cached), whether to load the lower tiers' part at all, and each chunk size, and takes the

@@ -241,7 +241,8 @@ void WarmPrefillRun::State::resolve_lower() {
     if (promotion->done() || got == 0 || res.lower_extensions >= kLowerExtensions) break;
     const double rest_ms = ms_since(promote_start) / got * (want - got) * 1.25;
     const double compute_ms =
-        compute_range_us(exec.plan_input(r), exec.profile, at, load_end, res.plan.chunk_tokens) / 1e3;
+        compute_range_us(exec.plan_input(r), exec.profile, at, load_end, res.plan.chunk_tokens) /
+        1e3;
     if (rest_ms >= compute_ms) break;  // computing the rest is sooner: stop waiting
     ++res.lower_extensions;
     deadline = Clock::now() + std::chrono::microseconds(std::int64_t(rest_ms * 1e3) + 2000);
@@ -253,11 +254,11 @@ void WarmPrefillRun::State::resolve_lower() {
     const Status why = promotion->done() ? promotion->wait() : Status::Ok();
     promotion->cancel();
     if (res.load_status.ok()) {
-      res.load_status = !why.ok() ? why
-                                  : deadline_exceeded("warm prefill: the lower tiers delivered " +
-                                                      std::to_string(queued) + " of " +
-                                                      std::to_string(want) +
-                                                      " chunks by the plan's deadline");
+      res.load_status =
+          !why.ok() ? why
+                    : deadline_exceeded("warm prefill: the lower tiers delivered " +
+                                        std::to_string(queued) + " of " + std::to_string(want) +
+                                        " chunks by the plan's deadline");
     }
   }
   add_compute(at, load_end);

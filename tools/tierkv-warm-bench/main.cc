@@ -16,17 +16,16 @@
 // Times are host wall time from the executor's call to the next token on the host (what a user
 // waits for), after the device was idle. On a machine without a GPU it runs the tiny model on the
 // CPU backend at small sizes and says so.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <random>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "common/bench_io.h"
 #include "common/memory_check.h"
@@ -34,10 +33,10 @@
 #include "engine/llama.h"
 #include "engine/planner.h"
 #include "engine/runner_model.h"
-#include "tiers/memory/memory_store.h"
 #include "tierkv/cache.h"
 #include "tierkv/page_pool.h"
 #include "tierkv/warm_prefill.h"
+#include "tiers/memory/memory_store.h"
 
 namespace tierkv {
 namespace {
@@ -75,7 +74,8 @@ struct Row {
   double gbps = 0;       // slow tier only
   std::int32_t split = -1;
   std::string why;
-  // Fixed splits and fronts: what the run predicted and did (the lower tier's part: slow tier only).
+  // Fixed splits and fronts: what the run predicted and did (the lower tier's part: slow tier
+  // only).
   struct Slow {
     double tier_measured_gbps = 0, predicted_ms = 0, lower_predicted_ms = 0, lower_ready_ms = 0;
     std::int32_t extensions = 0, fallback_tokens = 0;
@@ -84,8 +84,8 @@ struct Row {
 };
 
 Row::Slow slow_figures(const WarmPrefillResult& r, const TierCost& tier) {
-  return {tier.read_gbps,      r.plan.predicted_ms, r.plan.lower_ready_ms,
-          r.lower_ready_ms,    r.lower_extensions,  r.fallback_tokens};
+  return {tier.read_gbps,   r.plan.predicted_ms, r.plan.lower_ready_ms,
+          r.lower_ready_ms, r.lower_extensions,  r.fallback_tokens};
 }
 
 // What every measurement runs on.
@@ -178,7 +178,8 @@ Status build(Rig& rig, std::int32_t max_tokens) {
     CalibrateOptions co;
     co.model = rig.spec;
     const bool cpu = rig.backend.kind() == BackendKind::kCpu;
-    co.new_tokens = cpu ? std::vector<std::int32_t>{16, 64, 256} : std::vector<std::int32_t>{128, 512, 2048};
+    co.new_tokens =
+        cpu ? std::vector<std::int32_t>{16, 64, 256} : std::vector<std::int32_t>{128, 512, 2048};
     co.prefix_tokens = cpu ? std::vector<std::int32_t>{0, 512}
                            : std::vector<std::int32_t>{0, 4096, 16384, 32768};
     co.reps = cpu ? 1 : 3;
@@ -194,9 +195,9 @@ Status build(Rig& rig, std::int32_t max_tokens) {
 // Section 1's fixed fronts (--host-fronts): each front length recomputed while the rest of the
 // prefix loads from the host tier, measured beside the planner's prediction of it, so that the
 // model of a front beside a load can be checked where the planner would choose one.
-Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm, const std::vector<std::int32_t>& prompt,
-                   std::int32_t prefix, std::int32_t fresh, double load_ms, std::vector<Row>& rows,
-                   std::string& text) {
+Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm,
+                   const std::vector<std::int32_t>& prompt, std::int32_t prefix, std::int32_t fresh,
+                   double load_ms, std::vector<Row>& rows, std::string& text) {
   const Options& o = rig.o;
   if (o.host_fronts.empty()) return Status::Ok();
   char line[256];
@@ -213,7 +214,8 @@ Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm, const std::vector<
     Row row{"tierkv-host-front", prefix, fresh, median(ms), 0, front, last.plan.why};
     row.slow = Row::Slow{0, last.plan.predicted_ms, 0, 0, 0, last.fallback_tokens};
     rows.push_back(row);
-    std::snprintf(line, sizeof line, " %d: %.2f / %.2f;", front, median(ms), last.plan.predicted_ms);
+    std::snprintf(line, sizeof line, " %d: %.2f / %.2f;", front, median(ms),
+                  last.plan.predicted_ms);
     text += line;
   }
   std::snprintf(line, sizeof line, " load alone %.2f\n", load_ms);
@@ -298,8 +300,8 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
         if (!v->empty()) rows.push_back({impl, prefix, fresh, median(*v), 0, -1, impl == std::string("tierkv-planned") ? why : ""});
       }
       if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
-      TIERKV_RETURN_IF_ERROR(host_fronts(rig, **cache, *warm, prompt, prefix, fresh, median(t_load),
-                                         rows, text));
+      TIERKV_RETURN_IF_ERROR(
+          host_fronts(rig, **cache, *warm, prompt, prefix, fresh, median(t_load), rows, text));
     }
   }
   return Status::Ok();
@@ -328,10 +330,11 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
     co.model = rig.spec;
     co.tier_chunks = 4;
     TIERKV_ASSIGN_OR_RETURN(TierCost tc, measure_tier(co, *slow));
-    std::snprintf(line, sizeof line,
-                  "  tier at %.3g GB/s as calibrate measures it: %.3g GB/s with %d readers, %.0f us "
-                  "per read\n",
-                  gbps, tc.read_gbps, tc.readers, tc.latency_us);
+    std::snprintf(
+        line, sizeof line,
+        "  tier at %.3g GB/s as calibrate measures it: %.3g GB/s with %d readers, %.0f us "
+        "per read\n",
+        gbps, tc.read_gbps, tc.readers, tc.latency_us);
     text += line;
     auto profile = std::make_shared<CostProfile>(*rig.profile);
     profile->tiers = {tc};
@@ -367,8 +370,8 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       for (std::int32_t i = 0; i <= o.splits; ++i) {
         const std::int32_t split = prefix / o.splits * i / 256 * 256;
         TIERKV_ASSIGN_OR_RETURN(const WarmPrefillResult r, once(PrefillPolicy::kPlanned, split));
-        rows.push_back({"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "",
-                        slow_figures(r, tc)});
+        rows.push_back(
+            {"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "", slow_figures(r, tc)});
         if (!rig.o.quiet) {
           std::fprintf(stderr,
                        "    split %d: %.2f ms, predicted %.2f; the tier's part ready at %.2f ms, "
@@ -393,8 +396,8 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
                       "        the tier's part: predicted in host slots at %.2f ms, waited until "
                       "%.2f ms (%d times past the deadline); %d tokens computed instead of "
                       "loaded\n",
-                      planned.plan.lower_ready_ms, planned.lower_ready_ms,
-                      planned.lower_extensions, planned.fallback_tokens);
+                      planned.plan.lower_ready_ms, planned.lower_ready_ms, planned.lower_extensions,
+                      planned.fallback_tokens);
         text += line;
         if (!rig.o.quiet) std::fprintf(stderr, "%s", line);  // kept if a time limit cuts the run
       }
@@ -497,9 +500,10 @@ int main(int argc, char** argv) {
   app.add_option("--slow-prefix", o.slow_prefix, "prefix length for section 2");
   app.add_option("--slow-new", o.slow_news, "new tokens for section 2")->delimiter(',');
   app.add_option("--splits", o.splits, "fixed splits swept in section 2")->check(CLI::Range(1, 64));
-  app.add_option("--host-fronts", o.host_fronts,
-                 "section 1: also time these fronts (tokens recomputed while the rest of the prefix "
-                 "loads from host), beside the planner's prediction of each")
+  app.add_option(
+         "--host-fronts", o.host_fronts,
+         "section 1: also time these fronts (tokens recomputed while the rest of the prefix "
+         "loads from host), beside the planner's prediction of each")
       ->delimiter(',');
   app.add_option("--profile", o.profile, "cost profile to use (default: measure one first)");
   app.add_option("--save-profile", o.save_profile, "write the measured profile here");

@@ -12,10 +12,10 @@
 #include "common/bench_io.h"
 #include "engine/calibrate.h"
 #include "subcommands.h"
-#include "tiers/memory/memory_store.h"
 #include "tierkv/cache.h"
 #include "tierkv/disk_store.h"
 #include "tierkv/redis_store.h"
+#include "tiers/memory/memory_store.h"
 
 namespace tierkv::cli {
 namespace {

@@ -11,8 +11,8 @@
 #include "common/memory_check.h"
 #include "engine/runner_model.h"
 #include "tierkv/cache.h"
-#include "tierkv/metrics.h"
 #include "tierkv/disk_store.h"
+#include "tierkv/metrics.h"
 #include "tierkv/page_pool.h"
 #include "tierkv/redis_store.h"
 #include "tiers/memory/memory_store.h"
@@ -206,8 +206,8 @@ Status PolicyEngine::State::make_cache() {
   // holds the CUDA driver while it runs, delaying the engine's calls. The replay measures serving,
   // not start-up: it waits here (counted in the policy's setup time) until the whole tier is
   // pinned. A piece that could not be pinned leaves a smaller tier, said once.
-  if (Status pinned = cache->wait_host_tier(std::chrono::steady_clock::now() +
-                                            std::chrono::minutes(10));
+  if (Status pinned =
+          cache->wait_host_tier(std::chrono::steady_clock::now() + std::chrono::minutes(10));
       !pinned.ok()) {
     const CacheStats st = cache->stats();
     std::fprintf(stderr, "[replay] %s: the host tier serves %zu of %zu bytes: %s\n",
