@@ -16,16 +16,17 @@
 // Times are host wall time from the executor's call to the next token on the host (what a user
 // waits for), after the device was idle. On a machine without a GPU it runs the tiny model on the
 // CPU backend at small sizes and says so.
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "common/bench_io.h"
 #include "common/memory_check.h"
@@ -212,7 +213,7 @@ Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm,
       ms.push_back(last.ttft_ms);
     }
     Row row{"tierkv-host-front", prefix, fresh, median(ms), 0, front, last.plan.why};
-    row.slow = Row::Slow{0, last.plan.predicted_ms, 0, 0, 0, last.fallback_tokens};
+    row.slow = slow_figures(last, TierCost{});  // its lower-tier figures stay out of the JSON
     rows.push_back(row);
     std::snprintf(line, sizeof line, " %d: %.2f / %.2f;", front, median(ms),
                   last.plan.predicted_ms);
