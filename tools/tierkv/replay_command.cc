@@ -106,14 +106,18 @@ std::vector<std::string> tier_lines(const Context& c) {
   return t;
 }
 
-// The max-rate search of every policy on workload `w`.
+// The max-rate search of every policy on workload `w`. `base_p90[i]` is policy i's p90 at the
+// workload's own rate (scale 1), from the replay just done: the search starts there.
 Status search_max_rates(Context& c, const std::string& name, const tierkv::replay::Workload& w,
-                        const std::vector<std::string>& policies) {
+                        const std::vector<std::string>& policies,
+                        const std::vector<double>& base_p90) {
   std::vector<MaxRate> rates;
-  for (const std::string& id : policies) {
+  for (std::size_t i = 0; i < policies.size(); ++i) {
+    const std::string& id = policies[i];
     TIERKV_ASSIGN_OR_RETURN(const PolicySpec spec, policy_spec(id, c.config));
     MaxRate m{spec.label, name, c.o.max_rate_ttft_s * 1e3, 0, 0, {}};
     auto p90_at = [&](double scale) -> Result<double> {
+      if (scale == 1.0 && i < base_p90.size()) return base_p90[i];
       std::fprintf(stderr, "[replay] max rate: %s at %.2fx the arrival rate\n", spec.label.c_str(), scale);
       TIERKV_ASSIGN_OR_RETURN(PolicyRun run,
                               replay_policy(c, id, name, compress_arrivals(w, scale), -1, false));
@@ -171,7 +175,10 @@ Status replay_workload(Context& c, const std::string& name, const PreparedWorklo
     std::printf("%s", format_agreement(runs).c_str());
   }
   if (wants_max_rate(c.o, name, c.backend.kind())) {
-    TIERKV_RETURN_IF_ERROR(search_max_rates(c, name, w, policies));
+    std::vector<double> base_p90;
+    for (const PolicySummary& s : summaries)
+      base_p90.push_back(s.ttft_p90);
+    TIERKV_RETURN_IF_ERROR(search_max_rates(c, name, w, policies, base_p90));
   }
   std::fflush(stdout);
   return Status::Ok();
