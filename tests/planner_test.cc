@@ -35,6 +35,17 @@ CostProfile h100_like() {
   return p;
 }
 
+// A lower tier at `gbps`, 200 us per read, a 2 ms tail.
+TierCost slow_tier(double gbps) {
+  TierCost t;
+  t.name = "experiment";
+  t.read_gbps = gbps;
+  t.latency_us = 200;
+  t.p99_latency_us = 2000;
+  t.experiment = true;
+  return t;
+}
+
 PlanInput request(std::int32_t prefix, std::int32_t fresh, PrefillPolicy policy) {
   PlanInput in;
   in.policy = policy;
@@ -108,7 +119,7 @@ TEST(Planner, RecomputesTheFrontWhileTheBackLoadsOnlyWhenItWinsByTheMargin) {
   EXPECT_GT(best_front_us * (1 + kFrontMargin), host.predicted_ms * 1e3)
       << "but by less than the margin (front " << best_front << ")";
 
-  p.tiers = {{"experiment", 5.0, 200, 2000, true}};
+  p.tiers = {slow_tier(5.0)};
   in.host_end = 0;  // the whole prefix is in the 5 GB/s tier
   in.lower_tiers = {{"experiment", 16384}};
   const WarmPrefillPlan slow = make_plan(in, p);
@@ -123,7 +134,7 @@ TEST(Planner, RecomputesTheFrontWhileTheBackLoadsOnlyWhenItWinsByTheMargin) {
 TEST(Planner, IsNeverPredictedSlowerThanRecomputingAndFindsTheBestSplitOfASlowTier) {
   CostProfile p = h100_like();
   for (double gbps : {1.0, 2.0, 5.0, 10.0}) {
-    p.tiers = {{"experiment", gbps, 200, 2000, true}};
+    p.tiers = {slow_tier(gbps)};
     for (std::int32_t fresh : {128, 512, 2048}) {
       PlanInput in = request(16384, fresh, PrefillPolicy::kPlanned);
       in.host_end = 0;  // the whole prefix is in the slow tier
@@ -182,6 +193,50 @@ TEST(Planner, LoadsQueuedAheadMakeRecomputeWin) {
   const WarmPrefillPlan busy = make_plan(in, p);
   EXPECT_EQ(busy.loaded_tokens(), 0) << busy.why;
   EXPECT_NEAR(busy.queued_ahead_ms, 500, 1e-6);
+}
+
+// The planner's search stops lengthening the front once the front's compute alone exceeds the
+// best plan so far. That prune loses nothing: over host and slow-tier prefixes, GPU-resident
+// starts and every prompt shape here, its choice scores what an exhaustive sweep of the same
+// candidates (every chunk size, every end, every front on the grid) finds best, within the
+// planner's 0.1% tie rule.
+TEST(Planner, ThePrunedSearchFindsTheExhaustiveBest) {
+  CostProfile p = h100_like();
+  p.tiers = {slow_tier(3.0)};
+  struct Case {
+    std::int32_t prefix, fresh, gpu, host;  // host < prefix: the rest is in the slow tier
+  };
+  for (const Case& c : {Case{4096, 128, 0, 4096}, Case{16384, 128, 0, 16384},
+                        Case{16384, 2048, 0, 16384}, Case{32768, 512, 0, 32768},
+                        Case{16384, 128, 0, 0}, Case{16384, 512, 2048, 8192},
+                        Case{8192, 2048, 0, 4096}, Case{2048, 16, 512, 512}}) {
+    PlanInput in = request(c.prefix, c.fresh, PrefillPolicy::kPlanned);
+    in.gpu_end = c.gpu;
+    in.host_end = c.host;
+    if (c.host < c.prefix) in.lower_tiers = {{"experiment", c.prefix - c.host}};
+    const WarmPrefillPlan plan = make_plan(in, p);
+    SCOPED_TRACE(plan.why);
+    const std::int32_t last = in.prompt_tokens - 1;
+    const std::int32_t lower = std::min(c.prefix, last / 256 * 256);
+    const std::int32_t host = std::max(c.gpu, std::min(c.host, lower));
+    double best = 1e30;
+    for (std::int32_t s : kPlannerChunkSizes) {
+      for (std::int32_t e : {c.gpu, host, lower}) {
+        // The planner's grid of fronts: gpu_end, then the boundaries of the smaller of the
+        // compute chunk and the cache chunk, up to e.
+        const std::int32_t step = std::max(16, std::min(s, 256));
+        for (std::int32_t k = c.gpu;; k = std::min(e, (k / step + 1) * step)) {
+          const double margin = k > c.gpu && e > k ? 1.0 + kFrontMargin : 1.0;
+          best = std::min(best, predict(in, p, k, e, s, true).total_us * margin);
+          if (k >= e) break;
+        }
+      }
+    }
+    const double chosen =
+        predict(in, p, plan.load_begin, plan.load_end, plan.chunk_tokens, true).total_us *
+        (plan.load_begin > c.gpu && plan.load_end > plan.load_begin ? 1.0 + kFrontMargin : 1.0);
+    EXPECT_LE(chosen, best * 1.001) << c.prefix << " + " << c.fresh;
+  }
 }
 
 // A load runs slower while prefill computes beside it (the profile's

@@ -41,6 +41,7 @@ def main():
             check(section in text, f"the report has '{section}'")
         check("fixed fronts (ms, measured / predicted): 0:" in text, "the fixed fronts' line")
         check("the tier's part: predicted in host slots at" in text, "the tier part's readiness")
+        check("host time before its first chunk: plan" in text, "the planned runs' host time")
         rows = [json.loads(line) for line in open(jsonl)]
         impls = {r["impl"] for r in rows}
         for impl in ("tierkv-compute", "tierkv-load", "tierkv-load-then-compute", "tierkv-layerwise",
@@ -51,6 +52,11 @@ def main():
         check(fronts == [0, 128, 256], f"fronts 0, 128, 256 timed, 4096 (past the prefix) not: {fronts}")
         for r in rows:
             check(r["us"] > 0, f"{r['impl']}: a positive time")
+            if r["impl"] in ("tierkv-planned", "tierkv-host-front", "tierkv-fixed-split",
+                             "tierkv-planned-slow"):
+                host = r.get("plan_us", -1) + r.get("queue_us", -1)
+                check(r.get("plan_us", -1) >= 0 and r.get("queue_us", -1) >= 0 and host < r["us"],
+                      f"{r['impl']} {r.get('split')}: host time before compute, within the run")
             if r["impl"] in ("tierkv-host-front", "tierkv-fixed-split", "tierkv-planned-slow"):
                 check(r.get("predicted_us", 0) > 0, f"{r['impl']} {r.get('split')}: a prediction")
                 check(r.get("fallback_tokens") == 0, f"{r['impl']} {r.get('split')}: nothing fell back")

@@ -143,6 +143,10 @@ struct WarmPrefillResult {
   std::int32_t lower_extensions = 0;
   std::uint64_t bytes_loaded = 0;
   double ttft_ms = 0;  // wall time of run(), from its call to the next token
+  // Host time inside ttft_ms before the first chunk could be queued: making the plan, and then
+  // queuing the host part's copies (and starting the lower tiers' promotion). start_many() queues
+  // the host parts of all its requests in one call: each of them reports that call's time.
+  double plan_ms = 0, queue_ms = 0;
   std::vector<TimelineEntry> timeline;  // with WarmPrefillOptions::timeline
   // The save of the prompt's full chunks (WarmPrefillOptions::save), in flight: the engine must
   // keep the prompt's pages unchanged until save->done() (or save->wait()); null when nothing was

@@ -141,12 +141,11 @@ LoadModel load_model(const PlanInput& in, const CostProfile& p, const Bounds& b,
   return m;
 }
 
-}  // namespace
-
-PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t load_begin,
-                 std::int32_t load_end, std::int32_t chunk, bool gated) {
-  const Bounds b = bounds(in);
-  const ComputeCosts c(in, profile, chunk);
+// predict() with the compute costs of its chunk size built by the caller (the planner's search
+// builds them once per chunk size, not once per candidate).
+PlanCost predict_with(const PlanInput& in, const CostProfile& profile, const Bounds& b,
+                      const ComputeCosts& c, std::int32_t load_begin, std::int32_t load_end,
+                      bool gated) {
   LoadModel load = load_model(in, profile, b, load_begin, load_end);
   const double slow = load.any ? 1.0 + profile.copy_engine_compute_slowdown : 1.0;
   const std::int32_t tail_begin = std::max(load_end, load_begin);
@@ -171,6 +170,14 @@ PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t l
   }
   cost.total_us = t;
   return cost;
+}
+
+}  // namespace
+
+PlanCost predict(const PlanInput& in, const CostProfile& profile, std::int32_t load_begin,
+                 std::int32_t load_end, std::int32_t chunk, bool gated) {
+  return predict_with(in, profile, bounds(in), ComputeCosts(in, profile, chunk), load_begin,
+                      load_end, gated);
 }
 
 double compute_range_us(const PlanInput& in, const CostProfile& profile, std::int32_t begin,
@@ -251,6 +258,7 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
         if (in.split >= 0) ends = {b.lower};
         ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
         for (std::int32_t s : sizes) {
+          const ComputeCosts costs(in, profile, s);
           for (std::int32_t e : ends) {
             // Fronts: gpu_end, then every boundary of the compute grid and of the cache's
             // chunks up to e (the load starts there; both grids are powers of two).
@@ -259,10 +267,13 @@ WarmPrefillPlan make_plan(const PlanInput& request, const CostProfile& profile) 
                 in.split >= 0 ? std::clamp(in.split / in.page_tokens * in.page_tokens, b.gpu, e)
                               : -1;
             for (std::int32_t k = fixed_k >= 0 ? fixed_k : b.gpu; k <= e;) {
+              // A longer front only adds to the front's compute, which alone bounds the time
+              // from below: past the best so far, no longer front can win.
+              if (fixed_k < 0 && k > b.gpu && costs.range(b.gpu, k) >= best) break;
               // A recomputed front must win by a margin: its prediction adds up two overlapped
               // activities, and on the H100 predicted gains of 5-7% over loading everything from
               // the host tier came out 4-13% slower (bench/results/warm-prefill-*-run2.txt).
-              const double t = predict(in, profile, k, e, s, true).total_us *
+              const double t = predict_with(in, profile, b, costs, k, e, true).total_us *
                                (k > b.gpu && e > k && in.split < 0 ? 1.0 + kFrontMargin : 1.0);
               if (t < best * 0.999) {
                 best = t;

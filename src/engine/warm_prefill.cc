@@ -454,6 +454,7 @@ Result<std::unique_ptr<WarmPrefillRun::State>> WarmPrefill::State::prepare(
     const WarmPrefillRequest& r, Stream& compute, std::uint64_t ahead_bytes) {
   auto st = std::make_unique<WarmPrefillRun::State>(*this, r, compute);
   st->res.plan = make_plan(plan_input(r, ahead_bytes), profile);
+  st->res.plan_ms = ms_since(st->t0);
   if (r.options.timeline) {
     st->tl.emplace();
     TIERKV_ASSIGN_OR_RETURN(st->tl->start, backend.create_event());
@@ -468,7 +469,9 @@ Result<std::unique_ptr<WarmPrefillRun>> WarmPrefill::start(const WarmPrefillRequ
   State& s = *state_;
   TIERKV_RETURN_IF_ERROR(s.check(r));
   TIERKV_ASSIGN_OR_RETURN(auto st, s.prepare(r, compute_stream, 0));
+  const auto queue_start = Clock::now();
   st->begin(st->res.plan.gpu_end, false);
+  st->res.queue_ms = ms_since(queue_start);
   return std::unique_ptr<WarmPrefillRun>(new WarmPrefillRun(std::move(st)));
 }
 
@@ -486,7 +489,9 @@ Result<std::vector<std::unique_ptr<WarmPrefillRun>>> WarmPrefill::start_many(
   const std::uint64_t token_bytes = s.model.spec().kv_bytes_per_token();
   for (const WarmPrefillRequest& r : requests) {
     TIERKV_ASSIGN_OR_RETURN(auto st, s.prepare(r, compute_stream, ahead));
+    const auto queue_start = Clock::now();
     const auto [b, e] = st->begin_front(st->res.plan.gpu_end, false);
+    st->res.queue_ms = ms_since(queue_start);
     host_parts.emplace_back(b, e);
     if (e > b) {
       loads.push_back(st->load_request(b, e));
@@ -495,7 +500,9 @@ Result<std::vector<std::unique_ptr<WarmPrefillRun>>> WarmPrefill::start_many(
     runs.push_back(std::move(st));
   }
   // One call: the host parts are queued layer-major, and repeated prefixes are shared.
+  const auto queue_start = Clock::now();
   Result<std::vector<Load>> queued = s.cache.load_many(loads);
+  const double queue_ms = ms_since(queue_start);
   std::vector<std::unique_ptr<WarmPrefillRun>> out;
   std::size_t k = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -507,6 +514,7 @@ Result<std::vector<std::unique_ptr<WarmPrefillRun>>> WarmPrefill::start_many(
       ++k;
     }
     runs[i]->begin_back(got);
+    runs[i]->res.queue_ms += queue_ms;
     out.push_back(std::unique_ptr<WarmPrefillRun>(new WarmPrefillRun(std::move(runs[i]))));
   }
   return out;

@@ -82,11 +82,21 @@ struct Row {
     std::int32_t extensions = 0, fallback_tokens = 0;
   };
   std::optional<Slow> slow;
+  // Executor runs: its host time before the first chunk (WarmPrefillResult::plan_ms, queue_ms;
+  // the median over the reps in section 1); negative: not recorded.
+  double plan_ms = -1, queue_ms = -1;
 };
 
 Row::Slow slow_figures(const WarmPrefillResult& r, const TierCost& tier) {
   return {tier.read_gbps,   r.plan.predicted_ms, r.plan.lower_ready_ms,
           r.lower_ready_ms, r.lower_extensions,  r.fallback_tokens};
+}
+
+// `row` with the host time of the run `r` it reports.
+Row with_host_time(Row row, const WarmPrefillResult& r) {
+  row.plan_ms = r.plan_ms;
+  row.queue_ms = r.queue_ms;
+  return row;
 }
 
 // What every measurement runs on.
@@ -118,6 +128,10 @@ struct Rig {
     co.transfer.profile = profile;
     co.lower_tiers = std::move(lower);
     co.write_down.persistent_admit_sightings = 1;
+    // The write-down queue takes every chunk the host tier holds: filling a lower tier with one
+    // save of the whole prefix drops nothing (a full queue drops saves, as it must in an engine).
+    co.write_down.queue_chunks =
+        std::max(co.write_down.queue_chunks, std::max(host_tokens, 256) / co.chunk_tokens + 1);
     TIERKV_ASSIGN_OR_RETURN(auto c, Cache::create(backend, co));
     // The host slab is pinned in pieces in the background: measure only once all of it is usable.
     TIERKV_RETURN_IF_ERROR(c->wait_host_tier(Clock::now() + std::chrono::seconds(60)));
@@ -214,7 +228,7 @@ Status host_fronts(Rig& rig, Cache& cache, WarmPrefill& warm,
     }
     Row row{"tierkv-host-front", prefix, fresh, median(ms), 0, front, last.plan.why};
     row.slow = slow_figures(last, TierCost{});  // its lower-tier figures stay out of the JSON
-    rows.push_back(row);
+    rows.push_back(with_host_time(row, last));
     std::snprintf(line, sizeof line, " %d: %.2f / %.2f;", front, median(ms),
                   last.plan.predicted_ms);
     text += line;
@@ -256,6 +270,7 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       compute_pages.insert(compute_pages.end(), rig.work_pages.begin(),
                            rig.work_pages.begin() + (fresh + page - 1) / page);
       std::vector<double> t_compute, t_load, t_ltc, t_warm, t_plan, t_rec;
+      std::vector<double> plan_host, queue_host;  // the planned runs' host time before compute
       std::string why;
       for (std::int32_t r = 0; r < o.reps; ++r) {
         TIERKV_ASSIGN_OR_RETURN(auto c, rig.run(**cache, *warm, prompt, PrefillPolicy::kGpuOnly,
@@ -277,7 +292,11 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           if (res.loaded_tokens + res.fallback_tokens != res.plan.loaded_tokens())
             return internal_error("a load did not come back whole");
           out->push_back(res.ttft_ms);
-          if (policy == PrefillPolicy::kPlanned) why = res.plan.why;
+          if (policy == PrefillPolicy::kPlanned) {
+            why = res.plan.why;
+            plan_host.push_back(res.plan_ms);
+            queue_host.push_back(res.queue_ms);
+          }
         }
         if (o.recompute_max == 0 || prefix + fresh <= o.recompute_max) {
           TIERKV_ASSIGN_OR_RETURN(auto res, rig.run(**cache, *warm, prompt, PrefillPolicy::kRecompute, 0,
@@ -294,11 +313,22 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
                     t_rec.empty() ? 0.0 : median(t_rec) / plan);
       text += line;
       text += "        planned: " + why + "\n";
+      char host_line[160];
+      std::snprintf(host_line, sizeof host_line,
+                    "        host time before its first chunk: plan %.3f ms, queue the load %.3f ms\n",
+                    median(plan_host), median(queue_host));
+      text += host_line;
       for (auto [impl, v] : {std::pair{"tierkv-compute", &t_compute}, std::pair{"tierkv-load", &t_load},
                              std::pair{"tierkv-load-then-compute", &t_ltc},
                              std::pair{"tierkv-layerwise", &t_warm}, std::pair{"tierkv-planned", &t_plan},
                              std::pair{"tierkv-recompute", &t_rec}}) {
-        if (!v->empty()) rows.push_back({impl, prefix, fresh, median(*v), 0, -1, impl == std::string("tierkv-planned") ? why : ""});
+        if (v->empty()) continue;
+        const bool planned = impl == std::string("tierkv-planned");
+        rows.push_back({impl, prefix, fresh, median(*v), 0, -1, planned ? why : ""});
+        if (planned) {
+          rows.back().plan_ms = median(plan_host);
+          rows.back().queue_ms = median(queue_host);
+        }
       }
       if (!rig.o.quiet) std::fprintf(stderr, "%s", line);
       TIERKV_RETURN_IF_ERROR(
@@ -348,6 +378,16 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       (void)res;
       TIERKV_RETURN_IF_ERROR(c->flush_lower_tiers());
     }
+    {  // every run below must find the whole prefix in the tier (a fresh cache: nothing in host)
+      TIERKV_ASSIGN_OR_RETURN(auto c, rig.cache(prefix, {slow}));
+      TIERKV_ASSIGN_OR_RETURN(const PromptKeys keys, c->keys(prefix_tokens, ""));
+      TIERKV_ASSIGN_OR_RETURN(const MatchResult m, c->match(keys));
+      if (m.lower_tokens < prefix / 256 * 256) {
+        return internal_error("warm bench: the experiment tier holds " +
+                              std::to_string(m.lower_tokens) + " of the " +
+                              std::to_string(prefix) + " prefix tokens after filling it");
+      }
+    }
     for (std::int32_t fresh : o.slow_news) {
       auto prompt = prefix_tokens;
       const auto more = rig.tokens(std::size_t(fresh));
@@ -371,8 +411,9 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       for (std::int32_t i = 0; i <= o.splits; ++i) {
         const std::int32_t split = prefix / o.splits * i / 256 * 256;
         TIERKV_ASSIGN_OR_RETURN(const WarmPrefillResult r, once(PrefillPolicy::kPlanned, split));
-        rows.push_back(
-            {"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "", slow_figures(r, tc)});
+        rows.push_back(with_host_time(
+            {"tierkv-fixed-split", prefix, fresh, r.ttft_ms, gbps, split, "", slow_figures(r, tc)},
+            r));
         if (!rig.o.quiet) {
           std::fprintf(stderr,
                        "    split %d: %.2f ms, predicted %.2f; the tier's part ready at %.2f ms, "
@@ -385,8 +426,10 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           best_split = split;
         }
       }
-      rows.push_back({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
-                      planned.plan.load_begin, planned.plan.why, slow_figures(planned, tc)});
+      rows.push_back(with_host_time({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
+                                     planned.plan.load_begin, planned.plan.why,
+                                     slow_figures(planned, tc)},
+                                    planned));
       std::snprintf(line, sizeof line, "%6.3g %6d %10.2f %10.2f %8d %10.3f\n", gbps, fresh,
                     planned.ttft_ms, best, best_split, planned.ttft_ms / best);
       text += line;
@@ -468,6 +511,10 @@ int run(Options o) {
     }
     if (r.split >= 0) j["split"] = r.split;
     if (!r.why.empty()) j["plan"] = r.why;
+    if (r.plan_ms >= 0) {
+      j["plan_us"] = r.plan_ms * 1e3;
+      j["queue_us"] = r.queue_ms * 1e3;
+    }
     if (r.slow) {
       j["predicted_us"] = r.slow->predicted_ms * 1e3;
       j["fallback_tokens"] = r.slow->fallback_tokens;

@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "common/memory_check.h"
+#include "engine/calibrate.h"
 #include "engine/runner_model.h"
 #include "tierkv/cache.h"
 #include "tierkv/disk_store.h"
@@ -108,6 +109,7 @@ struct PolicyEngine::State {
   std::int32_t page() const { return model.page_tokens; }
   Status make_pool_and_runner();
   Status make_lower_tier();
+  Status measure_lower_tier();
   Status make_cache();
   std::uint64_t host_budget() const {
     if (!spec.host_tier) return 0;
@@ -190,6 +192,31 @@ Status PolicyEngine::State::make_lower_tier() {
   return internal_error("unknown lower tier");
 }
 
+// The planner needs the lower tier's figures. A profile without them (tierkv calibrate measures
+// a tier only when given one) would leave it to guess an unknown tier's: this tier is measured
+// here instead, as calibrate measures one, on its own records (erased after), and said once.
+Status PolicyEngine::State::measure_lower_tier() {
+  if (!lower || !config.profile || spec.prefill != PrefillPolicy::kPlanned) return Status::Ok();
+  const std::string name = lower->capabilities().name;
+  if (config.profile->tier(name) != nullptr) return Status::Ok();
+  CalibrateOptions o;
+  o.model = model;
+  o.chunk_tokens = config.cache_chunk_tokens;
+  o.tier_chunks = 4;
+  o.tier_readers = WriteDownOptions{}.promote_threads;
+  auto t = measure_tier(o, *lower);
+  if (!t.ok()) return t.status().with_context("measuring the " + name + " tier for the planner");
+  auto p = std::make_shared<CostProfile>(*config.profile);
+  p->tiers.push_back(*t);
+  config.profile = std::move(p);
+  std::fprintf(stderr,
+               "[replay] %s: the cost profile has no figures for the %s tier; measured now: "
+               "%.3g GB/s with %d readers, %.0f us per read (tail %.0f us)\n",
+               spec.label.c_str(), name.c_str(), t->read_gbps, t->readers, t->latency_us,
+               t->p99_latency_us);
+  return Status::Ok();
+}
+
 Status PolicyEngine::State::make_cache() {
   CacheOptions co;
   co.model = model;
@@ -230,6 +257,7 @@ Result<std::unique_ptr<PolicyEngine>> PolicyEngine::create(Backend& backend,
   auto st = std::make_unique<State>(backend, spec, config);
   TIERKV_RETURN_IF_ERROR(st->make_pool_and_runner());
   TIERKV_RETURN_IF_ERROR(st->make_lower_tier());
+  TIERKV_RETURN_IF_ERROR(st->measure_lower_tier());
   TIERKV_RETURN_IF_ERROR(st->make_cache());
   return std::unique_ptr<PolicyEngine>(new PolicyEngine(std::move(st)));
 }
