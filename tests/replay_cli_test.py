@@ -6,7 +6,8 @@
 A tiny chat and document-QA workload under every policy (the disk tier in a temporary directory;
 planned-redis needs a server and is left to the Redis suite): exit 0, the tables, the JSON Lines
 against bench/replay's schema checker, one record per request and policy, a timeline, and the same
-greedy output for every request under every policy. Then: usage errors exit 2, a --json path
+greedy output for every request under every policy. With a cost profile that lacks the disk tier's
+figures, planned-disk measures the tier first and says so. Then: usage errors exit 2, a --json path
 that cannot be written fails before any replay, `tierkv inspect` of a missing directory exits 2.
 Runs in well under a minute on two cores.
 """
@@ -64,6 +65,23 @@ def replay_all_policies(binary, source, tmp):
     check("Plots: skipped" in out or os.path.isdir(plots) and any(f.endswith(".png") for f in os.listdir(plots)),
           "plots drawn, or skipped with a reason")
     return jsonl
+
+
+def measures_a_tier_the_profile_lacks(binary, tmp):
+    """With a cost profile that has no disk figures (calibrate measures a tier only when given one),
+    the planned-disk policy measures the disk tier first, on a store of its own, and says so."""
+    profile = os.path.join(tmp, "profile.json")
+    p, _ = run(binary, ["calibrate", "--backend", "cpu", "--profile", profile, "--reps", "1"])
+    check(p.returncode == 0, f"calibrate exits 0 (got {p.returncode}; stderr: {p.stderr[-1000:]})")
+    disk = os.path.join(tmp, "disk-measured")
+    os.mkdir(disk)
+    p, _ = run(binary, ["replay", "--workload", "chat", "--policies", "planned-disk", "--profile",
+                        profile, "--disk-dir", disk] + SMALL)
+    check(p.returncode == 0, f"planned-disk with a profile exits 0 (got {p.returncode}; stderr: "
+                             f"{p.stderr[-1000:]})")
+    check("the cost profile has no figures for the disk tier; measured now" in p.stderr,
+          "the disk tier is measured for the planner, and that is said")
+    check(os.listdir(disk) == [], "the measured store's directory and the tier's are removed")
 
 
 def check_jsonl(jsonl, source):
@@ -142,6 +160,7 @@ def main():
         if os.path.exists(jsonl):
             check_jsonl(jsonl, source)
         report_mode(binary)
+        measures_a_tier_the_profile_lacks(binary, tmp)
         refusals(binary, tmp)
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -108,6 +109,7 @@ struct PolicyEngine::State {
 
   std::int32_t page() const { return model.page_tokens; }
   Status make_pool_and_runner();
+  Result<std::shared_ptr<Store>> open_lower_tier(std::string* dir) const;
   Status make_lower_tier();
   Status measure_lower_tier();
   Status make_cache();
@@ -149,17 +151,18 @@ Status PolicyEngine::State::make_pool_and_runner() {
   return Status::Ok();
 }
 
-Status PolicyEngine::State::make_lower_tier() {
+// A fresh store of the policy's lower tier: an empty directory of its own under --disk-dir (its
+// path in *dir, for the caller to remove), a Redis namespace of its own; null for none.
+Result<std::shared_ptr<Store>> PolicyEngine::State::open_lower_tier(std::string* dir) const {
   switch (spec.lower) {
-    case LowerTier::kNone: return Status::Ok();
+    case LowerTier::kNone: return std::shared_ptr<Store>();
     case LowerTier::kExperiment: {
       MemoryStoreOptions mo;
       mo.budget_bytes = config.slow_bytes;
       mo.bandwidth_gbps = config.slow_gbps;
       mo.latency_us = config.slow_latency_us;
       TIERKV_ASSIGN_OR_RETURN(auto store, MemoryStore::create(mo));
-      lower = std::move(store);
-      return Status::Ok();
+      return std::shared_ptr<Store>(std::move(store));
     }
     case LowerTier::kDisk: {
       std::string tmpl = config.disk_dir + "/tierkv-replay-XXXXXX";
@@ -167,29 +170,34 @@ Status PolicyEngine::State::make_lower_tier() {
         return io_error("--disk-dir " + config.disk_dir + ": cannot create a directory in it: " +
                         std::generic_category().message(errno));
       }
-      lower_dir = tmpl;
+      *dir = tmpl;
       DiskStoreOptions d;
-      d.directory = lower_dir;
+      d.directory = tmpl;
       d.budget_bytes = config.disk_bytes;
       TIERKV_ASSIGN_OR_RETURN(auto store, open_disk_store(d));
-      lower = std::move(store);
-      return Status::Ok();
+      return std::shared_ptr<Store>(std::move(store));
     }
     case LowerTier::kRedis: {
       RedisStoreOptions r;
       TIERKV_ASSIGN_OR_RETURN(r.server, endpoint(config.redis));
       r.ttl = std::chrono::hours(1);
-      // A namespace of this run's own: each policy run starts from an empty tier.
+      // A namespace of its own: each policy run starts from an empty tier.
+      static std::atomic<std::uint64_t> opened{0};
       const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
       r.key_prefix = "tkv-replay-" + std::to_string(::getpid()) + "-" +
-                     std::to_string(std::uint64_t(now) % 1000000007ull);
+                     std::to_string(std::uint64_t(now) % 1000000007ull) + "-" +
+                     std::to_string(opened++);
       auto store = open_redis_store(r);
       if (!store.ok()) return store.status().with_context("--redis " + config.redis);
-      lower = std::move(store).value();
-      return Status::Ok();
+      return std::shared_ptr<Store>(std::move(store).value());
     }
   }
   return internal_error("unknown lower tier");
+}
+
+Status PolicyEngine::State::make_lower_tier() {
+  TIERKV_ASSIGN_OR_RETURN(lower, open_lower_tier(&lower_dir));
+  return Status::Ok();
 }
 
 // The planner needs the lower tier's figures. A profile without them (tierkv calibrate measures
@@ -204,7 +212,18 @@ Status PolicyEngine::State::measure_lower_tier() {
   o.chunk_tokens = config.cache_chunk_tokens;
   o.tier_chunks = 4;
   o.tier_readers = WriteDownOptions{}.promote_threads;
-  auto t = measure_tier(o, *lower);
+  // On a store of its own beside the policy's (the same file system or server), so that the
+  // policy's tier and its counters start from nothing.
+  std::string scratch_dir;
+  Result<TierCost> t = internal_error("not measured");
+  {
+    auto scratch = open_lower_tier(&scratch_dir);
+    t = scratch.ok() ? measure_tier(o, **scratch) : Result<TierCost>(scratch.status());
+  }  // closed before its directory goes
+  if (!scratch_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir, ec);
+  }
   if (!t.ok()) return t.status().with_context("measuring the " + name + " tier for the planner");
   auto p = std::make_shared<CostProfile>(*config.profile);
   p->tiers.push_back(*t);
