@@ -206,10 +206,10 @@ TEST(Planner, ThePrunedSearchFindsTheExhaustiveBest) {
   struct Case {
     std::int32_t prefix, fresh, gpu, host;  // host < prefix: the rest is in the slow tier
   };
-  for (const Case& c : {Case{4096, 128, 0, 4096}, Case{16384, 128, 0, 16384},
-                        Case{16384, 2048, 0, 16384}, Case{32768, 512, 0, 32768},
-                        Case{16384, 128, 0, 0}, Case{16384, 512, 2048, 8192},
-                        Case{8192, 2048, 0, 4096}, Case{2048, 16, 512, 512}}) {
+  for (const Case& c :
+       {Case{4096, 128, 0, 4096}, Case{16384, 128, 0, 16384}, Case{16384, 2048, 0, 16384},
+        Case{32768, 512, 0, 32768}, Case{16384, 128, 0, 0}, Case{16384, 512, 2048, 8192},
+        Case{8192, 2048, 0, 4096}, Case{2048, 16, 512, 512}}) {
     PlanInput in = request(c.prefix, c.fresh, PrefillPolicy::kPlanned);
     in.gpu_end = c.gpu;
     in.host_end = c.host;

@@ -22,9 +22,9 @@ namespace {
 
 const CostProfile& h100_profile() {
   static const CostProfile p = [] {
-    auto loaded = load_profile(TIERKV_SOURCE_DIR
-                               "/bench/results/profile-NVIDIA-H100-80GB-HBM3-20261207.json",
-                               nullptr, nullptr);
+    auto loaded =
+        load_profile(TIERKV_SOURCE_DIR "/bench/results/profile-NVIDIA-H100-80GB-HBM3-20261207.json",
+                     nullptr, nullptr);
     if (!loaded.ok()) {
       std::fprintf(stderr, "planner_bench: %s\n", loaded.status().to_string().c_str());
       std::exit(1);
@@ -58,7 +58,8 @@ void run(benchmark::State& state, bool slow_tier) {
     t.experiment = true;
     profile.tiers = {t};
   }
-  const PlanInput in = request(std::int32_t(state.range(0)), std::int32_t(state.range(1)), slow_tier);
+  const PlanInput in =
+      request(std::int32_t(state.range(0)), std::int32_t(state.range(1)), slow_tier);
   WarmPrefillPlan plan;
   for (auto _ : state) {
     plan = make_plan(in, profile);
@@ -69,8 +70,12 @@ void run(benchmark::State& state, bool slow_tier) {
                  std::to_string(plan.chunk_tokens));
 }
 
-void BM_MakePlanHostTier(benchmark::State& state) { run(state, false); }
-void BM_MakePlanSlowTier(benchmark::State& state) { run(state, true); }
+void BM_MakePlanHostTier(benchmark::State& state) {
+  run(state, false);
+}
+void BM_MakePlanSlowTier(benchmark::State& state) {
+  run(state, true);
+}
 
 void grid(benchmark::internal::Benchmark* b) {
   for (std::int64_t prefix : {4096, 8192, 16384, 32768})

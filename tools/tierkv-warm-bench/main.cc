@@ -314,9 +314,10 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       text += line;
       text += "        planned: " + why + "\n";
       char host_line[160];
-      std::snprintf(host_line, sizeof host_line,
-                    "        host time before its first chunk: plan %.3f ms, queue the load %.3f ms\n",
-                    median(plan_host), median(queue_host));
+      std::snprintf(
+          host_line, sizeof host_line,
+          "        host time before its first chunk: plan %.3f ms, queue the load %.3f ms\n",
+          median(plan_host), median(queue_host));
       text += host_line;
       for (auto [impl, v] : {std::pair{"tierkv-compute", &t_compute}, std::pair{"tierkv-load", &t_load},
                              std::pair{"tierkv-load-then-compute", &t_ltc},
@@ -384,8 +385,8 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       TIERKV_ASSIGN_OR_RETURN(const MatchResult m, c->match(keys));
       if (m.lower_tokens < prefix / 256 * 256) {
         return internal_error("warm bench: the experiment tier holds " +
-                              std::to_string(m.lower_tokens) + " of the " +
-                              std::to_string(prefix) + " prefix tokens after filling it");
+                              std::to_string(m.lower_tokens) + " of the " + std::to_string(prefix) +
+                              " prefix tokens after filling it");
       }
     }
     for (std::int32_t fresh : o.slow_news) {
@@ -426,10 +427,10 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           best_split = split;
         }
       }
-      rows.push_back(with_host_time({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
-                                     planned.plan.load_begin, planned.plan.why,
-                                     slow_figures(planned, tc)},
-                                    planned));
+      rows.push_back(
+          with_host_time({"tierkv-planned-slow", prefix, fresh, planned.ttft_ms, gbps,
+                          planned.plan.load_begin, planned.plan.why, slow_figures(planned, tc)},
+                         planned));
       std::snprintf(line, sizeof line, "%6.3g %6d %10.2f %10.2f %8d %10.3f\n", gbps, fresh,
                     planned.ttft_ms, best, best_split, planned.ttft_ms / best);
       text += line;

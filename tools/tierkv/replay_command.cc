@@ -118,8 +118,10 @@ Status search_max_rates(Context& c, const std::string& name, const tierkv::repla
     MaxRate m{spec.label, name, c.o.max_rate_ttft_s * 1e3, 0, 0, {}};
     auto p90_at = [&](double scale) -> Result<double> {
       if (scale == 1.0 && i < base_p90.size()) {
-        std::fprintf(stderr, "[replay] max rate: %s at 1.00x the arrival rate (the replay above): "
-                     "p90 TTFT %.0f ms (%s)\n", spec.label.c_str(), base_p90[i],
+        std::fprintf(stderr,
+                     "[replay] max rate: %s at 1.00x the arrival rate (the replay above): "
+                     "p90 TTFT %.0f ms (%s)\n",
+                     spec.label.c_str(), base_p90[i],
                      base_p90[i] <= m.threshold_ms ? "pass" : "fail");
         return base_p90[i];
       }
@@ -128,7 +130,8 @@ Status search_max_rates(Context& c, const std::string& name, const tierkv::repla
                               replay_policy(c, id, name, compress_arrivals(w, scale), -1, false));
       const double p90 = summarize_run(run, name).ttft_p90;
       // On stderr as it comes: a search cut short keeps what it found.
-      std::fprintf(stderr, "[replay] max rate: %s at %.2fx the arrival rate: p90 TTFT %.0f ms (%s)\n",
+      std::fprintf(stderr,
+                   "[replay] max rate: %s at %.2fx the arrival rate: p90 TTFT %.0f ms (%s)\n",
                    spec.label.c_str(), scale, p90, p90 <= m.threshold_ms ? "pass" : "fail");
       return p90;
     };

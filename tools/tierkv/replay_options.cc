@@ -158,8 +158,12 @@ void add_output_flags(CLI::App& app, ReplayOptions& o) {
       ->group(g)->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--max-rate-ttft", o.max_rate_ttft_s, "p90 TTFT threshold of the search, s")
       ->group(g)->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--max-rate-steps", o.max_rate_steps, "probes per policy in the search (the first, at the workload's own rate, reuses its replay)")
-      ->group(g)->capture_default_str()->check(CLI::Range(2, 20));
+  app.add_option("--max-rate-steps", o.max_rate_steps,
+                 "probes per policy in the search (the first, at the workload's own rate, reuses "
+                 "its replay)")
+      ->group(g)
+      ->capture_default_str()
+      ->check(CLI::Range(2, 20));
 }
 
 }  // namespace

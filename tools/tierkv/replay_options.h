@@ -99,7 +99,7 @@ struct ReplayOptions {
   // Highest arrival-rate scale keeping p90 TTFT under a threshold.
   std::string find_max_rate = "auto";  // auto (trace on cuda), on, off
   double max_rate_ttft_s = 2.0;
-  std::int32_t max_rate_steps = 6;     // probes per policy; the first (scale 1) reuses the replay
+  std::int32_t max_rate_steps = 6;  // probes per policy; the first (scale 1) reuses the replay
 
   bool small = false;  // resolve_defaults: the CPU backend's small sizes are in use
 };

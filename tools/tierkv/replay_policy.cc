@@ -155,7 +155,8 @@ Status PolicyEngine::State::make_pool_and_runner() {
 // path in *dir, for the caller to remove), a Redis namespace of its own; null for none.
 Result<std::shared_ptr<Store>> PolicyEngine::State::open_lower_tier(std::string* dir) const {
   switch (spec.lower) {
-    case LowerTier::kNone: return std::shared_ptr<Store>();
+    case LowerTier::kNone:
+      return std::shared_ptr<Store>();
     case LowerTier::kExperiment: {
       MemoryStoreOptions mo;
       mo.budget_bytes = config.slow_bytes;
