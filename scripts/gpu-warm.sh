@@ -16,6 +16,10 @@
 #             32 tokens, a GPU pool of 4096 pages (64K tokens, less than the workload's KV, which
 #             the default pool of 12288 pages holds whole), the disk tier under /var/tmp and the
 #             experiment tier at 2 GB/s
+#   trace     tierkv replay of the Mooncake trace's first TRACE_REQUESTS (300) requests at 1/8
+#             lengths and twice its arrival rate, recompute against planned, with the max-rate
+#             search (4 probes each, the first the replay itself; each probe's p90 on stderr, so a
+#             search cut by the call's limit keeps what it found); TRACE_ARGS adds flags
 # Binaries come from .gpu-bin/ or .gpu-bin.tgz (scripts/stage-gpu.sh).
 # The device tool brings back at most 8 files: every result is written to a work folder and, after
 # each part, packed into OUT_DIR/gpu-warm-results.tgz (so a call cut short keeps the parts done);
@@ -81,6 +85,18 @@ for part in "$@"; do
         >"$out/replay-$card-$day.txt" 2>"$out/replay-$card-$day.err" \
         || status=1
       tail -60 "$out/replay-$card-$day.txt"
+      ;;
+    trace)
+      prof=()
+      [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
+      timeout "${TRACE_TIMEOUT:-540}" "$bin/tierkv" replay --backend cuda "${prof[@]}" \
+        --workload trace --trace bench/traces/mooncake-conversation.jsonl \
+        --requests "${TRACE_REQUESTS:-300}" --length-scale 0.125 --time-scale 0.5 \
+        --policies recompute,planned --find-max-rate on --max-rate-steps 4 \
+        --json "$out/replay-trace-$card-$day.jsonl" ${TRACE_ARGS:-} \
+        >"$out/replay-trace-$card-$day.txt" 2>"$out/replay-trace-$card-$day.err" || status=1
+      tail -30 "$out/replay-trace-$card-$day.txt"
+      tr '\r' '\n' <"$out/replay-trace-$card-$day.err" | grep -E 'replayed in|max rate' | tail -20
       ;;
     *) echo "gpu-warm: unknown part $part" >&2; status=2 ;;
   esac

@@ -339,7 +339,7 @@ std::string max_rate_json(const MaxRate& m, const RunHeader& h) {
 
 std::string format_max_rates(const std::vector<MaxRate>& rates) {
   std::vector<std::vector<std::string>> rows{
-      {"policy", "max arrival-rate scale", "p90 TTFT there ms", "first scale over", "replays"}};
+      {"policy", "max arrival-rate scale", "p90 TTFT there ms", "first scale over", "probes"}};
   for (const MaxRate& m : rates) {
     double p90 = 0;
     for (const auto& [scale, v] : m.probes) {
