@@ -203,11 +203,21 @@ Status PolicyEngine::State::make_lower_tier() {
 
 // The planner needs the lower tier's figures. A profile without them (tierkv calibrate measures
 // a tier only when given one) would leave it to guess an unknown tier's: this tier is measured
-// here instead, as calibrate measures one, on its own records (erased after), and said once.
+// here instead, as calibrate measures one, on its own records (erased after), and said once:
+// later engines of the same configuration (other policies, the max-rate search's probes) reuse it.
 Status PolicyEngine::State::measure_lower_tier() {
   if (!lower || !config.profile || spec.prefill != PrefillPolicy::kPlanned) return Status::Ok();
   const std::string name = lower->capabilities().name;
   if (config.profile->tier(name) != nullptr) return Status::Ok();
+  auto use = [&](const TierCost& t) {
+    auto p = std::make_shared<CostProfile>(*config.profile);
+    p->tiers.push_back(t);
+    config.profile = std::move(p);
+  };
+  if (auto known = config.measured_tiers->find(name); known != config.measured_tiers->end()) {
+    use(known->second);
+    return Status::Ok();
+  }
   CalibrateOptions o;
   o.model = model;
   o.chunk_tokens = config.cache_chunk_tokens;
@@ -226,9 +236,8 @@ Status PolicyEngine::State::measure_lower_tier() {
     std::filesystem::remove_all(scratch_dir, ec);
   }
   if (!t.ok()) return t.status().with_context("measuring the " + name + " tier for the planner");
-  auto p = std::make_shared<CostProfile>(*config.profile);
-  p->tiers.push_back(*t);
-  config.profile = std::move(p);
+  (*config.measured_tiers)[name] = *t;
+  use(*t);
   std::fprintf(stderr,
                "[replay] %s: the cost profile has no figures for the %s tier; measured now: "
                "%.3g GB/s with %d readers, %.0f us per read (tail %.0f us)\n",

@@ -67,6 +67,10 @@ struct EngineConfig {
   std::uint64_t disk_bytes = 0;
   std::string redis;  // host:port
   std::shared_ptr<const CostProfile> profile;  // may be empty (then kPlanned acts as kLayerwise)
+  // Lower tiers the profile lacks, measured by the first planned policy that uses one and kept for
+  // the others (shared by the copies of one configuration).
+  std::shared_ptr<std::map<std::string, TierCost>> measured_tiers =
+      std::make_shared<std::map<std::string, TierCost>>();
 };
 
 // Leading prompt tokens by tier ("gpu", "host", lower tiers' names), in tier order.
