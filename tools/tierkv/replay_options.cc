@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <string_view>
 
 namespace tierkv::cli::replay {
@@ -237,7 +238,13 @@ void resolve_defaults(ReplayOptions& o, BackendKind backend, const ModelSpec& mo
   or_default(d.zipf, -1.0, small ? 0.5 : 1.0);
   or_default(d.answer_tokens, 0, answer_set ? c.answer_tokens : (small ? 8 : 64));
   TraceFlags& t = o.trace;
-  or_default(t.path, std::string(), std::string(TIERKV_SOURCE_DIR "/bench/traces/mooncake-conversation.jsonl"));
+  // The trace in the source tree the tool was built from; where that tree is not here (a copy of
+  // the binary on another machine), the one under the current directory's bench/traces.
+  const std::string built_from = TIERKV_SOURCE_DIR "/bench/traces/mooncake-conversation.jsonl";
+  std::error_code ec;
+  or_default(t.path, std::string(),
+             std::filesystem::exists(built_from, ec) ? built_from
+                                                     : "bench/traces/mooncake-conversation.jsonl");
   or_default(t.length_scale, 0.0, tiny ? 1.0 / 32 : 1.0);
   or_default(t.max_output, 0, small ? 16 : 512);
   or_default(o.max_prompt, 0, model.max_positions);
