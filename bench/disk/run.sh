@@ -12,7 +12,9 @@
 # moves the same bytes with O_DIRECT through io_uring, in 32 MiB blocks one at a time and in 1 MiB
 # blocks 32 in flight (what the store does inside one record), end_fsync on writes, writing both a
 # new file (removed first: its blocks are allocated as it writes) and over the file it wrote, so
-# that each of the store's conditions has fio's in the same condition beside it. ROUNDS rounds
+# that each of the store's conditions has fio's in the same condition beside it; and, for writes,
+# with an fsync after every 32 MiB as well (the store's durability: it fsyncs every record and its
+# directory, where the other fio writes fsync once at the end). ROUNDS rounds
 # (default 5) alternate them, so that all see the same machine; each figure is the median
 # over the rounds. Prints JSON Lines (schema: bench/peers/README.md; bench "disk", impl "tierkv"
 # or "fio") and a side-by-side table; with OUT_PREFIX, writes OUT_PREFIX.jsonl and OUT_PREFIX.txt.
@@ -35,6 +37,19 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp" "$dir/fio.dat" "$dir/tierkv"' EXIT
 size=$((records * 32))M
 
+# fio_row OP BS DEPTH FILE FSYNC_EVERY: one fio run's figures (from $tmp/fio.json) as a JSON line.
+fio_row() {
+  python3 - "$tmp/fio.json" "$@" >>"$tmp/fio-raw.jsonl" <<'PY'
+import json, sys
+path, op, bs, depth, file, fsync = sys.argv[1:]
+job = json.load(open(path))["jobs"][0][op]
+units = {"M": 1 << 20, "K": 1 << 10}
+print(json.dumps({"op": op, "block_bytes": int(bs[:-1]) * units[bs[-1]], "iodepth": int(depth),
+                  "file": file, "fsync_every": int(fsync), "bytes": job["io_bytes"],
+                  "gbps": job["bw_bytes"] / 1e9}))
+PY
+}
+
 for round in $(seq "$rounds"); do
   for steady in 0 1; do
     for readers in 1 2; do
@@ -52,15 +67,16 @@ for round in $(seq "$rounds"); do
       fio --name=disk --filename="$dir/fio.dat" --rw="$3" --bs="$1" --iodepth="$2" \
         --size="$size" --direct=1 --ioengine=io_uring --end_fsync=1 --output-format=json \
         >"$tmp/fio.json"
-      python3 - "$tmp/fio.json" "$3" "$1" "$2" "$4" >>"$tmp/fio-raw.jsonl" <<'PY'
-import json, sys
-path, op, bs, depth, file = sys.argv[1:]
-job = json.load(open(path))["jobs"][0][op]
-units = {"M": 1 << 20, "K": 1 << 10}
-print(json.dumps({"op": op, "block_bytes": int(bs[:-1]) * units[bs[-1]], "iodepth": int(depth),
-                  "file": file, "bytes": job["io_bytes"], "gbps": job["bw_bytes"] / 1e9}))
-PY
+      fio_row "$3" "$1" "$2" "$4" 0
     done
+  done
+  # The store's durability beside fio's: the store fsyncs each 32 MiB record it writes (and its
+  # directory); fio with an fsync after every 32 MiB, 1 MiB blocks 32 in flight.
+  for file in new existing; do
+    [[ $file == new ]] && rm -f "$dir/fio.dat"
+    fio --name=disk --filename="$dir/fio.dat" --rw=write --bs=1M --iodepth=32 --size="$size" \
+      --direct=1 --ioengine=io_uring --fsync=32 --end_fsync=1 --output-format=json >"$tmp/fio.json"
+    fio_row write 1M 32 "$file" 32
   done
 done
 
@@ -82,12 +98,14 @@ for steady in (False, True):
         rows.append(r)
 f = [json.loads(l) for l in open(f"{tmp}/fio-raw.jsonl")]
 for op, file in (("write", "new"), ("write", "existing"), ("read", "existing")):
-    for bb, depth in ((32 << 20, 1), (1 << 20, 32)):
-        runs = [r for r in f if r["op"] == op and r["block_bytes"] == bb and r["file"] == file]
+    shapes = [(32 << 20, 1, 0), (1 << 20, 32, 0)] + ([(1 << 20, 32, 32)] if op == "write" else [])
+    for bb, depth, fsync in shapes:
+        runs = [r for r in f if r["op"] == op and r["block_bytes"] == bb and r["file"] == file
+                and r.get("fsync_every", 0) == fsync]
         rows.append({"bench": "disk", "impl": "fio", "op": op, "card": card, "date": date,
                      "bytes": runs[0]["bytes"], "block_bytes": bb, "iodepth": depth, "file": file,
-                     "ioengine": "io_uring", "direct": 1, "end_fsync": 1, "fs": fs,
-                     "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
+                     "ioengine": "io_uring", "direct": 1, "end_fsync": 1, "fsync_every": fsync,
+                     "fs": fs, "rounds": int(rounds), "gbps": med([x["gbps"] for x in runs]),
                      "gbps_rounds": [round(x["gbps"], 4) for x in runs]})
 for r in rows:
     print(json.dumps(r))
@@ -103,13 +121,19 @@ print("thread (the cache's writer per tier), reads from one and from two (the ca
 print("threads, WriteDownOptions::promote_threads = 2). fio in the same condition: writes into a")
 print("new file (empty) or over one it wrote (full); reads of the file it wrote.")
 print("paired: the median over rounds of tierkv's figure over the best fio figure of the same round")
-print("(rounds run minutes apart; on a shared machine the disk's speed drifts between them)")
+print("(rounds run minutes apart; on a shared machine the disk's speed drifts between them).")
+print("fio fsync/rec: fio's 1 MiB x 32 writes with an fsync after every 32 MiB, the store's")
+print("durability (it fsyncs each record and its directory), and tierkv's writes over it.")
 print(f"{'op':6} {'cache':6} {'threads':>7} {'tierkv':>8} {'fio file':>9} {'fio 32M qd1':>12} "
-      f"{'fio 1M qd32':>12} {'tierkv/best fio':>16} {'paired':>7}")
+      f"{'fio 1M qd32':>12} {'tierkv/best fio':>16} {'paired':>7} {'fio fsync/rec':>14} "
+      f"{'tierkv/it':>10}")
 for op in ("write", "read"):
     for steady in (False, True):
         file = "new" if op == "write" and not steady else "existing"
-        fio = [r for r in rows if r["impl"] == "fio" and r["op"] == op and r["file"] == file]
+        synced = [r for r in rows if r["impl"] == "fio" and r["op"] == op and r["file"] == file
+                  and r.get("fsync_every", 0) > 0]
+        fio = [r for r in rows if r["impl"] == "fio" and r["op"] == op and r["file"] == file
+               and r.get("fsync_every", 0) == 0]
         f = {r["block_bytes"]: r["gbps"] for r in fio}
         a, b = f.get(32 << 20, 0), f.get(1 << 20, 0)
         best_round = [max(v) for v in zip(*(r["gbps_rounds"] for r in fio))]
@@ -121,8 +145,10 @@ for op in ("write", "read"):
             per = max(1, len(r["gbps_rounds"]) // len(best_round))
             paired = statistics.median(x / best_round[i // per]
                                        for i, x in enumerate(r["gbps_rounds"]))
+            same = (f"{synced[0]['gbps']:14.3f} {t / synced[0]['gbps']:10.2f}" if synced
+                    else f"{'-':>14} {'-':>10}")
             print(f"{op:6} {'full' if steady else 'empty':6} {r['concurrency']:7d} {t:8.3f} "
-                  f"{file:>9} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f} {paired:7.2f}")
+                  f"{file:>9} {a:12.3f} {b:12.3f} {t / max(a, b):16.2f} {paired:7.2f} {same}")
 PY
 { echo "# $(cat "$tmp/store.txt")"; echo "# load: $(uptime)"; cat "$tmp/table.txt"; } >"$tmp/report.txt"
 cat "$tmp/all.jsonl" "$tmp/report.txt"
