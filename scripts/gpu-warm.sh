@@ -10,7 +10,7 @@
 #             (reads profile.json when the host part wrote it)
 #   slow      tierkv-warm-bench, the planner against fixed splits over the experiment tier at 1, 2,
 #             5 and 10 GB/s (reads profile.json when the host part wrote it)
-#   peer      the PyTorch layer-wise warm-prefill peer on the same grid
+#   peer      the PyTorch layer-wise warm-prefill peer on the same grid (its smoke tests first)
 #   replay    tierkv replay (8B shape, random weights); REPLAY_ARGS, by default a chat workload
 #             that fits one device call and reaches the tiers below the GPU: 8 sessions, answers of
 #             32 tokens, a GPU pool of 4096 pages (64K tokens, less than the workload's KV, which
@@ -73,6 +73,10 @@ for part in "$@"; do
         --report "$out/warm-prefill-slow-$card-$day.txt" ${SLOW_ARGS:-} || status=1
       ;;
     peer)
+      # Its smoke tests first (CPU mode, tiny shapes; seconds), then the peer on the card.
+      timeout 180 python3 bench/peers/test_torch_warm_prefill_peers.py >"$out/peer-tests.txt" 2>&1 \
+        || status=1
+      tail -1 "$out/peer-tests.txt"
       PYTHONUNBUFFERED=1 timeout "${PEER_TIMEOUT:-400}" python3 bench/peers/torch_warm_prefill_peers.py \
         --out-dir "$out" ${PEER_ARGS:-} || status=1
       ;;

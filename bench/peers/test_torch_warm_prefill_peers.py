@@ -54,6 +54,7 @@ def test_every_mode_is_timed_and_checked():
             assert r["bench"] == "warm_prefill" and r["card"] == "cpu" and r["model"] == "tiny", r
             assert r["new_tokens"] == 16 and r["us"] > 0 and len(r["date"]) == 10, r
             assert "error" not in r and "check_error" not in r, r
+            assert r["lm_head"] == (r["impl"] != "torch-load"), r  # the first token, as a TTFT is
         load = next(r for r in recs if r["impl"] == "torch-load" and r["prefix_tokens"] == 128)
         assert load["bytes"] == 2 * 128 * 2 * 2 * 64 * 2  # layers x tokens x (K, V) x heads x dim x bf16
         assert next(r for r in recs if r["impl"] == "torch-recompute")["chunk_tokens"] == 64
@@ -71,6 +72,15 @@ def test_recompute_can_be_skipped_for_large_prefixes():
         assert p.returncode == 0, p.stderr
         recompute = [r["prefix_tokens"] for r in records(out) if r["impl"] == "torch-recompute"]
         assert recompute == [32]
+
+
+def test_the_lm_head_can_be_left_out():
+    need_torch()
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "wp.jsonl")
+        p = run("--prefixes", "32", "--news", "8", "--no-lm-head", "--json", out)
+        assert p.returncode == 0, p.stderr
+        assert all(r["lm_head"] is False for r in records(out))
 
 
 def test_sizes_that_do_not_fit_are_refused_with_a_message():

@@ -3,11 +3,12 @@
 
 A request returns with a prefix of P tokens whose KV sits in pinned host memory and n new tokens to
 prefill. The engine is Llama-3.1-8B-shaped (32 layers, hidden 4096, 32 query / 8 KV heads, head dim
-128, intermediate 14336, bf16, random weights; no embedding, final norm or LM head, which would be
-the same in every mode): per layer RMSNorm, fused QKV GEMM, rotary embedding, the new tokens' K/V
+128, intermediate 14336, vocabulary 128256, bf16, random weights; no embedding): per layer RMSNorm, fused QKV GEMM, rotary embedding, the new tokens' K/V
 stored after the prefix, SDPA (flash backend, GQA, causal aligned to the end of the keys:
 causal_lower_right), output GEMM, RMSNorm, fused gate/up GEMM, SiLU * up, down GEMM; GEMMs are
-torch.nn.functional.linear (cuBLAS). Each layer's KV is one buffer [tokens, 2 (K, V), 8, 128] on the
+torch.nn.functional.linear (cuBLAS). Every mode that computes ends as a time to first token does:
+the final RMSNorm and the LM head over the last row, and the argmax of its logits (the first token;
+--no-lm-head leaves them out, as this peer did before). Each layer's KV is one buffer [tokens, 2 (K, V), 8, 128] on the
 GPU, so a layer's prefix is one contiguous run that one copy fills (K and V are strided views of it,
 which flash reads as they are); the host copy is [layers, P, 2, 8, 128] in pinned memory.
 
@@ -73,6 +74,7 @@ class Shape:
     kv_heads: int
     head_dim: int
     inter: int
+    vocab: int
     eps: float = 1e-5
     rope_theta: float = 500000.0
 
@@ -90,7 +92,7 @@ class Shape:
     def weight_bytes(self):
         h = self.hidden
         per_layer = h * (self.q_dim + 2 * self.kv_dim) + self.q_dim * h + 3 * self.inter * h + 2 * h
-        return self.layers * per_layer * 2
+        return (self.layers * per_layer + self.vocab * h + h) * 2
 
     def activation_bytes(self, rows):
         """A generous bound on one chunk of `rows` tokens' temporaries in one layer (bf16 GEMM
@@ -100,8 +102,8 @@ class Shape:
         return 3 * (bf16 + fp32)
 
 
-LLAMA_8B = Shape("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336)
-TINY = Shape("tiny", 2, 256, 4, 2, 64, 512)
+LLAMA_8B = Shape("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256)
+TINY = Shape("tiny", 2, 256, 4, 2, 64, 512, 1024)
 
 
 def parse_args(argv):
@@ -117,6 +119,8 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, help="timed repetitions, median reported (default 10; tiny: 3)")
     p.add_argument("--warmup", type=int, help="untimed runs first (default 3; tiny: 1)")
     p.add_argument("--eager", action="store_true", help="launch kernels one by one instead of CUDA graphs")
+    p.add_argument("--no-lm-head", action="store_true",
+                   help="leave out the final norm, LM head and argmax of the first token")
     p.add_argument("--max-memory-gib", type=float, default=None,
                    help="treat the device (and host) as having at most this much free memory")
     p.add_argument("--json", help="write JSON Lines here (overwritten)")
@@ -175,6 +179,8 @@ class Model:
                 "norm1": (rand(s.hidden) * 0.2 + 0.9).to(bf),
                 "norm2": (rand(s.hidden) * 0.2 + 0.9).to(bf),
             })
+        self.final_norm = (rand(s.hidden) * 0.2 + 0.9).to(bf)
+        self.lm_head = w(s.vocab, s.hidden)
         self.inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.float32) / s.head_dim))
         self.cos = self.sin = None
 
@@ -220,6 +226,11 @@ class Model:
         x = x + F.linear(a.transpose(1, 2).reshape(rows, s.q_dim), w["o"])
         gu = F.linear(self.rms(x, w["norm2"]), w["gate_up"])
         return x + F.linear(F.silu(gu[:, :s.inter]) * gu[:, s.inter:], w["down"])
+
+    def first_token(self, rows):
+        """The answer of a prefill: the argmax of the LM head over the last row's final norm."""
+        last = self.rms(rows[-1:], self.final_norm)
+        return torch.nn.functional.linear(last, self.lm_head).argmax(-1)
 
     def prefill(self, x, kv, start, wait=None):
         """All layers over x [rows, hidden] at positions from `start`; kv is [layers, tokens, 2, ...].
@@ -399,11 +410,17 @@ class Case:
         return events
 
     # The modes; each returns the output rows of the new tokens (None for the load alone).
-    def mode(self, impl, n, chunk):
+    def mode(self, impl, n, chunk, lm_head=True):
         m, x_new = self.model, self.x_all[self.p:self.p + n]
 
+        def answered(rows):
+            """The rows, after the first token is computed from them (kept, so that it is done)."""
+            if lm_head:
+                self.token = m.first_token(rows)
+            return rows
+
         def compute():
-            return m.prefill(x_new, self.kv, self.p)
+            return answered(m.prefill(x_new, self.kv, self.p))
 
         def load():
             self.dev.fork()
@@ -415,17 +432,18 @@ class Case:
             self.dev.fork()
             self.load(per_layer_events=False)
             self.dev.join()
-            return m.prefill(x_new, self.kv, self.p)
+            return answered(m.prefill(x_new, self.kv, self.p))
 
         def layerwise():
             self.dev.fork()
             events = self.load(per_layer_events=True)
             out = m.prefill(x_new, self.kv, self.p, wait=lambda i: self.dev.wait(events[i]) if events else None)
+            out = answered(out)
             self.dev.join()
             return out
 
         def recompute():
-            return m.chunked_prefill(self.x_all[:self.p + n], self.kv, chunk)[self.p:]
+            return answered(m.chunked_prefill(self.x_all[:self.p + n], self.kv, chunk)[self.p:])
 
         return {"torch-compute": compute, "torch-load": load, "torch-load-then-compute": load_then_compute,
                 "torch-layerwise": layerwise, "torch-recompute": recompute}[impl]
@@ -489,7 +507,7 @@ def run_case(args, case, n, emit, results):
             record["chunk_tokens"] = args.chunk_tokens
             if args.skip_recompute_above is not None and prefix > args.skip_recompute_above:
                 continue
-        fn = case.mode(impl, n, args.chunk_tokens)
+        fn = case.mode(impl, n, args.chunk_tokens, lm_head=not args.no_lm_head)
         graph = out = None
         try:
             with torch.no_grad(), dev.sdpa_backend():
@@ -519,7 +537,8 @@ def run_case(args, case, n, emit, results):
         finally:
             del graph, out
             dev.free()
-        record.update({"us": us, "graph": dev.graphs, "reps": args.reps})
+        record.update({"us": us, "graph": dev.graphs, "reps": args.reps,
+                       "lm_head": impl != "torch-load" and not args.no_lm_head})
         if impl == "torch-load":
             record["bytes"] = case.model.s.kv_bytes_per_token() * prefix
             record["gbps"] = record["bytes"] / us / 1e3
