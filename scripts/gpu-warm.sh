@@ -12,10 +12,10 @@
 #             5 and 10 GB/s (reads profile.json when the host part wrote it)
 #   peer      the PyTorch layer-wise warm-prefill peer on the same grid (its smoke tests first)
 #   replay    tierkv replay (8B shape, random weights); REPLAY_ARGS, by default a chat workload
-#             that fits one device call and reaches the tiers below the GPU: 8 sessions, answers of
-#             32 tokens, a GPU pool of 4096 pages (64K tokens, less than the workload's KV, which
-#             the default pool of 12288 pages holds whole), the disk tier under /var/tmp and the
-#             experiment tier at 2 GB/s
+#             that fits one device call and reaches the tiers below the GPU: 24 sessions, answers
+#             of 32 tokens, a GPU pool of 448 pages (7168 tokens: sessions leave the GPU between
+#             turns; 4096 pages held 8 sessions whole), the disk tier under /var/tmp; policies
+#             recompute, gpu-only, warm, planned, planned-disk (about 160 s)
 #   trace     tierkv replay of the Mooncake trace's first TRACE_REQUESTS (300) requests at 1/8
 #             lengths and twice its arrival rate, recompute against planned, with the max-rate
 #             search (4 probes each, the first the replay itself; each probe's p90 on stderr, so a
@@ -85,7 +85,7 @@ for part in "$@"; do
       [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
       timeout "${REPLAY_TIMEOUT:-450}" "$bin/tierkv" replay --backend cuda "${prof[@]}" \
         --json "$out/replay-$card-$day.jsonl" \
-        ${REPLAY_ARGS:---workload chat --sessions 8 --answer-tokens 32 --gpu-pages 4096 --disk-dir /var/tmp --slow-gbps 2} \
+        ${REPLAY_ARGS:---workload chat --sessions 24 --answer-tokens 32 --gpu-pages 448 --disk-dir /var/tmp --policies recompute,gpu-only,warm,planned,planned-disk} \
         >"$out/replay-$card-$day.txt" 2>"$out/replay-$card-$day.err" \
         || status=1
       tail -60 "$out/replay-$card-$day.txt"
