@@ -701,25 +701,49 @@ std::string many_tensors_header(int n, std::string_view last = {}) {
   return header + "}";
 }
 
-// Parsing is O(n log n) in the number of tensors (it was quadratic: 40,000 tensors took 14 s).
-TEST_F(SafetensorsTest, OpensAHeaderOf40000TensorsQuickly) {
-  constexpr int kTensors = 40'000;
-  const std::string path = dir_.file("many.safetensors");
-  write_bytes(path, raw_file(many_tensors_header(kTensors), std::string(kTensors, '\x5a')));
-  const auto start = std::chrono::steady_clock::now();
-  Result<SafetensorsFile> f = SafetensorsFile::open(path);
-  const auto elapsed = std::chrono::steady_clock::now() - start;
-  ASSERT_OK(f.status());
-  EXPECT_LT(elapsed, std::chrono::milliseconds(1000));
-  EXPECT_EQ(f->names().size(), static_cast<std::size_t>(kTensors));
-  EXPECT_TRUE(f->contains("t039999"));
+// Parsing is O(n log n) in the number of tensors (it was quadratic: 40,000 tensors took 14 s). The
+// check is how the time grows, not a wall-clock limit (which a sanitizer build or a busy machine
+// breaks): 8x the tensors (about 10x the time at n log n) must take well under the 64x a quadratic
+// parser takes. Each size is timed
+// as the fastest of three opens.
+double fastest_open_ms(const std::string& path, std::string_view expect_error_text = {}) {
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    Result<SafetensorsFile> f = SafetensorsFile::open(path);
+    best = std::min(best, std::chrono::duration<double, std::milli>(
+                              std::chrono::steady_clock::now() - start).count());
+    if (expect_error_text.empty()) {
+      EXPECT_TRUE(f.ok()) << f.status().to_string();
+    } else {
+      EXPECT_NE(f.status().message().find(expect_error_text), std::string::npos)
+          << f.status().to_string();
+    }
+  }
+  return best;
+}
 
-  write_bytes(path,
-              raw_file(many_tensors_header(kTensors, "t000000"), std::string(kTensors, '\x5a')));
-  const auto dup_start = std::chrono::steady_clock::now();
-  expect_error(SafetensorsFile::open(path).status(), StatusCode::kDataLoss,
+TEST_F(SafetensorsTest, OpensAHeaderOf40000TensorsInNearLinearTime) {
+  constexpr int kSmall = 5'000, kLarge = 40'000;
+  const std::string small = dir_.file("small.safetensors"), large = dir_.file("large.safetensors");
+  write_bytes(small, raw_file(many_tensors_header(kSmall), std::string(kSmall, '\x5a')));
+  write_bytes(large, raw_file(many_tensors_header(kLarge), std::string(kLarge, '\x5a')));
+  Result<SafetensorsFile> f = SafetensorsFile::open(large);
+  ASSERT_OK(f.status());
+  EXPECT_EQ(f->names().size(), static_cast<std::size_t>(kLarge));
+  EXPECT_TRUE(f->contains("t039999"));
+  const double t_small = fastest_open_ms(small), t_large = fastest_open_ms(large);
+  EXPECT_LT(t_large, 25.0 * std::max(t_small, 0.05)) << t_small << " ms for " << kSmall << ", "
+                                                    << t_large << " ms for " << kLarge;
+
+  // A duplicate name is found as fast (the last tensor repeats the first).
+  write_bytes(small, raw_file(many_tensors_header(kSmall, "t000000"), std::string(kSmall, '\x5a')));
+  write_bytes(large, raw_file(many_tensors_header(kLarge, "t000000"), std::string(kLarge, '\x5a')));
+  expect_error(SafetensorsFile::open(large).status(), StatusCode::kDataLoss,
                "duplicate key 't000000'");
-  EXPECT_LT(std::chrono::steady_clock::now() - dup_start, std::chrono::milliseconds(1000));
+  const double d_small = fastest_open_ms(small, "duplicate key"),
+               d_large = fastest_open_ms(large, "duplicate key");
+  EXPECT_LT(d_large, 25.0 * std::max(d_small, 0.05)) << d_small << " ms, " << d_large << " ms";
 }
 
 // ---- the Llama layout
