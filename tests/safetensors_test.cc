@@ -711,8 +711,9 @@ double fastest_open_ms(const std::string& path, std::string_view expect_error_te
   for (int r = 0; r < 3; ++r) {
     const auto start = std::chrono::steady_clock::now();
     Result<SafetensorsFile> f = SafetensorsFile::open(path);
-    best = std::min(best, std::chrono::duration<double, std::milli>(
-                              std::chrono::steady_clock::now() - start).count());
+    best = std::min(
+        best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                  .count());
     if (expect_error_text.empty()) {
       EXPECT_TRUE(f.ok()) << f.status().to_string();
     } else {
@@ -733,8 +734,8 @@ TEST_F(SafetensorsTest, OpensAHeaderOf40000TensorsInNearLinearTime) {
   EXPECT_EQ(f->names().size(), static_cast<std::size_t>(kLarge));
   EXPECT_TRUE(f->contains("t039999"));
   const double t_small = fastest_open_ms(small), t_large = fastest_open_ms(large);
-  EXPECT_LT(t_large, 25.0 * std::max(t_small, 0.05)) << t_small << " ms for " << kSmall << ", "
-                                                    << t_large << " ms for " << kLarge;
+  EXPECT_LT(t_large, 25.0 * std::max(t_small, 0.05))
+      << t_small << " ms for " << kSmall << ", " << t_large << " ms for " << kLarge;
 
   // A duplicate name is found as fast (the last tensor repeats the first).
   write_bytes(small, raw_file(many_tensors_header(kSmall, "t000000"), std::string(kSmall, '\x5a')));
