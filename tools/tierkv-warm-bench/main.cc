@@ -383,7 +383,8 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
       TIERKV_ASSIGN_OR_RETURN(auto c, rig.cache(prefix, {slow}));
       TIERKV_ASSIGN_OR_RETURN(const PromptKeys keys, c->keys(prefix_tokens, ""));
       TIERKV_ASSIGN_OR_RETURN(const MatchResult m, c->match(keys));
-      if (m.lower_tokens < prefix / 256 * 256) {
+      const std::int32_t chunk = c->options().chunk_tokens;
+      if (m.lower_tokens < prefix / chunk * chunk) {
         return internal_error("warm bench: the experiment tier holds " +
                               std::to_string(m.lower_tokens) + " of the " + std::to_string(prefix) +
                               " prefix tokens after filling it");
