@@ -127,7 +127,8 @@ Status search_max_rates(Context& c, const std::string& name, const tierkv::repla
         p90 = summarize_run(run, name).ttft_p90;
       }
       // On stderr as it comes: a search cut short keeps what it found.
-      std::fprintf(stderr, "[replay] max rate: %s at %.2fx the arrival rate%s: p90 TTFT %.0f ms (%s)\n",
+      std::fprintf(stderr,
+                   "[replay] max rate: %s at %.2fx the arrival rate%s: p90 TTFT %.0f ms (%s)\n",
                    spec.label.c_str(), scale, reused ? " (the replay above)" : "", p90,
                    p90 <= m.threshold_ms ? "pass" : "fail");
       return p90;
