@@ -205,8 +205,9 @@ TEST_F(CacheFaultTest, LoadManyIssuesLayerMajor) {
   ASSERT_OK_AND_ASSIGN(auto pages, h_->pool().allocate(6 * ppc));
   std::vector<LoadRequest> rs;
   for (int i = 0; i < 3; ++i)
-    rs.push_back(h_->load_request(prompts[std::size_t(i)], 0, 2 * kChunk,
-                                  std::span(pages).subspan(std::size_t(i * 2 * ppc), 2 * std::size_t(ppc))));
+    rs.push_back(
+        h_->load_request(prompts[std::size_t(i)], 0, 2 * kChunk,
+                         std::span(pages).subspan(std::size_t(i * 2 * ppc), 2 * std::size_t(ppc))));
   ASSERT_OK(fault_->set_plan({.fail_copy_async = 2, .copy_delay = std::chrono::milliseconds(5)}));
   ASSERT_OK_AND_ASSIGN(std::vector<Load> loads, cache->load_many(rs));
   ASSERT_EQ(loads.size(), 3u);
@@ -237,8 +238,8 @@ TEST_F(CacheFaultTest, ALoadSharingAFailedLoadFailsToo) {
   ASSERT_OK_AND_ASSIGN(auto second_pages, h_->pool().allocate(2 * ppc));
   for (std::uint64_t failing = 1; failing <= std::uint64_t(h_->model().num_layers); ++failing) {
     SCOPED_TRACE("source copy " + std::to_string(failing));
-    ASSERT_OK(fault_->set_plan(
-        {.fail_copy_async = failing, .copy_delay = std::chrono::milliseconds(2)}));
+    ASSERT_OK(
+        fault_->set_plan({.fail_copy_async = failing, .copy_delay = std::chrono::milliseconds(2)}));
     ASSERT_OK_AND_ASSIGN(Load first, cache->load(h_->load_request(a, 0, 2 * kChunk, first_pages)));
     ASSERT_OK_AND_ASSIGN(Load second,
                          cache->load(h_->load_request(a, 0, 2 * kChunk, second_pages)));
@@ -279,6 +280,209 @@ TEST_F(CacheFaultTest, ASourceLoadWaitsForTheLoadsThatShareIt) {
   EXPECT_EQ(h_->wrong_elements(*stream_, a, second_pages, 0, second_pages.size()), 0u);
   ASSERT_OK(h_->pool().release(first_pages));
   ASSERT_OK(h_->pool().release(second_pages));
+}
+
+// ---- Loads queued layer by layer (LoadRequest::queue_layers)
+// -------------------------------------
+
+class LazyLoadTest : public CacheFaultTest {
+ protected:
+  static constexpr std::int32_t kLayers = 6;
+  void SetUp() override {
+    CacheFaultTest::SetUp();
+    h_ = std::make_unique<CacheHarness>(*fault_, 512, kLayers);
+  }
+  LoadRequest lazy(const PromptKeys& keys, std::int32_t chunks, std::span<const std::int32_t> dst,
+                   std::int32_t queue_layers = 1) const {
+    LoadRequest r = h_->load_request(keys, 0, chunks * kChunk, dst);
+    r.queue_layers = queue_layers;
+    return r;
+  }
+};
+
+// load() queues the layers it was asked to, wait_layer(l) those through l + kQueueAhead,
+// queue_through(l) those through l, each once; every layer lands exactly, and the load's bytes
+// count as queued (Cache::queued_load_bytes) although its last layer is not queued yet.
+TEST_F(LazyLoadTest, LayersAreQueuedAsTheEngineReachesThem) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(31);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  ASSERT_OK_AND_ASSIGN(auto dst, h_->pool().allocate(2 * kChunk / h_->model().page_tokens));
+  h_->clobber(*stream_, dst);
+  ASSERT_OK(stream_->synchronize());
+  ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(1)}));
+  ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
+  EXPECT_EQ(fault_->counts().copies, 1u) << "one copy per layer: layer 0 only";
+  EXPECT_EQ(cache->queued_load_bytes(), 2 * h_->chunk_bytes());
+  ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+  ASSERT_OK(load.wait_layer(0, *compute));
+  EXPECT_EQ(fault_->counts().copies, 1u + Load::kQueueAhead);
+  ASSERT_OK(load.queue_through(4));
+  EXPECT_EQ(fault_->counts().copies, 5u);
+  ASSERT_OK(load.wait_layer(1, *compute));  // queued already: nothing more
+  EXPECT_EQ(fault_->counts().copies, 5u);
+  EXPECT_EQ(load.queue_through(-1).code(), StatusCode::kInvalidArgument);
+  ASSERT_OK(load.queue_through(1000));  // clamped to the last layer
+  EXPECT_EQ(fault_->counts().copies, std::uint64_t(kLayers));
+  for (std::int32_t l = 0; l < kLayers; ++l)
+    ASSERT_OK(load.wait_layer(l, *compute));
+  ASSERT_OK(compute->synchronize());
+  ASSERT_OK(load.wait());
+  fault_->clear_plan();
+  EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size()), 0u);
+  EXPECT_EQ(cache->queued_load_bytes(), 0u);
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  ASSERT_OK(h_->pool().release(dst));
+}
+
+// A Load destroyed, or waited for, before its later layers were queued queues them first: its
+// pins are released only after every copy that reads them ran, and nothing is left queued.
+TEST_F(LazyLoadTest, WaitOrDestroyQueuesTheRest) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(32);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  ASSERT_OK_AND_ASSIGN(auto dst, h_->pool().allocate(2 * kChunk / h_->model().page_tokens));
+  ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(2)}));
+  { ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst))); }
+  EXPECT_EQ(fault_->counts().copies, std::uint64_t(kLayers));
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  EXPECT_EQ(cache->queued_load_bytes(), 0u);
+  h_->clobber(*stream_, dst);
+  ASSERT_OK(stream_->synchronize());
+  ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
+  ASSERT_OK(load.wait());
+  fault_->clear_plan();
+  EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size()), 0u);
+  EXPECT_EQ(cache->stats().load_errors, 0u);
+  ASSERT_OK(h_->pool().release(dst));
+}
+
+// Loads leave the load stream in the order they were asked for, and a load that shares the
+// chunks of an earlier one still in flight copies each layer after it landed there: a later
+// load() first queues the rest of the earlier one. The earlier load's pages are clobbered first,
+// so a layer copied out of them before it landed would be wrong.
+TEST_F(LazyLoadTest, ALaterLoadQueuesTheRestOfAnEarlierOneFirst) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(33);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  const std::int32_t ppc = kChunk / h_->model().page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto first_pages, h_->pool().allocate(2 * ppc));
+  ASSERT_OK_AND_ASSIGN(auto second_pages, h_->pool().allocate(2 * ppc));
+  for (std::int32_t queue_layers : {1, 3, -1}) {
+    SCOPED_TRACE("second load queues " + std::to_string(queue_layers) + " layers");
+    h_->clobber(*stream_, first_pages);
+    h_->clobber(*stream_, second_pages);
+    ASSERT_OK(stream_->synchronize());
+    ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(1)}));
+    ASSERT_OK_AND_ASSIGN(Load first, cache->load(lazy(a, 2, first_pages)));
+    ASSERT_OK_AND_ASSIGN(Load second, cache->load(lazy(a, 2, second_pages, queue_layers)));
+    EXPECT_EQ(second.shared_tokens(), 2 * kChunk);
+    EXPECT_EQ(fault_->counts().copies,
+              std::uint64_t(kLayers + (queue_layers < 0 ? kLayers : queue_layers)))
+        << "the first load's layers all queued before the second's";
+    ASSERT_OK(second.wait());
+    ASSERT_OK(first.wait());
+    fault_->clear_plan();
+    EXPECT_EQ(h_->wrong_elements(*stream_, a, second_pages, 0, second_pages.size()), 0u);
+    EXPECT_EQ(h_->wrong_elements(*stream_, a, first_pages, 0, first_pages.size()), 0u);
+  }
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  ASSERT_OK(h_->pool().release(first_pages));
+  ASSERT_OK(h_->pool().release(second_pages));
+}
+
+// Each copy and record of a later layer, failing when it is queued: load() has returned, so the
+// failure reaches the engine through wait_layer() from the failed layer on (the layers before it
+// landed exactly and may be used), queue_through(), and wait(); nothing stays pinned, and nothing
+// of the load lands after the error was returned (the engine recomputes those layers' KV into the
+// same pages).
+TEST_F(LazyLoadTest, AFailureToQueueALaterLayerEndsTheLoadThere) {
+  auto cache = make_cache(4);
+  std::mt19937_64 rng(34);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  ASSERT_OK_AND_ASSIGN(auto dst, h_->pool().allocate(2 * kChunk / h_->model().page_tokens));
+  int cases = 0;
+  for (int kind = 0; kind < 2; ++kind) {
+    for (std::int32_t failing = 1; failing < kLayers; ++failing) {  // layer 0 is queued by load()
+      SCOPED_TRACE(std::string(kind == 0 ? "copy" : "record") + " of layer " +
+                   std::to_string(failing));
+      h_->clobber(*stream_, dst);
+      ASSERT_OK(stream_->synchronize());
+      FaultPlan plan;
+      plan.copy_delay = std::chrono::milliseconds(2);
+      // One copy and one record per layer.
+      (kind == 0 ? plan.fail_copy_at_enqueue : plan.fail_record) = std::uint64_t(failing) + 1;
+      ASSERT_OK(fault_->set_plan(plan));
+      ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
+      ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+      for (std::int32_t l = 0; l < kLayers; ++l) {
+        const Status w = load.wait_layer(l, *compute);
+        if (l < failing) {
+          EXPECT_TRUE(w.ok()) << "layer " << l << ": " << w.to_string();
+        } else {
+          EXPECT_EQ(w.code(), StatusCode::kDeviceError) << "layer " << l;
+        }
+      }
+      EXPECT_EQ(load.queue_through(kLayers - 1).code(), StatusCode::kDeviceError);
+      ASSERT_OK(compute->synchronize());
+      fault_->clear_plan();
+      // The layers before the failure hold the prompt's KV; then the engine overwrites the rest.
+      EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size(), failing), 0u);
+      h_->clobber(*stream_, dst);
+      ASSERT_OK(stream_->synchronize());
+      EXPECT_EQ(load.wait().code(), StatusCode::kDeviceError);
+      EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a late copy would land now
+      EXPECT_EQ(h_->matching_blocks(*stream_, a, dst, 0, dst.size()), 0u)
+          << "a copy of the failed load landed after it reported the failure";
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cache->stats().load_errors, std::uint64_t(cases));
+  // The same load, unbroken, then succeeds.
+  ASSERT_OK_AND_ASSIGN(Load again, cache->load(lazy(a, 2, dst)));
+  ASSERT_OK(again.wait());
+  EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size()), 0u);
+  ASSERT_OK(h_->pool().release(dst));
+  std::cout << "cache faults: " << cases << " failures queueing a later layer, all fenced\n";
+}
+
+// load_many() with queue_layers: the later layers are still queued layer-major across the
+// requests, whichever request's wait_layer() reaches them.
+TEST_F(LazyLoadTest, LoadManyQueuesLaterLayersLayerMajor) {
+  auto cache = make_cache(8);
+  std::mt19937_64 rng(35);
+  std::vector<PromptKeys> prompts;
+  for (int i = 0; i < 3; ++i)
+    prompts.push_back(h_->save_prompt(*cache, *stream_, rng, 2));
+  const std::int32_t ppc = kChunk / h_->model().page_tokens;
+  ASSERT_OK_AND_ASSIGN(auto pages, h_->pool().allocate(6 * ppc));
+  std::vector<LoadRequest> rs;
+  for (int i = 0; i < 3; ++i) {
+    rs.push_back(lazy(prompts[std::size_t(i)], 2,
+                      std::span(pages).subspan(std::size_t(i * 2 * ppc), 2 * std::size_t(ppc))));
+  }
+  ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(1)}));
+  ASSERT_OK_AND_ASSIGN(std::vector<Load> loads, cache->load_many(rs));
+  EXPECT_EQ(fault_->counts().copies, 1u) << "one copy per layer for the whole batch";
+  ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+  ASSERT_OK(loads[2].wait_layer(0, *compute));
+  EXPECT_EQ(fault_->counts().copies, 1u + Load::kQueueAhead);
+  for (Load& l : loads) {
+    for (std::int32_t layer = 0; layer < kLayers; ++layer)
+      ASSERT_OK(l.wait_layer(layer, *compute));
+  }
+  ASSERT_OK(compute->synchronize());
+  for (Load& l : loads)
+    ASSERT_OK(l.wait());
+  fault_->clear_plan();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(h_->wrong_elements(*stream_, prompts[std::size_t(i)],
+                                 std::span(pages).subspan(std::size_t(i * 2 * ppc)), 0,
+                                 2 * std::size_t(ppc)),
+              0u);
+  }
+  ASSERT_OK(h_->pool().release(pages));
 }
 
 // Each call a save makes, broken in turn, at queueing and after running: a failed save never

@@ -35,10 +35,13 @@ class CacheHarness {
  public:
   static constexpr std::int32_t kChunk = 64;  // 4 pages of 16 tokens
 
-  // `backend` is borrowed and must outlive the harness.
-  explicit CacheHarness(Backend& backend, std::int32_t num_pages = 512) : backend_(backend) {
+  // `backend` is borrowed and must outlive the harness. `num_layers`: the tiny model's (2) unless
+  // given.
+  explicit CacheHarness(Backend& backend, std::int32_t num_pages = 512, std::int32_t num_layers = 0)
+      : backend_(backend) {
     model_ = *model_preset("tiny");
     model_.identity.weights = "test-weights";
+    if (num_layers > 0) model_.num_layers = num_layers;
     PagePoolOptions po;
     po.model = model_;
     po.num_pages = num_pages;
@@ -76,9 +79,8 @@ class CacheHarness {
     for (std::size_t i = first; i < first + n; ++i) {
       for (std::int32_t l = 0; l < model_.num_layers; ++l) {
         for (int kv = 0; kv < 2; ++kv) {
-          EXPECT_OK(backend_.fill_uniform(page_ptr(l, kv, pages[i]), page_elems_,
-                                          model_.kv_dtype, kv_seed(keys.pages[i], l, kv), -1.0f,
-                                          1.0f, s));
+          EXPECT_OK(backend_.fill_uniform(page_ptr(l, kv, pages[i]), page_elems_, model_.kv_dtype,
+                                          kv_seed(keys.pages[i], l, kv), -1.0f, 1.0f, s));
         }
       }
     }
@@ -93,13 +95,14 @@ class CacheHarness {
     }
   }
 
-  // Elements of pages[j] (j in [0, n)) that differ from the content of keys.pages[first + j].
+  // Elements of pages[j] (j in [0, n)) that differ from the content of keys.pages[first + j], in
+  // the first `layers` layers (all when -1).
   std::size_t wrong_elements(Stream& s, const PromptKeys& keys, std::span<const std::int32_t> pages,
-                             std::size_t first, std::size_t n) {
+                             std::size_t first, std::size_t n, std::int32_t layers = -1) {
     std::vector<std::uint16_t> got(page_elems_);
     std::size_t wrong = 0;
     for (std::size_t j = 0; j < n; ++j) {
-      for (std::int32_t l = 0; l < model_.num_layers; ++l) {
+      for (std::int32_t l = 0; l < (layers < 0 ? model_.num_layers : layers); ++l) {
         for (int kv = 0; kv < 2; ++kv) {
           EXPECT_OK(s.copy(got.data(), page_ptr(l, kv, pages[j]), page_elems_ * 2));
           EXPECT_OK(s.synchronize());

@@ -48,13 +48,13 @@
 // changes nothing. No exception leaves the library.
 #pragma once
 
-#include <cstddef>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <string>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -153,7 +153,7 @@ struct CacheOptions {
   // wait_host_tier() waits for the whole); a piece that cannot be pinned stops the growth and goes
   // to on_async_error.
   std::size_t host_bytes = 0;
-  PagePool* gpu_pool = nullptr;     // optional tierkv page pool whose hits match() reports
+  PagePool* gpu_pool = nullptr;  // optional tierkv page pool whose hits match() reports
   TransferOptions transfer;
   // Tiers below the host tier, fastest first (tierkv/store.h: disk, Redis, the experiment tier).
   // A lower-tier hit reaches the GPU through a host slot: promote() reads it there and verifies it
@@ -174,10 +174,11 @@ struct CacheOptions {
 };
 
 struct MatchResult {
-  std::int32_t gpu_tokens = 0;   // leading tokens cached in gpu_pool (0 without a pool): whole
-                                 // pages, so a multiple of page_tokens
-  std::int32_t host_tokens = 0;  // leading tokens the GPU pool and the host tier hold together
-                                 // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
+  std::int32_t gpu_tokens = 0;  // leading tokens cached in gpu_pool (0 without a pool): whole
+                                // pages, so a multiple of page_tokens
+  std::int32_t host_tokens =
+      0;  // leading tokens the GPU pool and the host tier hold together
+          // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
   // Leading tokens all tiers hold together (>= host_tokens; == host_tokens without lower tiers):
   // beyond host_tokens, whole chunks that the host tier or a lower tier holds, asked chunk by
   // chunk (Store::contains, which for a remote tier is a round trip; a tier that errors holds
@@ -204,6 +205,14 @@ struct LoadRequest {
   std::span<const std::int32_t> dst_pages;
   // Compute (prefill) will run while this streams: weigh the SMs a path takes from it.
   bool compute_beside = true;
+  // Layers whose copies load() queues before it returns; -1 (the default): all of them. The
+  // others are queued in layer order as the engine reaches them: Load::wait_layer(l) queues
+  // through layer l + Load::kQueueAhead, Load::queue_through(l) through l, and wait() or
+  // destroying the Load all of them; a later load() queues them first. Queuing thousands of
+  // copies takes the host milliseconds, which an engine that queues its prefill only after
+  // load() returned adds to the time to first token; fewer layers up front let the compute start
+  // at once while the load stream stays ahead of it. In load_many(), the most any request asks.
+  std::int32_t queue_layers = -1;
 };
 
 // A load in flight. Move-only. Destroying it waits for its copies (the host slots it reads stay
@@ -229,7 +238,17 @@ class Load {
   // layer and recomputes the loaded tokens); an error found later reaches `stream` itself: its
   // synchronize() and the events recorded on it after this call report it. InvalidArgument for a
   // layer outside [0, num_layers).
+  // First queues the copies through layer + kQueueAhead where they are not queued yet
+  // (LoadRequest::queue_layers); a failure to queue them turns into this error for the layers it
+  // reached.
   Status wait_layer(std::int32_t layer, Stream& stream) const;
+  // Queues the copies of every layer up to `layer` (clamped to the last) not queued yet, in layer
+  // order, with those of the other requests of its load_many() batch. Does not block on the
+  // copies. Returns the error that stopped the queueing at or before `layer` (its layers from there
+  // on never land: the engine recomputes them); InvalidArgument for a negative layer.
+  Status queue_through(std::int32_t layer) const;
+  // How many layers past the one waited for wait_layer() has queued.
+  static constexpr std::int32_t kQueueAhead = 2;
   // Blocks until everything landed; the first asynchronous error of the copies, if any (then the
   // loaded pages hold unspecified bytes and must be recomputed). Releases the pins. Calling it
   // again returns the same status.
@@ -265,8 +284,8 @@ struct SaveState;  // shared by a Save and the cache thread that completes it
 // FailedPrecondition. A Save may outlive its Cache (the Cache's destruction finishes every save).
 //
 // Chunks that find no host slot are dropped, not waited for: every slot may be pinned by loads,
-// promotions, lower-tier writes or saves in flight -- this save's own chunks included, so a save of more chunks than the
-// host budget holds drops the chunks past what fits.
+// promotions, lower-tier writes or saves in flight -- this save's own chunks included, so a save of
+// more chunks than the host budget holds drops the chunks past what fits.
 class Save {
  public:
   Save(Save&&) noexcept;
@@ -450,7 +469,8 @@ class Cache {
 
   // Bytes of loads queued on the cache's load stream whose copies have not finished yet: what a
   // load queued now waits behind. Each queued load counts until its last layer's event completes
-  // (or its Load waited for it); a load whose Load is blocked in wait() counts until wait() returns.
+  // (or its Load waited for it); a load whose Load is blocked in wait() counts until wait()
+  // returns.
   std::uint64_t queued_load_bytes() const;
 
   // The digest every key of this cache derives from: model identity (weights included), page

@@ -30,10 +30,11 @@ struct Load::State {
   std::vector<std::unique_ptr<Event>> layer_done;  // one per layer; empty when nothing loads
   std::shared_ptr<QueuedLoad> queued;              // what queued_load_bytes() sees of it
   std::shared_ptr<LoadSource> source;  // its pages offered to later loads; null when none
+  std::shared_ptr<LoadBatch> batch;    // while layers are left to queue; else null
   std::int32_t shared_tokens = 0;      // of loaded_tokens, copied from a load in flight
-  bool finished = false;                           // the copies are over and the pins released
-  bool reported = false;                           // wait() returned `status` to the caller
-  Status status;                                   // the copies' first error, once finished
+  bool finished = false;               // the copies are over and the pins released
+  bool reported = false;               // wait() returned `status` to the caller
+  Status status;                       // the copies' first error, once finished
 
   // Waits for every layer's copies, releases the pins; idempotent.
   void finish();
@@ -153,13 +154,19 @@ Cache::State::~State() {
 
 void Load::State::finish() {
   if (finished) return;
+  std::size_t recorded = layer_done.size();
+  if (batch != nullptr) {
+    const Status q = cache->queue_through(*batch, std::int32_t(layer_done.size()) - 1);
+    if (!q.ok()) status = q;
+    recorded = std::size_t(batch->queued.load(std::memory_order_acquire));
+  }
   std::vector<std::shared_ptr<Event>> readers;
   if (source != nullptr) {
     cache->close_source(source);
     std::lock_guard lock(cache->share_mu);
     readers.swap(source->readers);
   }
-  for (std::size_t l = 0; l < layer_done.size(); ++l) {
+  for (std::size_t l = 0; l < recorded; ++l) {
     // Each layer: another thread's drain may have cleared the stream's error.
     std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
     if (queued != nullptr && l + 1 == layer_done.size()) shared = std::unique_lock(queued->mu);
@@ -197,6 +204,13 @@ Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
   }
   if (state_->layer_done.empty()) return Status::Ok();
   if (state_->finished && !state_->status.ok()) return state_->status;
+  if (LoadBatch* b = state_->batch.get()) {
+    const Status q = state_->cache->queue_through(*b, layer + kQueueAhead);
+    if (layer >= b->queued.load(std::memory_order_acquire)) {
+      return q.ok() ? internal_error("wait_layer: layer " + std::to_string(layer) + " not queued")
+                    : q;
+    }
+  }
   Event& e = *state_->layer_done[std::size_t(layer)];
   std::unique_lock<std::mutex> shared;  // the last layer's event is also asked by the cache
   if (state_->queued != nullptr && layer + 1 == layers)
@@ -205,6 +219,18 @@ Status Load::wait_layer(std::int32_t layer, Stream& stream) const {
   if (!landed.ok()) return landed.status().with_context("load of layer " + std::to_string(layer));
   if (*landed) return Status::Ok();
   return stream.wait(e);
+}
+
+Status Load::queue_through(std::int32_t layer) const {
+  if (!state_) return moved_from("Load::queue_through");
+  if (layer < 0) {
+    return invalid_argument("queue_through: layer " + std::to_string(layer) + " is negative");
+  }
+  LoadBatch* b = state_->batch.get();
+  if (b == nullptr) return Status::Ok();  // all queued, or nothing to load
+  const Status q = state_->cache->queue_through(*b, layer);
+  return std::min(layer, b->layers - 1) < b->queued.load(std::memory_order_acquire) ? Status::Ok()
+                                                                                    : q;
 }
 
 Status Load::wait() {
@@ -435,33 +461,31 @@ void Cache::State::close_source(const std::shared_ptr<LoadSource>& source) {
   std::lock_guard lock(load_mu);
 }
 
-// Pins (or finds in flight) every request's chunks and queues their copies layer-major: layer l
-// of every request before layer l + 1 of any, one event per request and layer. On a failure
-// midway, waits until nothing queued can land any more, then drops the pins and returns the error.
+// Pins (or finds in flight) every request's chunks and queues their copies layer-major (LoadBatch):
+// the first layers here, the rest as the engine reaches them. On a failure here, waits until
+// nothing queued can land any more, then drops the pins and returns the error.
 Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>& self,
                                                     std::span<const LoadRequest> requests) {
   const std::int32_t layers = opts.model.num_layers, ppc = geo.pages_per_chunk;
   const std::int32_t chunk_tokens = opts.chunk_tokens;
-  // Where one chunk of a load comes from: a pinned host slot, or the pages of a load in flight.
-  struct ChunkFrom {
-    std::uint8_t* slot = nullptr;            // from the host tier (the load's pin)
-    std::shared_ptr<LoadSource> source;      // else from these pages
-    std::int32_t source_chunk = 0;
-  };
+  using ChunkFrom = LoadBatch::ChunkFrom;
 
   struct Planned {
     const LoadRequest* request = nullptr;
     std::unique_ptr<Load::State> st;
     std::vector<ChunkFrom> from;  // one per chunk, from the load's first chunk on
     std::int32_t first_chunk = 0, page0 = 0;
-    std::uint64_t host_bytes = 0;
+    std::uint64_t host_bytes = 0, shared_chunks = 0;
   };
   std::vector<Planned> plan(requests.size());
+  std::int32_t queue_now = 1;  // layers queued before returning: at least the first
   // Events first: nothing is queued if they cannot be made.
   for (std::size_t i = 0; i < requests.size(); ++i) {
     plan[i].request = &requests[i];
     plan[i].st = std::make_unique<Load::State>();
     plan[i].st->cache = nullptr;  // set once queued: a failed batch must not finish() these
+    const std::int32_t q = requests[i].queue_layers;
+    queue_now = std::max(queue_now, q < 0 ? layers : std::min(q, layers));
     if (requests[i].num_tokens == 0) continue;
     for (std::int32_t l = 0; l < layers; ++l) {
       auto e = backend.create_event();
@@ -472,9 +496,10 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
       plan[i].st->layer_done.push_back(std::move(e).value());
     }
   }
+  auto batch = std::make_shared<LoadBatch>();
+  batch->layers = layers;
   std::lock_guard lock(load_mu);
-  std::vector<std::shared_ptr<LoadSource>> offered;  // this batch's, withdrawn on failure
-  bool reads_sources = false;
+  complete_open_batch_locked();  // the loads asked for earlier run first
   for (Planned& p : plan) {
     const LoadRequest& r = *p.request;
     Load::State& st = *p.st;
@@ -503,16 +528,17 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
       }
       p.from.push_back(std::move(f));
     }
-    const std::int32_t got_end =
-        p.from.empty() ? r.first_token : (p.first_chunk + std::int32_t(p.from.size())) * chunk_tokens;
+    const std::int32_t got_end = p.from.empty()
+                                     ? r.first_token
+                                     : (p.first_chunk + std::int32_t(p.from.size())) * chunk_tokens;
     st.loaded_tokens = got_end - r.first_token;
     for (std::size_t c = 0; c < p.from.size(); ++c) {
-      const std::int32_t skip =
-          std::max(0, p.page0 - (p.first_chunk + std::int32_t(c)) * ppc);
+      const std::int32_t skip = std::max(0, p.page0 - (p.first_chunk + std::int32_t(c)) * ppc);
       const std::int32_t tokens = (ppc - skip) * opts.model.page_tokens;
       if (p.from[c].source != nullptr) {
         st.shared_tokens += tokens;
-        reads_sources = true;
+        ++p.shared_chunks;
+        batch->reads_sources = true;
       } else {
         p.host_bytes += std::uint64_t(tokens) * opts.model.kv_bytes_per_token();
       }
@@ -540,15 +566,37 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
       for (std::size_t c = 0; c < src->chunks.size(); ++c)
         offers[src->chunks[c]] = Offer{src, std::int32_t(c)};
       st.source = src;
-      offered.push_back(std::move(src));
+      batch->offered.push_back(std::move(src));
+    }
+    // The batch keeps what the copies of the later layers need: the request's spans may not
+    // outlive load_many().
+    LoadBatch::Entry& e = batch->entries.emplace_back();
+    e.k.assign(r.dst.k_layers.begin(), r.dst.k_layers.end());
+    e.v.assign(r.dst.v_layers.begin(), r.dst.v_layers.end());
+    e.dst = r.dst;
+    e.dst.k_layers = e.k;
+    e.dst.v_layers = e.v;
+    e.pages.assign(r.dst_pages.begin(),
+                   r.dst_pages.begin() + st.loaded_tokens / opts.model.page_tokens);
+    e.from = std::move(p.from);
+    e.first_chunk = p.first_chunk;
+    e.page0 = p.page0;
+    e.compute_beside = r.compute_beside;
+    for (const auto& ev : st.layer_done)
+      e.layer_done.push_back(ev.get());
+    e.path = &st.path;
+    if (p.host_bytes > 0) {
+      e.load = std::make_shared<QueuedLoad>();
+      e.load->bytes = p.host_bytes;
+      st.queued = e.load;
     }
   }
 
-  auto fail = [&](Status why, std::int32_t layer) -> Status {
+  if (Status q = queue_layers_locked(*batch, queue_now - 1); !q.ok()) {
     drain(backend, *load_stream);  // nothing of these loads may land after we return
     {
       std::lock_guard share(share_mu);
-      for (const auto& src : offered)
+      for (const auto& src : batch->offered)
         withdraw_locked(src);
     }
     for (Planned& p : plan) {
@@ -557,75 +605,10 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
       p.st->finished = true;
     }
     add(counters.load_errors, 1);
-    return why.with_context("load: queueing layer " + std::to_string(layer));
-  };
-
-  std::vector<CopyRun> host_runs, device_runs;
-  for (std::int32_t l = 0; l < layers; ++l) {
-    host_runs.clear();
-    device_runs.clear();
-    bool compute_beside = false;
-    for (Planned& p : plan) {
-      const LoadRequest& r = *p.request;
-      if (p.from.empty()) continue;
-      compute_beside = compute_beside || r.compute_beside;
-      for (std::size_t c = 0; c < p.from.size(); ++c) {
-        // Page p of the prompt goes to dst_pages[p - page0]; the chunk's pages before page0
-        // (first chunk only) are not copied.
-        const std::int32_t chunk_page0 = (p.first_chunk + std::int32_t(c)) * ppc;
-        const std::int32_t skip = std::max(0, p.page0 - chunk_page0);
-        const auto pages = r.dst_pages.subspan(std::size_t(chunk_page0 + skip - p.page0),
-                                               std::size_t(ppc - skip));
-        const ChunkFrom& f = p.from[c];
-        if (f.source == nullptr) {
-          geo.append_runs(r.dst, l, pages, skip, f.slot, Direction::kToDevice, host_runs);
-        } else {
-          const auto src_pages = std::span<const std::int32_t>(f.source->pages)
-                                     .subspan(std::size_t(f.source_chunk) * ppc + std::size_t(skip),
-                                              std::size_t(ppc - skip));
-          geo.append_device_runs(f.source->view, src_pages, r.dst, pages, l, device_runs);
-        }
-      }
-    }
-    std::optional<CopyPath> path;
-    if (!host_runs.empty()) {
-      auto copied = transfer->copy(host_runs, compute_beside, *load_stream);
-      if (!copied.ok()) return fail(copied.status(), l);
-      path = *copied;
-    }
-    // After the host copies of this layer: a source of this batch lands its layer first.
-    if (!device_runs.empty()) {
-      if (Status d = backend.copy_runs(device_runs, CopyPath::kCopyEngine, 1, *load_stream);
-          !d.ok()) {
-        return fail(d, l);
-      }
-    }
-    for (Planned& p : plan) {
-      if (p.from.empty()) continue;
-      if (path) p.st->path = *path;
-      if (Status rec = load_stream->record(*p.st->layer_done[std::size_t(l)]); !rec.ok())
-        return fail(rec, l);
-    }
+    return q;
   }
-  if (reads_sources) {
-    // One event per source read, after the last copy out of it: its Load waits for it.
-    std::vector<const LoadSource*> seen;
-    for (const Planned& p : plan) {
-      for (const ChunkFrom& f : p.from) {
-        if (f.source == nullptr ||
-            std::find(seen.begin(), seen.end(), f.source.get()) != seen.end()) {
-          continue;
-        }
-        seen.push_back(f.source.get());
-        auto e = backend.create_event();
-        if (!e.ok()) return fail(e.status(), layers - 1);
-        std::shared_ptr<Event> done(std::move(e).value());
-        if (Status rec = load_stream->record(*done); !rec.ok()) return fail(rec, layers - 1);
-        std::lock_guard share(share_mu);
-        f.source->readers.push_back(std::move(done));
-      }
-    }
-  }
+  const bool open = batch->queued.load(std::memory_order_relaxed) < layers;
+  if (open) open_batch = batch;
 
   std::vector<Load> loads;
   loads.reserve(plan.size());
@@ -636,22 +619,139 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
     add(counters.loaded_tokens, std::uint64_t(st.loaded_tokens));
     add(counters.missing_tokens, std::uint64_t(st.requested_tokens - st.loaded_tokens));
     add(counters.bytes_loaded, p.host_bytes);
-    add(counters.bytes_shared,
-        std::uint64_t(st.shared_tokens) * opts.model.kv_bytes_per_token());
-    for (const ChunkFrom& f : p.from)
-      if (f.source != nullptr) add(counters.shared_chunks, 1);
+    add(counters.bytes_shared, std::uint64_t(st.shared_tokens) * opts.model.kv_bytes_per_token());
+    add(counters.shared_chunks, p.shared_chunks);
     if (st.loaded_tokens == 0) {
       st.finished = true;
-    } else if (p.host_bytes > 0) {
-      auto q = std::make_shared<QueuedLoad>();
-      q->bytes = p.host_bytes;
-      q->last = st.layer_done.back().get();
-      st.queued = q;
-      track_load(std::move(q));
+    } else {
+      if (open) st.batch = batch;
+      if (st.queued != nullptr) track_load(st.queued);
     }
     loads.push_back(Load(std::move(p.st)));
   }
   return loads;
+}
+
+Status Cache::State::queue_layers_locked(LoadBatch& b, std::int32_t through) {
+  const std::int32_t ppc = geo.pages_per_chunk;
+  through = std::min(through, b.layers - 1);
+  std::vector<CopyRun> host_runs, device_runs;
+  for (std::int32_t l = b.queued.load(std::memory_order_relaxed); l <= through; ++l) {
+    host_runs.clear();
+    device_runs.clear();
+    bool compute_beside = false;
+    for (const LoadBatch::Entry& e : b.entries) {
+      compute_beside = compute_beside || e.compute_beside;
+      for (std::size_t c = 0; c < e.from.size(); ++c) {
+        // Page p of the prompt goes to pages[p - page0]; the chunk's pages before page0 (first
+        // chunk only) are not copied.
+        const std::int32_t chunk_page0 = (e.first_chunk + std::int32_t(c)) * ppc;
+        const std::int32_t skip = std::max(0, e.page0 - chunk_page0);
+        const auto pages = std::span<const std::int32_t>(e.pages).subspan(
+            std::size_t(chunk_page0 + skip - e.page0), std::size_t(ppc - skip));
+        const LoadBatch::ChunkFrom& f = e.from[c];
+        if (f.source == nullptr) {
+          geo.append_runs(e.dst, l, pages, skip, f.slot, Direction::kToDevice, host_runs);
+        } else {
+          const auto src_pages = std::span<const std::int32_t>(f.source->pages)
+                                     .subspan(std::size_t(f.source_chunk) * ppc + std::size_t(skip),
+                                              std::size_t(ppc - skip));
+          geo.append_device_runs(f.source->view, src_pages, e.dst, pages, l, device_runs);
+        }
+      }
+    }
+    const auto failed = [l](const Status& why) {
+      return why.with_context("load: queueing layer " + std::to_string(l));
+    };
+    std::optional<CopyPath> path;
+    if (!host_runs.empty()) {
+      auto copied = transfer->copy(host_runs, compute_beside, *load_stream);
+      if (!copied.ok()) return failed(copied.status());
+      path = *copied;
+    }
+    // After the host copies of this layer: a source of this batch lands its layer first.
+    if (!device_runs.empty()) {
+      if (Status d = backend.copy_runs(device_runs, CopyPath::kCopyEngine, 1, *load_stream);
+          !d.ok()) {
+        return failed(d);
+      }
+    }
+    for (LoadBatch::Entry& e : b.entries) {
+      if (path && l == 0) *e.path = *path;  // later layers may run beside another thread's use
+      if (Status rec = load_stream->record(*e.layer_done[std::size_t(l)]); !rec.ok())
+        return failed(rec);
+    }
+    b.queued.store(l + 1, std::memory_order_release);
+  }
+  if (through + 1 < b.layers) return Status::Ok();
+
+  if (b.reads_sources) {
+    // One event per source read, after the last copy out of it: its Load waits for it.
+    std::vector<const LoadSource*> seen;
+    for (const LoadBatch::Entry& e : b.entries) {
+      for (const LoadBatch::ChunkFrom& f : e.from) {
+        if (f.source == nullptr ||
+            std::find(seen.begin(), seen.end(), f.source.get()) != seen.end()) {
+          continue;
+        }
+        seen.push_back(f.source.get());
+        auto ev = backend.create_event();
+        if (!ev.ok()) return ev.status().with_context("load: after the last layer");
+        std::shared_ptr<Event> done(std::move(ev).value());
+        if (Status rec = load_stream->record(*done); !rec.ok())
+          return rec.with_context("load: after the last layer");
+        std::lock_guard share(share_mu);
+        f.source->readers.push_back(std::move(done));
+      }
+    }
+    b.reads_sources = false;  // recorded: not again
+  }
+  for (LoadBatch::Entry& e : b.entries) {
+    if (e.load == nullptr) continue;
+    std::lock_guard event(e.load->mu);
+    if (!e.load->finished) e.load->last = e.layer_done.back();
+  }
+  return Status::Ok();
+}
+
+void Cache::State::fail_batch_locked(LoadBatch& b, const Status& why) {
+  drain(backend, *load_stream);  // nothing of the batch lands after this
+  {
+    std::lock_guard share(share_mu);
+    for (const auto& src : b.offered)
+      withdraw_locked(src);
+  }
+  for (LoadBatch::Entry& e : b.entries) {
+    if (e.load == nullptr) continue;
+    std::lock_guard event(e.load->mu);
+    e.load->last = nullptr;
+    e.load->finished = true;  // drained: its copies are over
+  }
+  b.error = why;
+  if (open_batch.lock().get() == &b) open_batch.reset();
+}
+
+Status Cache::State::queue_through(LoadBatch& b, std::int32_t through) {
+  through = std::min(through, b.layers - 1);
+  if (through < b.queued.load(std::memory_order_acquire)) return Status::Ok();
+  std::lock_guard lock(load_mu);
+  if (!b.error.ok()) return b.error;
+  if (through < b.queued.load(std::memory_order_relaxed)) return Status::Ok();
+  if (Status q = queue_layers_locked(b, through); !q.ok()) {
+    fail_batch_locked(b, q);
+    return b.error;
+  }
+  if (b.queued.load(std::memory_order_relaxed) == b.layers && open_batch.lock().get() == &b)
+    open_batch.reset();
+  return Status::Ok();
+}
+
+void Cache::State::complete_open_batch_locked() {
+  const std::shared_ptr<LoadBatch> b = open_batch.lock();
+  open_batch.reset();
+  if (b == nullptr || !b->error.ok() || b->queued.load(std::memory_order_relaxed) == b->layers)
+    return;
+  if (Status q = queue_layers_locked(*b, b->layers - 1); !q.ok()) fail_batch_locked(*b, q);
 }
 
 void Cache::State::track_load(std::shared_ptr<QueuedLoad> q) {
@@ -673,10 +773,9 @@ std::uint64_t Cache::State::queued_load_bytes() {
     if (!q.finished) {
       std::unique_lock event(q.mu, std::try_to_lock);
       if (!event.owns_lock()) break;  // its Load is asking the event: not known to be over
-      if (q.last != nullptr) {
-        const Result<bool> landed = q.last->done();
-        if (landed.ok() && !*landed) break;  // an error also means its copies are over
-      }
+      if (q.last == nullptr) break;   // its last layer is not queued yet
+      const Result<bool> landed = q.last->done();
+      if (landed.ok() && !*landed) break;  // an error also means its copies are over
     }
     queued_loads.pop_front();
   }
@@ -699,8 +798,8 @@ Result<Save> Cache::save(const SaveRequest& r) {
                             " outside the prompt's " + std::to_string(r.keys->tokens));
   }
   const std::int32_t chunks = r.num_tokens / s.opts.chunk_tokens;
-  TIERKV_RETURN_IF_ERROR(s.geo.check_view(
-      r.src, r.src_pages, std::int64_t{chunks} * s.geo.pages_per_chunk, "save"));
+  TIERKV_RETURN_IF_ERROR(
+      s.geo.check_view(r.src, r.src_pages, std::int64_t{chunks} * s.geo.pages_per_chunk, "save"));
   try {
     auto state = std::make_shared<SaveState>();
     add(s.counters.saves, 1);

@@ -48,7 +48,9 @@ struct QueuedLoad {
   std::uint64_t bytes = 0;
   std::atomic<bool> finished{false};  // the Load saw its copies end
   std::mutex mu;
-  Event* last = nullptr;  // GUARDED_BY(mu): the last layer's event; null once the Load finished
+  // GUARDED_BY(mu): the last layer's event, once it is recorded; null before (the load's later
+  // layers are not queued yet) and once the Load finished.
+  Event* last = nullptr;
 };
 
 // The GPU pages of a load in flight, offered to later loads of the same chunks from its queueing
@@ -58,14 +60,47 @@ struct QueuedLoad {
 // (`readers`) before the engine may reuse its pages. A failure of the source's copies is the
 // stream's pending error, so the events of the copies queued after it carry it too.
 struct LoadSource {
-  std::vector<const void*> k, v;  // per layer, the engine's K and V base pointers
-  PagedKvView view;               // the source's view, its layer spans over k and v
+  std::vector<const void*> k, v;    // per layer, the engine's K and V base pointers
+  PagedKvView view;                 // the source's view, its layer spans over k and v
   std::vector<std::int32_t> pages;  // the offered chunks' pages, pages_per_chunk each
   std::vector<Key> chunks;          // the offered chunks' keys, in that order
   bool open = true;                 // GUARDED_BY(Cache::State::share_mu)
   // Events recorded after the last copy out of these pages, one per batch of loads that read
   // them; each is used only by the source's Load. GUARDED_BY(Cache::State::share_mu).
   std::vector<std::shared_ptr<Event>> readers;
+};
+
+// The copies of one load_many() batch, queued layer-major: layer l of every request before layer
+// l + 1 of any, one event per request and layer. load_many() queues the first layers (all of them
+// unless LoadRequest::queue_layers says fewer); the rest are queued as the engine reaches them
+// (Load::queue_through, Load::wait_layer) or when a Load is waited for or destroyed, and all of
+// them before a later batch queues anything, so the load stream still runs loads in the order
+// they were asked for. Everything but `queued` is GUARDED_BY(Cache::State::load_mu).
+struct LoadBatch {
+  // Where one chunk of a load comes from: a pinned host slot, or the pages of a load in flight.
+  struct ChunkFrom {
+    std::uint8_t* slot = nullptr;        // from the host tier (pinned by the Load)
+    std::shared_ptr<LoadSource> source;  // else from these pages
+    std::int32_t source_chunk = 0;
+  };
+  struct Entry {
+    std::vector<const void*> k, v;    // the destination's K and V base pointers, per layer
+    PagedKvView dst;                  // the request's view, its layer spans over k and v
+    std::vector<std::int32_t> pages;  // the request's dst_pages
+    std::vector<ChunkFrom> from;      // one per chunk, from the load's first chunk on
+    std::int32_t first_chunk = 0, page0 = 0;
+    bool compute_beside = true;
+    std::vector<Event*> layer_done;    // the Load's events, one per layer
+    std::shared_ptr<QueuedLoad> load;  // what queued_load_bytes() sees of it; null when none
+    CopyPath* path = nullptr;          // the Load's path, set by each layer's host copies
+  };
+  std::vector<Entry> entries;                        // those that load anything
+  std::vector<std::shared_ptr<LoadSource>> offered;  // this batch's sources
+  std::int32_t layers = 0;
+  // Layers whose copies and events are queued; read without the lock (release / acquire).
+  std::atomic<std::int32_t> queued{0};
+  bool reads_sources = false;  // copies out of a load in flight: readers' events at the end
+  Status error;                // why layer `queued` could not be queued; nothing after it is
 };
 
 struct KeyHash {
@@ -106,6 +141,10 @@ struct Cache::State {
   std::mutex share_mu;
   std::unordered_map<Key, Offer, KeyHash> offers;  // GUARDED_BY(share_mu)
 
+  // The last batch with layers not queued yet (at most one: a new batch queues the rest of the
+  // previous one first). GUARDED_BY(load_mu).
+  std::weak_ptr<LoadBatch> open_batch;
+
   // Loads queued on load_stream, in queue order (so finished ones leave from the front).
   std::mutex queued_mu;                                  // after load_mu when both are held
   std::deque<std::shared_ptr<QueuedLoad>> queued_loads;  // GUARDED_BY(queued_mu)
@@ -138,6 +177,19 @@ struct Cache::State {
   // Pins (or finds in flight) and queues the chunks of checked requests, layer-major.
   Result<std::vector<Load>> queue_loads(const std::shared_ptr<State>& self,
                                         std::span<const LoadRequest> requests);
+  // Queues the batch's layers up to `through` (clamped to the last) that are not queued yet.
+  // Returns the batch's error when it failed at or before `through`; a failure here drains the
+  // load stream (nothing of the batch lands after it) and withdraws the batch's offers.
+  // REQUIRES: load_mu not held.
+  Status queue_through(LoadBatch& b, std::int32_t through);
+  // The copies of layers [b.queued, through]. On a failure, returns it with b.queued at the layer
+  // that failed; the caller cleans up. REQUIRES: load_mu held.
+  Status queue_layers_locked(LoadBatch& b, std::int32_t through);
+  // Queues what is left of the open batch, if any. REQUIRES: load_mu held.
+  void complete_open_batch_locked();
+  // After queue_layers_locked failed outside load_many(): the batch's loads end at b.queued.
+  // REQUIRES: load_mu held.
+  void fail_batch_locked(LoadBatch& b, const Status& why);
   // Withdraws a source's offers; returns once no load can add a reader to it any more.
   void close_source(const std::shared_ptr<LoadSource>& source);
   // Marks a source closed and erases its offers. REQUIRES: share_mu held.

@@ -77,10 +77,10 @@ struct WarmPrefillRun::State {
   Clock::time_point promote_start;
   bool lower_pending = false;  // the lower part and the tail are not regions yet
 
-  std::size_t region = 0;   // the region the next chunk belongs to
-  std::int32_t pos = 0;     // where the next chunk starts
+  std::size_t region = 0;  // the region the next chunk belongs to
+  std::int32_t pos = 0;    // where the next chunk starts
   std::int32_t chunk_index = 0;
-  bool fallback = false;    // recomputing after a failed load
+  bool fallback = false;  // recomputing after a failed load
   bool finished = false;
   std::int32_t next_token = -1;
 
@@ -135,6 +135,9 @@ LoadRequest WarmPrefillRun::State::load_request(std::int32_t b, std::int32_t e) 
   lr.num_tokens = e - b;
   lr.dst = r.kv;
   lr.dst_pages = r.pages.subspan(std::size_t(b / page()));
+  // The first layers now; the rest as the compute reaches them (run_chunk), so that the first
+  // chunk's kernels are not queued behind thousands of copies.
+  lr.queue_layers = 1 + Load::kQueueAhead;
   return lr;
 }
 
@@ -304,8 +307,17 @@ Status WarmPrefillRun::State::run_chunk(bool* last) {
     };
   }
   const std::int32_t chunk_now = chunk_index++;
-  if (tl) {
-    hooks.after_layer = [this, chunk_now](std::int32_t layer, Stream& s) -> Status {
+  // A chunk that waits for no load (a recomputed front) queues the loads' later layers as it
+  // goes, one layer of copies per layer of compute, staying kQueueAhead layers ahead; a gated
+  // chunk's wait_layer() does the same. Errors reach wait_layer() and wait().
+  const bool pump = gates.empty() && !loads.empty();
+  if (tl || pump) {
+    hooks.after_layer = [this, chunk_now, pump](std::int32_t layer, Stream& s) -> Status {
+      if (pump) {
+        for (const auto& l : loads)
+          l->queue_through(layer + 1 + Load::kQueueAhead).ignore();
+      }
+      if (!tl) return Status::Ok();
       TIERKV_ASSIGN_OR_RETURN(auto e, exec.backend.create_event());
       TIERKV_RETURN_IF_ERROR(s.record(*e));
       tl->marks.push_back({TimelineEntry::Lane::kCompute, layer, chunk_now, std::move(e)});
@@ -385,7 +397,8 @@ Result<std::unique_ptr<WarmPrefill>> WarmPrefill::create(Backend& backend, Cache
       c.head_dim != m.head_dim || c.kv_dtype != m.kv_dtype || c.page_tokens != m.page_tokens) {
     return invalid_argument("warm prefill: the model's KV shape is not the cache's");
   }
-  if (model.max_chunk_tokens() < 1) return invalid_argument("warm prefill: the model takes no chunk");
+  if (model.max_chunk_tokens() < 1)
+    return invalid_argument("warm prefill: the model takes no chunk");
   auto st = std::make_unique<State>(backend, cache, model, profile);
   TIERKV_ASSIGN_OR_RETURN(st->timeline_stream, backend.create_stream());
   return std::unique_ptr<WarmPrefill>(new WarmPrefill(std::move(st)));
@@ -431,7 +444,8 @@ PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r,
   in.host_end = r.match.host_tokens;
   in.lower_end = std::max(r.match.lower_tokens, r.match.host_tokens);
   for (std::size_t i = 0; i < r.match.lower_tier_tokens.size() && i < co.lower_tiers.size(); ++i)
-    in.lower_tiers.emplace_back(co.lower_tiers[i]->capabilities().name, r.match.lower_tier_tokens[i]);
+    in.lower_tiers.emplace_back(co.lower_tiers[i]->capabilities().name,
+                                r.match.lower_tier_tokens[i]);
   in.page_tokens = m.page_tokens;
   in.cache_chunk_tokens = co.chunk_tokens;
   in.max_chunk_tokens = model.max_chunk_tokens();
@@ -440,8 +454,7 @@ PlanInput WarmPrefill::State::plan_input(const WarmPrefillRequest& r,
   in.num_layers = m.num_layers;
   in.kv_bytes_per_token_layer = m.kv_bytes_per_token_layer();
   const double gbps = profile.host_to_device_copy_engine.gbps(1 << 20);
-  if (gbps > 0)
-    in.queued_ahead_us = double(cache.queued_load_bytes() + ahead_bytes) / (gbps * 1e3);
+  if (gbps > 0) in.queued_ahead_us = double(cache.queued_load_bytes() + ahead_bytes) / (gbps * 1e3);
   return in;
 }
 
@@ -510,7 +523,8 @@ Result<std::vector<std::unique_ptr<WarmPrefillRun>>> WarmPrefill::start_many(
     std::int32_t got = b;
     if (e > b) {
       got = runs[i]->attach_load(
-          b, e, queued.ok() ? Result<Load>(std::move((*queued)[k])) : Result<Load>(queued.status()));
+          b, e,
+          queued.ok() ? Result<Load>(std::move((*queued)[k])) : Result<Load>(queued.status()));
       ++k;
     }
     runs[i]->begin_back(got);
