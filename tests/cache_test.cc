@@ -437,6 +437,9 @@ TEST_P(CacheTest, BadRequestsAreErrors) {
       packed_strides(KvLayout::kHND, model_.page_tokens, model_.num_kv_heads, model_.head_dim);
   EXPECT_EQ(code(other_layout), StatusCode::kInvalidArgument) << "in-page layout differs";
   EXPECT_EQ(code(LoadRequest{}), StatusCode::kInvalidArgument) << "no keys";
+  LoadRequest negative_layers = load_request(keys, 0, kChunk, pages);
+  negative_layers.queue_layers = -2;
+  EXPECT_EQ(code(negative_layers), StatusCode::kInvalidArgument) << "queue_layers below -1";
   SaveRequest no_producer = save_request(keys, pages, stream());
   no_producer.producer = nullptr;
   EXPECT_EQ(cache->save(no_producer).status().code(), StatusCode::kInvalidArgument);

@@ -45,14 +45,17 @@ struct Served {
   std::int32_t next = -1;
   WarmPrefillResult result;
   std::vector<std::uint8_t> kv;  // every layer's K and V of the prompt's tokens, in order
+  Status status;                 // the run's, then the compute stream's
 };
 
 class WarmPrefillTest : public ::testing::Test {
  protected:
   void SetUp() override { build(1 << 30); }
 
-  // host_chunks: the host tier's budget in chunks; `lower`: tiers below it.
-  void build(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {}) {
+  // host_chunks: the host tier's budget in chunks; `lower`: tiers below it; `layers`: the tiny
+  // model's (2) unless given.
+  void build(std::int32_t host_chunks, std::vector<std::shared_ptr<Store>> lower = {},
+             std::int32_t layers = 0) {
     runner_.reset();
     warm_.reset();
     cache_.reset();
@@ -65,6 +68,7 @@ class WarmPrefillTest : public ::testing::Test {
     fault_ = std::make_unique<FaultBackend>(*inner_);
     ASSERT_OK_AND_ASSIGN(stream_, fault_->create_stream());
     ModelSpec spec = *model_preset("tiny");
+    if (layers > 0) spec.num_layers = layers;
     ASSERT_OK_AND_ASSIGN(LlamaWeights w, random_llama_weights(*fault_, *stream_, spec, 7));
     spec_ = w.spec;
     PagePoolOptions po;
@@ -168,13 +172,19 @@ class WarmPrefillTest : public ::testing::Test {
     r.options.timeline = timeline;
     r.options.split = split;
     auto res = warm_->run(r, *stream_);
-    EXPECT_TRUE(res.ok()) << res.status().to_string();
     if (res.ok()) {
       out.result = *res;
       out.next = res->next_token;
     }
-    EXPECT_OK(stream_->synchronize());
-    EXPECT_OK(cache_->flush());
+    out.status = res.status();
+    const Status synced = stream_->synchronize();
+    if (out.status.ok()) out.status = synced;
+    if (!errors_expected_) {
+      EXPECT_OK(out.status);
+      EXPECT_OK(cache_->flush());
+    } else {
+      cache_->flush().ignore();
+    }
     out.kv = read_kv(*pages, n);
     if (gpu_pages == nullptr) {
       EXPECT_OK(pool_->release(*pages));
@@ -191,9 +201,9 @@ class WarmPrefillTest : public ::testing::Test {
       for (const auto& layers : {v.k_layers, v.v_layers}) {
         const auto* base = static_cast<const std::uint8_t*>(layers[std::size_t(l)]);
         for (std::int32_t t = 0; t < n; ++t) {
-          const std::uint8_t* p = base + std::size_t(pages[std::size_t(t / spec_.page_tokens)]) *
-                                             page_bytes +
-                                  std::size_t(t % spec_.page_tokens) * row;
+          const std::uint8_t* p =
+              base + std::size_t(pages[std::size_t(t / spec_.page_tokens)]) * page_bytes +
+              std::size_t(t % spec_.page_tokens) * row;
           out.insert(out.end(), p, p + row);
         }
       }
@@ -210,6 +220,7 @@ class WarmPrefillTest : public ::testing::Test {
   std::unique_ptr<RunnerPrefillModel> model_;
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<WarmPrefill> warm_;
+  bool errors_expected_ = false;  // serve() leaves a failed run to the test
 };
 
 TEST_F(WarmPrefillTest, EveryPolicyGivesTheColdAnswerAndTheColdKv) {
@@ -292,6 +303,63 @@ TEST_F(WarmPrefillTest, AFailedLoadAtAnyLayerAndChunkBecomesRecompute) {
             << " turned into recompute, every answer the cold one\n";
 }
 
+// With more layers than a load queues up front (6 against 1 + kQueueAhead), the load's later
+// layers are queued while the prefill runs: by the gated chunk's wait_layer(), and, with a
+// recomputed front, by the front's own layers. Every copy of such a run, broken in turn at
+// queueing and after running: a broken load (one batched copy per layer) is recomputed, with the
+// cold answer and KV; a broken copy of the compute's own is the run's error; a broken save changes
+// nothing. No run serves anything else.
+TEST_F(WarmPrefillTest, ALoadQueuedAsTheComputeGoesFailsAtAnyLayerIntoRecompute) {
+  build(1 << 30, {}, 6);
+  const auto prompt = tokens(std::size_t(3 * kChunk + 40), 21);
+  const Served cold = serve(prompt, PrefillPolicy::kRecompute);
+  serve(prompt, PrefillPolicy::kLayerwise);  // computes and saves the 3 full chunks
+  int cases = 0, fallbacks = 0, errors = 0;
+  for (std::int32_t split : {-1, kChunk}) {  // the whole prefix loaded; a recomputed front
+    SCOPED_TRACE(split < 0 ? "no front" : "front of one chunk");
+    const auto policy = split < 0 ? PrefillPolicy::kLayerwise : PrefillPolicy::kPlanned;
+    ASSERT_OK(fault_->set_plan({}));
+    const Served clean = serve(prompt, policy, kChunk, false, 0, nullptr, split);
+    const std::uint64_t copies = fault_->counts().copies;
+    EXPECT_EQ(clean.next, cold.next);
+    EXPECT_TRUE(clean.kv == cold.kv);
+    EXPECT_EQ(clean.result.loaded_tokens, split < 0 ? 3 * kChunk : 2 * kChunk)
+        << clean.result.plan.why;
+    ASSERT_GE(copies, 6u);
+    for (std::uint64_t FaultPlan::*field :
+         {&FaultPlan::fail_copy_async, &FaultPlan::fail_copy_at_enqueue}) {
+      for (std::uint64_t k = 1; k <= copies; ++k) {
+        SCOPED_TRACE("copy " + std::to_string(k) +
+                     (field == &FaultPlan::fail_copy_async ? " (async)" : " (at queueing)"));
+        FaultPlan plan;
+        plan.*field = k;
+        ASSERT_OK(fault_->set_plan(plan));
+        errors_expected_ = true;
+        const Served s = serve(prompt, policy, kChunk, false, 0, nullptr, split);
+        errors_expected_ = false;
+        fault_->clear_plan();
+        ++cases;
+        if (!s.status.ok()) {
+          ++errors;
+          EXPECT_EQ(s.status.code(), StatusCode::kDeviceError);
+          continue;
+        }
+        EXPECT_EQ(s.next, cold.next);
+        EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation";
+        if (s.result.fallback_tokens > 0) {
+          ++fallbacks;
+          EXPECT_FALSE(s.result.load_status.ok());
+        }
+      }
+    }
+  }
+  // Each layer's copy of the load, in both scenarios, both ways.
+  EXPECT_EQ(fallbacks, 2 * 2 * spec_.num_layers) << "a broken load copy was not recomputed";
+  std::cout << "warm prefill faults, loads queued as the compute goes: " << cases
+            << " broken copies: " << fallbacks << " loads turned into recompute, " << errors
+            << " runs failed with the compute's copy, every answer served the cold one\n";
+}
+
 // Chunks evicted between match() and the load: the load comes up short and the rest is computed.
 TEST_F(WarmPrefillTest, ChunksEvictedAfterMatchAreRecomputed) {
   build(4);  // a host tier of 4 chunks
@@ -335,8 +403,8 @@ TEST_F(WarmPrefillTest, AGpuPrefixEndingInsideAChunkBeforeALowerTier) {
   const Served cold = serve(prompt, PrefillPolicy::kRecompute, 0, false, 0, &resident);
   serve(prompt, PrefillPolicy::kLayerwise);  // saves 4 chunks; they are written down
   ASSERT_OK(cache_->flush_lower_tiers());
-  for (PrefillPolicy p : {PrefillPolicy::kLayerwise, PrefillPolicy::kPlanned,
-                          PrefillPolicy::kLoadThenCompute}) {
+  for (PrefillPolicy p :
+       {PrefillPolicy::kLayerwise, PrefillPolicy::kPlanned, PrefillPolicy::kLoadThenCompute}) {
     for (std::int32_t gpu : {48, 64, 0}) {
       SCOPED_TRACE(std::string(prefill_policy_name(p)) + ", GPU prefix " + std::to_string(gpu));
       rebuild_cache(8, {lower});  // a new cache over the same lower tier: an empty host tier
@@ -631,7 +699,9 @@ TEST_F(WarmPrefillTest, RefusesMalformedRequests) {
   r.keys = &keys;
   r.kv = pool_->view();
   r.pages = pages;
-  const auto code = [&](const WarmPrefillRequest& q) { return warm_->run(q, *stream_).status().code(); };
+  const auto code = [&](const WarmPrefillRequest& q) {
+    return warm_->run(q, *stream_).status().code();
+  };
   WarmPrefillRequest bad = r;
   bad.keys = nullptr;
   EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
@@ -652,6 +722,9 @@ TEST_F(WarmPrefillTest, RefusesMalformedRequests) {
   EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
   bad = r;
   bad.tokens = std::span(prompt).first(50);
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = r;
+  bad.options.queue_layers = -2;
   EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
   ASSERT_OK(pool_->release(pages));
 }

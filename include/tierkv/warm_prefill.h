@@ -91,6 +91,9 @@ struct WarmPrefillOptions {
   std::int32_t split = -1;
   bool save = true;       // save the prompt's full chunks once their KV is final
   bool timeline = false;  // record per-layer load and compute times (WarmPrefillResult::timeline)
+  // Layers of each load queued before the compute is (LoadRequest::queue_layers); the rest are
+  // queued as the compute reaches them. -1: all of them first (for comparison).
+  std::int32_t queue_layers = 1 + Load::kQueueAhead;
 };
 
 // What the planner decided for one request. The prompt's tokens fall into five ranges:
@@ -196,8 +199,7 @@ class WarmPrefill {
   // plans it and queues its loads (and starts its lower tiers' promotion), computing nothing yet.
   // The request's spans (tokens, keys, pages) must stay valid until the run is destroyed. Errors
   // as run().
-  Result<std::unique_ptr<WarmPrefillRun>> start(const WarmPrefillRequest& request,
-                                                Stream& compute);
+  Result<std::unique_ptr<WarmPrefillRun>> start(const WarmPrefillRequest& request, Stream& compute);
 
   // Starts several requests at once, for an engine that prefills more than one per step: each is
   // planned and started as by start(), and their host-tier loads are queued in one

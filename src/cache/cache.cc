@@ -427,6 +427,10 @@ Result<std::vector<Load>> Cache::load_many(std::span<const LoadRequest> requests
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const LoadRequest& r = requests[i];
     Status ok = s.check_cache_keys(r.keys);
+    if (ok.ok() && r.queue_layers < -1) {
+      ok = invalid_argument("load: queue_layers " + std::to_string(r.queue_layers) +
+                            " must be -1 (all) or >= 0");
+    }
     if (ok.ok()) ok = s.geo.check_load_range(*r.keys, r.first_token, r.num_tokens);
     if (ok.ok()) {
       ok = s.geo.check_view(r.dst, r.dst_pages, r.num_tokens / s.opts.model.page_tokens, "load");

@@ -137,7 +137,7 @@ LoadRequest WarmPrefillRun::State::load_request(std::int32_t b, std::int32_t e) 
   lr.dst_pages = r.pages.subspan(std::size_t(b / page()));
   // The first layers now; the rest as the compute reaches them (run_chunk), so that the first
   // chunk's kernels are not queued behind thousands of copies.
-  lr.queue_layers = 1 + Load::kQueueAhead;
+  lr.queue_layers = r.options.queue_layers;
   return lr;
 }
 
@@ -410,6 +410,10 @@ Status WarmPrefill::State::check(const WarmPrefillRequest& r) const {
   if (r.keys == nullptr) return invalid_argument("warm prefill: keys are required");
   if (n == 0) return invalid_argument("warm prefill: empty prompt");
   if (r.keys->tokens != n) return invalid_argument("warm prefill: the keys are of another prompt");
+  if (r.options.queue_layers < -1) {
+    return invalid_argument("warm prefill: options.queue_layers " +
+                            std::to_string(r.options.queue_layers) + " must be -1 (all) or >= 0");
+  }
   if (std::int64_t(r.pages.size()) * page < n) {
     return invalid_argument("warm prefill: " + std::to_string(r.pages.size()) +
                             " pages do not cover " + std::to_string(n) + " tokens");

@@ -16,17 +16,16 @@
 // Times are host wall time from the executor's call to the next token on the host (what a user
 // waits for), after the device was idle. On a machine without a GPU it runs the tiny model on the
 // CPU backend at small sizes and says so.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "common/bench_io.h"
 #include "common/memory_check.h"
@@ -59,6 +58,7 @@ struct Options {
   bool skip_recompute_above = false;
   std::int32_t recompute_max = 0;
   bool quiet = false;  // no progress lines on stderr
+  std::int32_t queue_layers = WarmPrefillOptions{}.queue_layers;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -72,7 +72,7 @@ struct Row {
   std::string impl;
   std::int32_t prefix = 0, fresh = 0;
   double ms = 0;
-  double gbps = 0;       // slow tier only
+  double gbps = 0;  // slow tier only
   std::int32_t split = -1;
   std::string why;
   // Fixed splits and fronts: what the run predicted and did (the lower tier's part: slow tier
@@ -158,6 +158,7 @@ struct Rig {
     r.options.policy = policy;
     r.options.save = save;
     r.options.split = split;
+    r.options.queue_layers = o.queue_layers;
     TIERKV_RETURN_IF_ERROR(stream->synchronize());
     TIERKV_ASSIGN_OR_RETURN(WarmPrefillResult res, w.run(r, *stream));
     TIERKV_RETURN_IF_ERROR(stream->synchronize());
@@ -169,7 +170,8 @@ struct Rig {
 Status build(Rig& rig, std::int32_t max_tokens) {
   const Options& o = rig.o;
   TIERKV_ASSIGN_OR_RETURN(rig.stream, rig.backend.create_stream());
-  TIERKV_ASSIGN_OR_RETURN(LlamaWeights w, random_llama_weights(rig.backend, *rig.stream, rig.spec, 3));
+  TIERKV_ASSIGN_OR_RETURN(LlamaWeights w,
+                          random_llama_weights(rig.backend, *rig.stream, rig.spec, 3));
   rig.spec = w.spec;
   const std::int32_t page = rig.spec.page_tokens;
   const std::int32_t pages_per_seq = (max_tokens + page - 1) / page;
@@ -182,7 +184,8 @@ Status build(Rig& rig, std::int32_t max_tokens) {
   ro.max_step_tokens = 2048;
   ro.max_batch = 1;
   ro.max_pages_per_seq = pages_per_seq;
-  TIERKV_ASSIGN_OR_RETURN(rig.runner, LlamaRunner::create(rig.backend, std::move(w), rig.pool->view(), ro));
+  TIERKV_ASSIGN_OR_RETURN(rig.runner,
+                          LlamaRunner::create(rig.backend, std::move(w), rig.pool->view(), ro));
   rig.model = std::make_unique<RunnerPrefillModel>(*rig.runner);
   TIERKV_ASSIGN_OR_RETURN(rig.prefix_pages, rig.pool->allocate(pages_per_seq));
   TIERKV_ASSIGN_OR_RETURN(rig.work_pages, rig.pool->allocate(pages_per_seq));
@@ -195,11 +198,13 @@ Status build(Rig& rig, std::int32_t max_tokens) {
     const bool cpu = rig.backend.kind() == BackendKind::kCpu;
     co.new_tokens =
         cpu ? std::vector<std::int32_t>{16, 64, 256} : std::vector<std::int32_t>{128, 512, 2048};
-    co.prefix_tokens = cpu ? std::vector<std::int32_t>{0, 512}
-                           : std::vector<std::int32_t>{0, 4096, 16384, 32768};
+    co.prefix_tokens =
+        cpu ? std::vector<std::int32_t>{0, 512} : std::vector<std::int32_t>{0, 4096, 16384, 32768};
     co.reps = cpu ? 1 : 3;
     if (!o.quiet)
-      co.progress = [](std::string_view l) { std::fprintf(stderr, "  calibrate: %.*s\n", int(l.size()), l.data()); };
+      co.progress = [](std::string_view l) {
+        std::fprintf(stderr, "  calibrate: %.*s\n", int(l.size()), l.data());
+      };
     TIERKV_ASSIGN_OR_RETURN(CostProfile p, calibrate(rig.backend, co));
     if (!o.save_profile.empty()) TIERKV_RETURN_IF_ERROR(save_profile(p, o.save_profile));
     rig.profile = std::make_shared<const CostProfile>(std::move(p));
@@ -245,27 +250,29 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
   char line[512];
   text += "\n1. Prefix in the host tier: time to first token (ms, median of " +
           std::to_string(o.reps) + ")\n";
-  std::snprintf(line, sizeof line, "%7s %6s %9s %9s %9s %9s %9s %10s | %8s %8s %8s %8s\n",
-                "prefix", "new", "compute", "load", "ltc", "warm", "planned", "recompute",
-                "warm/lim", "plan/lim", "ltc/plan", "rec/plan");
+  std::snprintf(line, sizeof line, "%7s %6s %9s %9s %9s %9s %9s %10s | %8s %8s %8s %8s\n", "prefix",
+                "new", "compute", "load", "ltc", "warm", "planned", "recompute", "warm/lim",
+                "plan/lim", "ltc/plan", "rec/plan");
   text += line;
   for (std::int32_t prefix : o.prefixes) {
     auto cache = rig.cache(prefix);
     if (!cache.ok()) return cache.status();
-    TIERKV_ASSIGN_OR_RETURN(auto warm, WarmPrefill::create(rig.backend, **cache, *rig.model, *rig.profile));
+    TIERKV_ASSIGN_OR_RETURN(auto warm,
+                            WarmPrefill::create(rig.backend, **cache, *rig.model, *rig.profile));
     const auto prefix_tokens = rig.tokens(std::size_t(prefix));
     // The prefix computed once: its KV stays in prefix_pages (for compute alone) and its chunks in
     // the host tier (for the loads).
-    TIERKV_ASSIGN_OR_RETURN(auto first, rig.run(**cache, *warm, prefix_tokens, PrefillPolicy::kGpuOnly,
-                                                0, rig.prefix_pages, true));
+    TIERKV_ASSIGN_OR_RETURN(
+        auto first,
+        rig.run(**cache, *warm, prefix_tokens, PrefillPolicy::kGpuOnly, 0, rig.prefix_pages, true));
     (void)first;
     for (std::int32_t fresh : o.news) {
       auto prompt = prefix_tokens;
       const auto more = rig.tokens(std::size_t(fresh));
       prompt.insert(prompt.end(), more.begin(), more.end());
       // Compute alone reads the prefix from prefix_pages and writes the new tokens after it.
-      std::vector<std::int32_t> compute_pages(rig.prefix_pages.begin(),
-                                              rig.prefix_pages.begin() + prefix / rig.spec.page_tokens);
+      std::vector<std::int32_t> compute_pages(
+          rig.prefix_pages.begin(), rig.prefix_pages.begin() + prefix / rig.spec.page_tokens);
       const std::int32_t page = rig.spec.page_tokens;
       compute_pages.insert(compute_pages.end(), rig.work_pages.begin(),
                            rig.work_pages.begin() + (fresh + page - 1) / page);
@@ -280,7 +287,8 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           TIERKV_ASSIGN_OR_RETURN(const PromptKeys keys, (*cache)->keys(prompt, ""));
           TIERKV_RETURN_IF_ERROR(rig.stream->synchronize());
           const auto t0 = Clock::now();
-          TIERKV_ASSIGN_OR_RETURN(Load l, (*cache)->load({&keys, 0, prefix, rig.pool->view(), rig.work_pages}));
+          TIERKV_ASSIGN_OR_RETURN(
+              Load l, (*cache)->load({&keys, 0, prefix, rig.pool->view(), rig.work_pages}));
           TIERKV_RETURN_IF_ERROR(l.wait());
           t_load.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
           if (l.loaded_tokens() != prefix) return internal_error("the prefix left the host tier");
@@ -288,7 +296,8 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
         for (auto [policy, out] : {std::pair{PrefillPolicy::kLoadThenCompute, &t_ltc},
                                    std::pair{PrefillPolicy::kLayerwise, &t_warm},
                                    std::pair{PrefillPolicy::kPlanned, &t_plan}}) {
-          TIERKV_ASSIGN_OR_RETURN(auto res, rig.run(**cache, *warm, prompt, policy, 0, rig.work_pages, false));
+          TIERKV_ASSIGN_OR_RETURN(
+              auto res, rig.run(**cache, *warm, prompt, policy, 0, rig.work_pages, false));
           if (res.loaded_tokens + res.fallback_tokens != res.plan.loaded_tokens())
             return internal_error("a load did not come back whole");
           out->push_back(res.ttft_ms);
@@ -299,17 +308,18 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           }
         }
         if (o.recompute_max == 0 || prefix + fresh <= o.recompute_max) {
-          TIERKV_ASSIGN_OR_RETURN(auto res, rig.run(**cache, *warm, prompt, PrefillPolicy::kRecompute, 0,
-                                                    rig.work_pages, false));
+          TIERKV_ASSIGN_OR_RETURN(
+              auto res,
+              rig.run(**cache, *warm, prompt, PrefillPolicy::kRecompute, 0, rig.work_pages, false));
           t_rec.push_back(res.ttft_ms);
         }
       }
       const double lim = std::max(median(t_load), median(t_compute));
       const double plan = median(t_plan);
       std::snprintf(line, sizeof line,
-                    "%7d %6d %9.2f %9.2f %9.2f %9.2f %9.2f %10.2f | %8.3f %8.3f %8.2f %8.1f\n", prefix,
-                    fresh, median(t_compute), median(t_load), median(t_ltc), median(t_warm), plan,
-                    median(t_rec), median(t_warm) / lim, plan / lim, median(t_ltc) / plan,
+                    "%7d %6d %9.2f %9.2f %9.2f %9.2f %9.2f %10.2f | %8.3f %8.3f %8.2f %8.1f\n",
+                    prefix, fresh, median(t_compute), median(t_load), median(t_ltc), median(t_warm),
+                    plan, median(t_rec), median(t_warm) / lim, plan / lim, median(t_ltc) / plan,
                     t_rec.empty() ? 0.0 : median(t_rec) / plan);
       text += line;
       text += "        planned: " + why + "\n";
@@ -319,10 +329,10 @@ Status host_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
           "        host time before its first chunk: plan %.3f ms, queue the load %.3f ms\n",
           median(plan_host), median(queue_host));
       text += host_line;
-      for (auto [impl, v] : {std::pair{"tierkv-compute", &t_compute}, std::pair{"tierkv-load", &t_load},
-                             std::pair{"tierkv-load-then-compute", &t_ltc},
-                             std::pair{"tierkv-layerwise", &t_warm}, std::pair{"tierkv-planned", &t_plan},
-                             std::pair{"tierkv-recompute", &t_rec}}) {
+      for (auto [impl, v] :
+           {std::pair{"tierkv-compute", &t_compute}, std::pair{"tierkv-load", &t_load},
+            std::pair{"tierkv-load-then-compute", &t_ltc}, std::pair{"tierkv-layerwise", &t_warm},
+            std::pair{"tierkv-planned", &t_plan}, std::pair{"tierkv-recompute", &t_rec}}) {
         if (v->empty()) continue;
         const bool planned = impl == std::string("tierkv-planned");
         rows.push_back({impl, prefix, fresh, median(*v), 0, -1, planned ? why : ""});
@@ -400,8 +410,10 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
         WarmPrefillResult last;
         for (std::int32_t r = 0; r < std::max(1, o.reps / 2); ++r) {
           TIERKV_ASSIGN_OR_RETURN(auto c, rig.cache(prefix, {slow}));
-          TIERKV_ASSIGN_OR_RETURN(auto w, WarmPrefill::create(rig.backend, *c, *rig.model, *profile));
-          TIERKV_ASSIGN_OR_RETURN(last, rig.run(*c, *w, prompt, pol, 0, rig.work_pages, false, split));
+          TIERKV_ASSIGN_OR_RETURN(auto w,
+                                  WarmPrefill::create(rig.backend, *c, *rig.model, *profile));
+          TIERKV_ASSIGN_OR_RETURN(last,
+                                  rig.run(*c, *w, prompt, pol, 0, rig.work_pages, false, split));
           ms.push_back(last.ttft_ms);
         }
         last.ttft_ms = median(ms);
@@ -454,8 +466,9 @@ Status slow_section(Rig& rig, std::vector<Row>& rows, std::string& text) {
 
 // Section 2: per-layer compute beside per-layer load, from the profile's measured figures.
 void hide_section(const Rig& rig, std::string& text) {
-  text += "\n2. Per layer: loading a prefix against computing a chunk over it (us, measured grid); "
-          "the smallest chunk whose compute hides the load\n";
+  text +=
+      "\n2. Per layer: loading a prefix against computing a chunk over it (us, measured grid); "
+      "the smallest chunk whose compute hides the load\n";
   text += format_hide_analysis(
       hide_analysis(*rig.profile, rig.spec, rig.o.prefixes, kPlannerChunkSizes),
       kPlannerChunkSizes);
@@ -469,9 +482,13 @@ int run(Options o) {
   auto report = bench::OutputFile::open(o.report, "--report");
   if (!json.ok()) return bench::report_error(kTool, json.status(), bench::kExitUsage);
   if (!report.ok()) return bench::report_error(kTool, report.status(), bench::kExitUsage);
-  if (o.prefixes.empty()) o.prefixes = cpu ? std::vector<std::int32_t>{256, 512} : std::vector<std::int32_t>{4096, 8192, 16384, 32768};
-  if (o.news.empty()) o.news = cpu ? std::vector<std::int32_t>{32, 64} : std::vector<std::int32_t>{128, 512, 2048};
-  if (o.slow_news.empty()) o.slow_news = cpu ? std::vector<std::int32_t>{32} : std::vector<std::int32_t>{128, 512, 2048};
+  if (o.prefixes.empty())
+    o.prefixes = cpu ? std::vector<std::int32_t>{256, 512}
+                     : std::vector<std::int32_t>{4096, 8192, 16384, 32768};
+  if (o.news.empty())
+    o.news = cpu ? std::vector<std::int32_t>{32, 64} : std::vector<std::int32_t>{128, 512, 2048};
+  if (o.slow_news.empty())
+    o.slow_news = cpu ? std::vector<std::int32_t>{32} : std::vector<std::int32_t>{128, 512, 2048};
   if (o.slow_prefix == 0) o.slow_prefix = cpu ? 512 : 16384;
   auto backend = create_backend(*kind);
   if (!backend.ok()) return bench::report_error(kTool, backend.status(), bench::kExitUsage);
@@ -482,8 +499,9 @@ int run(Options o) {
       std::max(*std::max_element(o.news.begin(), o.news.end()),
                *std::max_element(o.slow_news.begin(), o.slow_news.end()));
   if (max_tokens > spec->max_positions) {
-    return bench::report_error(kTool, invalid_argument("prefix + new tokens exceed the model's " +
-                                                       std::to_string(spec->max_positions) + " positions"),
+    return bench::report_error(kTool,
+                               invalid_argument("prefix + new tokens exceed the model's " +
+                                                std::to_string(spec->max_positions) + " positions"),
                                bench::kExitUsage);
   }
   Rig rig{**backend, o, *spec};
@@ -504,9 +522,14 @@ int run(Options o) {
   std::vector<std::string> lines;
   for (const Row& r : rows) {
     nlohmann::json j = {{"bench", r.gbps > 0 ? "warm_prefill_slow_tier" : "warm_prefill"},
-                        {"card", (*backend)->info().name}, {"backend", cpu ? "cpu" : "cuda"},
-                        {"impl", r.impl}, {"model", spec->name}, {"prefix_tokens", r.prefix},
-                        {"new_tokens", r.fresh}, {"us", r.ms * 1e3}, {"date", bench::utc_date()}};
+                        {"card", (*backend)->info().name},
+                        {"backend", cpu ? "cpu" : "cuda"},
+                        {"impl", r.impl},
+                        {"model", spec->name},
+                        {"prefix_tokens", r.prefix},
+                        {"new_tokens", r.fresh},
+                        {"us", r.ms * 1e3},
+                        {"date", bench::utc_date()}};
     if (r.gbps > 0) {
       j["tier_gbps"] = r.gbps;
       j["tier"] = "memory-experiment (experiment tier)";
@@ -529,8 +552,10 @@ int run(Options o) {
     }
     lines.push_back(j.dump());
   }
-  if (Status w = json->commit_lines(lines); !w.ok()) return bench::report_error(kTool, w, bench::kExitFailure);
-  if (Status w = report->commit(text); !w.ok()) return bench::report_error(kTool, w, bench::kExitFailure);
+  if (Status w = json->commit_lines(lines); !w.ok())
+    return bench::report_error(kTool, w, bench::kExitFailure);
+  if (Status w = report->commit(text); !w.ok())
+    return bench::report_error(kTool, w, bench::kExitFailure);
   return 0;
 }
 
@@ -540,13 +565,22 @@ int run(Options o) {
 int main(int argc, char** argv) {
   tierkv::Options o;
   CLI::App app{"tierkv-warm-bench: time to first token of a returning prompt, by policy"};
-  app.add_option("--backend", o.backend, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--model", o.model, "model shape (default: llama-3.1-8b on CUDA, tiny on the CPU)");
-  app.add_option("--prefix", o.prefixes, "cached prefix lengths (tokens, multiples of 256)")->delimiter(',');
+  app.add_option("--backend", o.backend, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--model", o.model,
+                 "model shape (default: llama-3.1-8b on CUDA, tiny on the CPU)");
+  app.add_option("--prefix", o.prefixes, "cached prefix lengths (tokens, multiples of 256)")
+      ->delimiter(',');
   app.add_option("--new", o.news, "new tokens after the prefix")->delimiter(',');
   app.add_option("--reps", o.reps, "runs per point (median)")->check(CLI::Range(1, 50));
-  app.add_option("--recompute-max", o.recompute_max, "time recompute only up to this many tokens (0: always)");
-  app.add_option("--slow-gbps", o.slow_gbps, "experiment-tier bandwidths for section 2 (empty: skip)")->delimiter(',');
+  app.add_option("--queue-layers", o.queue_layers,
+                 "layers of a load queued before the compute (-1: all; default: the executor's)")
+      ->check(CLI::Range(-1, 1024));
+  app.add_option("--recompute-max", o.recompute_max,
+                 "time recompute only up to this many tokens (0: always)");
+  app.add_option("--slow-gbps", o.slow_gbps,
+                 "experiment-tier bandwidths for section 2 (empty: skip)")
+      ->delimiter(',');
   app.add_option("--slow-prefix", o.slow_prefix, "prefix length for section 2");
   app.add_option("--slow-new", o.slow_news, "new tokens for section 2")->delimiter(',');
   app.add_option("--splits", o.splits, "fixed splits swept in section 2")->check(CLI::Range(1, 64));
@@ -567,7 +601,8 @@ int main(int argc, char** argv) {
   }
   for (std::int32_t p : o.prefixes) {
     if (p <= 0 || p % 256 != 0) {
-      std::fprintf(stderr, "tierkv-warm-bench: --prefix values must be positive multiples of 256\n");
+      std::fprintf(stderr,
+                   "tierkv-warm-bench: --prefix values must be positive multiples of 256\n");
       return tierkv::bench::kExitUsage;
     }
   }
