@@ -1,9 +1,10 @@
 // The cache under concurrent save / match / load from several threads and tenants over a host
 // budget of a few chunks, so that eviction, pins and slot reuse race all the time. Every byte of
 // every load that reports success is checked against the KV its key names; a load may come up
-// short or fail, never wrong. A second run adds chaos: copies land late and random copies, records
-// and waits fail, at queueing or after running. Each run is bounded in time and prints what it
-// verified.
+// short or fail, never wrong. Loads queue all their layers up front or the later ones as they are
+// waited for (or as another thread's load queues them first). A second run adds chaos: copies land
+// late and random copies, records and waits fail, at queueing or after running. Each run is bounded
+// in time and prints what it verified.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -63,7 +64,12 @@ void work(CacheHarness& h, Backend& checker, Cache& cache, Tally& t, unsigned se
       const std::int32_t page = h.model().page_tokens;
       const std::int32_t first = std::int32_t(rng() % std::uint64_t(m->host_tokens / page)) * page;
       const auto dst_pages = std::span(*dst).subspan(std::size_t(first / page));
-      auto load = cache.load(h.load_request(*keys, first, m->host_tokens - first, dst_pages));
+      LoadRequest lr = h.load_request(*keys, first, m->host_tokens - first, dst_pages);
+      // All layers queued by load(), or the first ones and the rest by wait_layer(), wait(), or
+      // another thread's next load().
+      const std::int32_t queue_layers[] = {-1, 1, 2};
+      lr.queue_layers = queue_layers[rng() % 3];
+      auto load = cache.load(lr);
       ++t.loads;
       if (!load.ok()) {
         if (!chaos) return (void)++t.broken;
@@ -84,8 +90,8 @@ void work(CacheHarness& h, Backend& checker, Cache& cache, Tally& t, unsigned se
         } else {
           const std::size_t pages = std::size_t(load->loaded_tokens() / page);
           if (load->loaded_tokens() < load->requested_tokens()) ++t.short_loads;
-          t.wrong_bytes += 2 * h.wrong_elements(**check, *keys, dst_pages,
-                                                std::size_t(first / page), pages);
+          t.wrong_bytes +=
+              2 * h.wrong_elements(**check, *keys, dst_pages, std::size_t(first / page), pages);
           t.bytes_checked += h.page_bytes_checked(pages);
           ++t.verified_loads;
         }
@@ -108,7 +114,7 @@ void run(bool chaos) {
   auto inner = create_backend(BackendKind::kCpu);
   ASSERT_TRUE(inner.ok());
   fault::FaultBackend fb(**inner);
-  CacheHarness h(fb, 1024);
+  CacheHarness h(fb, 1024, 4);    // 4 layers: loads queue some of them later
   CacheOptions o = h.options(6);  // a tiny budget: 6 chunks for many prompts
   std::atomic<int> reported{0};
   o.on_async_error = [&](const Status&) { ++reported; };
@@ -125,11 +131,20 @@ void run(bool chaos) {
         fault::FaultPlan plan;
         plan.copy_delay = std::chrono::microseconds(rng() % 800);
         switch (rng() % 5) {
-          case 0: plan.fail_copy_async = 1 + rng() % 40; break;
-          case 1: plan.fail_copy_at_enqueue = 1 + rng() % 40; break;
-          case 2: plan.fail_record = 1 + rng() % 40; break;
-          case 3: plan.fail_wait = 1 + rng() % 40; break;
-          default: break;
+          case 0:
+            plan.fail_copy_async = 1 + rng() % 40;
+            break;
+          case 1:
+            plan.fail_copy_at_enqueue = 1 + rng() % 40;
+            break;
+          case 2:
+            plan.fail_record = 1 + rng() % 40;
+            break;
+          case 3:
+            plan.fail_wait = 1 + rng() % 40;
+            break;
+          default:
+            break;
         }
         EXPECT_OK(fb.set_plan(plan));
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -162,8 +177,12 @@ void run(bool chaos) {
   }
 }
 
-TEST(CacheStress, ConcurrentTenantsOverATinyBudget) { run(false); }
-TEST(CacheStress, ConcurrentTenantsUnderChaos) { run(true); }
+TEST(CacheStress, ConcurrentTenantsOverATinyBudget) {
+  run(false);
+}
+TEST(CacheStress, ConcurrentTenantsUnderChaos) {
+  run(true);
+}
 
 }  // namespace
 }  // namespace tierkv
