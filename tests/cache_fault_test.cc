@@ -313,10 +313,12 @@ TEST_F(LazyLoadTest, LayersAreQueuedAsTheEngineReachesThem) {
   ASSERT_OK(fault_->set_plan({.copy_delay = std::chrono::milliseconds(1)}));
   ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
   EXPECT_EQ(fault_->counts().copies, 1u) << "one copy per layer: layer 0 only";
+  EXPECT_EQ(load.queued_layers(), 1);
   EXPECT_EQ(cache->queued_load_bytes(), 2 * h_->chunk_bytes());
   ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
   ASSERT_OK(load.wait_layer(0, *compute));
   EXPECT_EQ(fault_->counts().copies, 1u + Load::kQueueAhead);
+  EXPECT_EQ(load.queued_layers(), 1 + Load::kQueueAhead);
   ASSERT_OK(load.queue_through(4));
   EXPECT_EQ(fault_->counts().copies, 5u);
   ASSERT_OK(load.wait_layer(1, *compute));  // queued already: nothing more
@@ -424,6 +426,7 @@ TEST_F(LazyLoadTest, AFailureToQueueALaterLayerEndsTheLoadThere) {
         }
       }
       EXPECT_EQ(load.queue_through(kLayers - 1).code(), StatusCode::kDeviceError);
+      EXPECT_EQ(load.queued_layers(), failing);
       ASSERT_OK(compute->synchronize());
       fault_->clear_plan();
       // The layers before the failure hold the prompt's KV; then the engine overwrites the rest.

@@ -247,6 +247,9 @@ class Load {
   // copies. Returns the error that stopped the queueing at or before `layer` (its layers from there
   // on never land: the engine recomputes them); InvalidArgument for a negative layer.
   Status queue_through(std::int32_t layer) const;
+  // Layers whose copies are queued so far (from layer 0 on): all of them once wait() returned, or
+  // up to where a failure to queue stopped them.
+  std::int32_t queued_layers() const;
   // How many layers past the one waited for wait_layer() has queued.
   static constexpr std::int32_t kQueueAhead = 2;
   // Blocks until everything landed; the first asynchronous error of the copies, if any (then the

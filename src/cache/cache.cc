@@ -58,6 +58,11 @@ std::int32_t Load::requested_tokens() const {
 std::int32_t Load::shared_tokens() const {
   return state_ ? state_->shared_tokens : 0;
 }
+std::int32_t Load::queued_layers() const {
+  if (!state_) return 0;
+  if (state_->batch != nullptr) return state_->batch->queued.load(std::memory_order_acquire);
+  return std::int32_t(state_->layer_done.size());
+}
 CopyPath Load::path() const {
   return state_ ? state_->path : CopyPath::kCopyEngine;
 }

@@ -35,7 +35,8 @@ struct TimelineEvents {
     std::int32_t layer, chunk;
     std::unique_ptr<Event> event;
   };
-  std::vector<Mark> marks;  // in queueing order per lane
+  std::vector<Mark> marks;           // in queueing order per lane
+  std::vector<std::int32_t> marked;  // per load: layers whose landing is marked
 };
 
 }  // namespace
@@ -112,6 +113,7 @@ struct WarmPrefillRun::State {
   // After the last chunk: collects every load's status; a failure turns the rest into recompute.
   // Returns whether the run is over.
   bool settle();
+  void mark_queued();
   Status timeline_entries();
 };
 
@@ -158,15 +160,7 @@ std::int32_t WarmPrefillRun::State::attach_load(std::int32_t b, std::int32_t e, 
   if (got == 0) return b;
   loads.push_back(std::make_unique<Load>(std::move(load).value()));
   regions.push_back({b, b + got, loads.back().get()});
-  if (tl) {  // when each layer landed, on the timeline stream
-    Stream& side = *exec.timeline_stream;
-    for (std::int32_t l = 0; l < exec.model.spec().num_layers; ++l) {
-      if (!loads.back()->wait_layer(l, side).ok()) break;
-      auto landed = exec.backend.create_event();
-      if (!landed.ok() || !side.record(**landed).ok()) break;
-      tl->marks.push_back({TimelineEntry::Lane::kLoad, l, 0, std::move(landed).value()});
-    }
-  }
+  if (tl) mark_queued();
   return b + got;
 }
 
@@ -300,9 +294,10 @@ Status WarmPrefillRun::State::run_chunk(bool* last) {
   }
   LayerHooks hooks;
   if (!gates.empty()) {
-    hooks.before_attention = [&gates](std::int32_t layer, Stream& s) -> Status {
+    hooks.before_attention = [this, &gates](std::int32_t layer, Stream& s) -> Status {
       for (Load* l : gates)
         TIERKV_RETURN_IF_ERROR(l->wait_layer(layer, s));
+      if (tl) mark_queued();
       return Status::Ok();
     };
   }
@@ -316,6 +311,7 @@ Status WarmPrefillRun::State::run_chunk(bool* last) {
       if (pump) {
         for (const auto& l : loads)
           l->queue_through(layer + 1 + Load::kQueueAhead).ignore();
+        if (tl) mark_queued();
       }
       if (!tl) return Status::Ok();
       TIERKV_ASSIGN_OR_RETURN(auto e, exec.backend.create_event());
@@ -368,15 +364,37 @@ bool WarmPrefillRun::State::settle() {
   return false;
 }
 
+// When each load's layers landed: for the layers queued since the last call, an event on the
+// timeline stream behind them (queued right after their copies, so it times their landing).
+// Timing only: a failure records nothing.
+void WarmPrefillRun::State::mark_queued() {
+  Stream& side = *exec.timeline_stream;
+  tl->marked.resize(loads.size(), 0);
+  for (std::size_t i = 0; i < loads.size(); ++i) {
+    const Load& load = *loads[i];
+    for (std::int32_t& l = tl->marked[i]; l < load.queued_layers(); ++l) {
+      if (!load.wait_layer(l, side).ok()) break;
+      auto landed = exec.backend.create_event();
+      if (!landed.ok() || !side.record(**landed).ok()) break;
+      tl->marks.push_back(
+          {TimelineEntry::Lane::kLoad, l, std::int32_t(i), std::move(landed).value()});
+    }
+  }
+}
+
 Status WarmPrefillRun::State::timeline_entries() {
   TIERKV_RETURN_IF_ERROR(stream.synchronize());
   TIERKV_RETURN_IF_ERROR(exec.timeline_stream->synchronize());
-  double prev_compute = 0, prev_load = 0;
+  double prev_compute = 0;
+  std::vector<double> prev_load;  // per load (a load mark's chunk is the load's index)
   for (auto& m : tl->marks) {
     auto end = exec.backend.elapsed_ms(*tl->start, *m.event);
     if (!end.ok()) continue;
-    double& prev = m.lane == TimelineEntry::Lane::kLoad ? prev_load : prev_compute;
-    if (m.lane == TimelineEntry::Lane::kLoad && m.layer == 0) prev = 0;
+    const bool load = m.lane == TimelineEntry::Lane::kLoad;
+    if (load && std::size_t(m.chunk) >= prev_load.size())
+      prev_load.resize(std::size_t(m.chunk) + 1);
+    double& prev = load ? prev_load[std::size_t(m.chunk)] : prev_compute;
+    if (load && m.layer == 0) prev = 0;
     res.timeline.push_back({m.lane, m.layer, m.chunk, std::min(prev, *end), *end});
     prev = *end;
   }
