@@ -46,8 +46,9 @@ class CacheFaultTest : public ::testing::Test {
   }
 
   // A cache that records every asynchronous error it reports.
-  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks) {
+  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks, bool queue_in_background = true) {
     CacheOptions o = h_->options(host_chunks);
+    o.queue_in_background = queue_in_background;
     o.transfer.calibrate = false;  // keep the fault counts to the operation under test
     o.on_async_error = [this](const Status& s) {
       std::lock_guard lock(mu_);
@@ -285,12 +286,24 @@ TEST_F(CacheFaultTest, ASourceLoadWaitsForTheLoadsThatShareIt) {
 // ---- Loads queued layer by layer (LoadRequest::queue_layers)
 // -------------------------------------
 
+// Without the queueing thread (CacheOptions::queue_in_background), so that which call queues
+// which layer is known; the thread's own tests come last.
 class LazyLoadTest : public CacheFaultTest {
  protected:
   static constexpr std::int32_t kLayers = 6;
   void SetUp() override {
     CacheFaultTest::SetUp();
     h_ = std::make_unique<CacheHarness>(*fault_, 512, kLayers);
+  }
+  std::unique_ptr<Cache> make_cache(std::int32_t host_chunks) {
+    return CacheFaultTest::make_cache(host_chunks, false);
+  }
+  // Polls until the load's layers are all queued or `limit` passed.
+  static std::int32_t wait_queued(const Load& load, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (load.queued_layers() < kLayers && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return load.queued_layers();
   }
   LoadRequest lazy(const PromptKeys& keys, std::int32_t chunks, std::span<const std::int32_t> dst,
                    std::int32_t queue_layers = 1) const {
@@ -486,6 +499,72 @@ TEST_F(LazyLoadTest, LoadManyQueuesLaterLayersLayerMajor) {
               0u);
   }
   ASSERT_OK(h_->pool().release(pages));
+}
+
+// The queueing thread queues the later layers right after load() returns, with no call from the
+// engine, and they land exactly.
+TEST_F(LazyLoadTest, TheQueueingThreadQueuesTheRestUnasked) {
+  auto cache = CacheFaultTest::make_cache(4, true);
+  std::mt19937_64 rng(36);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  ASSERT_OK_AND_ASSIGN(auto dst, h_->pool().allocate(2 * kChunk / h_->model().page_tokens));
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    h_->clobber(*stream_, dst);
+    ASSERT_OK(stream_->synchronize());
+    ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
+    EXPECT_GE(load.queued_layers(), 1);
+    EXPECT_EQ(wait_queued(load, std::chrono::seconds(10)), kLayers);
+    if (round % 2 == 0) {  // the engine's waits race the thread on odd rounds
+      ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+      for (std::int32_t l = 0; l < kLayers; ++l)
+        ASSERT_OK(load.wait_layer(l, *compute));
+      ASSERT_OK(compute->synchronize());
+    }
+    ASSERT_OK(load.wait());
+    EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size()), 0u);
+  }
+  EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  EXPECT_EQ(cache->stats().load_errors, 0u);
+  ASSERT_OK(h_->pool().release(dst));
+}
+
+// A failure of the queueing thread's copy ends the load at that layer, as one of the engine's
+// own call would: the layers before it are good, the engine's wait_layer() returns the error
+// from there on, wait() returns it, nothing stays pinned.
+TEST_F(LazyLoadTest, AFailureInTheQueueingThreadEndsTheLoadThere) {
+  auto cache = CacheFaultTest::make_cache(4, true);
+  std::mt19937_64 rng(37);
+  const PromptKeys a = h_->save_prompt(*cache, *stream_, rng, 2);
+  ASSERT_OK_AND_ASSIGN(auto dst, h_->pool().allocate(2 * kChunk / h_->model().page_tokens));
+  for (std::int32_t failing = 1; failing < kLayers; ++failing) {
+    SCOPED_TRACE("copy of layer " + std::to_string(failing));
+    h_->clobber(*stream_, dst);
+    ASSERT_OK(stream_->synchronize());
+    ASSERT_OK(fault_->set_plan({.fail_copy_at_enqueue = std::uint64_t(failing) + 1}));
+    ASSERT_OK_AND_ASSIGN(Load load, cache->load(lazy(a, 2, dst)));
+    // Whoever queues the failing layer (the thread, or this wait), the load ends there.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (load.queued_layers() < failing && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_OK_AND_ASSIGN(auto compute, fault_->create_stream());
+    for (std::int32_t l = 0; l < kLayers; ++l) {
+      const Status w = load.wait_layer(l, *compute);
+      EXPECT_EQ(w.ok(), l < failing) << "layer " << l << ": " << w.to_string();
+    }
+    EXPECT_EQ(load.queued_layers(), failing);
+    ASSERT_OK(compute->synchronize());
+    fault_->clear_plan();
+    EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size(), failing), 0u);
+    EXPECT_EQ(load.wait().code(), StatusCode::kDeviceError);
+    EXPECT_EQ(cache->stats().host_pinned_slots, 0);
+  }
+  // The thread goes on serving later loads.
+  ASSERT_OK_AND_ASSIGN(Load again, cache->load(lazy(a, 2, dst)));
+  EXPECT_EQ(wait_queued(again, std::chrono::seconds(10)), kLayers);
+  ASSERT_OK(again.wait());
+  EXPECT_EQ(h_->wrong_elements(*stream_, a, dst, 0, dst.size()), 0u);
+  ASSERT_OK(h_->pool().release(dst));
 }
 
 // Each call a save makes, broken in turn, at queueing and after running: a failed save never

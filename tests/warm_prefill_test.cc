@@ -95,6 +95,7 @@ class WarmPrefillTest : public ::testing::Test {
     co.transfer.calibrate = false;
     co.lower_tiers = std::move(lower);
     co.write_down.persistent_admit_sightings = 1;
+    co.queue_in_background = queue_in_background_;
     ASSERT_OK_AND_ASSIGN(cache_, Cache::create(*fault_, co));
     ASSERT_OK_AND_ASSIGN(warm_,
                          WarmPrefill::create(*fault_, *cache_, *model_,
@@ -220,7 +221,8 @@ class WarmPrefillTest : public ::testing::Test {
   std::unique_ptr<RunnerPrefillModel> model_;
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<WarmPrefill> warm_;
-  bool errors_expected_ = false;  // serve() leaves a failed run to the test
+  bool errors_expected_ = false;     // serve() leaves a failed run to the test
+  bool queue_in_background_ = true;  // CacheOptions::queue_in_background of rebuild_cache()
 };
 
 TEST_F(WarmPrefillTest, EveryPolicyGivesTheColdAnswerAndTheColdKv) {
@@ -304,60 +306,72 @@ TEST_F(WarmPrefillTest, AFailedLoadAtAnyLayerAndChunkBecomesRecompute) {
 }
 
 // With more layers than a load queues up front (6 against 1 + kQueueAhead), the load's later
-// layers are queued while the prefill runs: by the gated chunk's wait_layer(), and, with a
-// recomputed front, by the front's own layers. Every copy of such a run, broken in turn at
-// queueing and after running: a broken load (one batched copy per layer) is recomputed, with the
-// cold answer and KV; a broken copy of the compute's own is the run's error; a broken save changes
-// nothing. No run serves anything else.
+// layers are queued while the prefill runs: by the gated chunk's wait_layer() alone (no queueing
+// thread: which copy is whose is then fixed), or by the cache's queueing thread beside the
+// compute. Every copy of such a run, broken in turn at queueing and after running: a broken load
+// (one batched copy per layer) is recomputed, with the cold answer and KV; a broken copy of the
+// compute's own is the run's error; a broken save changes nothing. No run serves anything else.
 TEST_F(WarmPrefillTest, ALoadQueuedAsTheComputeGoesFailsAtAnyLayerIntoRecompute) {
   build(1 << 30, {}, 6);
   const auto prompt = tokens(std::size_t(3 * kChunk + 40), 21);
   const Served cold = serve(prompt, PrefillPolicy::kRecompute);
-  serve(prompt, PrefillPolicy::kLayerwise);  // computes and saves the 3 full chunks
-  int cases = 0, fallbacks = 0, errors = 0;
-  for (std::int32_t split : {-1, kChunk}) {  // the whole prefix loaded; a recomputed front
-    SCOPED_TRACE(split < 0 ? "no front" : "front of one chunk");
-    const auto policy = split < 0 ? PrefillPolicy::kLayerwise : PrefillPolicy::kPlanned;
-    ASSERT_OK(fault_->set_plan({}));
-    const Served clean = serve(prompt, policy, kChunk, false, 0, nullptr, split);
-    const std::uint64_t copies = fault_->counts().copies;
-    EXPECT_EQ(clean.next, cold.next);
-    EXPECT_TRUE(clean.kv == cold.kv);
-    EXPECT_EQ(clean.result.loaded_tokens, split < 0 ? 3 * kChunk : 2 * kChunk)
-        << clean.result.plan.why;
-    ASSERT_GE(copies, 6u);
-    for (std::uint64_t FaultPlan::*field :
-         {&FaultPlan::fail_copy_async, &FaultPlan::fail_copy_at_enqueue}) {
-      for (std::uint64_t k = 1; k <= copies; ++k) {
-        SCOPED_TRACE("copy " + std::to_string(k) +
-                     (field == &FaultPlan::fail_copy_async ? " (async)" : " (at queueing)"));
-        FaultPlan plan;
-        plan.*field = k;
-        ASSERT_OK(fault_->set_plan(plan));
-        errors_expected_ = true;
-        const Served s = serve(prompt, policy, kChunk, false, 0, nullptr, split);
-        errors_expected_ = false;
-        fault_->clear_plan();
-        ++cases;
-        if (!s.status.ok()) {
-          ++errors;
-          EXPECT_EQ(s.status.code(), StatusCode::kDeviceError);
-          continue;
-        }
-        EXPECT_EQ(s.next, cold.next);
-        EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation";
-        if (s.result.fallback_tokens > 0) {
-          ++fallbacks;
-          EXPECT_FALSE(s.result.load_status.ok());
+  for (bool background : {false, true}) {
+    SCOPED_TRACE(background ? "queueing thread" : "no queueing thread");
+    queue_in_background_ = background;
+    rebuild_cache(1 << 30);
+    serve(prompt, PrefillPolicy::kLayerwise);  // computes and saves the 3 full chunks
+    int cases = 0, fallbacks = 0, errors = 0;
+    for (std::int32_t split : {-1, kChunk}) {  // the whole prefix loaded; a recomputed front
+      SCOPED_TRACE(split < 0 ? "no front" : "front of one chunk");
+      const auto policy = split < 0 ? PrefillPolicy::kLayerwise : PrefillPolicy::kPlanned;
+      ASSERT_OK(fault_->set_plan({}));
+      const Served clean = serve(prompt, policy, kChunk, false, 0, nullptr, split);
+      const std::uint64_t copies = fault_->counts().copies;
+      EXPECT_EQ(clean.next, cold.next);
+      EXPECT_TRUE(clean.kv == cold.kv);
+      EXPECT_EQ(clean.result.loaded_tokens, split < 0 ? 3 * kChunk : 2 * kChunk)
+          << clean.result.plan.why;
+      ASSERT_GE(copies, 6u);
+      for (std::uint64_t FaultPlan::*field :
+           {&FaultPlan::fail_copy_async, &FaultPlan::fail_copy_at_enqueue}) {
+        for (std::uint64_t k = 1; k <= copies; ++k) {
+          SCOPED_TRACE("copy " + std::to_string(k) +
+                       (field == &FaultPlan::fail_copy_async ? " (async)" : " (at queueing)"));
+          FaultPlan plan;
+          plan.*field = k;
+          ASSERT_OK(fault_->set_plan(plan));
+          errors_expected_ = true;
+          const Served s = serve(prompt, policy, kChunk, false, 0, nullptr, split);
+          errors_expected_ = false;
+          fault_->clear_plan();
+          ++cases;
+          if (!s.status.ok()) {
+            ++errors;
+            EXPECT_EQ(s.status.code(), StatusCode::kDeviceError);
+            continue;
+          }
+          EXPECT_EQ(s.next, cold.next);
+          EXPECT_TRUE(s.kv == cold.kv) << "KV differs from the cold computation";
+          if (s.result.fallback_tokens > 0) {
+            ++fallbacks;
+            EXPECT_FALSE(s.result.load_status.ok());
+          }
         }
       }
     }
+    if (!background) {
+      // Each layer's copy of the load, in both scenarios, both ways.
+      EXPECT_EQ(fallbacks, 2 * 2 * spec_.num_layers) << "a broken load copy was not recomputed";
+    } else {
+      // Which copy is the load's depends on the two threads' interleaving.
+      EXPECT_GT(fallbacks, 0) << "no broken copy reached a load";
+    }
+    std::cout << "warm prefill faults, loads queued as the compute goes ("
+              << (background ? "queueing thread" : "wait_layer only") << "): " << cases
+              << " broken copies: " << fallbacks << " loads turned into recompute, " << errors
+              << " runs failed with the compute's copy, every answer served the cold one\n";
   }
-  // Each layer's copy of the load, in both scenarios, both ways.
-  EXPECT_EQ(fallbacks, 2 * 2 * spec_.num_layers) << "a broken load copy was not recomputed";
-  std::cout << "warm prefill faults, loads queued as the compute goes: " << cases
-            << " broken copies: " << fallbacks << " loads turned into recompute, " << errors
-            << " runs failed with the compute's copy, every answer served the cold one\n";
+  queue_in_background_ = true;
 }
 
 // Chunks evicted between match() and the load: the load comes up short and the rest is computed.

@@ -171,6 +171,12 @@ struct CacheOptions {
   // the Load, the host tier's pinning thread); must be thread-safe and must not call into the
   // cache.
   std::function<void(const Status&)> on_async_error;
+  // A load's layers past those load() queues (LoadRequest::queue_layers) are queued by a cache
+  // thread right after load() returns, in order, while the engine queues its compute; the engine's
+  // own wait_layer() queues a layer the thread has not reached yet. false: only wait_layer(),
+  // queue_through(), wait(), destroying the Load and the next load() queue them (an engine that
+  // paces them itself; deterministic tests).
+  bool queue_in_background = true;
 };
 
 struct MatchResult {
@@ -206,12 +212,13 @@ struct LoadRequest {
   // Compute (prefill) will run while this streams: weigh the SMs a path takes from it.
   bool compute_beside = true;
   // Layers whose copies load() queues before it returns; -1 (the default): all of them. The
-  // others are queued in layer order as the engine reaches them: Load::wait_layer(l) queues
-  // through layer l + Load::kQueueAhead, Load::queue_through(l) through l, and wait() or
-  // destroying the Load all of them; a later load() queues them first. Queuing thousands of
-  // copies takes the host milliseconds, which an engine that queues its prefill only after
-  // load() returned adds to the time to first token; fewer layers up front let the compute start
-  // at once while the load stream stays ahead of it. In load_many(), the most any request asks.
+  // others are queued in layer order right after, by the cache's queueing thread
+  // (CacheOptions::queue_in_background), or first by whichever of these gets there before it:
+  // Load::wait_layer(l) (through layer l + Load::kQueueAhead), Load::queue_through(l), wait() or
+  // destroying the Load (all), a later load() (all, before its own). Queuing thousands of copies
+  // takes the host milliseconds, which an engine that queues its prefill after load() returned
+  // adds to the time to first token; with a few layers up front its compute starts at once while
+  // the rest of the copies are queued beside it. In load_many(), the most any request asks.
   std::int32_t queue_layers = -1;
 };
 

@@ -89,10 +89,12 @@ struct WarmPrefillOptions {
   // For benchmarks and tuning, with kPlanned: recompute [gpu_end, split) and load from split on,
   // instead of the planner's split (clipped to what is cached; page-aligned). -1: the planner's.
   std::int32_t split = -1;
-  bool save = true;       // save the prompt's full chunks once their KV is final
-  bool timeline = false;  // record per-layer load and compute times (WarmPrefillResult::timeline)
+  bool save = true;  // save the prompt's full chunks once their KV is final
+  // Record per-layer load and compute times (WarmPrefillResult::timeline); the loads are then
+  // queued whole before the compute.
+  bool timeline = false;
   // Layers of each load queued before the compute is (LoadRequest::queue_layers); the rest are
-  // queued as the compute reaches them. -1: all of them first (for comparison).
+  // queued beside it. -1: all of them first (for comparison; a timeline run does so).
   std::int32_t queue_layers = 1 + Load::kQueueAhead;
 };
 

@@ -334,6 +334,14 @@ Result<std::unique_ptr<Cache>> Cache::create(Backend& backend, const CacheOption
     TIERKV_ASSIGN_OR_RETURN(st->load_stream, backend.create_stream());
     TIERKV_ASSIGN_OR_RETURN(st->save_stream, backend.create_stream());
     st->completer = std::thread([s = st.get()] { s->complete_saves(); });
+    if (o.queue_in_background) {
+      try {
+        st->queuer = std::thread([s = st.get()] { s->queue_in_background(); });
+      } catch (...) {
+        st->stop_threads();
+        throw;
+      }
+    }
     return std::unique_ptr<Cache>(new Cache(std::move(st)));
   } catch (const std::bad_alloc&) {
     return resource_exhausted("cache: out of host memory");
@@ -349,12 +357,47 @@ Cache::~Cache() {
   if (state_->lower != nullptr) state_->lower->stop();  // after flush(): its chunks are offered
   // on_async_error is not called from the pinning thread after the Cache is gone.
   if (state_->host != nullptr) state_->host->stop_pinning();
+  state_->stop_threads();
+}
+
+// Loads that outlive the Cache queue their later layers themselves (wait_layer, wait, destruction).
+void Cache::State::stop_threads() {
   {
-    std::lock_guard lock(state_->pending_mu);
-    state_->stopping = true;
+    std::lock_guard lock(pending_mu);
+    stopping = true;
   }
-  state_->pending_cv.notify_all();
-  state_->completer.join();
+  pending_cv.notify_all();
+  if (completer.joinable()) completer.join();
+  {
+    std::lock_guard lock(load_mu);
+    queuer_stop = true;
+  }
+  queue_cv.notify_all();
+  if (queuer.joinable()) queuer.join();
+}
+
+// The cache's queueing thread: the open batch's later layers, one at a time (load_mu is let go
+// between layers, so an engine's wait_layer() or load() gets in at once).
+void Cache::State::queue_in_background() {
+  std::unique_lock lock(load_mu);
+  for (;;) {
+    std::shared_ptr<LoadBatch> b;
+    queue_cv.wait(lock, [&] {
+      if (queuer_stop) return true;
+      b = open_batch.lock();
+      return b != nullptr && b->error.ok() && b->queued.load(std::memory_order_relaxed) < b->layers;
+    });
+    if (queuer_stop) return;
+    if (Status q = queue_layers_locked(*b, b->queued.load(std::memory_order_relaxed)); !q.ok()) {
+      fail_batch_locked(*b, q);
+    } else if (b->queued.load(std::memory_order_relaxed) == b->layers) {
+      open_batch.reset();
+    }
+    b.reset();
+    lock.unlock();
+    std::this_thread::yield();
+    lock.lock();
+  }
 }
 
 const Digest& Cache::identity() const {
@@ -617,7 +660,10 @@ Result<std::vector<Load>> Cache::State::queue_loads(const std::shared_ptr<State>
     return q;
   }
   const bool open = batch->queued.load(std::memory_order_relaxed) < layers;
-  if (open) open_batch = batch;
+  if (open) {
+    open_batch = batch;
+    queue_cv.notify_one();  // the queueing thread takes the rest
+  }
 
   std::vector<Load> loads;
   loads.reserve(plan.size());

@@ -144,6 +144,10 @@ struct Cache::State {
   // The last batch with layers not queued yet (at most one: a new batch queues the rest of the
   // previous one first). GUARDED_BY(load_mu).
   std::weak_ptr<LoadBatch> open_batch;
+  // The queueing thread (CacheOptions::queue_in_background) waits on queue_cv with load_mu.
+  std::condition_variable queue_cv;
+  bool queuer_stop = false;  // GUARDED_BY(load_mu)
+  std::thread queuer;
 
   // Loads queued on load_stream, in queue order (so finished ones leave from the front).
   std::mutex queued_mu;                                  // after load_mu when both are held
@@ -162,6 +166,10 @@ struct Cache::State {
   ~State();
 
   void complete_saves();
+  // Queues the open batch's later layers as they come (the queueing thread's body).
+  void queue_in_background();
+  // Stops and joins the completion and queueing threads (those that were started).
+  void stop_threads();
   void finish(PendingSave& p);
   void report(const Status& s) const {
     if (opts.on_async_error) opts.on_async_error(s);

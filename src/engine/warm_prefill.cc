@@ -35,8 +35,7 @@ struct TimelineEvents {
     std::int32_t layer, chunk;
     std::unique_ptr<Event> event;
   };
-  std::vector<Mark> marks;           // in queueing order per lane
-  std::vector<std::int32_t> marked;  // per load: layers whose landing is marked
+  std::vector<Mark> marks;  // in queueing order per lane
 };
 
 }  // namespace
@@ -113,7 +112,7 @@ struct WarmPrefillRun::State {
   // After the last chunk: collects every load's status; a failure turns the rest into recompute.
   // Returns whether the run is over.
   bool settle();
-  void mark_queued();
+  void mark_landing();
   Status timeline_entries();
 };
 
@@ -137,9 +136,10 @@ LoadRequest WarmPrefillRun::State::load_request(std::int32_t b, std::int32_t e) 
   lr.num_tokens = e - b;
   lr.dst = r.kv;
   lr.dst_pages = r.pages.subspan(std::size_t(b / page()));
-  // The first layers now; the rest as the compute reaches them (run_chunk), so that the first
-  // chunk's kernels are not queued behind thousands of copies.
-  lr.queue_layers = r.options.queue_layers;
+  // The first layers now, the rest beside the compute (LoadRequest::queue_layers), so that the
+  // first chunk's kernels are not queued behind thousands of copies. A timeline run queues them
+  // all first, to time each layer's landing (mark_landing).
+  lr.queue_layers = tl ? -1 : r.options.queue_layers;
   return lr;
 }
 
@@ -160,7 +160,7 @@ std::int32_t WarmPrefillRun::State::attach_load(std::int32_t b, std::int32_t e, 
   if (got == 0) return b;
   loads.push_back(std::make_unique<Load>(std::move(load).value()));
   regions.push_back({b, b + got, loads.back().get()});
-  if (tl) mark_queued();
+  if (tl) mark_landing();
   return b + got;
 }
 
@@ -294,26 +294,15 @@ Status WarmPrefillRun::State::run_chunk(bool* last) {
   }
   LayerHooks hooks;
   if (!gates.empty()) {
-    hooks.before_attention = [this, &gates](std::int32_t layer, Stream& s) -> Status {
+    hooks.before_attention = [&gates](std::int32_t layer, Stream& s) -> Status {
       for (Load* l : gates)
         TIERKV_RETURN_IF_ERROR(l->wait_layer(layer, s));
-      if (tl) mark_queued();
       return Status::Ok();
     };
   }
   const std::int32_t chunk_now = chunk_index++;
-  // A chunk that waits for no load (a recomputed front) queues the loads' later layers as it
-  // goes, one layer of copies per layer of compute, staying kQueueAhead layers ahead; a gated
-  // chunk's wait_layer() does the same. Errors reach wait_layer() and wait().
-  const bool pump = gates.empty() && !loads.empty();
-  if (tl || pump) {
-    hooks.after_layer = [this, chunk_now, pump](std::int32_t layer, Stream& s) -> Status {
-      if (pump) {
-        for (const auto& l : loads)
-          l->queue_through(layer + 1 + Load::kQueueAhead).ignore();
-        if (tl) mark_queued();
-      }
-      if (!tl) return Status::Ok();
+  if (tl) {
+    hooks.after_layer = [this, chunk_now](std::int32_t layer, Stream& s) -> Status {
       TIERKV_ASSIGN_OR_RETURN(auto e, exec.backend.create_event());
       TIERKV_RETURN_IF_ERROR(s.record(*e));
       tl->marks.push_back({TimelineEntry::Lane::kCompute, layer, chunk_now, std::move(e)});
@@ -364,21 +353,18 @@ bool WarmPrefillRun::State::settle() {
   return false;
 }
 
-// When each load's layers landed: for the layers queued since the last call, an event on the
-// timeline stream behind them (queued right after their copies, so it times their landing).
-// Timing only: a failure records nothing.
-void WarmPrefillRun::State::mark_queued() {
+// When each layer of the load just attached landed: an event on the timeline stream behind it.
+// A timeline run queues its loads whole (load_request), so these are queued right after the
+// copies and time their landing. Timing only: a failure records nothing.
+void WarmPrefillRun::State::mark_landing() {
   Stream& side = *exec.timeline_stream;
-  tl->marked.resize(loads.size(), 0);
-  for (std::size_t i = 0; i < loads.size(); ++i) {
-    const Load& load = *loads[i];
-    for (std::int32_t& l = tl->marked[i]; l < load.queued_layers(); ++l) {
-      if (!load.wait_layer(l, side).ok()) break;
-      auto landed = exec.backend.create_event();
-      if (!landed.ok() || !side.record(**landed).ok()) break;
-      tl->marks.push_back(
-          {TimelineEntry::Lane::kLoad, l, std::int32_t(i), std::move(landed).value()});
-    }
+  const Load& load = *loads.back();
+  const auto index = std::int32_t(loads.size() - 1);
+  for (std::int32_t l = 0; l < load.queued_layers(); ++l) {
+    if (!load.wait_layer(l, side).ok()) break;
+    auto landed = exec.backend.create_event();
+    if (!landed.ok() || !side.record(**landed).ok()) break;
+    tl->marks.push_back({TimelineEntry::Lane::kLoad, l, index, std::move(landed).value()});
   }
 }
 
