@@ -255,7 +255,9 @@ TEST_F(WarmPrefillTest, EveryPolicyGivesTheColdAnswerAndTheColdKv) {
       // takes some.
       EXPECT_GE(s.result.plan_ms, 0.0);
       EXPECT_LE(s.result.plan_ms + s.result.queue_ms, s.result.ttft_ms);
-      if (s.result.loaded_tokens > 0) EXPECT_GT(s.result.queue_ms, 0.0);
+      if (s.result.loaded_tokens > 0) {
+        EXPECT_GT(s.result.queue_ms, 0.0);
+      }
     }
   }
   // A longer prompt that extends the cached one loads its prefix and computes the rest.
