@@ -5,6 +5,9 @@
 #   tests     the GPU test suite (tierkv_all_tests, its CUDA instances), summary in gpu-tests.txt
 #   host      tierkv-warm-bench, prefix in the host tier (and the per-layer analysis); writes the
 #             measured profile to profile.json
+#   eager     the host part's grid with every load queued whole before the compute
+#             (--queue-layers -1), to compare with loads queued beside it (the default); reads
+#             profile.json when the host part wrote it
 #   fronts    tierkv-warm-bench, 16K prefix in the host tier + 128 / 512 new tokens, every front
 #             of 0-4096 tokens recomputed while the rest loads, measured beside its prediction
 #             (reads profile.json when the host part wrote it)
@@ -54,6 +57,13 @@ for part in "$@"; do
       timeout "${HOST_TIMEOUT:-400}" "$bin/tierkv-warm-bench" --backend cuda --reps "${REPS:-3}" \
         --save-profile "$out/profile.json" --json "$out/warm-prefill-$card-$day.jsonl" \
         --report "$out/warm-prefill-$card-$day.txt" ${HOST_ARGS:-} || status=1
+      ;;
+    eager)
+      prof=()
+      [[ -f $out/profile.json ]] && prof=(--profile "$out/profile.json")
+      timeout "${HOST_TIMEOUT:-400}" "$bin/tierkv-warm-bench" --backend cuda --reps "${REPS:-3}" \
+        "${prof[@]}" --queue-layers -1 --json "$out/warm-prefill-eager-$card-$day.jsonl" \
+        --report "$out/warm-prefill-eager-$card-$day.txt" ${HOST_ARGS:-} || status=1
       ;;
     fronts)
       prof=()
