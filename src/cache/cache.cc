@@ -151,7 +151,8 @@ Cache::State::State(Backend& b, const CacheOptions& o)
     : backend(b), opts(o), identity(cache_identity(o)), geo(o) {}
 
 Cache::State::~State() {
-  // Streams first: destroying one waits for its queued copies, which read and write the host
+  stop_threads();  // joined already by ~Cache, unless create() failed after starting them
+  // Streams next: destroying one waits for its queued copies, which read and write the host
   // slab.
   load_stream.reset();
   save_stream.reset();
