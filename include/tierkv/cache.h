@@ -182,9 +182,9 @@ struct CacheOptions {
 struct MatchResult {
   std::int32_t gpu_tokens = 0;  // leading tokens cached in gpu_pool (0 without a pool): whole
                                 // pages, so a multiple of page_tokens
-  std::int32_t host_tokens =
-      0;  // leading tokens the GPU pool and the host tier hold together
-          // (>= gpu_tokens); beyond gpu_tokens, whole chunks of the host tier
+  // Leading tokens the GPU pool and the host tier hold together (>= gpu_tokens); beyond
+  // gpu_tokens, whole chunks of the host tier.
+  std::int32_t host_tokens = 0;
   // Leading tokens all tiers hold together (>= host_tokens; == host_tokens without lower tiers):
   // beyond host_tokens, whole chunks that the host tier or a lower tier holds, asked chunk by
   // chunk (Store::contains, which for a remote tier is a round trip; a tier that errors holds

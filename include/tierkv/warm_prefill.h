@@ -128,8 +128,8 @@ struct WarmPrefillPlan {
 struct TimelineEntry {
   enum class Lane : std::uint8_t { kLoad, kCompute } lane = Lane::kCompute;
   std::int32_t layer = 0;
-  // compute: the index of the prefill chunk; load: the index of the load among those the first
-  // chunk after it waited for (0 but for a plan of several loads)
+  // compute: the index of the prefill chunk; load: the index of the load in the run (0 but for a
+  // plan of several loads)
   std::int32_t chunk = 0;
   double start_ms = 0, end_ms = 0;
 };
