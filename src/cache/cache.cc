@@ -389,11 +389,7 @@ void Cache::State::queue_in_background() {
       return b != nullptr && b->error.ok() && b->queued.load(std::memory_order_relaxed) < b->layers;
     });
     if (queuer_stop) return;
-    if (Status q = queue_layers_locked(*b, b->queued.load(std::memory_order_relaxed)); !q.ok()) {
-      fail_batch_locked(*b, q);
-    } else if (b->queued.load(std::memory_order_relaxed) == b->layers) {
-      open_batch.reset();
-    }
+    advance_locked(*b, b->queued.load(std::memory_order_relaxed)).ignore();  // the next layer
     b.reset();
     lock.unlock();
     std::this_thread::yield();
@@ -787,10 +783,8 @@ void Cache::State::fail_batch_locked(LoadBatch& b, const Status& why) {
   if (open_batch.lock().get() == &b) open_batch.reset();
 }
 
-Status Cache::State::queue_through(LoadBatch& b, std::int32_t through) {
+Status Cache::State::advance_locked(LoadBatch& b, std::int32_t through) {
   through = std::min(through, b.layers - 1);
-  if (through < b.queued.load(std::memory_order_acquire)) return Status::Ok();
-  std::lock_guard lock(load_mu);
   if (!b.error.ok()) return b.error;
   if (through < b.queued.load(std::memory_order_relaxed)) return Status::Ok();
   if (Status q = queue_layers_locked(b, through); !q.ok()) {
@@ -802,12 +796,16 @@ Status Cache::State::queue_through(LoadBatch& b, std::int32_t through) {
   return Status::Ok();
 }
 
+Status Cache::State::queue_through(LoadBatch& b, std::int32_t through) {
+  if (std::min(through, b.layers - 1) < b.queued.load(std::memory_order_acquire))
+    return Status::Ok();
+  std::lock_guard lock(load_mu);
+  return advance_locked(b, through);
+}
+
 void Cache::State::complete_open_batch_locked() {
-  const std::shared_ptr<LoadBatch> b = open_batch.lock();
-  open_batch.reset();
-  if (b == nullptr || !b->error.ok() || b->queued.load(std::memory_order_relaxed) == b->layers)
-    return;
-  if (Status q = queue_layers_locked(*b, b->layers - 1); !q.ok()) fail_batch_locked(*b, q);
+  if (const std::shared_ptr<LoadBatch> b = open_batch.lock())
+    advance_locked(*b, b->layers - 1).ignore();
 }
 
 void Cache::State::track_load(std::shared_ptr<QueuedLoad> q) {

@@ -193,6 +193,9 @@ struct Cache::State {
   // The copies of layers [b.queued, through]. On a failure, returns it with b.queued at the layer
   // that failed; the caller cleans up. REQUIRES: load_mu held.
   Status queue_layers_locked(LoadBatch& b, std::int32_t through);
+  // queue_through() with load_mu held: queues, fails the batch on an error (returning it), and
+  // closes the batch (open_batch) once every layer is queued.
+  Status advance_locked(LoadBatch& b, std::int32_t through);
   // Queues what is left of the open batch, if any. REQUIRES: load_mu held.
   void complete_open_batch_locked();
   // After queue_layers_locked failed outside load_many(): the batch's loads end at b.queued.
